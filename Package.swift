@@ -1,0 +1,117 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "swallow",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "swallow", targets: ["swallow"]),
+        .library(name: "SMTPProtocol", targets: ["SMTPProtocol"]),
+        .library(name: "MailMessage", targets: ["MailMessage"]),
+        .library(name: "SinkServer", targets: ["SinkServer"]),
+        .library(name: "LoadGen", targets: ["LoadGen"]),
+        .library(name: "Assertions", targets: ["Assertions"]),
+        .library(name: "SwallowTesting", targets: ["SwallowTesting"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    ],
+    targets: [
+        .target(
+            name: "SMTPProtocol",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "MailMessage",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "SinkServer",
+            dependencies: [
+                "SMTPProtocol",
+                "MailMessage",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "LoadGen",
+            dependencies: ["SMTPProtocol", "MailMessage", "Assertions"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "Assertions",
+            dependencies: ["MailMessage"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "SwallowTesting",
+            dependencies: ["SinkServer", "Assertions"],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "swallow",
+            dependencies: [
+                "SinkServer",
+                "SMTPProtocol",
+                "LoadGen",
+                "Assertions",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "SMTPProtocolTests",
+            dependencies: [
+                "SMTPProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOTestUtils", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "MailMessageTests",
+            dependencies: ["MailMessage"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "SinkServerTests",
+            dependencies: [
+                "SinkServer",
+                "SMTPProtocol",
+                "MailMessage",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)

@@ -1,0 +1,157 @@
+/// What the sink knows about one accepted message besides its bytes: the envelope, the
+/// session it came in on, when each step happened, and what was odd about it.
+///
+/// Encoded as the JSON written beside each `.eml` file; field names are part of the
+/// on-disk format.
+public struct CapturedMessage: Codable, Hashable, Sendable, Identifiable {
+    /// Sortable: later messages have larger ids.
+    public var id: String
+    public var envelope: Envelope
+    public var session: SessionInfo
+    public var timestamps: CaptureTimestamps
+    /// Size of the stored raw message in bytes, the prepended `Received:` header included.
+    public var size: Int
+    /// Length of the `Received:` header the sink prepended; the bytes after it are exactly
+    /// what the client sent (dot-unstuffed).
+    public var receivedHeaderLength: Int
+    /// Names of protocol anomalies seen in the message bytes (`bare-lf`, `long-line`, ...).
+    public var anomalies: [String]
+    /// Names of the fault rules that acted on this message's session.
+    public var faults: [String]
+    /// The `X-Swallow-Trace` header value, when present.
+    public var traceID: String?
+    /// False when the sink ran with `--discard`: metadata and timings only.
+    public var bodyStored: Bool
+    /// The session's SMTP transcript up to this message's final reply (with `--transcripts`).
+    public var transcript: [TranscriptEntry]?
+
+    public init(
+        id: String,
+        envelope: Envelope,
+        session: SessionInfo,
+        timestamps: CaptureTimestamps,
+        size: Int,
+        receivedHeaderLength: Int,
+        anomalies: [String] = [],
+        faults: [String] = [],
+        traceID: String? = nil,
+        bodyStored: Bool = true,
+        transcript: [TranscriptEntry]? = nil
+    ) {
+        self.id = id
+        self.envelope = envelope
+        self.session = session
+        self.timestamps = timestamps
+        self.size = size
+        self.receivedHeaderLength = receivedHeaderLength
+        self.anomalies = anomalies
+        self.faults = faults
+        self.traceID = traceID
+        self.bodyStored = bodyStored
+        self.transcript = transcript
+    }
+}
+
+/// The SMTP envelope: MAIL FROM and every RCPT TO, each with its ESMTP parameters
+/// (SIZE, BODY, SMTPUTF8, and DSN's RET, ENVID, NOTIFY, ORCPT kept as sent).
+public struct Envelope: Codable, Hashable, Sendable {
+    /// The reverse path's address; empty for the null path `<>`.
+    public var mailFrom: String
+    public var mailParameters: [String: String]
+    public var recipients: [Recipient]
+
+    public init(mailFrom: String, mailParameters: [String: String] = [:], recipients: [Recipient]) {
+        self.mailFrom = mailFrom
+        self.mailParameters = mailParameters
+        self.recipients = recipients
+    }
+
+    public struct Recipient: Codable, Hashable, Sendable {
+        public var address: String
+        public var parameters: [String: String]
+
+        public init(address: String, parameters: [String: String] = [:]) {
+            self.address = address
+            self.parameters = parameters
+        }
+    }
+}
+
+/// The SMTP session a message arrived on.
+public struct SessionInfo: Codable, Hashable, Sendable {
+    /// Unique per connection within one sink run.
+    public var id: String
+    public var remoteAddress: String
+    public var localAddress: String
+    /// The argument of EHLO or HELO.
+    public var helo: String
+    /// True when the client greeted with EHLO.
+    public var esmtp: Bool
+    public var tls: TLSInfo?
+    /// The authenticated user (after AUTH), if any.
+    public var authUser: String?
+
+    public init(
+        id: String, remoteAddress: String, localAddress: String, helo: String, esmtp: Bool,
+        tls: TLSInfo? = nil, authUser: String? = nil
+    ) {
+        self.id = id
+        self.remoteAddress = remoteAddress
+        self.localAddress = localAddress
+        self.helo = helo
+        self.esmtp = esmtp
+        self.tls = tls
+        self.authUser = authUser
+    }
+}
+
+public struct TLSInfo: Codable, Hashable, Sendable {
+    /// `TLSv1.3`, `TLSv1.2`, ...
+    public var version: String
+    /// The negotiated cipher suite's IANA name when known.
+    public var cipher: String?
+    /// True for implicit TLS (`--smtps`), false after STARTTLS.
+    public var implicit: Bool
+
+    public init(version: String, cipher: String?, implicit: Bool) {
+        self.version = version
+        self.cipher = cipher
+        self.implicit = implicit
+    }
+}
+
+/// Nanoseconds since the Unix epoch (UTC, the wall clock) of each step of one message.
+public struct CaptureTimestamps: Codable, Hashable, Sendable {
+    public var connectedNanos: Int64
+    public var mailNanos: Int64
+    public var dataStartNanos: Int64
+    public var dataEndNanos: Int64
+    /// When the final reply was handed to the socket; nil in metadata written before it.
+    public var replySentNanos: Int64?
+
+    public init(connectedNanos: Int64, mailNanos: Int64, dataStartNanos: Int64, dataEndNanos: Int64, replySentNanos: Int64? = nil) {
+        self.connectedNanos = connectedNanos
+        self.mailNanos = mailNanos
+        self.dataStartNanos = dataStartNanos
+        self.dataEndNanos = dataEndNanos
+        self.replySentNanos = replySentNanos
+    }
+}
+
+/// One line of an SMTP transcript. AUTH secrets are redacted before they get here.
+public struct TranscriptEntry: Codable, Hashable, Sendable {
+    public enum Direction: String, Codable, Hashable, Sendable {
+        case client = "C"
+        case server = "S"
+    }
+
+    public var nanos: Int64
+    public var direction: Direction
+    public var text: String
+
+    public init(nanos: Int64, direction: Direction, text: String) {
+        self.nanos = nanos
+        self.direction = direction
+        self.text = text
+    }
+}

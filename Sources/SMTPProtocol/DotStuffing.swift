@@ -1,0 +1,40 @@
+import NIOCore
+
+extension ByteBuffer {
+    /// Writes `message` as the body of DATA: a `.` doubled at the start of every line, a CRLF
+    /// added when the message does not end with one, then the `.CRLF` terminator (RFC 5321 §4.5.2).
+    /// Returns the number of bytes written.
+    @discardableResult
+    public mutating func writeDotStuffedMessage(_ message: ByteBuffer) -> Int {
+        let start = writerIndex
+        reserveCapacity(minimumWritableBytes: message.readableBytes + message.readableBytes / 64 + 5)
+        message.withUnsafeReadableBytes { bytes in
+            var lineStart = 0
+            var index = 0
+            let count = bytes.count
+            while index <= count {
+                if index < count, bytes[index] == UInt8(ascii: "."), index == lineStart {
+                    writeInteger(UInt8(ascii: "."))
+                }
+                guard let cr = SMTPFrameDecoder.find(UInt8(ascii: "\r"), in: bytes, from: index) else {
+                    writeBytes(UnsafeRawBufferPointer(rebasing: bytes[lineStart..<count]))
+                    break
+                }
+                if cr + 1 < count, bytes[cr + 1] == UInt8(ascii: "\n") {
+                    writeBytes(UnsafeRawBufferPointer(rebasing: bytes[lineStart..<(cr + 2)]))
+                    lineStart = cr + 2
+                    index = cr + 2
+                } else {
+                    index = cr + 1
+                }
+            }
+        }
+        let endsWithCRLF = message.readableBytes >= 2
+            && message.getInteger(at: message.writerIndex - 2, as: UInt16.self) == 0x0D0A
+        if !endsWithCRLF && message.readableBytes > 0 {
+            writeStaticString("\r\n")
+        }
+        writeStaticString(".\r\n")
+        return writerIndex - start
+    }
+}

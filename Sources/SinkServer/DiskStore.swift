@@ -1,0 +1,186 @@
+import Dispatch
+import Foundation
+import MailMessage
+import NIOCore
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Messages on disk: `DIR/messages/<id>.eml` (the raw bytes as stored) with `<id>.json` (the
+/// `CapturedMessage` metadata) beside it. A message counts as stored when its `.json` decodes:
+/// the `.eml` is written first, so a metadata file never points at a missing body.
+final class DiskStore: Sendable {
+    let directory: String
+    let policy: FsyncPolicy
+    private let queue = DispatchQueue(label: "swallow.disk", qos: .utility, attributes: .concurrent)
+    private let directoryDescriptor: Int32
+    /// Batch mode: files written but not yet fsynced.
+    private let unsynced = Mutex<[String]>([])
+
+    init(root: String, policy: FsyncPolicy) throws {
+        self.directory = (root as NSString).appendingPathComponent("messages")
+        self.policy = policy
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw ConfigurationError(message: "cannot create data directory \(directory): \(error.localizedDescription)")
+        }
+        let fd = open(directory, O_RDONLY | O_DIRECTORY)
+        guard fd >= 0 else { throw ConfigurationError(message: "cannot open data directory \(directory): errno \(errno)") }
+        self.directoryDescriptor = fd
+    }
+
+    deinit {
+        close(directoryDescriptor)
+    }
+
+    /// Every stored message's metadata, oldest first. Unreadable metadata (a write cut short
+    /// by a crash, before its `250`) is skipped and reported.
+    func loadAll(onSkipped: (String, any Error) -> Void) throws -> [CapturedMessage] {
+        let names = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".json") }
+        let decoder = JSONDecoder()
+        var messages: [CapturedMessage] = []
+        messages.reserveCapacity(names.count)
+        for name in names {
+            let path = (directory as NSString).appendingPathComponent(name)
+            do {
+                let data = try Data(contentsOf: URL(fileURLWithPath: path))
+                let message = try decoder.decode(CapturedMessage.self, from: data)
+                guard FileManager.default.fileExists(atPath: emlPath(message.id)) || !message.bodyStored else {
+                    throw ConfigurationError(message: "missing \(message.id).eml")
+                }
+                messages.append(message)
+            } catch {
+                onSkipped(path, error)
+            }
+        }
+        return messages.sorted { $0.id < $1.id }
+    }
+
+    /// Writes one message. Returns when the policy allows the `250`: after fsync (`always`),
+    /// after write (`batch`), or at once (`never`, the write queued).
+    func write(_ message: CapturedMessage, raw: ByteBuffer?) async throws {
+        let metadata = try JSONEncoder().encode(message)
+        switch policy {
+        case .never:
+            queue.async { try? self.writeFiles(message.id, raw: raw, metadata: metadata, sync: false) }
+        case .batch, .always:
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                queue.async {
+                    do {
+                        try self.writeFiles(message.id, raw: raw, metadata: metadata, sync: self.policy == .always)
+                        continuation.resume()
+                    } catch {
+                        continuation.resume(throwing: error)
+                    }
+                }
+            }
+            if policy == .batch { scheduleFlush(message.id) }
+        }
+    }
+
+    /// Reads a message's raw bytes.
+    func readRaw(id: String) async throws -> ByteBuffer? {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<ByteBuffer?, any Error>) in
+            queue.async {
+                let path = self.emlPath(id)
+                guard FileManager.default.fileExists(atPath: path) else { return continuation.resume(returning: nil) }
+                do {
+                    let data = try Data(contentsOf: URL(fileURLWithPath: path))
+                    continuation.resume(returning: ByteBuffer(bytes: data))
+                } catch {
+                    continuation.resume(throwing: error)
+                }
+            }
+        }
+    }
+
+    func delete(ids: [String]) {
+        guard !ids.isEmpty else { return }
+        queue.async(flags: .barrier) {
+            for id in ids {
+                unlink(self.emlPath(id))
+                unlink(self.jsonPath(id))
+            }
+        }
+    }
+
+    /// Waits until every queued write has reached the files, then fsyncs (unless `never`).
+    func drain() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            queue.async(flags: .barrier) {
+                if self.policy == .batch { self.flush() }
+                continuation.resume()
+            }
+        }
+    }
+
+    // MARK: Files
+
+    func emlPath(_ id: String) -> String { "\(directory)/\(id).eml" }
+    private func jsonPath(_ id: String) -> String { "\(directory)/\(id).json" }
+
+    private func writeFiles(_ id: String, raw: ByteBuffer?, metadata: Data, sync: Bool) throws {
+        if let raw {
+            try raw.withUnsafeReadableBytes { try writeFile(emlPath(id), $0, sync: sync) }
+        }
+        try metadata.withUnsafeBytes { try writeFile(jsonPath(id), $0, sync: sync) }
+        if sync { fsync(directoryDescriptor) }
+    }
+
+    private func writeFile(_ path: String, _ bytes: UnsafeRawBufferPointer, sync: Bool) throws {
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw DiskError(path: path, operation: "open", code: errno) }
+        defer { close(fd) }
+        var offset = 0
+        while offset < bytes.count {
+            let written = Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+            if written < 0 {
+                if errno == EINTR { continue }
+                throw DiskError(path: path, operation: "write", code: errno)
+            }
+            offset += written
+        }
+        if sync && fsync(fd) != 0 { throw DiskError(path: path, operation: "fsync", code: errno) }
+    }
+
+    /// Batch mode: the files of a message are fsynced about 100 ms after its write, together
+    /// with those of every message written meanwhile.
+    private func scheduleFlush(_ id: String) {
+        let first = unsynced.withLock { pending in
+            pending.append(id)
+            return pending.count == 1
+        }
+        guard first else { return }
+        queue.asyncAfter(deadline: .now() + .milliseconds(100)) { self.flush() }
+    }
+
+    private func flush() {
+        let ids = unsynced.withLock { pending in
+            defer { pending.removeAll() }
+            return pending
+        }
+        guard !ids.isEmpty else { return }
+        for id in ids {
+            for path in [emlPath(id), jsonPath(id)] {
+                let fd = open(path, O_RDONLY | O_CLOEXEC)
+                if fd >= 0 {
+                    fsync(fd)
+                    close(fd)
+                }
+            }
+        }
+        fsync(directoryDescriptor)
+    }
+}
+
+struct DiskError: Error, CustomStringConvertible {
+    var path: String
+    var operation: String
+    var code: Int32
+    var description: String { "\(operation) \(path): \(String(cString: strerror(code)))" }
+}

@@ -1,0 +1,134 @@
+import Logging
+import MailMessage
+import NIOCore
+import Synchronization
+
+/// Every captured message, newest last: metadata in memory, raw bytes in memory (no `--data`)
+/// or on disk (`--data DIR`). Bounded by `maxMessages`: the oldest are evicted (from disk too).
+public final class MessageStore: Sendable {
+    private struct Entry {
+        var message: CapturedMessage
+        /// In memory without a disk store; with one, only until the disk write is done.
+        var raw: ByteBuffer?
+    }
+
+    private struct State {
+        var entries: [String: Entry] = [:]
+        /// Ids in arrival order; `order[head...]` are live.
+        var order: [String] = []
+        var head = 0
+
+        mutating func evict(keeping limit: Int) -> [String] {
+            guard limit > 0 else { return [] }
+            var evicted: [String] = []
+            while entries.count > limit, head < order.count {
+                let id = order[head]
+                head += 1
+                if entries.removeValue(forKey: id) != nil { evicted.append(id) }
+            }
+            if head > 1024 && head * 2 > order.count {
+                order.removeFirst(head)
+                head = 0
+            }
+            return evicted
+        }
+    }
+
+    /// 0 means no limit.
+    public let maxMessages: Int
+    private let state = Mutex(State())
+    private let disk: DiskStore?
+
+    /// A memory store.
+    public convenience init(maxMessages: Int) {
+        self.init(maxMessages: maxMessages, disk: nil)
+    }
+
+    init(maxMessages: Int, disk: DiskStore?) {
+        self.maxMessages = maxMessages
+        self.disk = disk
+    }
+
+    /// Opens the store under `--data DIR`, loading what an earlier run stored.
+    static func open(dataDirectory: String?, policy: FsyncPolicy, maxMessages: Int, logger: Logger) throws -> MessageStore {
+        guard let dataDirectory else { return MessageStore(maxMessages: maxMessages) }
+        let disk = try DiskStore(root: dataDirectory, policy: policy)
+        let store = MessageStore(maxMessages: maxMessages, disk: disk)
+        let loaded = try disk.loadAll { path, error in
+            logger.warning("skipping unreadable stored message", metadata: ["path": "\(path)", "error": "\(error)"])
+        }
+        let evicted = store.state.withLock { state in
+            for message in loaded {
+                state.entries[message.id] = Entry(message: message, raw: nil)
+                state.order.append(message.id)
+            }
+            return state.evict(keeping: maxMessages)
+        }
+        disk.delete(ids: evicted)
+        logger.info("opened data directory", metadata: ["path": "\(disk.directory)", "messages": "\(loaded.count - evicted.count)"])
+        return store
+    }
+
+    /// Stores a message; returns when it is as durable as the `--fsync` policy demands.
+    public func insert(_ message: CapturedMessage, raw: ByteBuffer?) async throws {
+        if let disk {
+            try await disk.write(message, raw: raw)
+        }
+        let keepRaw = disk == nil || disk?.policy == .never
+        let evicted = state.withLock { state in
+            state.entries[message.id] = Entry(message: message, raw: keepRaw ? raw : nil)
+            state.order.append(message.id)
+            return state.evict(keeping: maxMessages)
+        }
+        disk?.delete(ids: evicted)
+    }
+
+    /// Sets the time the final reply went out, in memory (the disk copy was written before it).
+    func setReplySent(id: String, nanos: Int64) {
+        state.withLock { $0.entries[id]?.message.timestamps.replySentNanos = nanos }
+    }
+
+    public var count: Int { state.withLock { $0.entries.count } }
+
+    /// All messages, oldest first.
+    public func messages() -> [CapturedMessage] {
+        state.withLock { state in
+            state.order[state.head...].compactMap { state.entries[$0]?.message }
+        }
+    }
+
+    public func message(id: String) -> CapturedMessage? {
+        state.withLock { $0.entries[id]?.message }
+    }
+
+    /// The raw bytes as stored (the `Received:` header first), or nil for an unknown id or a
+    /// message stored without its body (`--discard`).
+    public func raw(id: String) async throws -> ByteBuffer? {
+        let (known, raw) = state.withLock { state in (state.entries[id] != nil, state.entries[id]?.raw) }
+        guard known else { return nil }
+        if let raw { return raw }
+        return try await disk?.readRaw(id: id)
+    }
+
+    /// The message bytes exactly as the client sent them (dot-unstuffed), without the
+    /// `Received:` header the sink prepended.
+    public func receivedBytes(id: String) async throws -> ByteBuffer? {
+        guard let message = message(id: id), var raw = try await raw(id: id) else { return nil }
+        raw.moveReaderIndex(forwardBy: min(message.receivedHeaderLength, raw.readableBytes))
+        return raw
+    }
+
+    public func removeAll() {
+        let ids = state.withLock { state in
+            let ids = Array(state.entries.keys)
+            state = State()
+            return ids
+        }
+        disk?.delete(ids: ids)
+    }
+
+    /// Waits for queued disk writes (graceful shutdown).
+    public func drain() async {
+        await disk?.drain()
+    }
+}

@@ -1,0 +1,63 @@
+import NIOCore
+import SMTPProtocol
+
+/// A `HOST:PORT` to listen on. Port 0 asks the system for a free port.
+public struct ListenAddress: Hashable, Sendable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    /// Parses `127.0.0.1:1025`, `[::1]:1025`, `localhost:0`.
+    public init(parsing text: String) throws {
+        guard let colon = text.lastIndex(of: ":") else {
+            throw ConfigurationError(message: "expected HOST:PORT, got \(text)")
+        }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty, let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else {
+            throw ConfigurationError(message: "expected HOST:PORT with a port in 0...65535, got \(text)")
+        }
+        self.init(host: host, port: port)
+    }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+/// Everything `swallow serve` can be told. The defaults are a safe local sandbox: loopback
+/// only, in-memory, AUTH accepted for anyone.
+public struct SinkConfiguration: Sendable {
+    /// Plain SMTP (STARTTLS offered). Default 127.0.0.1:1025.
+    public var smtp = ListenAddress(host: "127.0.0.1", port: 1025)
+    /// Implicit TLS (`--smtps`), off unless set.
+    public var smtps: ListenAddress?
+    /// Name in the greeting, EHLO reply, `Received:` header and self-signed certificate.
+    public var hostname = "swallow.localhost"
+    public var limits = SMTPLimits()
+    /// A connection that sends nothing for this long gets `421 4.4.2` (RFC 5321 §4.5.3.2.7: 5 min).
+    public var idleTimeout: TimeAmount = .minutes(5)
+    /// Concurrent connections; one more gets `421 4.7.0` and a close.
+    public var maxConnections = 1024
+    /// nil turns AUTH off.
+    public var auth: AuthPolicy? = .any
+    /// MAIL before a successful AUTH gets `530 5.7.0`.
+    public var requireAuth = false
+    /// AUTH is withheld until STARTTLS (off by default: a sandbox on loopback).
+    public var authRequiresTLS = false
+    /// nil turns STARTTLS and `--smtps` off.
+    public var tls: TLSSource? = .selfSigned
+    /// `--data DIR`: messages also on disk, back after a restart.
+    public var dataDirectory: String?
+    public var fsync: FsyncPolicy = .batch
+    /// Stored messages kept; the oldest are evicted. 0: no limit.
+    public var maxMessages = 10_000
+    /// Keep metadata and timings only, never bodies (`--discard`).
+    public var discardBodies = false
+    /// Keep each session's SMTP transcript with its messages (`--transcripts`).
+    public var transcripts = false
+
+    public init() {}
+}

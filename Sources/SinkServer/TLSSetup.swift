@@ -1,0 +1,70 @@
+import Crypto
+import Foundation
+import NIOSSL
+import SwiftASN1
+import X509
+
+/// Where the sink's TLS certificate comes from.
+public enum TLSSource: Hashable, Sendable {
+    /// A fresh self-signed certificate for the sink's hostname, made at start (ECDSA P-256).
+    case selfSigned
+    /// PEM files.
+    case files(certificate: String, key: String)
+}
+
+enum TLSSetup {
+    static func makeContext(_ source: TLSSource, hostname: String) throws -> NIOSSLContext {
+        let configuration: TLSConfiguration
+        switch source {
+        case .selfSigned:
+            let (certificate, key) = try selfSigned(hostname: hostname)
+            configuration = .makeServerConfiguration(certificateChain: [.certificate(certificate)], privateKey: .privateKey(key))
+        case .files(let certificatePath, let keyPath):
+            do {
+                let chain = try NIOSSLCertificate.fromPEMFile(certificatePath).map { NIOSSLCertificateSource.certificate($0) }
+                let key = try NIOSSLPrivateKey(file: keyPath, format: .pem)
+                configuration = .makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
+            } catch {
+                throw ConfigurationError(message: "cannot load TLS certificate \(certificatePath) / key \(keyPath): \(error)")
+            }
+        }
+        return try NIOSSLContext(configuration: configuration)
+    }
+
+    /// A self-signed certificate valid for a year, with `hostname`, `localhost` and the
+    /// loopback addresses as subject alternative names.
+    static func selfSigned(hostname: String) throws -> (NIOSSLCertificate, NIOSSLPrivateKey) {
+        let key = P256.Signing.PrivateKey()
+        let name = try DistinguishedName {
+            CommonName(hostname)
+            OrganizationName("Swallow SMTP sink")
+        }
+        let now = Date()
+        var names: [GeneralName] = [.dnsName(hostname)]
+        if hostname != "localhost" { names.append(.dnsName("localhost")) }
+        names.append(.ipAddress(ASN1OctetString(contentBytes: [127, 0, 0, 1])))
+        names.append(.ipAddress(ASN1OctetString(contentBytes: ArraySlice([UInt8](repeating: 0, count: 15) + [1]))))
+        let certificate = try Certificate(
+            version: .v3,
+            serialNumber: Certificate.SerialNumber(),
+            publicKey: .init(key.publicKey),
+            notValidBefore: now.addingTimeInterval(-3600),
+            notValidAfter: now.addingTimeInterval(365 * 24 * 3600),
+            issuer: name,
+            subject: name,
+            signatureAlgorithm: .ecdsaWithSHA256,
+            extensions: try Certificate.Extensions {
+                Critical(BasicConstraints.notCertificateAuthority)
+                KeyUsage(digitalSignature: true)
+                try ExtendedKeyUsage([.serverAuth])
+                SubjectAlternativeNames(names)
+            },
+            issuerPrivateKey: .init(key)
+        )
+        var serializer = DER.Serializer()
+        try serializer.serialize(certificate)
+        let nioCertificate = try NIOSSLCertificate(bytes: serializer.serializedBytes, format: .der)
+        let nioKey = try NIOSSLPrivateKey(bytes: Array(key.derRepresentation), format: .der)
+        return (nioCertificate, nioKey)
+    }
+}

@@ -1,0 +1,134 @@
+import ArgumentParser
+import Foundation
+import Logging
+import NIOCore
+import SMTPProtocol
+import ServiceLifecycle
+import SinkServer
+import UnixSignals
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the SMTP sink: capture every message to memory (and disk with --data).",
+        discussion: """
+            Prints one line `ready smtp=HOST:PORT [smtps=HOST:PORT]` on stdout once listening; logs go to stderr.
+            SIGINT and SIGTERM shut down gracefully: every message answered with 250 is kept.
+            """
+    )
+
+    @Option(help: "Plain SMTP listen address (STARTTLS offered); port 0 picks a free port.")
+    var smtp = "127.0.0.1:1025"
+
+    @Option(help: "Implicit-TLS SMTP listen address (off unless given).")
+    var smtps: String?
+
+    @Option(help: "Keep messages on disk in DIR (DIR/messages/<id>.eml and .json); a restart loads them again.")
+    var data: String?
+
+    @Option(help: "When the final 250 may be sent relative to the disk write: always, batch, never.")
+    var fsync: String = "batch"
+
+    @Option(help: "Messages kept; the oldest are evicted (0: no limit).")
+    var maxMessages = 10_000
+
+    @Option(help: "Largest accepted message, advertised with SIZE (e.g. 25MiB, 512KiB).")
+    var maxMessageSize = "25MiB"
+
+    @Option(help: "Recipients per message.")
+    var maxRecipients = 100
+
+    @Option(help: "Concurrent connections.")
+    var maxConnections = 1024
+
+    @Option(help: "Close a connection idle this long (e.g. 5m, 30s).")
+    var idleTimeout = "5m"
+
+    @Option(help: "Name in the greeting, EHLO reply, Received: header and self-signed certificate.")
+    var hostname = "swallow.localhost"
+
+    @Option(help: "AUTH users: 'any' (accept everyone), 'off', or a file of user:password lines.")
+    var auth = "any"
+
+    @Flag(help: "Refuse MAIL until the client has authenticated (530 5.7.0).")
+    var requireAuth = false
+
+    @Flag(help: "Offer AUTH only after STARTTLS (or on --smtps).")
+    var authRequiresTls = false
+
+    @Option(help: "PEM certificate chain for STARTTLS and --smtps (default: a self-signed one made at start).")
+    var tlsCert: String?
+
+    @Option(help: "PEM private key for --tls-cert.")
+    var tlsKey: String?
+
+    @Flag(help: "Do not offer STARTTLS.")
+    var noTls = false
+
+    @Flag(help: "Keep metadata and timings but not message bodies (relay benchmarks).")
+    var discard = false
+
+    @Flag(help: "Keep each session's SMTP transcript (AUTH secrets redacted) with its messages.")
+    var transcripts = false
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel = "info"
+
+    func makeConfiguration() throws -> SinkConfiguration {
+        var configuration = SinkConfiguration()
+        configuration.smtp = try ListenAddress(parsing: smtp)
+        configuration.smtps = try smtps.map { try ListenAddress(parsing: $0) }
+        configuration.dataDirectory = data
+        guard let policy = FsyncPolicy(rawValue: fsync) else {
+            throw ValidationError("--fsync must be always, batch or never, not \(fsync)")
+        }
+        configuration.fsync = policy
+        guard maxMessages >= 0 else { throw ValidationError("--max-messages must be 0 or more") }
+        configuration.maxMessages = maxMessages
+        configuration.limits.maxMessageBytes = try Units.bytes(maxMessageSize, option: "--max-message-size")
+        guard maxRecipients > 0 else { throw ValidationError("--max-recipients must be at least 1") }
+        configuration.limits.maxRecipients = maxRecipients
+        guard maxConnections > 0 else { throw ValidationError("--max-connections must be at least 1") }
+        configuration.maxConnections = maxConnections
+        configuration.idleTimeout = .nanoseconds(Int64(try Units.duration(idleTimeout, option: "--idle-timeout") * 1e9))
+        configuration.hostname = hostname
+        switch auth {
+        case "any": configuration.auth = .any
+        case "off": configuration.auth = nil
+        default: configuration.auth = try AuthPolicy.load(file: auth)
+        }
+        configuration.requireAuth = requireAuth
+        configuration.authRequiresTLS = authRequiresTls
+        switch (tlsCert, tlsKey) {
+        case (nil, nil): configuration.tls = noTls ? nil : .selfSigned
+        case (let cert?, let key?): configuration.tls = .files(certificate: cert, key: key)
+        default: throw ValidationError("--tls-cert and --tls-key go together")
+        }
+        configuration.discardBodies = discard
+        configuration.transcripts = transcripts
+        return configuration
+    }
+
+    func run() async throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "swallow")
+        let configuration = try makeConfiguration()
+        let sink: Sink
+        do {
+            sink = try await Sink.bind(configuration, logger: logger)
+        } catch {
+            FileHandle.standardError.write(Data("swallow serve: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+        // Unbuffered: scripts wait for this line.
+        FileHandle.standardOutput.write(Data((sink.readyLine + "\n").utf8))
+        let group = ServiceGroup(
+            configuration: .init(services: [sink], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        )
+        try await group.run()
+    }
+}

@@ -1,0 +1,10 @@
+import ArgumentParser
+
+@main
+struct Swallow: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "swallow",
+        abstract: "A sandbox SMTP sink and mail load generator.",
+        subcommands: [Serve.self]
+    )
+}
