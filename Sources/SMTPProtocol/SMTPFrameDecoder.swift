@@ -146,7 +146,7 @@ public struct SMTPFrameDecoder: Sendable {
                 lineStart = false
             }
             guard let cr = find(UInt8(ascii: "\r"), in: bytes, from: index) else {
-                return .emit(length: count, skip: 0, atLineStart: false)
+                return count > 0 ? .emit(length: count, skip: 0, atLineStart: false) : .needMore
             }
             if cr + 1 == count {
                 // A CR at the very end: hold it back until we know whether LF follows.

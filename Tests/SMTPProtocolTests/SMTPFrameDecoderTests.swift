@@ -1,0 +1,170 @@
+import NIOCore
+import NIOTestUtils
+import SMTPProtocol
+import Testing
+
+@Suite("Framing: command lines, DATA, BDAT")
+struct SMTPFrameDecoderTests {
+    // MARK: Command mode
+
+    @Test("command lines are cut at CRLF however the bytes arrive")
+    func verifier() throws {
+        func line(_ text: String) -> SMTPFrame { .line(ByteBuffer(string: text)) }
+        try ByteToMessageDecoderVerifier.verifyDecoder(
+            stringInputOutputPairs: [
+                ("EHLO a.example\r\n", [line("EHLO a.example")]),
+                ("MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n", [
+                    line("MAIL FROM:<a@b.example>"), line("RCPT TO:<c@d.example>"), line("DATA"),
+                ]),
+                ("\r\n", [line("")]),
+                ("NOOP\n", [.invalidLine(.bareLineEnding)]),
+            ],
+            decoderFactory: { SMTPFrameDecoder() }
+        )
+    }
+
+    @Test("a line without CRLF is reported once past the limit and discarded, memory bounded")
+    func hugeLine() {
+        var decoder = SMTPFrameDecoder(maxLineBytes: 512)
+        var buffer = ByteBuffer()
+        var frames: [SMTPFrame] = []
+        // 2 MB in 64 KiB pieces, never a CRLF.
+        for _ in 0..<32 {
+            buffer.writeRepeatingByte(UInt8(ascii: "x"), count: 64 * 1024)
+            while let frame = decoder.next(&buffer) { frames.append(frame) }
+            #expect(buffer.readableBytes <= 512, "the decoder must not keep the oversized line")
+        }
+        #expect(frames == [.invalidLine(.lineTooLong(limit: 512))])
+        buffer.writeString("xxx\r\nNOOP\r\n")
+        while let frame = decoder.next(&buffer) { frames.append(frame) }
+        #expect(frames == [.invalidLine(.lineTooLong(limit: 512)), .line(ByteBuffer(string: "NOOP"))])
+    }
+
+    @Test("a complete line over the limit is rejected")
+    func completeLongLine() {
+        var decoder = SMTPFrameDecoder(maxLineBytes: 16)
+        var buffer = ByteBuffer(string: "NOOP 0123456789012\r\nQUIT\r\n")
+        #expect(decoder.next(&buffer) == .invalidLine(.lineTooLong(limit: 16)))
+        #expect(decoder.next(&buffer) == .line(ByteBuffer(string: "QUIT")))
+    }
+
+    // MARK: DATA
+
+    /// Feeds `input` to a decoder in message mode, split into pieces at `splits`, and returns
+    /// the joined message bytes, whether the end was seen, and what is left for command mode.
+    static func decodeMessage(_ input: [UInt8], splits: [Int]) -> (body: [UInt8], ended: Bool, rest: [UInt8]) {
+        var decoder = SMTPFrameDecoder(mode: .message)
+        var buffer = ByteBuffer()
+        var body: [UInt8] = []
+        var ended = false
+        var start = 0
+        for end in splits + [input.count] where end >= start {
+            buffer.writeBytes(input[start..<end])
+            start = end
+            while !ended, let frame = decoder.next(&buffer) {
+                switch frame {
+                case .messageChunk(let chunk): body += chunk.readableBytesView
+                case .messageEnd: ended = true
+                default: Issue.record("unexpected frame \(frame)")
+                }
+            }
+        }
+        return (body, ended, Array(buffer.readableBytesView))
+    }
+
+    @Test("DATA is unstuffed and ended by CRLF.CRLF at every split point", arguments: [
+        ("Subject: x\r\n\r\nHello\r\n.\r\nQUIT\r\n", "Subject: x\r\n\r\nHello\r\n", "QUIT\r\n"),
+        ("..leading dot\r\n...two\r\n.\r\n", ".leading dot\r\n..two\r\n", ""),
+        (".\r\n", "", ""),
+        ("a\r\n.b\r\n.\r\n", "a\r\nb\r\n", ""),
+        ("bare\nLF.\n.\nstill data\r\n.\r\n", "bare\nLF.\n.\nstill data\r\n", ""),
+        ("bare\r.\r\nCR\r\n.\r\n", "bare\r.\r\nCR\r\n", ""),
+        ("smuggle\r\n.\nMAIL FROM:<x@y>\r\n.\r\n", "smuggle\r\n\nMAIL FROM:<x@y>\r\n", ""),
+        ("end.\r\n\r\n.\r\n", "end.\r\n\r\n", ""),
+    ])
+    func messageMode(_ input: String, _ expected: String, _ rest: String) {
+        let bytes = Array(input.utf8)
+        for split in 0...bytes.count {
+            let result = Self.decodeMessage(bytes, splits: [split])
+            #expect(result.ended, "split at \(split)")
+            #expect(String(decoding: result.body, as: UTF8.self) == expected, "split at \(split)")
+            #expect(String(decoding: result.rest, as: UTF8.self) == rest, "split at \(split)")
+        }
+        let byteByByte = Self.decodeMessage(bytes, splits: Array(0...bytes.count))
+        #expect(String(decoding: byteByByte.body, as: UTF8.self) == expected)
+    }
+
+    @Test("without CRLF.CRLF the message never ends, and the decoder holds back at most four bytes")
+    func endlessData() {
+        var decoder = SMTPFrameDecoder(mode: .message)
+        var buffer = ByteBuffer()
+        var total = 0
+        for _ in 0..<100 {
+            buffer.writeString(String(repeating: "line\r\n.x\n.\r.", count: 100) + "\r\n.")
+            while let frame = decoder.next(&buffer) {
+                guard case .messageChunk(let chunk) = frame else {
+                    Issue.record("unexpected \(frame)")
+                    return
+                }
+                total += chunk.readableBytes
+            }
+            #expect(buffer.readableBytes <= 4)
+        }
+        #expect(total > 100_000)
+    }
+
+    // MARK: BDAT
+
+    @Test("a BDAT chunk is the next n bytes, raw, then command mode again")
+    func chunkMode() {
+        var decoder = SMTPFrameDecoder()
+        decoder.mode = .chunk(remaining: 10)
+        var buffer = ByteBuffer(string: "0123.\r\n")
+        #expect(decoder.next(&buffer) == .chunkData(ByteBuffer(string: "0123.\r\n"), complete: false))
+        #expect(decoder.next(&buffer) == nil)
+        buffer.writeString("789QUIT\r\n")
+        #expect(decoder.next(&buffer) == .chunkData(ByteBuffer(string: "789"), complete: true))
+        #expect(decoder.mode == .command)
+        #expect(decoder.next(&buffer) == .line(ByteBuffer(string: "QUIT")))
+    }
+
+    // MARK: Dot-stuffing on send
+
+    @Test("dot-stuffing then decoding gives back the message", arguments: [
+        "Subject: a\r\n\r\n.hidden\r\n..two\r\n.\r\nend\r\n",
+        "no final newline.",
+        ".",
+        "",
+        "bare\n.lf and\r.cr\r\n",
+    ])
+    func stuffingRoundTrip(_ message: String) {
+        var wire = ByteBuffer()
+        wire.writeDotStuffedMessage(ByteBuffer(string: message))
+        let result = Self.decodeMessage(Array(wire.readableBytesView), splits: [])
+        #expect(result.ended)
+        var expected = message
+        if !expected.isEmpty && !expected.hasSuffix("\r\n") { expected += "\r\n" }
+        #expect(String(decoding: result.body, as: UTF8.self) == expected)
+        #expect(result.rest.isEmpty)
+    }
+
+    // MARK: Anomalies
+
+    @Test("anomalies in message bytes are found", arguments: [
+        ("plain\r\nmail\r\n", [String]()),
+        ("bare\nlf\r\n", ["bare-lf"]),
+        ("bare\rcr\r\n", ["bare-cr"]),
+        (String(repeating: "x", count: 999) + "\r\n", ["long-line"]),
+        (String(repeating: "x", count: 998) + "\r\n", []),
+        ("caf\u{e9}\r\n", ["8bit-without-8bitmime"]),
+        ("nul\0\r\n", ["nul"]),
+    ])
+    func anomalies(_ message: String, _ names: [String]) {
+        #expect(MessageAnomalies.scan(ByteBuffer(string: message), eightBitDeclared: false).names == names)
+    }
+
+    @Test("8-bit bytes are fine when BODY=8BITMIME was declared")
+    func eightBitDeclared() {
+        #expect(MessageAnomalies.scan(ByteBuffer(string: "caf\u{e9}\r\n"), eightBitDeclared: true).isEmpty)
+    }
+}

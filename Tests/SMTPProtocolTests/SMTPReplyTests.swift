@@ -1,0 +1,63 @@
+import NIOCore
+import SMTPProtocol
+import Testing
+
+@Suite("Replies (RFC 5321 §4.2)")
+struct SMTPReplyTests {
+    @Test("a one-line reply with an enhanced code")
+    func oneLine() {
+        var buffer = ByteBuffer()
+        buffer.writeSMTPReply(SMTPReply(250, "2.1.0", "Sender ok"))
+        #expect(String(buffer: buffer) == "250 2.1.0 Sender ok\r\n")
+    }
+
+    @Test("a multi-line reply uses hyphens on every line but the last")
+    func multiLine() {
+        var buffer = ByteBuffer()
+        buffer.writeSMTPReply(SMTPReply(code: .ok, lines: ["host greets you", "PIPELINING", "HELP"]))
+        #expect(String(buffer: buffer) == "250-host greets you\r\n250-PIPELINING\r\n250 HELP\r\n")
+    }
+
+    @Test("an empty 334 challenge is written as `334 `")
+    func emptyChallenge() {
+        var buffer = ByteBuffer()
+        buffer.writeSMTPReply(SMTPReply(code: .authContinue, lines: [""]))
+        #expect(String(buffer: buffer) == "334 \r\n")
+    }
+
+    @Test("the reply parser assembles multi-line replies and enhanced codes")
+    func parser() throws {
+        var parser = SMTPReplyParser()
+        #expect(try parser.feed(line: "250-mx.example greets you") == nil)
+        #expect(try parser.feed(line: "250-PIPELINING") == nil)
+        let reply = try #require(try parser.feed(line: "250 SIZE 100"))
+        #expect(reply.code == .ok)
+        #expect(reply.lines == ["mx.example greets you", "PIPELINING", "SIZE 100"])
+        let queued = try #require(try parser.feed(line: "250 2.0.0 Ok: queued as ABC"))
+        #expect(queued.enhanced == EnhancedStatusCode(2, 0, 0))
+        #expect(queued.text == "Ok: queued as ABC")
+        #expect(try parser.feed(line: "354 End data with <CR><LF>.<CR><LF>")?.code == .startMailInput)
+    }
+
+    @Test("the reply parser rejects garbage and a code that changes mid-reply")
+    func parserErrors() throws {
+        var parser = SMTPReplyParser()
+        #expect(throws: SMTPParseError.self) { try parser.feed(line: "hello") }
+        var multi = SMTPReplyParser()
+        _ = try multi.feed(line: "250-first")
+        #expect(throws: SMTPParseError.self) { try multi.feed(line: "251 second") }
+    }
+
+    @Test("parse errors map to the RFC replies", arguments: [
+        (SMTPParseError.unrecognizedCommand("FROB"), 500, "5.5.1"),
+        (.syntax("x"), 501, "5.5.4"),
+        (.lineTooLong(limit: 512), 500, "5.5.2"),
+        (.bareLineEnding, 500, "5.5.2"),
+        (.unsupportedParameter("X"), 555, "5.5.4"),
+    ])
+    func errorReplies(_ error: SMTPParseError, _ code: Int, _ enhanced: String) {
+        let reply = SMTPReply(for: error)
+        #expect(reply.code.rawValue == code)
+        #expect(reply.enhanced?.description == enhanced)
+    }
+}
