@@ -30,6 +30,10 @@ final class SMTPServerHandler: ChannelDuplexHandler {
     private var decoder: SMTPFrameDecoder
     private var cumulation: ByteBuffer?
     private var hold: Hold?
+    /// Replies still to be written, the greeting included: every command (but a BDAT with
+    /// bytes), every invalid line, AUTH response, end of DATA and end of chunk gets exactly one.
+    /// A held command's reply is the one that brings this to zero.
+    private var repliesOwed = 1
     private var authResponseNext = false
     private var readHeld = false
 
@@ -54,6 +58,7 @@ final class SMTPServerHandler: ChannelDuplexHandler {
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? IdleStateHandler.IdleStateEvent, event == .read {
+            repliesOwed += 1
             context.fireChannelRead(wrapInboundOut(.idleTimeout))
             context.fireChannelReadComplete()
             return
@@ -82,6 +87,7 @@ final class SMTPServerHandler: ChannelDuplexHandler {
     private func handle(_ frame: SMTPFrame, context: ChannelHandlerContext) {
         switch frame {
         case .line(let line):
+            repliesOwed += 1
             if authResponseNext {
                 hold = .auth
                 let text = String(decoding: line.readableBytesView, as: UTF8.self)
@@ -107,18 +113,22 @@ final class SMTPServerHandler: ChannelDuplexHandler {
                 }
                 hold = .startTLS
             case .bdat(let size, _) where size > 0:
+                repliesOwed -= 1  // answered when the chunk is complete
                 decoder.mode = .chunk(remaining: size)
             default:
                 break
             }
             context.fireChannelRead(wrapInboundOut(.command(command)))
         case .invalidLine(let error):
+            repliesOwed += 1
             context.fireChannelRead(wrapInboundOut(.invalidCommand(error)))
         case .messageChunk(let bytes):
             context.fireChannelRead(wrapInboundOut(.messageChunk(bytes)))
         case .messageEnd:
+            repliesOwed += 1
             context.fireChannelRead(wrapInboundOut(.messageEnd))
         case .chunkData(let bytes, let complete):
+            if complete { repliesOwed += 1 }
             context.fireChannelRead(wrapInboundOut(.chunkData(bytes, complete: complete)))
         }
     }
@@ -130,7 +140,8 @@ final class SMTPServerHandler: ChannelDuplexHandler {
         var buffer = context.channel.allocator.buffer(capacity: 64)
         buffer.writeSMTPReply(reply)
         context.write(wrapOutboundOut(buffer), promise: promise)
-        guard let held = hold else { return }
+        repliesOwed -= 1
+        guard let held = hold, repliesOwed <= 0 else { return }
         hold = nil
         switch held {
         case .data:
