@@ -1,0 +1,103 @@
+import Foundation
+import Logging
+import MailMessage
+import NIOCore
+import SinkServer
+import Synchronization
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `--data DIR` across restarts and crashes of the real `swallow serve` process.
+@Suite("Persistence: restart and kill -9", .timeLimit(.minutes(2)), .serialized)
+struct PersistenceTests {
+    static func body(_ n: Int) -> String {
+        "Subject: message \(n)\r\nX-Seq: \(n)\r\n\r\n" + String(repeating: "line of message \(n)\r\n", count: 20) + ".dot\r\n"
+    }
+
+    static func unstuffed(_ n: Int) -> String {
+        body(n).replacingOccurrences(of: "\r\n.dot\r\n", with: "\r\ndot\r\n")
+    }
+
+    /// Opens the data directory in-process, as a restarted sink would.
+    static func reopen(_ directory: String) async throws -> [String: String] {
+        var configuration = SinkConfiguration()
+        configuration.smtp = ListenAddress(host: "127.0.0.1", port: 0)
+        configuration.dataDirectory = directory
+        configuration.maxMessages = 0
+        return try await withSink({ $0 = configuration }) { sink in
+            var bodies: [String: String] = [:]
+            for message in sink.store.messages() {
+                bodies[message.id] = try await sink.store.receivedBytes(id: message.id).map { String(buffer: $0) }
+            }
+            return bodies
+        }
+    }
+
+    @Test("a restart with --data returns every message accepted before SIGTERM")
+    func restartAfterSIGTERM() async throws {
+        let directory = try temporaryDirectory()
+        let process = try SinkProcess(arguments: ["--data", directory])
+        let port = process.smtpPort
+        let ids = try await onThread {
+            let client = try RawSMTPClient(port: port)
+            _ = try client.readReply()
+            _ = try client.command("EHLO restart.example")
+            return try (0..<25).map { try sendMessage(client, body: Self.body($0)) }
+        }
+        process.signal(SIGTERM)
+        #expect(process.wait() == 0)
+        let stored = try await Self.reopen(directory)
+        #expect(stored.count == 25)
+        for (n, id) in ids.enumerated() {
+            #expect(stored[id] == Self.unstuffed(n), "message \(n) (\(id))")
+            #expect(FileManager.default.fileExists(atPath: "\(directory)/messages/\(id).eml"))
+        }
+    }
+
+    @Test("with --fsync always, kill -9 loses no message that got its 250")
+    func killNineLosesNothingAcknowledged() async throws {
+        let directory = try temporaryDirectory()
+        let process = try SinkProcess(arguments: ["--data", directory, "--fsync", "always"])
+        let port = process.smtpPort
+        let pid = process.process.processIdentifier
+        let acknowledged = Acknowledged()
+        // Four clients send at once; the 60th acknowledgement kills the sink mid-stream, so
+        // other transactions are cut at every stage.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for worker in 0..<4 {
+                group.addTask {
+                    _ = try await onThread {
+                        guard let client = try? RawSMTPClient(port: port) else { return }
+                        _ = try? client.readReply()
+                        _ = try? client.command("EHLO crash.example")
+                        for i in 0..<1000 {
+                            let n = worker * 1000 + i
+                            guard let id = try? sendMessage(client, body: Self.body(n)) else { return }
+                            let count = acknowledged.ids.withLock { acked in
+                                acked[id] = n
+                                return acked.count
+                            }
+                            if count == 60 { kill(pid, SIGKILL) }
+                        }
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        _ = process.wait()
+        let acked = acknowledged.ids.withLock { $0 }
+        #expect(acked.count >= 60)
+        let stored = try await Self.reopen(directory)
+        for (id, n) in acked {
+            #expect(stored[id] == Self.unstuffed(n), "acknowledged message \(n) (\(id)) lost or damaged")
+        }
+    }
+}
+
+/// Message ids that got their `250`, with the sequence number of the body sent.
+final class Acknowledged: Sendable {
+    let ids = Mutex<[String: Int]>([:])
+}

@@ -1,0 +1,72 @@
+import Foundation
+import SinkServer
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The `swallow serve` executable running as a child process, for tests of restarts and
+/// crashes. Built by `swift build` (scripts/test runs it before `swift test`).
+final class SinkProcess: @unchecked Sendable {
+    struct Failure: Error, CustomStringConvertible { var description: String }
+
+    let process = Process()
+    private(set) var smtpPort = 0
+
+    /// Starts `swallow serve ARGS --smtp 127.0.0.1:0` and waits for its `ready` line.
+    init(arguments: [String]) throws {
+        let binary = productsDirectory().appendingPathComponent("swallow")
+        guard FileManager.default.isExecutableFile(atPath: binary.path) else {
+            throw Failure(description: "\(binary.path) is missing: run `swift build` before `swift test` (scripts/test does)")
+        }
+        process.executableURL = binary
+        process.arguments = ["serve", "--smtp", "127.0.0.1:0", "--log-level", "warning"] + arguments
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = FileHandle.standardError
+        try process.run()
+        var line = Data()
+        while !line.contains(UInt8(ascii: "\n")) {
+            let chunk = out.fileHandleForReading.availableData
+            guard !chunk.isEmpty else { throw Failure(description: "swallow serve exited before its ready line") }
+            line += chunk
+        }
+        let text = String(decoding: line, as: UTF8.self)
+        guard text.hasPrefix("ready smtp="), let port = text.split(separator: " ")[1].split(separator: ":").last.flatMap({ Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) })
+        else { throw Failure(description: "unexpected first line: \(text)") }
+        smtpPort = port
+    }
+
+    func signal(_ signal: Int32) {
+        kill(process.processIdentifier, signal)
+    }
+
+    /// Waits for the process to end (at most `timeout` seconds) and returns its status.
+    func wait(timeout: Double = 20) -> Int32 {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { usleep(10_000) }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+        return process.terminationStatus
+    }
+
+    deinit {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    }
+}
+
+/// Sends one message on an open, greeted client and returns the id from `250 ... queued as ID`.
+func sendMessage(_ client: RawSMTPClient, body: String) throws -> String {
+    guard try client.command("MAIL FROM:<load@bench.example>").code == 250,
+          try client.command("RCPT TO:<sink@bench.example>").code == 250,
+          try client.command("DATA").code == 354
+    else { throw RawSMTPClient.Failure(description: "transaction refused") }
+    try client.send(body + ".\r\n")
+    let reply = try client.readReply()
+    guard reply.code == 250, let id = reply.text.split(separator: " ").last else {
+        throw RawSMTPClient.Failure(description: "DATA refused: \(reply.text)")
+    }
+    return String(id)
+}
