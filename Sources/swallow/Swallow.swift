@@ -1,6 +1,6 @@
 import ArgumentParser
 
-@main
+
 struct Swallow: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swallow",
