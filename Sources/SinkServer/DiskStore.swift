@@ -61,25 +61,34 @@ final class DiskStore: Sendable {
         return messages.sorted { $0.id < $1.id }
     }
 
-    /// Writes one message. Returns when the policy allows the `250`: after fsync (`always`),
-    /// after write (`batch`), or at once (`never`, the write queued).
+    /// Writes one message (`always`, `batch`): `completion` runs on the disk queue after the
+    /// fsync (`always`) or the write (`batch`).
+    func write(_ message: CapturedMessage, raw: ByteBuffer?, completion: @escaping @Sendable (Result<Void, any Error>) -> Void) {
+        let metadata: Data
+        do {
+            metadata = try JSONEncoder().encode(message)
+        } catch {
+            completion(.failure(error))
+            return
+        }
+        queue.async {
+            let result = Result { try self.writeFiles(message.id, raw: raw, metadata: metadata, sync: self.policy == .always) }
+            if case .success = result, self.policy == .batch { self.scheduleFlush(message.id) }
+            completion(result)
+        }
+    }
+
     func write(_ message: CapturedMessage, raw: ByteBuffer?) async throws {
-        let metadata = try JSONEncoder().encode(message)
-        switch policy {
-        case .never:
-            queue.async { try? self.writeFiles(message.id, raw: raw, metadata: metadata, sync: false) }
-        case .batch, .always:
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                queue.async {
-                    do {
-                        try self.writeFiles(message.id, raw: raw, metadata: metadata, sync: self.policy == .always)
-                        continuation.resume()
-                    } catch {
-                        continuation.resume(throwing: error)
-                    }
-                }
-            }
-            if policy == .batch { scheduleFlush(message.id) }
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            write(message, raw: raw) { continuation.resume(with: $0) }
+        }
+    }
+
+    /// `never`: queues the write and returns at once.
+    func enqueue(_ message: CapturedMessage, raw: ByteBuffer?) {
+        queue.async {
+            guard let metadata = try? JSONEncoder().encode(message) else { return }
+            try? self.writeFiles(message.id, raw: raw, metadata: metadata, sync: false)
         }
     }
 

@@ -69,10 +69,23 @@ public final class MessageStore: Sendable {
         return store
     }
 
+    /// True when an insert must wait for the disk before the `250` (`--data` with `--fsync`
+    /// `always` or `batch`); otherwise `insertNow` stores at once.
+    var insertWaitsForDisk: Bool { disk != nil && disk?.policy != .never }
+
     /// Stores a message; returns when it is as durable as the `--fsync` policy demands.
     public func insert(_ message: CapturedMessage, raw: ByteBuffer?) async throws {
-        if let disk {
+        if let disk, disk.policy != .never {
             try await disk.write(message, raw: raw)
+        }
+        insertNow(message, raw: raw)
+    }
+
+    /// Stores a message at once; with `--fsync never` its disk write is queued.
+    /// Use only when `insertWaitsForDisk` is false, or after the disk write.
+    func insertNow(_ message: CapturedMessage, raw: ByteBuffer?) {
+        if let disk, disk.policy == .never {
+            disk.enqueue(message, raw: raw)
         }
         let keepRaw = disk == nil || disk?.policy == .never
         let evicted = state.withLock { state in
@@ -81,6 +94,20 @@ public final class MessageStore: Sendable {
             return state.evict(keeping: maxMessages)
         }
         disk?.delete(ids: evicted)
+    }
+
+    /// Stores a message with the disk write off the caller's thread; `completion` runs on the
+    /// disk queue once the message is as durable as `--fsync` demands (or failed to be).
+    func insert(_ message: CapturedMessage, raw: ByteBuffer?, completion: @escaping @Sendable (Result<Void, any Error>) -> Void) {
+        guard let disk, disk.policy != .never else {
+            insertNow(message, raw: raw)
+            completion(.success(()))
+            return
+        }
+        disk.write(message, raw: raw) { result in
+            if case .success = result { self.insertNow(message, raw: raw) }
+            completion(result)
+        }
     }
 
     /// Sets the time the final reply went out, in memory (the disk copy was written before it).
