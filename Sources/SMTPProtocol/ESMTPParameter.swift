@@ -22,8 +22,12 @@ public struct ESMTPParameter: Hashable, Sendable, CustomStringConvertible {
             keyword = token
             value = nil
         }
-        guard let first = keyword.unicodeScalars.first, first.isASCII, first.properties.isAlphabetic || ("0"..."9").contains(first),
-              keyword.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "-") })
+        func isAlphanumeric(_ byte: UInt8) -> Bool {
+            (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
+                || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
+        }
+        guard let first = keyword.utf8.first, isAlphanumeric(first),
+              keyword.utf8.allSatisfy({ isAlphanumeric($0) || $0 == UInt8(ascii: "-") })
         else { throw .syntax("invalid parameter keyword: \(token.prefix(40))") }
         if let value {
             // esmtp-value: %d33-60 / %d62-126, and UTF-8 under SMTPUTF8 (RFC 6531 §3.3).

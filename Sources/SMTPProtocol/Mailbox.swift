@@ -23,22 +23,18 @@ public struct Mailbox: Hashable, Sendable, CustomStringConvertible {
             throw .syntax("mailbox needs local-part@domain: \(text.prefix(64))")
         }
         let local = text[..<at]
-        let domain = text[text.index(after: at)...]
+        let domain = text[text.utf8.index(after: at)...]
         guard !local.isEmpty else { throw .syntax("empty local part in \(text.prefix(64))") }
         guard !domain.isEmpty else { throw .syntax("empty domain in \(text.prefix(64))") }
-        if local.first == "\"" {
-            guard local.count >= 2, local.last == "\"" else { throw .syntax("unterminated quoted local part") }
+        if local.utf8.first == UInt8(ascii: "\"") {
+            guard local.utf8.count >= 2, local.utf8.last == UInt8(ascii: "\"") else { throw .syntax("unterminated quoted local part") }
         } else {
-            guard local.unicodeScalars.allSatisfy(Self.isAtomOrDot), !local.hasPrefix("."), !local.hasSuffix("."),
-                  !local.contains("..")
-            else { throw .syntax("invalid local part: \(local.prefix(64))") }
+            guard local.utf8.allSatisfy(Self.isAtomOrDot), Self.isDotSeparated(local.utf8) else { throw .syntax("invalid local part: \(local.prefix(64))") }
         }
-        if domain.first == "[" {
-            guard domain.last == "]", domain.count > 2 else { throw .syntax("invalid address literal: \(domain.prefix(64))") }
+        if domain.utf8.first == UInt8(ascii: "[") {
+            guard domain.utf8.last == UInt8(ascii: "]"), domain.utf8.count > 2 else { throw .syntax("invalid address literal: \(domain.prefix(64))") }
         } else {
-            guard domain.unicodeScalars.allSatisfy(Self.isDomainScalar), !domain.hasPrefix("."), !domain.hasSuffix("."),
-                  !domain.contains("..")
-            else { throw .syntax("invalid domain: \(domain.prefix(64))") }
+            guard domain.utf8.allSatisfy(Self.isDomainByte), Self.isDotSeparated(domain.utf8) else { throw .syntax("invalid domain: \(domain.prefix(64))") }
         }
         return Mailbox(localPart: String(local), domain: String(domain))
     }
@@ -48,34 +44,58 @@ public struct Mailbox: Hashable, Sendable, CustomStringConvertible {
         var quoted = false
         var escaped = false
         var found: Substring.Index?
-        var index = text.startIndex
-        while index < text.endIndex {
-            let c = text[index]
+        let bytes = text.utf8
+        var index = bytes.startIndex
+        while index < bytes.endIndex {
+            let byte = bytes[index]
             if escaped {
                 escaped = false
-            } else if quoted && c == "\\" {
+            } else if quoted && byte == UInt8(ascii: "\\") {
                 escaped = true
-            } else if c == "\"" {
+            } else if byte == UInt8(ascii: "\"") {
                 quoted.toggle()
-            } else if c == "@" && !quoted {
+            } else if byte == UInt8(ascii: "@") && !quoted {
                 found = index
             }
-            index = text.index(after: index)
+            index = bytes.index(after: index)
         }
         return found
     }
 
-    /// atext or "." (RFC 5322 §3.2.3), plus any non-ASCII scalar (RFC 6531 §3.3).
-    static func isAtomOrDot(_ s: Unicode.Scalar) -> Bool {
-        if s.value >= 0x80 { return true }
-        if s.properties.isAlphabetic && s.isASCII { return true }
-        if ("0"..."9").contains(s) { return true }
-        return "!#$%&'*+-/=?^_`{|}~.".unicodeScalars.contains(s)
+    /// No leading, trailing or doubled dot.
+    static func isDotSeparated(_ bytes: Substring.UTF8View) -> Bool {
+        var previousDot = true
+        for byte in bytes {
+            let dot = byte == UInt8(ascii: ".")
+            if dot && previousDot { return false }
+            previousDot = dot
+        }
+        return !previousDot
     }
 
-    static func isDomainScalar(_ s: Unicode.Scalar) -> Bool {
-        if s.value >= 0x80 { return true }
-        return ("a"..."z").contains(s) || ("A"..."Z").contains(s) || ("0"..."9").contains(s) || s == "-" || s == "."
-            || s == "_"
+    /// atext or "." (RFC 5322 §3.2.3), plus any UTF-8 byte of a non-ASCII character (RFC 6531 §3.3).
+    static func isAtomOrDot(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            true
+        case 0x80...:
+            true
+        default:
+            atextSymbols.contains(byte)
+        }
+    }
+
+    private static let atextSymbols: Set<UInt8> = Set("!#$%&'*+-/=?^_`{|}~.".utf8)
+
+    /// Letters, digits, hyphen, dot (and underscore, which real hosts use), or UTF-8 of an
+    /// internationalized domain name.
+    static func isDomainByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+             UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), 0x80...:
+            true
+        default:
+            false
+        }
     }
 }

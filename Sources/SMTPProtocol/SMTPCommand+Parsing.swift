@@ -7,9 +7,13 @@ extension SMTPCommand {
     /// `limits.maxCommandLineBytes` (CRLF counted) is `lineTooLong`; AUTH lines may reach
     /// `limits.maxAuthLineBytes` (RFC 4954 §4).
     public static func parse(_ line: ByteBuffer, limits: SMTPLimits = SMTPLimits()) throws(SMTPParseError) -> SMTPCommand {
-        guard let text = line.withUnsafeReadableBytes({ String(validating: $0, as: UTF8.self) }) else {
-            throw .invalidEncoding
+        let text: String? = line.withUnsafeReadableBytes { bytes in
+            // Pure ASCII (nearly every line) needs no UTF-8 validation.
+            var high: UInt8 = 0
+            for byte in bytes { high |= byte }
+            return high < 0x80 ? String(decoding: bytes, as: UTF8.self) : String(validating: bytes, as: UTF8.self)
         }
+        guard let text else { throw .invalidEncoding }
         return try parse(text, lineLength: line.readableBytes + 2, limits: limits)
     }
 
@@ -19,14 +23,14 @@ extension SMTPCommand {
     }
 
     private static func parse(_ text: String, lineLength: Int, limits: SMTPLimits) throws(SMTPParseError) -> SMTPCommand {
-        let verbEnd = text.firstIndex(of: " ") ?? text.endIndex
+        let verbEnd = text.utf8.firstIndex(of: UInt8(ascii: " ")) ?? text.endIndex
         let verb = text[..<verbEnd].uppercased()
         let limit = verb == "AUTH" ? limits.maxAuthLineBytes : limits.maxCommandLineBytes
         guard lineLength <= limit else { throw .lineTooLong(limit: limit) }
-        guard !text.unicodeScalars.contains(where: { $0 == "\r" || $0 == "\n" || $0 == "\0" }) else {
+        guard !text.utf8.contains(where: { $0 == UInt8(ascii: "\r") || $0 == UInt8(ascii: "\n") || $0 == 0 }) else {
             throw .bareLineEnding
         }
-        let rest = verbEnd == text.endIndex ? Substring() : text[text.index(after: verbEnd)...]
+        let rest = verbEnd == text.endIndex ? Substring() : text[text.utf8.index(after: verbEnd)...]
         let argument = rest.trimmingSpaces()
 
         switch verb {
@@ -98,46 +102,49 @@ extension SMTPCommand {
         guard rest.count >= prefix.count, rest.prefix(prefix.count).uppercased() == prefix else {
             throw .syntax("expected \(verb) \(prefix)<address>")
         }
-        var remainder = rest.dropFirst(prefix.count).drop(while: { $0 == " " })
+        var remainder = rest.dropFirst(prefix.count)
+        while remainder.utf8.first == UInt8(ascii: " ") { remainder = remainder.dropFirst() }
         var path: Substring
-        if remainder.first == "<" {
+        if remainder.utf8.first == UInt8(ascii: "<") {
             guard let close = closingBracket(remainder) else { throw .syntax("unterminated path: missing >") }
             path = remainder[remainder.index(after: remainder.startIndex)..<close]
             remainder = remainder[remainder.index(after: close)...]
             guard remainder.isEmpty || remainder.first == " " else { throw .syntax("expected a space after the path") }
         } else {
-            let end = remainder.firstIndex(of: " ") ?? remainder.endIndex
+            let end = remainder.utf8.firstIndex(of: UInt8(ascii: " ")) ?? remainder.endIndex
             path = remainder[..<end]
             remainder = remainder[end...]
             guard !path.isEmpty else { throw .syntax("expected \(verb) \(prefix)<address>") }
         }
         // A source route "@a,@b:" is accepted and ignored (RFC 5321 §4.1.2, Appendix C).
-        if path.first == "@", let colon = path.firstIndex(of: ":") {
+        if path.utf8.first == UInt8(ascii: "@"), let colon = path.utf8.firstIndex(of: UInt8(ascii: ":")) {
             path = path[path.index(after: colon)...]
         }
         var parameters: [ESMTPParameter] = []
-        for token in remainder.split(separator: " ") {
+        for token in remainder.split(separator: " ", omittingEmptySubsequences: true) where !token.isEmpty {
             parameters.append(try ESMTPParameter.parse(token))
         }
         return (path, parameters)
     }
 
+    /// The `>` that closes a path opened at `text.startIndex`, skipping quoted strings.
     private static func closingBracket(_ text: Substring) -> Substring.Index? {
         var quoted = false
         var escaped = false
-        var index = text.index(after: text.startIndex)
-        while index < text.endIndex {
-            let c = text[index]
+        let bytes = text.utf8
+        var index = bytes.index(after: bytes.startIndex)
+        while index < bytes.endIndex {
+            let byte = bytes[index]
             if escaped {
                 escaped = false
-            } else if quoted && c == "\\" {
+            } else if quoted && byte == UInt8(ascii: "\\") {
                 escaped = true
-            } else if c == "\"" {
+            } else if byte == UInt8(ascii: "\"") {
                 quoted.toggle()
-            } else if c == ">" && !quoted {
+            } else if byte == UInt8(ascii: ">") && !quoted {
                 return index
             }
-            index = text.index(after: index)
+            index = bytes.index(after: index)
         }
         return nil
     }

@@ -15,11 +15,13 @@ public struct SMTPReply: Hashable, Sendable, CustomStringConvertible {
         self.lines = lines
     }
 
+    /// A reply from its parts; `text` may hold several lines separated by `\n`.
     public init(_ code: Int, _ enhanced: String? = nil, _ text: String) {
         self.init(
             code: ReplyCode(rawValue: code),
             enhanced: enhanced.flatMap { EnhancedStatusCode($0) },
-            lines: text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+            lines: text.utf8.contains(UInt8(ascii: "\n"))
+                ? text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init) : [text]
         )
     }
 

@@ -3,6 +3,28 @@ import MailMessage
 import NIOCore
 import SMTPProtocol
 
+/// The connection's side of every message's session metadata, described once per connection.
+struct Peer {
+    var sessionID = ""
+    var remote = "unknown"
+    var local = "unknown"
+    var remoteIP = "unknown"
+
+    init() {}
+
+    init(sessionID: String, remote: SocketAddress?, local: SocketAddress?) {
+        self.sessionID = sessionID
+        self.remote = remote.map(Self.describe) ?? "unknown"
+        self.local = local.map(Self.describe) ?? "unknown"
+        self.remoteIP = remote?.ipAddress ?? "unknown"
+    }
+
+    static func describe(_ address: SocketAddress) -> String {
+        guard let ip = address.ipAddress, let port = address.port else { return "\(address)" }
+        return ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
+    }
+}
+
 /// One message being received: its id, its bytes (the `Received:` header first), and the
 /// facts the capture metadata needs. Made at the message's first bytes, turned into a
 /// `CapturedMessage` at the end of its data.
@@ -13,16 +35,18 @@ struct MessageCapture {
 
     /// Starts a message: its id, and unless bodies are discarded, its body with the
     /// `Received:` trace header (RFC 5321 §4.4; the "with" keywords are RFC 3848's).
-    init(session: SMTPSession, remote: SocketAddress?, configuration: SinkConfiguration, allocator: ByteBufferAllocator, sizeHint: Int) {
+    init(session: SMTPSession, peer: Peer, configuration: SinkConfiguration, allocator: ByteBufferAllocator, sizeHint: Int) {
         let now = WallClock.nanos()
         id = MessageIDGenerator.next(nanos: now)
         guard !configuration.discardBodies else { return }
         var with = session.esmtp ? "ESMTP" : "SMTP"
         if session.tlsActive { with += "S" }
         if session.authUser != nil { with += "A" }
-        let header = "Received: from \(session.helo ?? "unknown") ([\(remote?.ipAddress ?? "unknown")])\r\n\tby \(configuration.hostname)"
+        let header = "Received: from \(session.helo ?? "unknown") ([\(peer.remoteIP)])\r\n\tby \(configuration.hostname)"
             + " (Swallow) with \(with) id \(id);\r\n\t\(WallClock.rfc5322Date(nanos: now))\r\n"
-        let capacity = min(max(sizeHint, 4096), configuration.limits.maxMessageBytes)
+        // Sized for the message when it is known (SIZE, or a first chunk holding all of it), so a
+        // stored 1 KiB message does not keep a 4 KiB buffer alive.
+        let capacity = min(sizeHint + 128, configuration.limits.maxMessageBytes)
         var buffer = allocator.buffer(capacity: header.utf8.count + capacity)
         headerLength = buffer.writeString(header)
         body = buffer
@@ -34,9 +58,8 @@ struct MessageCapture {
     }
 
     func makeMessage(
-        _ transaction: SMTPSession.Transaction, session: SMTPSession, sessionID: String, tls: TLSInfo?,
-        connectedNanos: Int64, remote: SocketAddress?, local: SocketAddress?, limits: SMTPLimits,
-        transcript: [TranscriptEntry]?
+        _ transaction: SMTPSession.Transaction, session: SMTPSession, peer: Peer, tls: TLSInfo?,
+        connectedNanos: Int64, limits: SMTPLimits, transcript: [TranscriptEntry]?
     ) -> CapturedMessage {
         var anomalies: [String] = []
         var traceID: String?
@@ -53,9 +76,9 @@ struct MessageCapture {
             }
         )
         let sessionInfo = SessionInfo(
-            id: sessionID,
-            remoteAddress: remote.map(Self.describe) ?? "unknown",
-            localAddress: local.map(Self.describe) ?? "unknown",
+            id: peer.sessionID,
+            remoteAddress: peer.remote,
+            localAddress: peer.local,
             helo: session.helo ?? "",
             esmtp: session.esmtp,
             tls: tls,
@@ -82,11 +105,6 @@ struct MessageCapture {
 
     private static func dictionary(_ parameters: [ESMTPParameter]) -> [String: String] {
         Dictionary(parameters.map { ($0.keyword, $0.value ?? "") }, uniquingKeysWith: { first, _ in first })
-    }
-
-    static func describe(_ address: SocketAddress) -> String {
-        guard let ip = address.ipAddress, let port = address.port else { return "\(address)" }
-        return ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
     }
 }
 

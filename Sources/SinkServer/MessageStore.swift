@@ -47,6 +47,7 @@ public final class MessageStore: Sendable {
     init(maxMessages: Int, disk: DiskStore?) {
         self.maxMessages = maxMessages
         self.disk = disk
+        state.withLock { $0.entries.reserveCapacity(min(maxMessages == 0 ? 10_000 : maxMessages, 100_000)) }
     }
 
     /// Opens the store under `--data DIR`, loading what an earlier run stored.

@@ -40,10 +40,8 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var capture: MessageCapture?
     private var transcript: Transcript
     private var tls: TLSInfo?
-    private var sessionID = ""
+    private var peer = Peer()
     private var connectedNanos: Int64 = 0
-    private var remote: SocketAddress?
-    private var local: SocketAddress?
     /// Replies written but not flushed yet.
     private var unflushed = false
     /// Waiting for the store: no decoding, no reading.
@@ -62,14 +60,12 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelActive(context: ChannelHandlerContext) {
         connectedNanos = WallClock.nanos()
-        remote = context.channel.remoteAddress
-        local = context.channel.localAddress
         guard let number = shared.connections.add(context.channel) else {
             reply(SMTPReply(421, "4.7.0", "Too many connections, try again later"), context: context)
             close(context: context)
             return
         }
-        sessionID = "s\(number)"
+        peer = Peer(sessionID: "s\(number)", remote: context.channel.remoteAddress, local: context.channel.localAddress)
         reply(session.greeting(), context: context)
         flushReplies(context: context)
         context.fireChannelActive()
@@ -81,7 +77,7 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        shared.logger.debug("connection error", metadata: ["session": "\(sessionID)", "error": "\(error)"])
+        shared.logger.debug("connection error", metadata: ["session": "\(peer.sessionID)", "error": "\(error)"])
         context.close(promise: nil)
     }
 
@@ -192,8 +188,8 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         guard session.messageBytes(bytes.readableBytes) else { return }
         if capture == nil {
             capture = MessageCapture(
-                session: session, remote: remote, configuration: shared.configuration,
-                allocator: context.channel.allocator, sizeHint: bytes.readableBytes
+                session: session, peer: peer, configuration: shared.configuration,
+                allocator: context.channel.allocator, sizeHint: session.declaredSize ?? bytes.readableBytes
             )
         }
         capture!.append(&bytes)
@@ -217,13 +213,13 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func deliver(_ transaction: SMTPSession.Transaction, context: ChannelHandlerContext) {
         let current = capture ?? MessageCapture(
-            session: session, remote: remote, configuration: shared.configuration,
+            session: session, peer: peer, configuration: shared.configuration,
             allocator: context.channel.allocator, sizeHint: 0
         )
         capture = nil
         let message = current.makeMessage(
-            transaction, session: session, sessionID: sessionID, tls: tls, connectedNanos: connectedNanos,
-            remote: remote, local: local, limits: shared.configuration.limits, transcript: transcript.take()
+            transaction, session: session, peer: peer, tls: tls, connectedNanos: connectedNanos,
+            limits: shared.configuration.limits, transcript: transcript.take()
         )
         let store = shared.store
         guard store.insertWaitsForDisk else {

@@ -74,6 +74,12 @@ struct SMTPSession {
     /// Where an AUTH exchange returns to.
     private enum AuthResume: Equatable { case connected, ready }
 
+    // The replies of every transaction, made once.
+    private static let senderOK = SMTPReply(250, "2.1.0", "Sender ok")
+    private static let recipientOK = SMTPReply(250, "2.1.5", "Recipient ok")
+    private static let startMailInput = SMTPReply(354, nil, "End data with <CR><LF>.<CR><LF>")
+    private static let resetReply = SMTPReply(250, "2.0.0", "Reset")
+
     let configuration: Configuration
     private var state: State = .connected
     private(set) var helo: String?
@@ -88,6 +94,14 @@ struct SMTPSession {
     }
 
     var isClosed: Bool { state == .closed }
+
+    /// The SIZE the client declared for the message being received, if any (RFC 1870).
+    var declaredSize: Int? {
+        switch state {
+        case .data(let transaction), .chunk(let transaction?, _, _), .chunked(let transaction): transaction.parameters.declaredSize
+        default: nil
+        }
+    }
     var isInAuthExchange: Bool { if case .auth = state { true } else { false } }
 
     private var authOffered: Bool {
@@ -138,7 +152,7 @@ struct SMTPSession {
             return .reply(extended ? ehloReply(domain) : SMTPReply(250, nil, "\(configuration.hostname)"))
         case (_, .rset):
             if state != .connected { state = .ready }
-            return .reply(SMTPReply(250, "2.0.0", "Reset"))
+            return .reply(Self.resetReply)
 
         case (.connected, .mail), (.connected, .rcpt), (.connected, .data), (.connected, .bdat):
             if case .bdat(let size, _) = command { return rejectChunk(SMTPReply(503, "5.5.1", "Bad sequence of commands: send EHLO or HELO first"), size: size) }
@@ -153,7 +167,7 @@ struct SMTPSession {
                 return error(SMTPReply(553, "5.6.7", "Non-ASCII address requires SMTPUTF8"))
             }
             state = .mail(Transaction(reversePath: path, parameters: parameters, mailNanos: now))
-            return .reply(SMTPReply(250, "2.1.0", "Sender ok"))
+            return .reply(Self.senderOK)
         case (.mail, .mail), (.data, .mail), (.storing, .mail):
             return badSequence("nested MAIL command")
         case (.ready, .rcpt):
@@ -169,13 +183,13 @@ struct SMTPSession {
             }
             transaction.recipients.append(AcceptedRecipient(path: path, parameters: parameters))
             state = .mail(transaction)
-            return .reply(SMTPReply(250, "2.1.5", "Recipient ok"))
+            return .reply(Self.recipientOK)
 
         case (.mail(var transaction), .data):
             guard !transaction.recipients.isEmpty else { return badSequence("need RCPT before DATA") }
             transaction.dataStartNanos = now
             state = .data(transaction)
-            return .reply(SMTPReply(354, nil, "End data with <CR><LF>.<CR><LF>"))
+            return .reply(Self.startMailInput)
         case (.ready, .data):
             return badSequence("need MAIL before DATA")
 
@@ -277,7 +291,7 @@ struct SMTPSession {
     mutating func stored(id: String) -> Action {
         guard case .storing = state else { return .none }
         state = .ready
-        return .reply(SMTPReply(250, "2.0.0", "Ok: queued as \(id)"))
+        return .reply(SMTPReply(code: .ok, enhanced: EnhancedStatusCode(2, 0, 0), lines: ["Ok: queued as \(id)"]))
     }
 
     /// Storing failed: the client must retry, nothing was accepted.

@@ -1,5 +1,6 @@
 import CoreFoundation
 import Foundation
+import Synchronization
 
 /// Wall-clock time in nanoseconds since the Unix epoch: capture timestamps must be comparable
 /// across processes (the load generator's send times), so this is CLOCK_REALTIME.
@@ -10,9 +11,19 @@ enum WallClock {
         return Int64(spec.tv_sec) * 1_000_000_000 + Int64(spec.tv_nsec)
     }
 
-    /// `Wed, 25 Nov 2026 01:47:30 +0000` (RFC 5322 §3.3), in UTC.
+    private static let lastDate = Mutex<(seconds: Int64, text: String)>((-1, ""))
+
+    /// `Wed, 25 Nov 2026 01:47:30 +0000` (RFC 5322 §3.3), in UTC; formatted once per second.
     static func rfc5322Date(nanos: Int64) -> String {
-        var seconds = time_t(nanos / 1_000_000_000)
+        let seconds = nanos / 1_000_000_000
+        if let cached = lastDate.withLock({ $0.seconds == seconds ? $0.text : nil }) { return cached }
+        let text = format(seconds: seconds)
+        lastDate.withLock { $0 = (seconds, text) }
+        return text
+    }
+
+    private static func format(seconds: Int64) -> String {
+        var seconds = time_t(seconds)
         var parts = tm()
         gmtime_r(&seconds, &parts)
         let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]

@@ -70,6 +70,11 @@ struct Serve: AsyncParsableCommand {
     @Flag(help: "Keep each session's SMTP transcript (AUTH secrets redacted) with its messages.")
     var transcripts = false
 
+    @Option(help: "I/O threads (default: half the cores, at least 1, leaving the rest to the senders that share the machine).")
+    var threads: Int?
+
+    static var defaultThreads: Int { max(1, ProcessInfo.processInfo.activeProcessorCount / 2) }
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
 
@@ -105,6 +110,7 @@ struct Serve: AsyncParsableCommand {
         }
         configuration.discardBodies = discard
         configuration.transcripts = transcripts
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
         return configuration
     }
 

@@ -1,27 +1,29 @@
 import ArgumentParser
+import Foundation
 import NIOCore
 import NIOPosix
 
-// Run Swift concurrency's jobs on NIO's event loops: a connection's async loop then does not
-// hop between a concurrency thread and an I/O thread for every SMTP command (the sink
-// benchmark's biggest cost before this). It must happen before anything async runs, so this
-// file replaces `@main`.
-NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
-await Swallow.runAsRoot()
-
-extension Swallow {
-    /// `AsyncParsableCommand.main()`, as a function: in top-level code the call to `run()`
-    /// would resolve to the synchronous requirement, which only prints help.
-    static func runAsRoot() async {
-        do {
-            var command = try parseAsRoot()
-            if var asyncCommand = command as? any AsyncParsableCommand {
-                try await asyncCommand.run()
-            } else {
-                try command.run()
-            }
-        } catch {
-            exit(withError: error)
-        }
+// This file replaces `@main`: the event loop group must be sized, and installed as Swift
+// concurrency's executor, before anything async runs.
+do {
+    var command = try Swallow.parseAsRoot()
+    if let serve = command as? Serve {
+        NIOSingletons.groupLoopCountSuggestion = serve.threads ?? Serve.defaultThreads
     }
+    // Run Swift concurrency's jobs on NIO's event loops, so async code around the sink does not
+    // hop between a concurrency thread and an I/O thread.
+    NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+    if var asyncCommand = command as? any AsyncParsableCommand {
+        try await runAsync(&asyncCommand)
+    } else {
+        try command.run()
+    }
+} catch {
+    Swallow.exit(withError: error)
+}
+
+/// In top-level code a call to `run()` through the existential resolves to the synchronous
+/// requirement (which only prints help); inside a function it resolves to the async one.
+func runAsync(_ command: inout any AsyncParsableCommand) async throws {
+    try await command.run()
 }
