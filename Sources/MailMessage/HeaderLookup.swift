@@ -41,14 +41,3 @@ public enum HeaderLookup {
         return true
     }
 }
-
-extension String {
-    func trimmingCharacters(in set: String) -> String {
-        let scalars = Set(set.unicodeScalars)
-        let view = unicodeScalars
-        guard let first = view.firstIndex(where: { !scalars.contains($0) }),
-              let last = view.lastIndex(where: { !scalars.contains($0) })
-        else { return "" }
-        return String(view[first...last])
-    }
-}
