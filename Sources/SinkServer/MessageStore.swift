@@ -10,6 +10,26 @@ public final class MessageStore: Sendable {
         var message: CapturedMessage
         /// In memory without a disk store; with one, only until the disk write is done.
         var raw: ByteBuffer?
+        var read = false
+        var tags: [String] = []
+        /// Mailbox names for parallel CI jobs: the AUTH user and recipients' plus tags.
+        var mailboxes: [String]
+        /// The MIME parse's summary, made on first use.
+        var summary: MessageSummary?
+
+        init(message: CapturedMessage, raw: ByteBuffer?) {
+            self.message = message
+            self.raw = raw
+            self.mailboxes = Mailboxes.names(for: message)
+        }
+    }
+
+    /// A stored message's state as the API sees it.
+    public struct Listing: Sendable {
+        public var message: CapturedMessage
+        public var read: Bool
+        public var tags: [String]
+        public var mailboxes: [String]
     }
 
     private struct State {
@@ -38,6 +58,8 @@ public final class MessageStore: Sendable {
     public let maxMessages: Int
     private let state = Mutex(State())
     private let disk: DiskStore?
+    /// Every insert is announced here (the event stream, waiters).
+    public let events = MessageEvents()
 
     /// A memory store.
     public convenience init(maxMessages: Int) {
@@ -95,6 +117,7 @@ public final class MessageStore: Sendable {
             return state.evict(keeping: maxMessages)
         }
         disk?.delete(ids: evicted)
+        events.publish(message)
     }
 
     /// Stores a message with the disk write off the caller's thread; `completion` runs on the
@@ -153,6 +176,57 @@ public final class MessageStore: Sendable {
             return ids
         }
         disk?.delete(ids: ids)
+    }
+
+    /// Deletes these messages; returns how many existed.
+    @discardableResult
+    public func delete(ids: [String]) -> Int {
+        let removed = state.withLock { state in ids.filter { state.entries.removeValue(forKey: $0) != nil } }
+        disk?.delete(ids: removed)
+        return removed.count
+    }
+
+    /// Messages newest first, optionally only those filed under `mailbox`.
+    public func listings(mailbox: String? = nil) -> [Listing] {
+        state.withLock { state in
+            var result: [Listing] = []
+            for id in state.order[state.head...].reversed() {
+                guard let entry = state.entries[id] else { continue }
+                if let mailbox, !entry.mailboxes.contains(mailbox) { continue }
+                result.append(Listing(message: entry.message, read: entry.read, tags: entry.tags, mailboxes: entry.mailboxes))
+            }
+            return result
+        }
+    }
+
+    public func listing(id: String) -> Listing? {
+        state.withLock { state in
+            state.entries[id].map { Listing(message: $0.message, read: $0.read, tags: $0.tags, mailboxes: $0.mailboxes) }
+        }
+    }
+
+    /// Marks messages read or unread.
+    public func setRead(_ read: Bool, ids: [String]) {
+        state.withLock { state in
+            for id in ids { state.entries[id]?.read = read }
+        }
+    }
+
+    /// The message's summary, parsing it on first use (from memory or disk).
+    public func summary(id: String) async -> MessageSummary? {
+        let (message, cached) = state.withLock { state in (state.entries[id]?.message, state.entries[id]?.summary) }
+        guard let message else { return nil }
+        if let cached { return cached }
+        let parsed = try? await parsed(id: id)
+        let summary = MessageSummary(captured: message, parsed: parsed)
+        state.withLock { $0.entries[id]?.summary = summary }
+        return summary
+    }
+
+    /// The MIME parse of the stored message, without the sink's own `Received:` header.
+    public func parsed(id: String) async throws -> ParsedMessage? {
+        guard let bytes = try await raw(id: id) else { return nil }
+        return ParsedMessage(bytes: Array(bytes.readableBytesView))
     }
 
     /// Waits for queued disk writes (graceful shutdown).

@@ -14,6 +14,7 @@ struct SMTPServerContext: Sendable {
     var startTLS: NIOSSLContext?
     var implicitTLS: Bool
     var logger: Logger
+    var metrics: SinkMetrics
 }
 
 /// One SMTP connection, driven on its event loop: frames bytes with `SMTPFrameDecoder`,
@@ -65,6 +66,7 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             close(context: context)
             return
         }
+        shared.metrics.connected()
         peer = Peer(sessionID: "s\(number)", remote: context.channel.remoteAddress, local: context.channel.localAddress)
         reply(session.greeting(), context: context)
         flushReplies(context: context)
@@ -224,7 +226,7 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let store = shared.store
         guard store.insertWaitsForDisk else {
             store.insertNow(message, raw: current.body)
-            stored(message.id, .success(()), context: context)
+            stored(message, .success(()), context: context)
             return
         }
         waitingForStore = true
@@ -233,14 +235,14 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         store.insert(message, raw: current.body) { result in
             loop.execute {
                 let (handler, context) = bound.value
-                handler.storeFinished(message.id, result, context: context)
+                handler.storeFinished(message, result, context: context)
             }
         }
     }
 
-    private func storeFinished(_ id: String, _ result: Result<Void, any Error>, context: ChannelHandlerContext) {
+    private func storeFinished(_ message: CapturedMessage, _ result: Result<Void, any Error>, context: ChannelHandlerContext) {
         waitingForStore = false
-        stored(id, result, context: context)
+        stored(message, result, context: context)
         flushReplies(context: context)
         process(context: context)
         flushReplies(context: context)
@@ -250,13 +252,14 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    private func stored(_ id: String, _ result: Result<Void, any Error>, context: ChannelHandlerContext) {
+    private func stored(_ message: CapturedMessage, _ result: Result<Void, any Error>, context: ChannelHandlerContext) {
         switch result {
         case .success:
-            act(session.stored(id: id), context: context)
-            shared.store.setReplySent(id: id, nanos: WallClock.nanos())
+            shared.metrics.accepted(bytes: message.size)
+            act(session.stored(id: message.id), context: context)
+            shared.store.setReplySent(id: message.id, nanos: WallClock.nanos())
         case .failure(let error):
-            shared.logger.error("cannot store message", metadata: ["id": "\(id)", "error": "\(error)"])
+            shared.logger.error("cannot store message", metadata: ["id": "\(message.id)", "error": "\(error)"])
             act(session.storeFailed(), context: context)
         }
     }
@@ -265,6 +268,7 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func reply(_ reply: SMTPReply, context: ChannelHandlerContext) {
         transcript.server(reply)
+        if reply.code.rawValue >= 400 { shared.metrics.rejected(code: reply.code.rawValue) }
         var buffer = context.channel.allocator.buffer(capacity: 64)
         buffer.writeSMTPReply(reply)
         context.write(wrapOutboundOut(buffer), promise: nil)

@@ -19,6 +19,7 @@ public final class Sink: Service, Sendable {
     public let smtpAddress: ListenAddress
     /// The bound implicit-TLS address, when `--smtps` was given.
     public let smtpsAddress: ListenAddress?
+    public let metrics: SinkMetrics
 
     private let listeners: [any Channel]
     private let connections: ConnectionRegistry
@@ -27,8 +28,9 @@ public final class Sink: Service, Sendable {
 
     private init(
         configuration: SinkConfiguration, store: MessageStore, listeners: [any Channel], connections: ConnectionRegistry,
-        logger: Logger
+        metrics: SinkMetrics, logger: Logger
     ) {
+        self.metrics = metrics
         self.configuration = configuration
         self.store = store
         self.listeners = listeners
@@ -63,9 +65,10 @@ public final class Sink: Service, Sendable {
             makeChallenge: { "<\(UInt64.random(in: 1...UInt64.max)).\(WallClock.nanos() / 1_000_000_000)@\(hostname)>" }
         )
         let connections = ConnectionRegistry(limit: configuration.maxConnections)
+        let metrics = SinkMetrics()
         let plain = SMTPServerContext(
             session: sessionConfiguration, configuration: configuration, store: store, connections: connections,
-            startTLS: tlsContext, implicitTLS: false, logger: logger
+            startTLS: tlsContext, implicitTLS: false, logger: logger, metrics: metrics
         )
         var listeners: [any Channel] = []
         do {
@@ -81,7 +84,9 @@ public final class Sink: Service, Sendable {
             for listener in listeners { try? await listener.close() }
             throw ConfigurationError(message: "cannot listen: \(error)")
         }
-        return Sink(configuration: configuration, store: store, listeners: listeners, connections: connections, logger: logger)
+        return Sink(
+            configuration: configuration, store: store, listeners: listeners, connections: connections, metrics: metrics, logger: logger
+        )
     }
 
     private static func listen(
@@ -127,6 +132,14 @@ public final class Sink: Service, Sendable {
         }
         await store.drain()
         logger.info("sink stopped", metadata: ["messages": "\(store.count)"])
+    }
+
+    /// Open SMTP connections now.
+    public var openConnections: Int { connections.count }
+
+    /// `/metrics` text.
+    public func metricsText() -> [UInt8] {
+        metrics.render(storedMessages: store.count, openConnections: connections.count)
     }
 
     /// Stops accepting and closes every open connection. Messages already answered with `250`

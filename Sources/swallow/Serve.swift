@@ -19,6 +19,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Plain SMTP listen address (STARTTLS offered); port 0 picks a free port.")
     var smtp = "127.0.0.1:1025"
 
+    @Option(help: "HTTP API listen address; port 0 picks a free port.")
+    var http = "127.0.0.1:8025"
+
     @Option(help: "Implicit-TLS SMTP listen address (off unless given).")
     var smtps: String?
 
@@ -130,10 +133,18 @@ struct Serve: AsyncParsableCommand {
             FileHandle.standardError.write(Data("swallow serve: \(error)\n".utf8))
             throw ExitCode(2)
         }
-        // Unbuffered: scripts wait for this line.
-        FileHandle.standardOutput.write(Data((sink.readyLine + "\n").utf8))
+        let httpAddress: ListenAddress
+        do {
+            httpAddress = try ListenAddress(parsing: http)
+        } catch {
+            throw ValidationError("--http: \(error)")
+        }
+        let app = sink.application(http: httpAddress, logger: logger) { line in
+            // Unbuffered: scripts wait for this line.
+            FileHandle.standardOutput.write(Data((line + "\n").utf8))
+        }
         let group = ServiceGroup(
-            configuration: .init(services: [sink], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            configuration: .init(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         )
         try await group.run()
     }

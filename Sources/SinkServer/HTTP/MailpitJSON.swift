@@ -1,0 +1,208 @@
+import Foundation
+import MailMessage
+
+/// The JSON shapes of Mailpit's API v1, with its field names (PascalCase, except the
+/// snake_case `MessagesSummary`), so tools written for Mailpit read Swallow unchanged.
+enum MailpitJSON {
+    struct MessagesSummary: Encodable {
+        var total: Int
+        var unread: Int
+        var count: Int
+        var messagesCount: Int
+        var messagesUnread: Int
+        var start: Int
+        var tags: [String]
+        var messages: [MessageSummary]
+
+        enum CodingKeys: String, CodingKey {
+            case total, unread, count, start, tags, messages
+            case messagesCount = "messages_count"
+            case messagesUnread = "messages_unread"
+        }
+    }
+
+    struct MessageSummary: Encodable {
+        var id: String
+        var messageID: String
+        var read: Bool
+        var from: MailAddress?
+        var to: [MailAddress]
+        var cc: [MailAddress]
+        var bcc: [MailAddress]
+        var replyTo: [MailAddress]
+        var subject: String
+        var created: Date
+        var username: String
+        var tags: [String]
+        var size: Int
+        var attachments: Int
+        var snippet: String
+
+        enum CodingKeys: String, CodingKey {
+            case id = "ID", messageID = "MessageID", read = "Read", from = "From", to = "To", cc = "Cc", bcc = "Bcc"
+            case replyTo = "ReplyTo", subject = "Subject", created = "Created", username = "Username", tags = "Tags"
+            case size = "Size", attachments = "Attachments", snippet = "Snippet"
+        }
+
+        init(_ summary: MailMessage.MessageSummary, listing: MessageStore.Listing) {
+            id = summary.id
+            messageID = summary.messageID
+            read = listing.read
+            from = summary.from
+            to = summary.to
+            cc = summary.cc
+            bcc = summary.bcc
+            replyTo = summary.replyTo
+            subject = summary.subject
+            created = summary.created
+            username = listing.message.session.authUser ?? ""
+            tags = listing.tags
+            size = summary.size
+            attachments = summary.attachmentCount
+            snippet = summary.snippet
+        }
+
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(id, forKey: .id)
+            try container.encode(messageID, forKey: .messageID)
+            try container.encode(read, forKey: .read)
+            try container.encode(from, forKey: .from)  // null when absent, as Mailpit's pointer
+            try container.encode(to, forKey: .to)
+            try container.encode(cc, forKey: .cc)
+            try container.encode(bcc, forKey: .bcc)
+            try container.encode(replyTo, forKey: .replyTo)
+            try container.encode(subject, forKey: .subject)
+            try container.encode(created, forKey: .created)
+            try container.encode(username, forKey: .username)
+            try container.encode(tags, forKey: .tags)
+            try container.encode(size, forKey: .size)
+            try container.encode(attachments, forKey: .attachments)
+            try container.encode(snippet, forKey: .snippet)
+        }
+    }
+
+    struct Attachment: Encodable {
+        var partID: String
+        var fileName: String
+        var contentType: String
+        var contentID: String
+        var size: Int
+        var checksums: [String: String]
+
+        enum CodingKeys: String, CodingKey {
+            case partID = "PartID", fileName = "FileName", contentType = "ContentType", contentID = "ContentID"
+            case size = "Size", checksums = "Checksums"
+        }
+    }
+
+    struct ListUnsubscribe: Encodable {
+        var header: String
+        var links: [String]
+        var errors: String
+        var headerPost: String
+
+        enum CodingKeys: String, CodingKey {
+            case header = "Header", links = "Links", errors = "Errors", headerPost = "HeaderPost"
+        }
+    }
+
+    struct Message: Encodable {
+        var id: String
+        var messageID: String
+        var read: Bool
+        var from: MailAddress?
+        var to: [MailAddress]
+        var cc: [MailAddress]
+        var bcc: [MailAddress]
+        var replyTo: [MailAddress]
+        var returnPath: String
+        var subject: String
+        var listUnsubscribe: ListUnsubscribe
+        var date: Date
+        var tags: [String]
+        var username: String
+        var text: String
+        var html: String
+        var size: Int
+        var inline: [Attachment]
+        var attachments: [Attachment]
+
+        enum CodingKeys: String, CodingKey {
+            case id = "ID", messageID = "MessageID", read = "Read", from = "From", to = "To", cc = "Cc", bcc = "Bcc"
+            case replyTo = "ReplyTo", returnPath = "ReturnPath", subject = "Subject", listUnsubscribe = "ListUnsubscribe"
+            case date = "Date", tags = "Tags", username = "Username", text = "Text", html = "HTML", size = "Size"
+            case inline = "Inline", attachments = "Attachments"
+        }
+
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(id, forKey: .id)
+            try container.encode(messageID, forKey: .messageID)
+            try container.encode(read, forKey: .read)
+            try container.encode(from, forKey: .from)
+            try container.encode(to, forKey: .to)
+            try container.encode(cc, forKey: .cc)
+            try container.encode(bcc, forKey: .bcc)
+            try container.encode(replyTo, forKey: .replyTo)
+            try container.encode(returnPath, forKey: .returnPath)
+            try container.encode(subject, forKey: .subject)
+            try container.encode(listUnsubscribe, forKey: .listUnsubscribe)
+            try container.encode(date, forKey: .date)
+            try container.encode(tags, forKey: .tags)
+            try container.encode(username, forKey: .username)
+            try container.encode(text, forKey: .text)
+            try container.encode(html, forKey: .html)
+            try container.encode(size, forKey: .size)
+            try container.encode(inline, forKey: .inline)
+            try container.encode(attachments, forKey: .attachments)
+        }
+    }
+
+    struct ReadRequest: Decodable {
+        var read: Bool?
+        var ids: [String]?
+        var search: String?
+
+        enum CodingKeys: String, CodingKey {
+            case read = "Read", ids = "IDs", search = "Search"
+        }
+    }
+
+    struct DeleteRequest: Decodable {
+        var ids: [String]?
+
+        enum CodingKeys: String, CodingKey {
+            case ids = "IDs"
+        }
+    }
+
+    /// Go's `time.RFC3339Nano`-style output, in UTC with millisecond precision.
+    static func encoder() -> JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .custom { date, encoder in
+            var container = encoder.singleValueContainer()
+            try container.encode(rfc3339(date))
+        }
+        encoder.outputFormatting = [.withoutEscapingSlashes]
+        return encoder
+    }
+
+    static func rfc3339(_ date: Date) -> String {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        formatter.timeZone = TimeZone(secondsFromGMT: 0)
+        return formatter.string(from: date)
+    }
+
+    /// Go's `textproto.CanonicalMIMEHeaderKey`: `message-id` → `Message-Id`.
+    static func canonicalHeaderName(_ name: String) -> String {
+        var result = ""
+        var upper = true
+        for character in name {
+            result.append(upper ? Character(character.uppercased()) : Character(character.lowercased()))
+            upper = character == "-"
+        }
+        return result
+    }
+}

@@ -1,0 +1,407 @@
+import Crypto
+import Foundation
+import HTTPTypes
+import Hummingbird
+import MailMessage
+import NIOCore
+import Synchronization
+
+/// The sink's HTTP API: Mailpit API v1 routes and shapes, MailHog API v2 list and search,
+/// and Swallow's own (events, stats, metrics, health). Every list, search, delete and the
+/// event stream take `mailbox=NAME`.
+public enum SinkAPI {
+    /// Request bodies larger than this get 413.
+    static let maxBodyBytes = 1024 * 1024
+
+    public static func router(for sink: Sink) -> Router<BasicRequestContext> {
+        let router = Router()
+        let store = sink.store
+        let started = Date()
+
+        // MARK: Mailpit v1: messages
+
+        router.get("/api/v1/messages") { request, _ -> Response in
+            let query = request.uri.queryParameters
+            let listings = store.listings(mailbox: query.get("mailbox"))
+            return try await summary(listings, all: listings, request: request, store: store)
+        }
+
+        router.get("/api/v1/search") { request, _ -> Response in
+            let query = request.uri.queryParameters
+            guard let text = query.get("query"), !text.trimmingCharacters(in: .whitespaces).isEmpty else {
+                throw HTTPError(.badRequest, message: "Error: no search query")
+            }
+            let all = store.listings(mailbox: query.get("mailbox"))
+            let matches = try await search(text, in: all, store: store)
+            return try await summary(matches, all: all, request: request, store: store)
+        }
+
+        router.delete("/api/v1/search") { request, _ -> Response in
+            let query = request.uri.queryParameters
+            guard let text = query.get("query"), !text.trimmingCharacters(in: .whitespaces).isEmpty else {
+                throw HTTPError(.badRequest, message: "Error: no search query")
+            }
+            let matches = try await search(text, in: store.listings(mailbox: query.get("mailbox")), store: store)
+            store.delete(ids: matches.map(\.message.id))
+            return plain("ok")
+        }
+
+        router.put("/api/v1/messages") { request, context -> Response in
+            var request = request
+            let body = try await request.collectBody(upTo: maxBodyBytes)
+            let update: MailpitJSON.ReadRequest
+            do {
+                update = try JSONDecoder().decode(MailpitJSON.ReadRequest.self, from: Data(body.readableBytesView))
+            } catch {
+                throw HTTPError(.badRequest, message: "invalid JSON body: \(error)")
+            }
+            if update.ids != nil && update.search != nil {
+                throw HTTPError(.badRequest, message: "IDs and Search cannot be used together")
+            }
+            let mailbox = request.uri.queryParameters.get("mailbox")
+            let ids: [String]
+            if let given = update.ids, !given.isEmpty {
+                ids = given
+            } else if let text = update.search {
+                ids = try await search(text, in: store.listings(mailbox: mailbox), store: store).map(\.message.id)
+            } else {
+                ids = store.listings(mailbox: mailbox).map(\.message.id)
+            }
+            store.setRead(update.read ?? false, ids: ids)
+            return plain("ok")
+        }
+
+        router.delete("/api/v1/messages") { request, _ -> Response in
+            var request = request
+            let body = try await request.collectBody(upTo: maxBodyBytes)
+            let mailbox = request.uri.queryParameters.get("mailbox")
+            // Mailpit deletes everything on a malformed body; Swallow answers 400 instead.
+            if body.readableBytes > 0 && !String(buffer: body).allSatisfy(\.isWhitespace) {
+                let delete: MailpitJSON.DeleteRequest
+                do {
+                    delete = try JSONDecoder().decode(MailpitJSON.DeleteRequest.self, from: Data(body.readableBytesView))
+                } catch {
+                    throw HTTPError(.badRequest, message: "invalid JSON body: \(error)")
+                }
+                if let ids = delete.ids, !ids.isEmpty {
+                    store.delete(ids: ids)
+                    return plain("ok")
+                }
+            }
+            if mailbox == nil {
+                store.removeAll()
+            } else {
+                store.delete(ids: store.listings(mailbox: mailbox).map(\.message.id))
+            }
+            return plain("ok")
+        }
+
+        // MARK: Mailpit v1: one message
+
+        router.get("/api/v1/message/:id") { request, context -> Response in
+            let listing = try await resolve(context.parameters.require("id"), request: request, store: store)
+            guard let parsed = try await store.parsed(id: listing.message.id),
+                  let summary = await store.summary(id: listing.message.id)
+            else { throw HTTPError(.notFound, message: "Message not found") }
+            store.setRead(true, ids: [listing.message.id])
+            let message = MailpitJSON.Message(
+                id: listing.message.id,
+                messageID: summary.messageID,
+                read: true,
+                from: summary.from,
+                to: summary.to,
+                cc: summary.cc,
+                bcc: summary.bcc,
+                replyTo: summary.replyTo,
+                returnPath: summary.returnPath,
+                subject: summary.subject,
+                listUnsubscribe: listUnsubscribe(parsed),
+                date: summary.date ?? summary.created,
+                tags: listing.tags,
+                username: listing.message.session.authUser ?? "",
+                text: parsed.text,
+                html: parsed.html,
+                size: listing.message.size,
+                inline: parsed.inline.map { attachment($0, parsed) },
+                attachments: parsed.attachments.map { attachment($0, parsed) }
+            )
+            return try json(message)
+        }
+
+        router.get("/api/v1/message/:id/raw") { request, context -> Response in
+            let listing = try await resolve(context.parameters.require("id"), request: request, store: store)
+            guard let raw = try await store.raw(id: listing.message.id) else {
+                throw HTTPError(.notFound, message: "Message body not stored (--discard)")
+            }
+            var headers: HTTPFields = [.contentType: "text/plain; charset=utf-8"]
+            if request.uri.queryParameters.get("dl") == "1" {
+                headers[.contentDisposition] = "attachment; filename=\"\(listing.message.id).eml\""
+            }
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: raw))
+        }
+
+        router.get("/api/v1/message/:id/headers") { request, context -> Response in
+            let listing = try await resolve(context.parameters.require("id"), request: request, store: store)
+            guard let parsed = try await store.parsed(id: listing.message.id) else { throw HTTPError(.notFound) }
+            var headers: [String: [String]] = [:]
+            for field in parsed.headers.fields {
+                headers[MailpitJSON.canonicalHeaderName(field.name), default: []].append(field.value)
+            }
+            return try json(headers, sortedKeys: true)
+        }
+
+        router.get("/api/v1/message/:id/part/:part") { request, context -> Response in
+            let listing = try await resolve(context.parameters.require("id"), request: request, store: store)
+            guard let parsed = try await store.parsed(id: listing.message.id),
+                  let part = parsed.part(id: try context.parameters.require("part"))
+            else { throw HTTPError(.notFound, message: "Part not found") }
+            var headers: HTTPFields = [.contentType: part.contentType.value]
+            if let name = part.fileName {
+                headers[.contentDisposition] = "attachment; filename=\"\(name.replacingOccurrences(of: "\"", with: ""))\""
+            }
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: parsed.decodedBody(part))))
+        }
+
+        router.get("/view/:file") { request, context -> Response in
+            let file = try context.parameters.require("file")
+            let isHTML = file.hasSuffix(".html")
+            guard isHTML || file.hasSuffix(".txt") || file == "latest" else { throw HTTPError(.notFound) }
+            let id = file == "latest" ? "latest" : String(file.dropLast(isHTML ? 5 : 4))
+            let listing = try await resolve(id, request: request, store: store)
+            guard let parsed = try await store.parsed(id: listing.message.id) else { throw HTTPError(.notFound) }
+            if isHTML || file == "latest" {
+                return Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: parsed.html)))
+            }
+            return plain(parsed.text)
+        }
+
+        router.get("/api/v1/info") { _, _ -> Response in
+            let all = store.listings()
+            let counts = sink.metrics.counts.withLock { $0 }
+            let info: [String: AnyEncodable] = [
+                "Version": AnyEncodable("swallow"),
+                "LatestVersion": AnyEncodable(""),
+                "Database": AnyEncodable(sink.configuration.dataDirectory ?? "memory"),
+                "DatabaseSize": AnyEncodable(0),
+                "Messages": AnyEncodable(all.count),
+                "Unread": AnyEncodable(all.filter { !$0.read }.count),
+                "Tags": AnyEncodable([String: Int]()),
+                "RuntimeStats": AnyEncodable([
+                    "Uptime": Int(Date().timeIntervalSince(started)),
+                    "Memory": 0,
+                    "MessagesDeleted": 0,
+                    "SMTPAccepted": counts.accepted,
+                    "SMTPAcceptedSize": counts.acceptedBytes,
+                    "SMTPRejected": counts.rejected,
+                    "SMTPIgnored": 0,
+                ]),
+            ]
+            return try json(info, sortedKeys: true)
+        }
+
+        // MARK: MailHog v2
+
+        router.get("/api/v2/messages") { request, _ -> Response in
+            let query = request.uri.queryParameters
+            let listings = store.listings(mailbox: query.get("mailbox"))
+            return try await mailHog(listings, request: request, store: store, contentType: "text/json")
+        }
+
+        router.get("/api/v2/search") { request, _ -> Response in
+            let query = request.uri.queryParameters
+            guard let kind = query.get("kind"), ["from", "to", "containing"].contains(kind),
+                  let text = query.get("query")?.lowercased(), !text.isEmpty
+            else { return Response(status: .badRequest) }
+            var matches: [MessageStore.Listing] = []
+            for listing in store.listings(mailbox: query.get("mailbox")) {
+                guard let summary = await store.summary(id: listing.message.id) else { continue }
+                let envelope = listing.message.envelope
+                let hit: Bool
+                switch kind {
+                case "from":
+                    hit = envelope.mailFrom.lowercased().contains(text)
+                        || (summary.from.map { "\($0.name) <\($0.address)>".lowercased().contains(text) } ?? false)
+                case "to":
+                    hit = envelope.recipients.contains { $0.address.lowercased().contains(text) }
+                        || summary.to.contains { "\($0.name) <\($0.address)>".lowercased().contains(text) }
+                default:
+                    hit = summary.searchText.contains(text) || summary.subject.lowercased().contains(text)
+                }
+                if hit { matches.append(listing) }
+            }
+            return try await mailHog(matches, request: request, store: store, contentType: "application/json")
+        }
+
+        // MARK: Swallow's own
+
+        router.get("/api/v1/events") { request, _ -> Response in
+            let mailbox = request.uri.queryParameters.get("mailbox")
+            let stream = store.events.subscribe()
+            let encoder = JSONEncoder()
+            return Response(
+                status: .ok,
+                headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
+                body: .init { writer in
+                    try await writer.write(ByteBuffer(string: ": connected\n\n"))
+                    for await message in stream {
+                        var event = message
+                        event.transcript = nil
+                        if let mailbox, !Mailboxes.names(for: event).contains(mailbox) { continue }
+                        let data = try encoder.encode(event)
+                        var buffer = ByteBuffer(string: "event: message\nid: \(event.id)\ndata: ")
+                        buffer.writeBytes(data)
+                        buffer.writeString("\n\n")
+                        try await writer.write(buffer)
+                    }
+                    try await writer.finish(nil)
+                }
+            )
+        }
+
+        router.get("/api/v1/stats") { _, _ -> Response in
+            let all = store.listings()
+            let counts = sink.metrics.counts.withLock { $0 }
+            let stats: [String: AnyEncodable] = [
+                "messages": AnyEncodable(all.count),
+                "unread": AnyEncodable(all.filter { !$0.read }.count),
+                "openConnections": AnyEncodable(sink.openConnections),
+                "smtp": AnyEncodable(counts),
+                "uptimeSeconds": AnyEncodable(Date().timeIntervalSince(started)),
+            ]
+            return try json(stats, sortedKeys: true)
+        }
+
+        router.get("/metrics") { _, _ -> Response in
+            Response(
+                status: .ok,
+                headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(bytes: sink.metricsText()))
+            )
+        }
+
+        for path in ["/healthz", "/livez", "/readyz"] {
+            router.get(RouterPath(path)) { _, _ -> Response in plain("ok") }
+        }
+        return router
+    }
+
+    // MARK: Helpers
+
+    static func plain(_ text: String) -> Response {
+        Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+
+    static func json(_ value: some Encodable, sortedKeys: Bool = false, contentType: String = "application/json") throws -> Response {
+        let encoder = MailpitJSON.encoder()
+        if sortedKeys { encoder.outputFormatting.insert(.sortedKeys) }
+        let data = try encoder.encode(value)
+        return Response(status: .ok, headers: [.contentType: contentType], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    /// `start` and `limit` (default 50; 0 means no limit), as Mailpit pages.
+    static func page<T>(_ items: [T], request: Request, defaultLimit: Int = 50, maxLimit: Int? = nil) -> (ArraySlice<T>, start: Int) {
+        let query = request.uri.queryParameters
+        let start = max(0, query.get("start", as: Int.self) ?? 0)
+        var limit = max(0, query.get("limit", as: Int.self) ?? defaultLimit)
+        if let maxLimit { limit = min(limit == 0 ? maxLimit : limit, maxLimit) }
+        guard start < items.count else { return ([], start) }
+        let end = limit == 0 ? items.count : min(items.count, start + limit)
+        return (items[start..<end], start)
+    }
+
+    static func summary(_ matches: [MessageStore.Listing], all: [MessageStore.Listing], request: Request, store: MessageStore) async throws -> Response {
+        let (pageItems, start) = page(matches, request: request)
+        var summaries: [MailpitJSON.MessageSummary] = []
+        for listing in pageItems {
+            guard let summary = await store.summary(id: listing.message.id) else { continue }
+            summaries.append(MailpitJSON.MessageSummary(summary, listing: listing))
+        }
+        let result = MailpitJSON.MessagesSummary(
+            total: all.count,
+            unread: all.filter { !$0.read }.count,
+            count: summaries.count,
+            messagesCount: matches.count,
+            messagesUnread: matches.filter { !$0.read }.count,
+            start: start,
+            tags: Array(Set(all.flatMap(\.tags))).sorted(),
+            messages: summaries
+        )
+        return try json(result)
+    }
+
+    static func search(_ text: String, in listings: [MessageStore.Listing], store: MessageStore) async throws -> [MessageStore.Listing] {
+        let query: SearchQuery
+        do {
+            query = try SearchQuery(text)
+        } catch {
+            throw HTTPError(.badRequest, message: "\(error)")
+        }
+        var matches: [MessageStore.Listing] = []
+        for listing in listings {
+            guard let summary = await store.summary(id: listing.message.id) else { continue }
+            if query.matches(summary, read: listing.read, tags: listing.tags) { matches.append(listing) }
+        }
+        return matches
+    }
+
+    /// An id, or `latest` (the newest message, or the newest matching `?query=`).
+    static func resolve(_ id: String, request: Request, store: MessageStore) async throws -> MessageStore.Listing {
+        if id == "latest" {
+            let query = request.uri.queryParameters
+            var candidates = store.listings(mailbox: query.get("mailbox"))
+            if let text = query.get("query"), !text.isEmpty {
+                candidates = try await search(text, in: candidates, store: store)
+            }
+            guard let newest = candidates.first else { throw HTTPError(.notFound, message: "Message not found") }
+            return newest
+        }
+        guard let listing = store.listing(id: id) else { throw HTTPError(.notFound, message: "Message not found") }
+        return listing
+    }
+
+    static func attachment(_ attachment: ParsedMessage.Attachment, _ parsed: ParsedMessage) -> MailpitJSON.Attachment {
+        let bytes = parsed.part(id: attachment.partID).map { parsed.decodedBody($0) } ?? []
+        func hex<D: Sequence>(_ digest: D) -> String where D.Element == UInt8 { digest.map { String(format: "%02x", $0) }.joined() }
+        return MailpitJSON.Attachment(
+            partID: attachment.partID,
+            fileName: attachment.fileName,
+            contentType: attachment.contentType,
+            contentID: attachment.contentID,
+            size: attachment.size,
+            checksums: [
+                "MD5": hex(Insecure.MD5.hash(data: bytes)),
+                "SHA1": hex(Insecure.SHA1.hash(data: bytes)),
+                "SHA256": hex(SHA256.hash(data: bytes)),
+            ]
+        )
+    }
+
+    static func listUnsubscribe(_ parsed: ParsedMessage) -> MailpitJSON.ListUnsubscribe {
+        let header = parsed.headers["List-Unsubscribe"] ?? ""
+        var links: [String] = []
+        var rest = Substring(header)
+        while let open = rest.firstIndex(of: "<"), let close = rest[open...].firstIndex(of: ">") {
+            links.append(String(rest[rest.index(after: open)..<close]))
+            rest = rest[rest.index(after: close)...]
+        }
+        return MailpitJSON.ListUnsubscribe(header: header, links: links, errors: "", headerPost: parsed.headers["List-Unsubscribe-Post"] ?? "")
+    }
+
+    static func mailHog(_ listings: [MessageStore.Listing], request: Request, store: MessageStore, contentType: String) async throws -> Response {
+        let (pageItems, start) = page(listings, request: request, maxLimit: 250)
+        var items: [MailHogJSON.Message] = []
+        for listing in pageItems {
+            guard let parsed = try await store.parsed(id: listing.message.id) else { continue }
+            let created = Date(timeIntervalSince1970: Double(listing.message.timestamps.dataEndNanos) / 1e9)
+            items.append(MailHogJSON.Message(captured: listing.message, parsed: parsed, created: created))
+        }
+        return try json(MailHogJSON.Messages(total: listings.count, count: items.count, start: start, items: items), contentType: contentType)
+    }
+}
+
+/// A type-erased Encodable, for the few hand-built JSON objects.
+struct AnyEncodable: Encodable {
+    private let encodeValue: (any Encoder) throws -> Void
+    init(_ value: some Encodable) { encodeValue = value.encode }
+    func encode(to encoder: any Encoder) throws { try encodeValue(encoder) }
+}

@@ -1,0 +1,68 @@
+import Prometheus
+import Synchronization
+
+/// The sink's counters, exposed at `/metrics` in Prometheus text format (swift-prometheus).
+public final class SinkMetrics: Sendable {
+    public let registry = PrometheusCollectorRegistry()
+    let connections: Counter
+    let accepted: Counter
+    let acceptedBytes: Counter
+    let storedGauge: Gauge
+    let openConnections: Gauge
+    private let rejections = Mutex<[Int: Counter]>([:])
+    /// The same counts, readable for `/api/v1/stats` and `/api/v1/info`.
+    let counts = Mutex(Counts())
+
+    struct Counts: Encodable {
+        var connections = 0
+        var accepted = 0
+        var acceptedBytes = 0
+        var rejected = 0
+    }
+
+    public init() {
+        connections = registry.makeCounter(name: "swallow_smtp_connections_total", help: "SMTP connections accepted")
+        accepted = registry.makeCounter(name: "swallow_smtp_messages_accepted_total", help: "Messages answered with 250 after DATA or BDAT LAST")
+        acceptedBytes = registry.makeCounter(name: "swallow_smtp_message_bytes_total", help: "Bytes of accepted messages")
+        storedGauge = registry.makeGauge(name: "swallow_store_messages", help: "Messages in the store")
+        openConnections = registry.makeGauge(name: "swallow_smtp_open_connections", help: "Open SMTP connections")
+    }
+
+    /// Counts a 4xx or 5xx reply by its code.
+    func connected() {
+        connections.increment()
+        counts.withLock { $0.connections += 1 }
+    }
+
+    func accepted(bytes: Int) {
+        accepted.increment()
+        acceptedBytes.increment(by: Int64(bytes))
+        counts.withLock {
+            $0.accepted += 1
+            $0.acceptedBytes += bytes
+        }
+    }
+
+    func rejected(code: Int) {
+        counts.withLock { $0.rejected += 1 }
+        let counter = rejections.withLock { counters in
+            if let counter = counters[code] { return counter }
+            let counter = registry.makeCounter(
+                name: "swallow_smtp_rejections_total", labels: [("code", String(code))],
+                help: "SMTP replies with a 4xx or 5xx code"
+            )
+            counters[code] = counter
+            return counter
+        }
+        counter.increment()
+    }
+
+    /// The exposition text, with the gauges brought up to date.
+    func render(storedMessages: Int, openConnections open: Int) -> [UInt8] {
+        storedGauge.set(Double(storedMessages))
+        openConnections.set(Double(open))
+        var buffer: [UInt8] = []
+        registry.emit(into: &buffer)
+        return buffer
+    }
+}
