@@ -21,7 +21,7 @@ public final class MessageEvents: Sendable {
         return stream
     }
 
-    var hasSubscribers: Bool { subscribers.withLock { !$0.isEmpty } }
+    public var hasSubscribers: Bool { subscribers.withLock { !$0.isEmpty } }
 
     func publish(_ message: CapturedMessage) {
         let current = subscribers.withLock { Array($0.values) }

@@ -159,22 +159,11 @@ enum MailpitJSON {
         }
     }
 
-    struct ReadRequest: Decodable {
+    /// `PUT /api/v1/messages`: `{"Read": bool, "IDs": [...], "Search": "..."}`.
+    struct ReadRequest {
         var read: Bool?
         var ids: [String]?
         var search: String?
-
-        enum CodingKeys: String, CodingKey {
-            case read = "Read", ids = "IDs", search = "Search"
-        }
-    }
-
-    struct DeleteRequest: Decodable {
-        var ids: [String]?
-
-        enum CodingKeys: String, CodingKey {
-            case ids = "IDs"
-        }
     }
 
     /// Go's `time.RFC3339Nano`-style output, in UTC with millisecond precision.

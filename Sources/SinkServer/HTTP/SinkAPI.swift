@@ -4,6 +4,7 @@ import HTTPTypes
 import Hummingbird
 import MailMessage
 import NIOCore
+import ServiceLifecycle
 import Synchronization
 
 /// The sink's HTTP API: Mailpit API v1 routes and shapes, MailHog API v2 list and search,
@@ -28,7 +29,7 @@ public enum SinkAPI {
 
         router.get("/api/v1/search") { request, _ -> Response in
             let query = request.uri.queryParameters
-            guard let text = query.get("query"), !text.trimmingCharacters(in: .whitespaces).isEmpty else {
+            guard let text = formValue("query", request), !text.trimmingCharacters(in: .whitespaces).isEmpty else {
                 throw HTTPError(.badRequest, message: "Error: no search query")
             }
             let all = store.listings(mailbox: query.get("mailbox"))
@@ -38,7 +39,7 @@ public enum SinkAPI {
 
         router.delete("/api/v1/search") { request, _ -> Response in
             let query = request.uri.queryParameters
-            guard let text = query.get("query"), !text.trimmingCharacters(in: .whitespaces).isEmpty else {
+            guard let text = formValue("query", request), !text.trimmingCharacters(in: .whitespaces).isEmpty else {
                 throw HTTPError(.badRequest, message: "Error: no search query")
             }
             let matches = try await search(text, in: store.listings(mailbox: query.get("mailbox")), store: store)
@@ -49,12 +50,12 @@ public enum SinkAPI {
         router.put("/api/v1/messages") { request, context -> Response in
             var request = request
             let body = try await request.collectBody(upTo: maxBodyBytes)
-            let update: MailpitJSON.ReadRequest
-            do {
-                update = try JSONDecoder().decode(MailpitJSON.ReadRequest.self, from: Data(body.readableBytesView))
-            } catch {
-                throw HTTPError(.badRequest, message: "invalid JSON body: \(error)")
-            }
+            let fields = try bodyFields(body)
+            let update = MailpitJSON.ReadRequest(
+                read: fields["read"]?.first.map { $0 == "true" || $0 == "1" },
+                ids: fields["ids"],
+                search: fields["search"]?.first
+            )
             if update.ids != nil && update.search != nil {
                 throw HTTPError(.badRequest, message: "IDs and Search cannot be used together")
             }
@@ -76,17 +77,9 @@ public enum SinkAPI {
             let body = try await request.collectBody(upTo: maxBodyBytes)
             let mailbox = request.uri.queryParameters.get("mailbox")
             // Mailpit deletes everything on a malformed body; Swallow answers 400 instead.
-            if body.readableBytes > 0 && !String(buffer: body).allSatisfy(\.isWhitespace) {
-                let delete: MailpitJSON.DeleteRequest
-                do {
-                    delete = try JSONDecoder().decode(MailpitJSON.DeleteRequest.self, from: Data(body.readableBytesView))
-                } catch {
-                    throw HTTPError(.badRequest, message: "invalid JSON body: \(error)")
-                }
-                if let ids = delete.ids, !ids.isEmpty {
-                    store.delete(ids: ids)
-                    return plain("ok")
-                }
+            if let ids = try bodyFields(body)["ids"], !ids.isEmpty {
+                store.delete(ids: ids)
+                return plain("ok")
             }
             if mailbox == nil {
                 store.removeAll()
@@ -146,6 +139,11 @@ public enum SinkAPI {
             var headers: [String: [String]] = [:]
             for field in parsed.headers.fields {
                 headers[MailpitJSON.canonicalHeaderName(field.name), default: []].append(field.value)
+            }
+            // Mailpit clients (the PyPI mailpit-api-client among them) expect a Delivered-To
+            // entry; without one in the message, it holds the envelope recipients.
+            if headers["Delivered-To"] == nil {
+                headers["Delivered-To"] = listing.message.envelope.recipients.map(\.address)
             }
             return try json(headers, sortedKeys: true)
         }
@@ -210,7 +208,7 @@ public enum SinkAPI {
         router.get("/api/v2/search") { request, _ -> Response in
             let query = request.uri.queryParameters
             guard let kind = query.get("kind"), ["from", "to", "containing"].contains(kind),
-                  let text = query.get("query")?.lowercased(), !text.isEmpty
+                  let text = formValue("query", request)?.lowercased(), !text.isEmpty
             else { return Response(status: .badRequest) }
             var matches: [MessageStore.Listing] = []
             for listing in store.listings(mailbox: query.get("mailbox")) {
@@ -243,7 +241,9 @@ public enum SinkAPI {
                 headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
                 body: .init { writer in
                     try await writer.write(ByteBuffer(string: ": connected\n\n"))
-                    for await message in stream {
+                    // The stream is endless: a graceful shutdown ends it.
+                    do {
+                        for try await message in stream.cancelOnGracefulShutdown() {
                         var event = message
                         event.transcript = nil
                         if let mailbox, !Mailboxes.names(for: event).contains(mailbox) { continue }
@@ -252,7 +252,8 @@ public enum SinkAPI {
                         buffer.writeBytes(data)
                         buffer.writeString("\n\n")
                         try await writer.write(buffer)
-                    }
+                        }
+                    } catch is CancellationError {}
                     try await writer.finish(nil)
                 }
             )
@@ -286,6 +287,51 @@ public enum SinkAPI {
     }
 
     // MARK: Helpers
+
+    /// The fields of a request body: JSON with keys matched case-insensitively (as Go's
+    /// `encoding/json` does for Mailpit), or an HTML form (`ids=a&ids=b`, as the PyPI client
+    /// sends). Values come back as strings; an empty body has no fields; anything else is a 400.
+    static func bodyFields(_ body: ByteBuffer) throws -> [String: [String]] {
+        let text = String(buffer: body).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !text.isEmpty else { return [:] }
+        if text.hasPrefix("{") {
+            guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
+                throw HTTPError(.badRequest, message: "invalid JSON body")
+            }
+            var fields: [String: [String]] = [:]
+            for (key, value) in object {
+                switch value {
+                case let list as [Any]: fields[key.lowercased()] = list.map { "\($0)" }
+                case let flag as Bool: fields[key.lowercased()] = [flag ? "true" : "false"]
+                case is NSNull: continue
+                default: fields[key.lowercased()] = ["\(value)"]
+                }
+            }
+            return fields
+        }
+        var fields: [String: [String]] = [:]
+        for pair in text.split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard parts.count == 2, let key = String(parts[0]).removingPercentEncoding,
+                  let value = String(parts[1]).replacingOccurrences(of: "+", with: " ").removingPercentEncoding
+            else { throw HTTPError(.badRequest, message: "invalid request body: expected JSON or a form") }
+            fields[key.lowercased().replacingOccurrences(of: "[]", with: ""), default: []].append(value)
+        }
+        return fields
+    }
+
+    /// A query-string value decoded as an HTML form does (`+` is a space), as Go's
+    /// `url.Query` — and so Mailpit and MailHog — read it.
+    static func formValue(_ name: String, _ request: Request) -> String? {
+        guard let raw = request.uri.query else { return nil }
+        for pair in raw.split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard parts.first == Substring(name) else { continue }
+            let value = parts.count > 1 ? String(parts[1]) : ""
+            return value.replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? value
+        }
+        return nil
+    }
 
     static func plain(_ text: String) -> Response {
         Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: text)))
@@ -349,7 +395,7 @@ public enum SinkAPI {
         if id == "latest" {
             let query = request.uri.queryParameters
             var candidates = store.listings(mailbox: query.get("mailbox"))
-            if let text = query.get("query"), !text.isEmpty {
+            if let text = formValue("query", request), !text.isEmpty {
                 candidates = try await search(text, in: candidates, store: store)
             }
             guard let newest = candidates.first else { throw HTTPError(.notFound, message: "Message not found") }

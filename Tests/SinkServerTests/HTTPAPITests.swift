@@ -1,0 +1,279 @@
+import Foundation
+import Hummingbird
+import Logging
+import MailMessage
+import SinkServer
+import ServiceLifecycle
+import Testing
+
+/// Starts the whole sink application (SMTP and HTTP on free ports), runs `body` with the
+/// sink and the HTTP base URL, then shuts it down gracefully.
+func withSinkApplication<T: Sendable>(
+    _ configure: (inout SinkConfiguration) -> Void = { _ in },
+    _ body: @Sendable (Sink, String) async throws -> T
+) async throws -> T {
+    var configuration = SinkConfiguration()
+    configuration.smtp = ListenAddress(host: "127.0.0.1", port: 0)
+    configure(&configuration)
+    var logger = Logger(label: "test.app")
+    logger.logLevel = .warning
+    let sink = try await Sink.bind(configuration, logger: logger)
+    let (ready, readyContinuation) = AsyncStream<String>.makeStream()
+    let app = sink.application(http: ListenAddress(host: "127.0.0.1", port: 0), logger: logger) { line in
+        readyContinuation.yield(line)
+    }
+    let group = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [], logger: logger))
+    return try await withThrowingTaskGroup(of: Void.self) { tasks in
+        tasks.addTask { try await group.run() }
+        defer { tasks.cancelAll() }
+        var iterator = ready.makeAsyncIterator()
+        guard let line = await iterator.next(), let http = line.split(separator: " ").first(where: { $0.hasPrefix("http=") }) else {
+            throw SinkProcess.Failure(description: "the application never became ready")
+        }
+        let base = "http://" + http.dropFirst("http=".count)
+        do {
+            let result = try await body(sink, base)
+            await group.triggerGracefulShutdown()
+            try await tasks.next()
+            return result
+        } catch {
+            await group.triggerGracefulShutdown()
+            throw error
+        }
+    }
+}
+
+func curl(_ arguments: [String]) async throws -> String {
+    let result = try await run(["curl", "--silent", "--show-error", "--fail-with-body", "--max-time", "10"] + arguments)
+    guard result.status == 0 else { throw SinkProcess.Failure(description: "curl \(arguments): \(result.status) \(result.stdout) \(result.stderr)") }
+    return result.stdout
+}
+
+func jsonObject(_ text: String) throws -> [String: Any] {
+    try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+}
+
+/// The HTTP API over real HTTP on loopback, after real mail from smtplib.
+@Suite("HTTP API: Mailpit and MailHog compatible", .timeLimit(.minutes(2)))
+struct HTTPAPITests {
+    static let corpus = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared/corpus").path
+
+    /// Sends corpus messages with smtplib; the envelope recipient carries `+mailbox`.
+    static func send(_ files: [String], port: Int, mailbox: String = "ci", auth: Bool = false) async throws {
+        let result = try await python("""
+            import smtplib
+            with smtplib.SMTP('127.0.0.1', PORT, timeout=10) as s:
+                if AUTH == 'yes':
+                    s.login('worker7', 'pw')
+                for name in FILES.split(','):
+                    data = open(CORPUS + '/' + name, 'rb').read()
+                    s.sendmail('app@bank.example', ['app+' + MAILBOX + '@example.com'], data)
+            """, port: port, env: ["FILES": files.joined(separator: ","), "CORPUS": corpus, "MAILBOX": mailbox, "AUTH": auth ? "yes" : "no"])
+        #expect(result.status == 0, "\(result.stderr)")
+    }
+
+    @Test("list, message, headers, raw, part and search answer in Mailpit's shapes")
+    func mailpitRoutes() async throws {
+        try await withSinkApplication { sink, base in
+            try await Self.send(["02-otp-alternative.eml", "03-invoice-pdf.eml", "04-utf8-subject-and-name.eml", "05-html-inline-image.eml"],
+                                port: sink.smtpAddress.port)
+            let list = try jsonObject(try await curl(["\(base)/api/v1/messages?limit=2"]))
+            #expect(list["total"] as? Int == 4)
+            #expect(list["messages_count"] as? Int == 4)
+            #expect(list["unread"] as? Int == 4)
+            #expect(list["count"] as? Int == 2)
+            let messages = try #require(list["messages"] as? [[String: Any]])
+            #expect(messages.first?["Subject"] as? String == "Newsletter with inline logo", "newest first")
+            for key in ["ID", "MessageID", "Read", "From", "To", "Cc", "Bcc", "ReplyTo", "Subject", "Created", "Tags", "Size", "Attachments", "Snippet"] {
+                #expect(messages.first?[key] != nil, "summary field \(key)")
+            }
+
+            // The RFC 2047 subject, decoded.
+            let utf8 = try jsonObject(try await curl(["\(base)/api/v1/search?query=" + "subject:dikirim"]))
+            let utf8Messages = try #require(utf8["messages"] as? [[String: Any]])
+            #expect(utf8Messages.map { $0["Subject"] as? String } == ["Pesanan Anda telah dikirim — été ☃"])
+            let from = try #require(utf8Messages.first?["From"] as? [String: Any])
+            #expect(from["Name"] as? String == "Toko Élégant")
+
+            // The invoice: attachment listed, downloadable byte for byte.
+            let search = try jsonObject(try await curl(["\(base)/api/v1/search?query=has:attachment"]))
+            #expect(search["messages_count"] as? Int == 1)
+            #expect(search["total"] as? Int == 4)
+            let invoiceID = try #require((search["messages"] as? [[String: Any]])?.first?["ID"] as? String)
+            let invoice = try jsonObject(try await curl(["\(base)/api/v1/message/\(invoiceID)"]))
+            #expect(invoice["Subject"] as? String == "Invoice INV-2026-0042")
+            #expect((invoice["HTML"] as? String)?.contains("Amount due") == true)
+            #expect((invoice["Text"] as? String)?.contains("INV-2026-0042") == true)
+            #expect(invoice["Read"] as? Bool == true)
+            let attachments = try #require(invoice["Attachments"] as? [[String: Any]])
+            let pdf = try #require(attachments.first)
+            #expect(pdf["ContentType"] as? String == "application/pdf")
+            let partID = try #require(pdf["PartID"] as? String)
+            let directory = try temporaryDirectory()
+            _ = try await curl(["-o", directory + "/part.pdf", "\(base)/api/v1/message/\(invoiceID)/part/\(partID)"])
+            let downloaded = try Data(contentsOf: URL(fileURLWithPath: directory + "/part.pdf"))
+            #expect(downloaded.starts(with: Data("%PDF-".utf8)))
+            #expect(downloaded.count == pdf["Size"] as? Int)
+
+            // Reading it marked it read.
+            let unread = try jsonObject(try await curl(["\(base)/api/v1/search?query=is:unread"]))
+            #expect(unread["messages_count"] as? Int == 3)
+
+            // Headers with Go's canonical names; raw is the stored bytes.
+            let headers = try jsonObject(try await curl(["\(base)/api/v1/message/\(invoiceID)/headers"]))
+            #expect(headers["Message-Id"] as? [String] == ["<corpus-3@swallow.test>"])
+            #expect(headers["Mime-Version"] != nil)
+            let raw = try await curl(["\(base)/api/v1/message/\(invoiceID)/raw"])
+            let stored = try #require(try await sink.store.raw(id: invoiceID))
+            #expect(raw == String(buffer: stored))
+
+            // The inline image is Inline, not an attachment.
+            let newsletter = try jsonObject(try await curl(["\(base)/api/v1/message/latest"]))
+            #expect((newsletter["Inline"] as? [[String: Any]])?.first?["ContentID"] as? String == "logo@shop.example")
+            #expect((newsletter["Attachments"] as? [Any])?.isEmpty == true)
+
+            // Free text, quoted phrase, negation.
+            let phrase = try jsonObject(try await curl(["--get", "--data-urlencode", "query=\"Amount due\" -subject:newsletter", "\(base)/api/v1/search"]))
+            #expect(phrase["messages_count"] as? Int == 1)
+        }
+    }
+
+    @Test("mark read, delete by ids and delete all; a malformed delete body is a 400")
+    func updates() async throws {
+        try await withSinkApplication { sink, base in
+            try await Self.send(["01-otp-plain.eml", "02-otp-alternative.eml"], port: sink.smtpAddress.port)
+            let ids = sink.store.listings().map(\.message.id)
+            _ = try await curl(["-X", "PUT", "-d", "{\"Read\":true,\"IDs\":[\"\(ids[0])\"]}", "\(base)/api/v1/messages"])
+            #expect(sink.store.listing(id: ids[0])?.read == true)
+            #expect(sink.store.listing(id: ids[1])?.read == false)
+            let bad = try await run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "DELETE", "-d", "{not json", "\(base)/api/v1/messages"])
+            #expect(bad.stdout == "400")
+            #expect(sink.store.count == 2)
+            _ = try await curl(["-X", "DELETE", "-d", "{\"IDs\":[\"\(ids[0])\"]}", "\(base)/api/v1/messages"])
+            #expect(sink.store.listings().map(\.message.id) == [ids[1]])
+            _ = try await curl(["-X", "DELETE", "\(base)/api/v1/messages"])
+            #expect(sink.store.count == 0)
+            let missing = try await run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "\(base)/api/v1/message/nope"])
+            #expect(missing.stdout == "404")
+            let emptySearch = try await run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "\(base)/api/v1/search?query="])
+            #expect(emptySearch.stdout == "400")
+        }
+    }
+
+    @Test("mailboxes: plus tags and AUTH users keep parallel jobs apart")
+    func mailboxes() async throws {
+        try await withSinkApplication { sink, base in
+            try await Self.send(["01-otp-plain.eml"], port: sink.smtpAddress.port, mailbox: "job1")
+            try await Self.send(["02-otp-alternative.eml", "03-invoice-pdf.eml"], port: sink.smtpAddress.port, mailbox: "job2", auth: true)
+            let job1 = try jsonObject(try await curl(["\(base)/api/v1/messages?mailbox=job1"]))
+            #expect(job1["total"] as? Int == 1)
+            let job2 = try jsonObject(try await curl(["\(base)/api/v1/search?mailbox=job2&query=has:attachment"]))
+            #expect(job2["messages_count"] as? Int == 1)
+            #expect(job2["total"] as? Int == 2)
+            let byUser = try jsonObject(try await curl(["\(base)/api/v1/messages?mailbox=worker7"]))
+            #expect(byUser["total"] as? Int == 2)
+            _ = try await curl(["-X", "DELETE", "\(base)/api/v1/messages?mailbox=job2"])
+            #expect(sink.store.count == 1)
+        }
+    }
+
+    @Test("MailHog v2: messages and search in the shapes its server really returns")
+    func mailHog() async throws {
+        try await withSinkApplication { sink, base in
+            try await Self.send(["01-otp-plain.eml", "03-invoice-pdf.eml"], port: sink.smtpAddress.port)
+            let list = try jsonObject(try await curl(["\(base)/api/v2/messages?limit=1"]))
+            #expect(list["total"] as? Int == 2)
+            #expect(list["count"] as? Int == 1)
+            let item = try #require((list["items"] as? [[String: Any]])?.first)
+            let from = try #require(item["From"] as? [String: Any])
+            #expect(from["Mailbox"] as? String == "app")
+            #expect(from["Domain"] as? String == "bank.example")
+            let content = try #require(item["Content"] as? [String: Any])
+            #expect((content["Headers"] as? [String: [String]])?["Subject"] == ["Invoice INV-2026-0042"])
+            #expect((item["MIME"] as? [String: Any])?["Parts"] != nil)
+            let raw = try #require(item["Raw"] as? [String: Any])
+            #expect(raw["Helo"] as? String != nil)
+            let search = try jsonObject(try await curl(["\(base)/api/v2/search?kind=containing&query=482913"]))
+            #expect(search["total"] as? Int == 1)
+            let to = try jsonObject(try await curl(["\(base)/api/v2/search?kind=to&query=app%2Bci"]))
+            #expect(to["total"] as? Int == 2)
+            let bad = try await run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "\(base)/api/v2/search?kind=nope&query=x"])
+            #expect(bad.stdout == "400")
+        }
+    }
+
+    @Test("the PyPI client mailpit-api-client works unchanged")
+    func mailpitClient() async throws {
+        try await withSinkApplication { sink, base in
+            try await Self.send(["03-invoice-pdf.eml", "01-otp-plain.eml"], port: sink.smtpAddress.port)
+            let result = try await run(["python3", "-c", """
+                import mailpit.client.api as api
+                client = api.API('\(base)')
+                messages = client.get_messages()
+                assert messages.total == 2, messages
+                summary = [m for m in messages.messages if m.attachments == 1][0]
+                message = client.get_message(summary.id)
+                assert message.subject == 'Invoice INV-2026-0042', message.subject
+                assert message.attachments[0].content_type == 'application/pdf'
+                part = client.get_message_attachment(summary.id, message.attachments[0].part_id)
+                assert part.startswith('%PDF-'), part[:10]
+                headers = client.get_message_headers(summary.id)
+                assert headers.message_id == ['<corpus-3@swallow.test>'], headers.message_id
+                client.delete_messages([summary.id])
+                assert client.get_messages().total == 1
+                print('ok')
+                """])
+            #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+            #expect(result.stdout.contains("ok"))
+        }
+    }
+
+    @Test("/metrics parses as Prometheus text and counts what the sink did")
+    func metrics() async throws {
+        try await withSinkApplication { sink, base in
+            try await Self.send(["01-otp-plain.eml", "02-otp-alternative.eml"], port: sink.smtpAddress.port)
+            let result = try await run(["python3", "-c", """
+                import urllib.request
+                from prometheus_client.parser import text_string_to_metric_families
+                text = urllib.request.urlopen('\(base)/metrics').read().decode()
+                values = {}
+                for family in text_string_to_metric_families(text):
+                    for sample in family.samples:
+                        values[sample.name] = sample.value
+                assert values['swallow_smtp_messages_accepted_total'] == 2, values
+                assert values['swallow_store_messages'] == 2, values
+                print('ok')
+                """])
+            #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        }
+    }
+
+    @Test("the event stream announces each captured message with its trace id")
+    func events() async throws {
+        try await withSinkApplication { sink, base in
+            let port = sink.smtpAddress.port
+            // A client reads the stream until it has two events, then hangs up.
+            async let stream = run(["python3", "-c", """
+                import urllib.request
+                stream = urllib.request.urlopen('\(base)/api/v1/events?mailbox=ci', timeout=20)
+                seen = 0
+                while seen < 2:
+                    line = stream.readline().decode()
+                    if line.startswith('data:'):
+                        print(line.strip())
+                        seen += 1
+                """], timeout: 30)
+            // Wait until the subscription exists, so no event is missed.
+            while !sink.store.events.hasSubscribers { await Task.yield() }
+            try await Self.send(["10-headers-cc-replyto-trace.eml"], port: port, mailbox: "other")
+            try await Self.send(["10-headers-cc-replyto-trace.eml", "01-otp-plain.eml"], port: port, mailbox: "ci")
+            let output = try await stream
+            let lines = output.stdout.split(separator: "\n")
+            #expect(lines.count == 2)
+            let first = try jsonObject(String(lines[0].dropFirst("data: ".count)))
+            #expect(first["traceID"] as? String != nil)
+            #expect(((first["envelope"] as? [String: Any])?["recipients"] as? [[String: Any]])?.first?["address"] as? String == "app+ci@example.com")
+        }
+    }
+}
