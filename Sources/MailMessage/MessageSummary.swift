@@ -2,7 +2,7 @@ import Foundation
 
 /// What lists and searches show of a message: its capture facts and the decoded headers,
 /// a snippet and the text search runs on. Built from the capture metadata and the MIME parse.
-public struct MessageSummary: Hashable, Sendable {
+public struct MessageSummary: Codable, Hashable, Sendable {
     public var id: String
     public var messageID: String
     public var from: MailAddress?

@@ -277,3 +277,64 @@ struct HTTPAPITests {
         }
     }
 }
+
+/// `--data DIR`: the SQLite index answers lists and searches, survives a restart, and is
+/// rebuilt from the message files when it is lost.
+@Suite("HTTP API over the on-disk index", .timeLimit(.minutes(2)), .serialized)
+struct IndexedAPITests {
+    static func search(_ base: String, _ query: String) async throws -> [String: Any] {
+        try jsonObject(try await curl(["--get", "--data-urlencode", "query=\(query)", "\(base)/api/v1/search"]))
+    }
+
+    @Test("search answers from the index, read flags persist, and a deleted index is rebuilt")
+    func indexLifecycle() async throws {
+        let directory = try temporaryDirectory()
+        let configure: (inout SinkConfiguration) -> Void = { $0.dataDirectory = directory }
+        let invoiceID = try await withSinkApplication(configure) { sink, base in
+            try await HTTPAPITests.send(
+                ["01-otp-plain.eml", "03-invoice-pdf.eml", "04-utf8-subject-and-name.eml", "05-html-inline-image.eml"],
+                port: sink.smtpAddress.port
+            )
+            #expect(FileManager.default.fileExists(atPath: directory + "/index.sqlite"))
+            let attachments = try await Self.search(base, "has:attachment")
+            #expect(attachments["messages_count"] as? Int == 1)
+            #expect(attachments["total"] as? Int == 4)
+            let phrase = try await Self.search(base, "\"amount due\" -subject:newsletter")
+            #expect(phrase["messages_count"] as? Int == 1)
+            let utf8 = try await Self.search(base, "from:élégant")
+            #expect(utf8["messages_count"] as? Int == 1)
+            let id = try #require((attachments["messages"] as? [[String: Any]])?.first?["ID"] as? String)
+            _ = try await curl(["\(base)/api/v1/message/\(id)"])
+            let unread = try await Self.search(base, "is:unread")
+            #expect(unread["messages_count"] as? Int == 3)
+            let page = try jsonObject(try await curl(["\(base)/api/v1/messages?start=1&limit=2"]))
+            #expect((page["messages"] as? [Any])?.count == 2)
+            #expect(page["total"] as? Int == 4)
+            return id
+        }
+        // A restart reads the index again, read flags included.
+        try await withSinkApplication(configure) { sink, base in
+            #expect(sink.store.count == 4)
+            let unread = try await Self.search(base, "is:unread")
+            #expect(unread["messages_count"] as? Int == 3)
+            let read = try await Self.search(base, "is:read")
+            #expect((read["messages"] as? [[String: Any]])?.first?["ID"] as? String == invoiceID)
+        }
+        // Lost index: rebuilt from the .eml and .json files.
+        for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: directory + "/index.sqlite" + suffix) }
+        try await withSinkApplication(configure) { sink, base in
+            #expect(sink.store.count == 4)
+            let attachments = try await Self.search(base, "has:attachment")
+            #expect(attachments["messages_count"] as? Int == 1)
+            let subject = try await Self.search(base, "subject:dikirim")
+            #expect(subject["messages_count"] as? Int == 1)
+        }
+        // A damaged index is rebuilt too.
+        try Data("not a database".utf8).write(to: URL(fileURLWithPath: directory + "/index.sqlite"))
+        for suffix in ["-wal", "-shm"] { try? FileManager.default.removeItem(atPath: directory + "/index.sqlite" + suffix) }
+        try await withSinkApplication(configure) { _, base in
+            let all = try jsonObject(try await curl(["\(base)/api/v1/messages"]))
+            #expect(all["total"] as? Int == 4)
+        }
+    }
+}

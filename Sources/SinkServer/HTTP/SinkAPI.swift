@@ -22,9 +22,7 @@ public enum SinkAPI {
         // MARK: Mailpit v1: messages
 
         router.get("/api/v1/messages") { request, _ -> Response in
-            let query = request.uri.queryParameters
-            let listings = store.listings(mailbox: query.get("mailbox"))
-            return try await summary(listings, all: listings, request: request, store: store)
+            try await summary(search: nil, request: request, store: store)
         }
 
         router.get("/api/v1/search") { request, _ -> Response in
@@ -32,9 +30,8 @@ public enum SinkAPI {
             guard let text = formValue("query", request), !text.trimmingCharacters(in: .whitespaces).isEmpty else {
                 throw HTTPError(.badRequest, message: "Error: no search query")
             }
-            let all = store.listings(mailbox: query.get("mailbox"))
-            let matches = try await search(text, in: all, store: store)
-            return try await summary(matches, all: all, request: request, store: store)
+            _ = query
+            return try await summary(search: try searchQuery(text), request: request, store: store)
         }
 
         router.delete("/api/v1/search") { request, _ -> Response in
@@ -42,8 +39,7 @@ public enum SinkAPI {
             guard let text = formValue("query", request), !text.trimmingCharacters(in: .whitespaces).isEmpty else {
                 throw HTTPError(.badRequest, message: "Error: no search query")
             }
-            let matches = try await search(text, in: store.listings(mailbox: query.get("mailbox")), store: store)
-            store.delete(ids: matches.map(\.message.id))
+            store.delete(ids: await store.matchingIDs(mailbox: query.get("mailbox"), search: try searchQuery(text)))
             return plain("ok")
         }
 
@@ -64,9 +60,9 @@ public enum SinkAPI {
             if let given = update.ids, !given.isEmpty {
                 ids = given
             } else if let text = update.search {
-                ids = try await search(text, in: store.listings(mailbox: mailbox), store: store).map(\.message.id)
+                ids = await store.matchingIDs(mailbox: mailbox, search: try searchQuery(text))
             } else {
-                ids = store.listings(mailbox: mailbox).map(\.message.id)
+                ids = await store.matchingIDs(mailbox: mailbox, search: nil)
             }
             store.setRead(update.read ?? false, ids: ids)
             return plain("ok")
@@ -84,7 +80,7 @@ public enum SinkAPI {
             if mailbox == nil {
                 store.removeAll()
             } else {
-                store.delete(ids: store.listings(mailbox: mailbox).map(\.message.id))
+                store.delete(ids: await store.matchingIDs(mailbox: mailbox, search: nil))
             }
             return plain("ok")
         }
@@ -355,50 +351,39 @@ public enum SinkAPI {
         return (items[start..<end], start)
     }
 
-    static func summary(_ matches: [MessageStore.Listing], all: [MessageStore.Listing], request: Request, store: MessageStore) async throws -> Response {
-        let (pageItems, start) = page(matches, request: request)
-        var summaries: [MailpitJSON.MessageSummary] = []
-        for listing in pageItems {
-            guard let summary = await store.summary(id: listing.message.id) else { continue }
-            summaries.append(MailpitJSON.MessageSummary(summary, listing: listing))
-        }
+    static func summary(search: SearchQuery?, request: Request, store: MessageStore) async throws -> Response {
+        let query = request.uri.queryParameters
+        let start = max(0, query.get("start", as: Int.self) ?? 0)
+        let limit = max(0, query.get("limit", as: Int.self) ?? 50)
+        let page = await store.page(mailbox: query.get("mailbox"), search: search, start: start, limit: limit)
         let result = MailpitJSON.MessagesSummary(
-            total: all.count,
-            unread: all.filter { !$0.read }.count,
-            count: summaries.count,
-            messagesCount: matches.count,
-            messagesUnread: matches.filter { !$0.read }.count,
+            total: page.total,
+            unread: page.unread,
+            count: page.items.count,
+            messagesCount: page.matches,
+            messagesUnread: page.matchesUnread,
             start: start,
-            tags: Array(Set(all.flatMap(\.tags))).sorted(),
-            messages: summaries
+            tags: page.tags,
+            messages: page.items.map { MailpitJSON.MessageSummary($0.summary, listing: $0.listing) }
         )
         return try json(result)
     }
 
-    static func search(_ text: String, in listings: [MessageStore.Listing], store: MessageStore) async throws -> [MessageStore.Listing] {
-        let query: SearchQuery
+    static func searchQuery(_ text: String) throws -> SearchQuery {
         do {
-            query = try SearchQuery(text)
+            return try SearchQuery(text)
         } catch {
             throw HTTPError(.badRequest, message: "\(error)")
         }
-        var matches: [MessageStore.Listing] = []
-        for listing in listings {
-            guard let summary = await store.summary(id: listing.message.id) else { continue }
-            if query.matches(summary, read: listing.read, tags: listing.tags) { matches.append(listing) }
-        }
-        return matches
     }
 
     /// An id, or `latest` (the newest message, or the newest matching `?query=`).
     static func resolve(_ id: String, request: Request, store: MessageStore) async throws -> MessageStore.Listing {
         if id == "latest" {
             let query = request.uri.queryParameters
-            var candidates = store.listings(mailbox: query.get("mailbox"))
-            if let text = formValue("query", request), !text.isEmpty {
-                candidates = try await search(text, in: candidates, store: store)
-            }
-            guard let newest = candidates.first else { throw HTTPError(.notFound, message: "Message not found") }
+            let text = formValue("query", request).flatMap { $0.isEmpty ? nil : $0 }
+            let page = await store.page(mailbox: query.get("mailbox"), search: try text.map(searchQuery), start: 0, limit: 1)
+            guard let newest = page.items.first?.listing else { throw HTTPError(.notFound, message: "Message not found") }
             return newest
         }
         guard let listing = store.listing(id: id) else { throw HTTPError(.notFound, message: "Message not found") }

@@ -16,14 +16,17 @@ import Darwin
 final class DiskStore: Sendable {
     let directory: String
     let policy: FsyncPolicy
+    /// The search index, kept in step with the files (nil in tests of the files alone).
+    let index: MessageIndex?
     private let queue = DispatchQueue(label: "swallow.disk", qos: .utility, attributes: .concurrent)
     private let directoryDescriptor: Int32
     /// Batch mode: files written but not yet fsynced.
     private let unsynced = Mutex<[String]>([])
 
-    init(root: String, policy: FsyncPolicy) throws {
+    init(root: String, policy: FsyncPolicy, index: MessageIndex?) throws {
         self.directory = (root as NSString).appendingPathComponent("messages")
         self.policy = policy
+        self.index = index
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch {
@@ -72,7 +75,7 @@ final class DiskStore: Sendable {
             return
         }
         queue.async {
-            let result = Result { try self.writeFiles(message.id, raw: raw, metadata: metadata, sync: self.policy == .always) }
+            let result = Result { try self.writeFiles(message, raw: raw, metadata: metadata, sync: self.policy == .always) }
             if case .success = result, self.policy == .batch { self.scheduleFlush(message.id) }
             completion(result)
         }
@@ -88,7 +91,7 @@ final class DiskStore: Sendable {
     func enqueue(_ message: CapturedMessage, raw: ByteBuffer?) {
         queue.async {
             guard let metadata = try? JSONEncoder().encode(message) else { return }
-            try? self.writeFiles(message.id, raw: raw, metadata: metadata, sync: false)
+            try? self.writeFiles(message, raw: raw, metadata: metadata, sync: false)
         }
     }
 
@@ -111,6 +114,7 @@ final class DiskStore: Sendable {
     func delete(ids: [String]) {
         guard !ids.isEmpty else { return }
         queue.async(flags: .barrier) {
+            try? self.index?.delete(ids: ids)
             for id in ids {
                 unlink(self.emlPath(id))
                 unlink(self.jsonPath(id))
@@ -133,12 +137,20 @@ final class DiskStore: Sendable {
     func emlPath(_ id: String) -> String { "\(directory)/\(id).eml" }
     private func jsonPath(_ id: String) -> String { "\(directory)/\(id).json" }
 
-    private func writeFiles(_ id: String, raw: ByteBuffer?, metadata: Data, sync: Bool) throws {
+    private func writeFiles(_ message: CapturedMessage, raw: ByteBuffer?, metadata: Data, sync: Bool) throws {
+        let id = message.id
         if let raw {
             try raw.withUnsafeReadableBytes { try writeFile(emlPath(id), $0, sync: sync) }
         }
         try metadata.withUnsafeBytes { try writeFile(jsonPath(id), $0, sync: sync) }
         if sync { fsync(directoryDescriptor) }
+        // The index is rebuildable from the files, so a failure here costs nothing accepted.
+        try? index?.insert([MessageIndex.Record(message, raw: raw)])
+    }
+
+    /// Names of the stored metadata files (cheap: no file is read).
+    func storedCount() -> Int {
+        ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).filter { $0.hasSuffix(".json") }.count
     }
 
     private func writeFile(_ path: String, _ bytes: UnsafeRawBufferPointer, sync: Bool) throws {

@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import MailMessage
 import NIOCore
@@ -58,6 +59,8 @@ public final class MessageStore: Sendable {
     public let maxMessages: Int
     private let state = Mutex(State())
     private let disk: DiskStore?
+    /// The SQLite search index, with `--data`.
+    var index: MessageIndex? { disk?.index }
     /// Every insert is announced here (the event stream, waiters).
     public let events = MessageEvents()
 
@@ -72,17 +75,49 @@ public final class MessageStore: Sendable {
         state.withLock { $0.entries.reserveCapacity(min(maxMessages == 0 ? 10_000 : maxMessages, 100_000)) }
     }
 
-    /// Opens the store under `--data DIR`, loading what an earlier run stored.
+    /// Opens the store under `--data DIR`, loading what an earlier run stored. The index
+    /// (`DIR/index.sqlite`) is used when it holds every stored message; otherwise (missing,
+    /// damaged, behind) it is rebuilt from the message files.
     static func open(dataDirectory: String?, policy: FsyncPolicy, maxMessages: Int, logger: Logger) throws -> MessageStore {
         guard let dataDirectory else { return MessageStore(maxMessages: maxMessages) }
-        let disk = try DiskStore(root: dataDirectory, policy: policy)
+        try? FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
+        let indexPath = (dataDirectory as NSString).appendingPathComponent("index.sqlite")
+        let index: MessageIndex
+        do {
+            index = try MessageIndex(path: indexPath)
+        } catch {
+            logger.warning("search index unreadable, rebuilding it", metadata: ["path": "\(indexPath)", "error": "\(error)"])
+            for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: indexPath + suffix) }
+            index = try MessageIndex(path: indexPath)
+        }
+        let disk = try DiskStore(root: dataDirectory, policy: policy, index: index)
         let store = MessageStore(maxMessages: maxMessages, disk: disk)
-        let loaded = try disk.loadAll { path, error in
-            logger.warning("skipping unreadable stored message", metadata: ["path": "\(path)", "error": "\(error)"])
+
+        var loaded: [(CapturedMessage, read: Bool, tags: [String])] = []
+        if index.count == disk.storedCount(), let fromIndex = try? index.loadAll() {
+            loaded = fromIndex
+        } else {
+            let messages = try disk.loadAll { path, error in
+                logger.warning("skipping unreadable stored message", metadata: ["path": "\(path)", "error": "\(error)"])
+            }
+            logger.info("rebuilding the search index", metadata: ["messages": "\(messages.count)"])
+            try index.deleteAll()
+            for chunk in stride(from: 0, to: messages.count, by: 500) {
+                var rows: [MessageIndex.Record] = []
+                for message in messages[chunk..<min(chunk + 500, messages.count)] {
+                    let raw = message.bodyStored ? (try? Data(contentsOf: URL(fileURLWithPath: disk.emlPath(message.id)))) : nil
+                    rows.append(MessageIndex.Record(message, raw: raw.map { ByteBuffer(bytes: $0) }))
+                }
+                try index.insert(rows)
+            }
+            loaded = messages.map { ($0, read: false, tags: []) }
         }
         let evicted = store.state.withLock { state in
-            for message in loaded {
-                state.entries[message.id] = Entry(message: message, raw: nil)
+            for (message, read, tags) in loaded {
+                var entry = Entry(message: message, raw: nil)
+                entry.read = read
+                entry.tags = tags
+                state.entries[message.id] = entry
                 state.order.append(message.id)
             }
             return state.evict(keeping: maxMessages)
@@ -175,6 +210,7 @@ public final class MessageStore: Sendable {
             state = State()
             return ids
         }
+        try? index?.deleteAll()
         disk?.delete(ids: ids)
     }
 
@@ -210,6 +246,7 @@ public final class MessageStore: Sendable {
         state.withLock { state in
             for id in ids { state.entries[id]?.read = read }
         }
+        try? index?.setRead(read, ids: ids)
     }
 
     /// The message's summary, parsing it on first use (from memory or disk).
@@ -217,6 +254,7 @@ public final class MessageStore: Sendable {
         let (message, cached) = state.withLock { state in (state.entries[id]?.message, state.entries[id]?.summary) }
         guard let message else { return nil }
         if let cached { return cached }
+        if let index, let indexed = try? index.summary(id: id) { return indexed }
         let parsed = try? await parsed(id: id)
         let summary = MessageSummary(captured: message, parsed: parsed)
         state.withLock { $0.entries[id]?.summary = summary }

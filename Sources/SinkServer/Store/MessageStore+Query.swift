@@ -1,0 +1,63 @@
+import MailMessage
+
+extension MessageStore {
+    /// One page of a list or a search, with the counts Mailpit's `MessagesSummary` reports.
+    public struct Page: Sendable {
+        public struct Item: Sendable {
+            public var listing: Listing
+            public var summary: MessageSummary
+        }
+
+        public var items: [Item]
+        /// Messages in the mailbox (or the store), and how many are unread.
+        public var total: Int
+        public var unread: Int
+        /// Messages matching the search (all of the mailbox for a list), and how many are unread.
+        public var matches: Int
+        public var matchesUnread: Int
+        public var tags: [String]
+    }
+
+    /// Newest first, `limit` 0 meaning all. With a disk index (`--data`) the database answers;
+    /// otherwise summaries are made on first use and kept in memory.
+    func page(mailbox: String?, search: SearchQuery?, start: Int, limit: Int) async -> Page {
+        if let index {
+            return (try? index.page(mailbox: mailbox, search: search, start: start, limit: limit)) ?? Page(
+                items: [], total: 0, unread: 0, matches: 0, matchesUnread: 0, tags: []
+            )
+        }
+        let all = listings(mailbox: mailbox)
+        var matching: [(Listing, MessageSummary?)] = []
+        if let search {
+            for listing in all {
+                guard let summary = await summary(id: listing.message.id) else { continue }
+                if search.matches(summary, read: listing.read, tags: listing.tags) { matching.append((listing, summary)) }
+            }
+        } else {
+            matching = all.map { ($0, nil) }
+        }
+        var items: [Page.Item] = []
+        if start < matching.count {
+            let end = limit == 0 ? matching.count : min(matching.count, start + limit)
+            for (listing, known) in matching[start..<end] {
+                var made = known
+                if made == nil { made = await summary(id: listing.message.id) }
+                guard let summary = made else { continue }
+                items.append(Page.Item(listing: listing, summary: summary))
+            }
+        }
+        return Page(
+            items: items,
+            total: all.count,
+            unread: all.filter { !$0.read }.count,
+            matches: matching.count,
+            matchesUnread: matching.filter { !$0.0.read }.count,
+            tags: Array(Set(all.flatMap(\.tags))).sorted()
+        )
+    }
+
+    /// Ids of every message of the mailbox matching `search` (all of them without one), newest first.
+    func matchingIDs(mailbox: String?, search: SearchQuery?) async -> [String] {
+        await page(mailbox: mailbox, search: search, start: 0, limit: 0).items.map(\.listing.message.id)
+    }
+}
