@@ -109,8 +109,26 @@ public struct ParsedMessage: Sendable {
 
     /// Up to 250 characters of the body text with whitespace collapsed, as a list preview.
     public var snippet: String {
-        let collapsed = plainText.split(whereSeparator: { $0.isWhitespace }).joined(separator: " ")
-        return collapsed.count > 250 ? String(collapsed.prefix(250)) + "..." : collapsed
+        // Collapses whitespace as it goes and stops at 250 characters: a long body costs no more.
+        var result = ""
+        var count = 0
+        var pendingSpace = false
+        for character in plainText {
+            if character.isWhitespace {
+                pendingSpace = !result.isEmpty
+                continue
+            }
+            if count == 250 { return result + "..." }
+            if pendingSpace {
+                result.append(" ")
+                count += 1
+                pendingSpace = false
+                if count == 250 { return result + "..." }
+            }
+            result.append(character)
+            count += 1
+        }
+        return result
     }
 }
 

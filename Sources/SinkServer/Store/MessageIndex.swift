@@ -1,7 +1,9 @@
+import Dispatch
 import Foundation
 import GRDB
 import MailMessage
 import NIOCore
+import Synchronization
 
 /// The on-disk index of `--data DIR`: an SQLite database (GRDB) beside the `.eml` files, with
 /// each message's metadata and summary, and an FTS5 trigram table over its searchable text,
@@ -15,15 +17,34 @@ final class MessageIndex: Sendable {
     private let database: DatabasePool
     let path: String
 
+    // Indexing happens behind the `250`, in batches, on one queue: parsing and SQLite cost
+    // nothing on the SMTP path. `flush()` gives the API read-your-writes.
+    private struct Pending {
+        var messages: [(CapturedMessage, ByteBuffer?, Data?)] = []
+        var bytes = 0
+        var waiters = 0
+        var scheduled = false
+    }
+
+    private let pending = Mutex(Pending())
+    private let queue = DispatchQueue(label: "swallow.index")
+    /// At most this many bytes of messages wait for the index; past it the disk writer waits
+    /// (and so the `250`): a burst is absorbed, memory stays bounded when the index cannot keep up.
+    static let maxPendingBytes = 64 * 1024 * 1024
+    private let room = DispatchSemaphore(value: 0)
+
     /// One message as the index stores it.
     struct Record: Sendable {
         var captured: CapturedMessage
         var summary: MessageSummary
         var mailboxes: [String]
+        /// The captured metadata as JSON, when the caller has it already (the `.json` file).
+        var capturedJSON: Data?
 
         /// Parses the message to make its summary.
-        init(_ captured: CapturedMessage, raw: ByteBuffer?) {
+        init(_ captured: CapturedMessage, raw: ByteBuffer?, capturedJSON: Data? = nil) {
             self.captured = captured
+            self.capturedJSON = capturedJSON
             self.summary = MessageSummary(captured: captured, parsed: raw.map { ParsedMessage(bytes: Array($0.readableBytesView)) })
             self.mailboxes = Mailboxes.names(for: captured)
         }
@@ -64,6 +85,58 @@ final class MessageIndex: Sendable {
         }
     }
 
+    /// Queues a stored message for indexing.
+    func enqueue(_ message: CapturedMessage, raw: ByteBuffer?, metadata: Data?) {
+        let size = (raw?.readableBytes ?? 0) + (metadata?.count ?? 0)
+        while true {
+            let (admitted, schedule) = pending.withLock { pending -> (Bool, Bool) in
+                guard pending.messages.isEmpty || pending.bytes + size <= Self.maxPendingBytes else {
+                    pending.waiters += 1
+                    return (false, false)
+                }
+                pending.messages.append((message, raw, metadata))
+                pending.bytes += size
+                defer { pending.scheduled = true }
+                return (true, !pending.scheduled)
+            }
+            if schedule { queue.async { self.drain() } }
+            if admitted { return }
+            room.wait()
+        }
+    }
+
+    private func drain() {
+        while true {
+            let batch = pending.withLock { pending in
+                let batch = pending.messages.prefix(256)
+                if batch.isEmpty { pending.scheduled = false }
+                return Array(batch)
+            }
+            guard !batch.isEmpty else { return }
+            try? insert(batch.map { Record($0.0, raw: $0.1, capturedJSON: $0.2) })
+            let freed = batch.reduce(0) { $0 + ($1.1?.readableBytes ?? 0) + ($1.2?.count ?? 0) }
+            let waiters = pending.withLock { pending in
+                pending.messages.removeFirst(batch.count)
+                pending.bytes -= freed
+                defer { pending.waiters = 0 }
+                return pending.waiters
+            }
+            for _ in 0..<waiters { room.signal() }
+        }
+    }
+
+    /// Waits until every message queued so far, and every queued change, is in the index.
+    func flush() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            queue.async { continuation.resume() }
+        }
+    }
+
+    /// Runs a change after the indexing queued before it.
+    func later(_ change: @escaping @Sendable (MessageIndex) throws -> Void) {
+        queue.async { try? change(self) }
+    }
+
     var count: Int {
         (try? database.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM message") ?? 0 }) ?? 0
     }
@@ -92,7 +165,7 @@ final class MessageIndex: Sendable {
                         """,
                     arguments: [
                         summary.id, summary.created.timeIntervalSince1970, summary.size, summary.attachmentCount,
-                        summary.inlineCount, try encoder.encode(summary), try encoder.encode(row.captured),
+                        summary.inlineCount, try encoder.encode(summary), try row.capturedJSON ?? encoder.encode(row.captured),
                     ]
                 )
                 let rowid = db.lastInsertedRowID

@@ -22,6 +22,7 @@ extension MessageStore {
     /// otherwise summaries are made on first use and kept in memory.
     func page(mailbox: String?, search: SearchQuery?, start: Int, limit: Int) async -> Page {
         if let index {
+            await index.flush()
             return (try? index.page(mailbox: mailbox, search: search, start: start, limit: limit)) ?? Page(
                 items: [], total: 0, unread: 0, matches: 0, matchesUnread: 0, tags: []
             )

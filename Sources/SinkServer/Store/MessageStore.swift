@@ -210,7 +210,7 @@ public final class MessageStore: Sendable {
             state = State()
             return ids
         }
-        try? index?.deleteAll()
+        index?.later { try $0.deleteAll() }
         disk?.delete(ids: ids)
     }
 
@@ -246,7 +246,7 @@ public final class MessageStore: Sendable {
         state.withLock { state in
             for id in ids { state.entries[id]?.read = read }
         }
-        try? index?.setRead(read, ids: ids)
+        index?.later { try $0.setRead(read, ids: ids) }
     }
 
     /// The message's summary, parsing it on first use (from memory or disk).
