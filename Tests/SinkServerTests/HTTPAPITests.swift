@@ -310,6 +310,8 @@ struct IndexedAPITests {
             let page = try jsonObject(try await curl(["\(base)/api/v1/messages?start=1&limit=2"]))
             #expect((page["messages"] as? [Any])?.count == 2)
             #expect(page["total"] as? Int == 4)
+            let mailHog = try jsonObject(try await curl(["\(base)/api/v2/search?kind=containing&query=482913"]))
+            #expect(mailHog["total"] as? Int == 1)
             return id
         }
         // A restart reads the index again, read flags included.
@@ -329,12 +331,14 @@ struct IndexedAPITests {
             let subject = try await Self.search(base, "subject:dikirim")
             #expect(subject["messages_count"] as? Int == 1)
         }
-        // A damaged index is rebuilt too.
+        // A damaged index is rebuilt too, by a restarted `swallow serve`.
         try Data("not a database".utf8).write(to: URL(fileURLWithPath: directory + "/index.sqlite"))
         for suffix in ["-wal", "-shm"] { try? FileManager.default.removeItem(atPath: directory + "/index.sqlite" + suffix) }
-        try await withSinkApplication(configure) { _, base in
-            let all = try jsonObject(try await curl(["\(base)/api/v1/messages"]))
-            #expect(all["total"] as? Int == 4)
-        }
+        let process = try SinkProcess(arguments: ["--data", directory])
+        let all = try jsonObject(try await curl(["http://127.0.0.1:\(process.httpPort)/api/v1/search?query=has:attachment"]))
+        #expect(all["total"] as? Int == 4)
+        #expect(all["messages_count"] as? Int == 1)
+        process.signal(SIGTERM)
+        #expect(process.wait() == 0)
     }
 }

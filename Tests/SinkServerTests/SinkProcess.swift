@@ -12,6 +12,7 @@ final class SinkProcess: @unchecked Sendable {
 
     let process = Process()
     private(set) var smtpPort = 0
+    private(set) var httpPort = 0
 
     /// Starts `swallow serve ARGS --smtp 127.0.0.1:0` and waits for its `ready` line.
     init(arguments: [String]) throws {
@@ -20,7 +21,7 @@ final class SinkProcess: @unchecked Sendable {
             throw Failure(description: "\(binary.path) is missing: run `swift build` before `swift test` (scripts/test does)")
         }
         process.executableURL = binary
-        process.arguments = ["serve", "--smtp", "127.0.0.1:0", "--log-level", "warning"] + arguments
+        process.arguments = ["serve", "--smtp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--log-level", "warning"] + arguments
         let out = Pipe()
         process.standardOutput = out
         process.standardError = FileHandle.standardError
@@ -31,10 +32,17 @@ final class SinkProcess: @unchecked Sendable {
             guard !chunk.isEmpty else { throw Failure(description: "swallow serve exited before its ready line") }
             line += chunk
         }
-        let text = String(decoding: line, as: UTF8.self)
-        guard text.hasPrefix("ready smtp="), let port = text.split(separator: " ")[1].split(separator: ":").last.flatMap({ Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) })
-        else { throw Failure(description: "unexpected first line: \(text)") }
-        smtpPort = port
+        let text = String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        var ports: [String: Int] = [:]
+        for field in text.split(separator: " ").dropFirst() {
+            let parts = field.split(separator: "=", maxSplits: 1)
+            if parts.count == 2, let port = parts[1].split(separator: ":").last.flatMap({ Int($0) }) { ports[String(parts[0])] = port }
+        }
+        guard text.hasPrefix("ready "), let smtp = ports["smtp"], let http = ports["http"] else {
+            throw Failure(description: "unexpected first line: \(text)")
+        }
+        smtpPort = smtp
+        httpPort = http
     }
 
     func signal(_ signal: Int32) {

@@ -72,6 +72,7 @@ final class MessageIndex: Sendable {
                     captured BLOB NOT NULL
                 );
                 CREATE INDEX IF NOT EXISTS message_created ON message(created);
+                CREATE INDEX IF NOT EXISTS message_read ON message(read);
                 CREATE TABLE IF NOT EXISTS message_mailbox (
                     mailbox TEXT NOT NULL,
                     message_rowid INTEGER NOT NULL,
@@ -157,7 +158,9 @@ final class MessageIndex: Sendable {
         let encoder = JSONEncoder()
         try database.write { db in
             for row in rows {
-                let summary = row.summary
+                var summary = row.summary
+                // The search text lives in the FTS table only: the row stays small, counts stay fast.
+                summary.searchText = ""
                 try db.execute(
                     sql: """
                         INSERT OR REPLACE INTO message (id, created, size, attachments, inlines, summary, captured)
@@ -180,7 +183,7 @@ final class MessageIndex: Sendable {
                         """,
                     arguments: [
                         rowid, text(summary.from.map { [$0] } ?? []), text(summary.to), text(summary.cc), text(summary.bcc),
-                        text(summary.replyTo), summary.subject.lowercased(), summary.messageID.lowercased(), summary.searchText,
+                        text(summary.replyTo), summary.subject.lowercased(), summary.messageID.lowercased(), row.summary.searchText,
                     ]
                 )
                 for mailbox in row.mailboxes {
@@ -219,13 +222,6 @@ final class MessageIndex: Sendable {
         }
     }
 
-    func summary(id: String) throws -> MessageSummary? {
-        try database.read { db in
-            guard let data = try Data.fetchOne(db, sql: "SELECT summary FROM message WHERE id = ?", arguments: [id]) else { return nil }
-            return try JSONDecoder().decode(MessageSummary.self, from: data)
-        }
-    }
-
     // MARK: Queries
 
     /// SQL for a search: a WHERE clause over `m` (message) and `t` (message_text), and its arguments.
@@ -237,10 +233,14 @@ final class MessageIndex: Sendable {
             arguments.append(mailbox)
         }
         func like(_ column: String, _ value: String) -> String {
-            let escaped = value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "%", with: "\\%")
-                .replacingOccurrences(of: "_", with: "\\_")
-            arguments.append("%\(escaped)%")
-            return "\(column) LIKE ? ESCAPE '\\'"
+            // A plain LIKE is answered by the trigram index; an ESCAPE clause would turn that
+            // off, so a term holding a LIKE wildcard is matched with instr() instead (a scan).
+            if value.contains("%") || value.contains("_") {
+                arguments.append(value)
+                return "instr(lower(\(column)), ?) > 0"
+            }
+            arguments.append("%\(value)%")
+            return "\(column) LIKE ?"
         }
         for (term, negated) in search?.terms ?? [] {
             let clause: String
@@ -292,7 +292,7 @@ final class MessageIndex: Sendable {
                 db, sql: "SELECT count(*) AS total, coalesce(sum(m.read = 0), 0) AS unread FROM message m WHERE \(mailboxWhere)",
                 arguments: StatementArguments(mailboxArguments)
             )
-            let matches = try Row.fetchOne(
+            let matches = search == nil ? totals : try Row.fetchOne(
                 db, sql: "SELECT count(*) AS total, coalesce(sum(m.read = 0), 0) AS unread FROM message m \(join) WHERE \(where_)",
                 arguments: StatementArguments(arguments)
             )

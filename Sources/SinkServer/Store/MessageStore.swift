@@ -254,7 +254,6 @@ public final class MessageStore: Sendable {
         let (message, cached) = state.withLock { state in (state.entries[id]?.message, state.entries[id]?.summary) }
         guard let message else { return nil }
         if let cached { return cached }
-        if let index, let indexed = try? index.summary(id: id) { return indexed }
         let parsed = try? await parsed(id: id)
         let summary = MessageSummary(captured: message, parsed: parsed)
         state.withLock { $0.entries[id]?.summary = summary }
