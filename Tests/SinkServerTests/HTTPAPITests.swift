@@ -12,12 +12,8 @@ func withSinkApplication<T: Sendable>(
     _ configure: (inout SinkConfiguration) -> Void = { _ in },
     _ body: @Sendable (Sink, String) async throws -> T
 ) async throws -> T {
-    var configuration = SinkConfiguration()
-    configuration.smtp = ListenAddress(host: "127.0.0.1", port: 0)
-    configure(&configuration)
-    var logger = Logger(label: "test.app")
-    logger.logLevel = .warning
-    let sink = try await Sink.bind(configuration, logger: logger)
+    let sink = try await bindTestSink(configure)
+    let logger = testLogger
     let (ready, readyContinuation) = AsyncStream<String>.makeStream()
     let app = sink.application(http: ListenAddress(host: "127.0.0.1", port: 0), logger: logger) { line in
         readyContinuation.yield(line)

@@ -4,17 +4,26 @@ import NIOCore
 import SinkServer
 import Testing
 
+let testLogger: Logger = {
+    var logger = Logger(label: "test.sink")
+    logger.logLevel = .warning
+    return logger
+}()
+
+/// A sink bound on 127.0.0.1 with a free SMTP port, configured by `configure`.
+func bindTestSink(_ configure: (inout SinkConfiguration) -> Void) async throws -> Sink {
+    var configuration = SinkConfiguration()
+    configuration.smtp = ListenAddress(host: "127.0.0.1", port: 0)
+    configure(&configuration)
+    return try await Sink.bind(configuration, logger: testLogger)
+}
+
 /// Starts a sink on 127.0.0.1 with a free port, runs `body`, shuts the sink down.
 func withSink<T: Sendable>(
     _ configure: (inout SinkConfiguration) -> Void = { _ in },
     _ body: @Sendable (Sink) async throws -> T
 ) async throws -> T {
-    var configuration = SinkConfiguration()
-    configuration.smtp = ListenAddress(host: "127.0.0.1", port: 0)
-    configure(&configuration)
-    var logger = Logger(label: "test.sink")
-    logger.logLevel = .warning
-    let sink = try await Sink.bind(configuration, logger: logger)
+    let sink = try await bindTestSink(configure)
     return try await withThrowingTaskGroup(of: Void.self) { group in
         group.addTask { try await sink.run() }
         do {
