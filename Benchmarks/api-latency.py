@@ -86,6 +86,7 @@ def main():
             ("list, first page (50)", "/api/v1/messages?limit=50", options.rounds),
             ("search bcc:<one envelope recipient>", "/api/v1/search?query=bcc:" + str(options.count // 2) + "user@", options.rounds),
             ("search subject:<absent word>", "/api/v1/search?query=subject:invoice", options.rounds),
+            ("search free text, one message", "/api/v1/search?query=" + str(options.count // 3) + "user@", options.rounds),
             ("search free text in every message", "/api/v1/search?query=xxxxxx&limit=50", 3),
         ]:
             median, p95, body = timed(connection, path, rounds)
