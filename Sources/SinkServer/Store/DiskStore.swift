@@ -28,7 +28,7 @@ final class DiskStore: Sendable {
     private let journalDescriptor: Int32
     var journalPath: String { "\(directory)/metadata.jsonl" }
     /// Batch mode: files written but not yet fsynced.
-    private let unsynced = Mutex<[String]>([])
+    private let flushScheduled = Atomic<Bool>(false)
 
     init(root: String, policy: FsyncPolicy, index: MessageIndex?) throws {
         self.directory = (root as NSString).appendingPathComponent("messages")
@@ -112,14 +112,8 @@ final class DiskStore: Sendable {
         }
         queue.async {
             let result = Result { try self.writeFiles(message, raw: raw, metadata: metadata, sync: self.policy == .always) }
-            if case .success = result, self.policy == .batch { self.scheduleFlush(message.id) }
+            if case .success = result, self.policy == .batch { self.scheduleFlush() }
             completion(result)
-        }
-    }
-
-    func write(_ message: CapturedMessage, raw: ByteBuffer?) async throws {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            write(message, raw: raw) { continuation.resume(with: $0) }
         }
     }
 
@@ -193,17 +187,7 @@ final class DiskStore: Sendable {
     /// Appends whole lines to the metadata journal (one `write`, so concurrent appends never
     /// interleave), and with `sync` makes them durable.
     private func append(_ line: Data, sync: Bool) throws {
-        try line.withUnsafeBytes { bytes in
-            var offset = 0
-            while offset < bytes.count {
-                let written = Glibc.write(journalDescriptor, bytes.baseAddress! + offset, bytes.count - offset)
-                if written < 0 {
-                    if errno == EINTR { continue }
-                    throw DiskError(path: journalPath, operation: "write", code: errno)
-                }
-                offset += written
-            }
-        }
+        try line.withUnsafeBytes { try writeAll(journalDescriptor, $0, path: journalPath) }
         if sync && fdatasync(journalDescriptor) != 0 { throw DiskError(path: journalPath, operation: "fdatasync", code: errno) }
     }
 
@@ -217,6 +201,12 @@ final class DiskStore: Sendable {
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw DiskError(path: path, operation: "open", code: errno) }
         defer { close(fd) }
+        try writeAll(fd, bytes, path: path)
+        if sync && fsync(fd) != 0 { throw DiskError(path: path, operation: "fsync", code: errno) }
+    }
+
+    /// `write(2)` until every byte is out, retrying on EINTR.
+    private func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, path: String) throws {
         var offset = 0
         while offset < bytes.count {
             let written = Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
@@ -226,26 +216,17 @@ final class DiskStore: Sendable {
             }
             offset += written
         }
-        if sync && fsync(fd) != 0 { throw DiskError(path: path, operation: "fsync", code: errno) }
     }
 
     /// Batch mode: the file system is synced about 100 ms after a write, covering every
     /// message written meanwhile.
-    private func scheduleFlush(_ id: String) {
-        let first = unsynced.withLock { pending in
-            pending.append(id)
-            return pending.count == 1
-        }
-        guard first else { return }
+    private func scheduleFlush() {
+        guard !flushScheduled.exchange(true, ordering: .acquiringAndReleasing) else { return }
         queue.asyncAfter(deadline: .now() + .milliseconds(100)) { self.flush() }
     }
 
     private func flush() {
-        let ids = unsynced.withLock { pending in
-            defer { pending.removeAll() }
-            return pending
-        }
-        guard !ids.isEmpty else { return }
+        guard flushScheduled.exchange(false, ordering: .acquiringAndReleasing) else { return }
         // One syncfs for the whole batch: opening and fsyncing each file costs far more, and
         // on ext4 it stalls the creation of the next files.
         systemSyncfs(directoryDescriptor)

@@ -131,14 +131,6 @@ public final class MessageStore: Sendable {
     /// `always` or `batch`); otherwise `insertNow` stores at once.
     var insertWaitsForDisk: Bool { disk != nil && disk?.policy != .never }
 
-    /// Stores a message; returns when it is as durable as the `--fsync` policy demands.
-    public func insert(_ message: CapturedMessage, raw: ByteBuffer?) async throws {
-        if let disk, disk.policy != .never {
-            try await disk.write(message, raw: raw)
-        }
-        insertNow(message, raw: raw)
-    }
-
     /// Stores a message at once; with `--fsync never` its disk write is queued.
     /// Use only when `insertWaitsForDisk` is false, or after the disk write.
     func insertNow(_ message: CapturedMessage, raw: ByteBuffer?) {
