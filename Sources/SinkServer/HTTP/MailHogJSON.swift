@@ -12,7 +12,7 @@ enum MailHogJSON {
     }
 
     struct Path: Encodable {
-        var relays: [String]?
+        var relays: Nullable<[String]>
         var mailbox: String
         var domain: String
         var params: String
@@ -26,15 +26,7 @@ enum MailHogJSON {
             mailbox = at.map { String(address[..<$0]) } ?? address
             domain = at.map { String(address[address.index(after: $0)...]) } ?? ""
             params = ""
-            relays = nil
-        }
-
-        func encode(to encoder: any Encoder) throws {
-            var container = encoder.container(keyedBy: CodingKeys.self)
-            try container.encode(relays, forKey: .relays)
-            try container.encode(mailbox, forKey: .mailbox)
-            try container.encode(domain, forKey: .domain)
-            try container.encode(params, forKey: .params)
+            relays = Nullable(nil)
         }
     }
 
@@ -42,18 +34,10 @@ enum MailHogJSON {
         var headers: [String: [String]]
         var body: String
         var size: Int
-        var mime: MIME?
+        var mime: Nullable<MIME>
 
         enum CodingKeys: String, CodingKey {
             case headers = "Headers", body = "Body", size = "Size", mime = "MIME"
-        }
-
-        func encode(to encoder: any Encoder) throws {
-            var container = encoder.container(keyedBy: CodingKeys.self)
-            try container.encode(headers, forKey: .headers)
-            try container.encode(body, forKey: .body)
-            try container.encode(size, forKey: .size)
-            try container.encode(mime, forKey: .mime)
         }
     }
 
@@ -80,22 +64,11 @@ enum MailHogJSON {
         var to: [Path]
         var content: Content
         var created: Date
-        var mime: MIME?
+        var mime: Nullable<MIME>
         var raw: Raw
 
         enum CodingKeys: String, CodingKey {
             case id = "ID", from = "From", to = "To", content = "Content", created = "Created", mime = "MIME", raw = "Raw"
-        }
-
-        func encode(to encoder: any Encoder) throws {
-            var container = encoder.container(keyedBy: CodingKeys.self)
-            try container.encode(id, forKey: .id)
-            try container.encode(from, forKey: .from)
-            try container.encode(to, forKey: .to)
-            try container.encode(content, forKey: .content)
-            try container.encode(created, forKey: .created)
-            try container.encode(mime, forKey: .mime)
-            try container.encode(raw, forKey: .raw)
         }
 
         /// MailHog keeps header names as sent, and the last value of a repeated header wins;
@@ -119,7 +92,7 @@ enum MailHogJSON {
         static func content(_ part: MIMEPart, bytes: [UInt8]) -> Content {
             var headers: [String: [String]] = [:]
             for field in part.headers.fields { headers[field.name, default: []].append(field.value) }
-            let mime = part.children.isEmpty ? nil : MIME(parts: part.children.map { content($0, bytes: bytes) })
+            let mime = Nullable(part.children.isEmpty ? nil : MIME(parts: part.children.map { content($0, bytes: bytes) }))
             return Content(
                 headers: headers,
                 body: String(decoding: bytes[part.body], as: UTF8.self),

@@ -25,7 +25,8 @@ enum MailpitJSON {
         var id: String
         var messageID: String
         var read: Bool
-        var from: MailAddress?
+        /// `null` when absent, as Mailpit's pointer.
+        var from: Nullable<MailAddress>
         var to: [MailAddress]
         var cc: [MailAddress]
         var bcc: [MailAddress]
@@ -48,7 +49,7 @@ enum MailpitJSON {
             id = summary.id
             messageID = summary.messageID
             read = listing.read
-            from = summary.from
+            from = Nullable(summary.from)
             to = summary.to
             cc = summary.cc
             bcc = summary.bcc
@@ -60,25 +61,6 @@ enum MailpitJSON {
             size = summary.size
             attachments = summary.attachmentCount
             snippet = summary.snippet
-        }
-
-        func encode(to encoder: any Encoder) throws {
-            var container = encoder.container(keyedBy: CodingKeys.self)
-            try container.encode(id, forKey: .id)
-            try container.encode(messageID, forKey: .messageID)
-            try container.encode(read, forKey: .read)
-            try container.encode(from, forKey: .from)  // null when absent, as Mailpit's pointer
-            try container.encode(to, forKey: .to)
-            try container.encode(cc, forKey: .cc)
-            try container.encode(bcc, forKey: .bcc)
-            try container.encode(replyTo, forKey: .replyTo)
-            try container.encode(subject, forKey: .subject)
-            try container.encode(created, forKey: .created)
-            try container.encode(username, forKey: .username)
-            try container.encode(tags, forKey: .tags)
-            try container.encode(size, forKey: .size)
-            try container.encode(attachments, forKey: .attachments)
-            try container.encode(snippet, forKey: .snippet)
         }
     }
 
@@ -111,7 +93,8 @@ enum MailpitJSON {
         var id: String
         var messageID: String
         var read: Bool
-        var from: MailAddress?
+        /// `null` when absent, as Mailpit's pointer.
+        var from: Nullable<MailAddress>
         var to: [MailAddress]
         var cc: [MailAddress]
         var bcc: [MailAddress]
@@ -133,29 +116,6 @@ enum MailpitJSON {
             case replyTo = "ReplyTo", returnPath = "ReturnPath", subject = "Subject", listUnsubscribe = "ListUnsubscribe"
             case date = "Date", tags = "Tags", username = "Username", text = "Text", html = "HTML", size = "Size"
             case inline = "Inline", attachments = "Attachments"
-        }
-
-        func encode(to encoder: any Encoder) throws {
-            var container = encoder.container(keyedBy: CodingKeys.self)
-            try container.encode(id, forKey: .id)
-            try container.encode(messageID, forKey: .messageID)
-            try container.encode(read, forKey: .read)
-            try container.encode(from, forKey: .from)
-            try container.encode(to, forKey: .to)
-            try container.encode(cc, forKey: .cc)
-            try container.encode(bcc, forKey: .bcc)
-            try container.encode(replyTo, forKey: .replyTo)
-            try container.encode(returnPath, forKey: .returnPath)
-            try container.encode(subject, forKey: .subject)
-            try container.encode(listUnsubscribe, forKey: .listUnsubscribe)
-            try container.encode(date, forKey: .date)
-            try container.encode(tags, forKey: .tags)
-            try container.encode(username, forKey: .username)
-            try container.encode(text, forKey: .text)
-            try container.encode(html, forKey: .html)
-            try container.encode(size, forKey: .size)
-            try container.encode(inline, forKey: .inline)
-            try container.encode(attachments, forKey: .attachments)
         }
     }
 

@@ -97,7 +97,7 @@ public enum SinkAPI {
                 id: listing.message.id,
                 messageID: summary.messageID,
                 read: true,
-                from: summary.from,
+                from: Nullable(summary.from),
                 to: summary.to,
                 cc: summary.cc,
                 bcc: summary.bcc,
