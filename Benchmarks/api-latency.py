@@ -15,6 +15,7 @@ import argparse
 import http.client
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -64,7 +65,8 @@ def main():
 
     # SMTP throughput for the same load, in memory and with --data --fsync batch, same run.
     throughput = {}
-    for name, extra in [("memory", []), ("--data --fsync batch", ["--data", tempfile.mkdtemp(prefix="swallow-bench-"), "--fsync", "batch"])]:
+    scratch = tempfile.mkdtemp(prefix="swallow-bench-")
+    for name, extra in [("memory", []), ("--data --fsync batch", ["--data", scratch, "--fsync", "batch"])]:
         proc, smtp, _ = start(binary, extra + ["--max-messages", "0"])
         throughput[name] = fill(smtp, 20_000)
         proc.terminate()
@@ -94,6 +96,8 @@ def main():
     finally:
         proc.terminate()
         proc.wait()
+        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -22,13 +22,26 @@ final class DiskStore: Sendable {
     let policy: FsyncPolicy
     /// The search index, kept in step with the files (nil in tests of the files alone).
     let index: MessageIndex?
+    /// Reads.
     private let queue = DispatchQueue(label: "swallow.disk", qos: .utility, attributes: .concurrent)
+    /// Writes, deletions and syncs, in order, on one thread.
+    private let writer = DispatchQueue(label: "swallow.disk.writer")
+
+    private struct PendingWrite {
+        var message: CapturedMessage
+        var raw: ByteBuffer?
+        var completion: (@Sendable (Result<Void, any Error>) -> Void)?
+    }
+
+    private let writes = Mutex<(queue: [PendingWrite], scheduled: Bool)>(([], false))
     private let directoryDescriptor: Int32
     /// `metadata.jsonl`, opened for appending: concurrent writers each append whole lines.
     private let journalDescriptor: Int32
     var journalPath: String { "\(directory)/metadata.jsonl" }
-    /// Batch mode: files written but not yet fsynced.
+    /// Batch mode: a timer is set to sync.
     private let flushScheduled = Atomic<Bool>(false)
+    /// Batch mode: when the oldest unsynced write must be synced (uptime ns), 0 when none is.
+    private let flushDeadline = Atomic<UInt64>(0)
 
     init(root: String, policy: FsyncPolicy, index: MessageIndex?) throws {
         self.directory = (root as NSString).appendingPathComponent("messages")
@@ -100,29 +113,24 @@ final class DiskStore: Sendable {
         return messages.sorted { $0.id < $1.id }
     }
 
-    /// Writes one message (`always`, `batch`): `completion` runs on the disk queue after the
-    /// fsync (`always`) or the write (`batch`).
+    /// Writes one message (`always`, `batch`): `completion` runs on the writer thread once the
+    /// message is in the files (`batch`) or on the disk (`always`).
     func write(_ message: CapturedMessage, raw: ByteBuffer?, completion: @escaping @Sendable (Result<Void, any Error>) -> Void) {
-        let metadata: Data
-        do {
-            metadata = try Self.encoder.encode(message)
-        } catch {
-            completion(.failure(error))
-            return
-        }
-        queue.async {
-            let result = Result { try self.writeFiles(message, raw: raw, metadata: metadata, sync: self.policy == .always) }
-            if case .success = result, self.policy == .batch { self.scheduleFlush() }
-            completion(result)
-        }
+        submit(PendingWrite(message: message, raw: raw, completion: completion))
     }
 
     /// `never`: queues the write and returns at once.
     func enqueue(_ message: CapturedMessage, raw: ByteBuffer?) {
-        queue.async {
-            guard let metadata = try? Self.encoder.encode(message) else { return }
-            try? self.writeFiles(message, raw: raw, metadata: metadata, sync: false)
+        submit(PendingWrite(message: message, raw: raw, completion: nil))
+    }
+
+    private func submit(_ write: PendingWrite) {
+        let schedule = writes.withLock { writes in
+            writes.queue.append(write)
+            defer { writes.scheduled = true }
+            return !writes.scheduled
         }
+        if schedule { writer.async { self.writeQueued() } }
     }
 
     /// Reads a message's raw bytes.
@@ -144,10 +152,11 @@ final class DiskStore: Sendable {
     func delete(ids: [String]) {
         guard !ids.isEmpty else { return }
         index?.later { try $0.delete(ids: ids) }
-        queue.async(flags: .barrier) {
+        // On the writer: after every write queued before it.
+        writer.async {
             if var line = try? JSONEncoder().encode(Deletion(deleted: ids)) {
                 line.append(UInt8(ascii: "\n"))
-                try? self.append(line, sync: false)
+                try? self.append(line)
             }
             for id in ids {
                 unlink(self.emlPath(id))
@@ -159,7 +168,7 @@ final class DiskStore: Sendable {
     /// Waits until every queued write has reached the files, then fsyncs (unless `never`).
     func drain() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            queue.async(flags: .barrier) {
+            writer.async {
                 if self.policy == .batch { self.flush() }
                 continuation.resume()
             }
@@ -171,24 +180,58 @@ final class DiskStore: Sendable {
     func emlPath(_ id: String) -> String { "\(directory)/\(id).eml" }
     private func jsonPath(_ id: String) -> String { "\(directory)/\(id).json" }
 
-    private func writeFiles(_ message: CapturedMessage, raw: ByteBuffer?, metadata: Data, sync: Bool) throws {
-        let id = message.id
-        if let raw {
-            try raw.withUnsafeReadableBytes { try writeFile(emlPath(id), $0, sync: sync) }
+    /// The writer: takes every write queued so far, creates their `.eml` files, appends their
+    /// metadata lines in one `write`, makes the batch durable as the policy says (one `syncfs`
+    /// for the whole batch with `always`: a group commit), then completes them all. One thread
+    /// creating files in the directory beats many contending for its lock, and the batch grows
+    /// by itself while a sync is in flight.
+    private func writeQueued() {
+        while true {
+            let batch = writes.withLock { writes in
+                let batch = writes.queue
+                writes.queue.removeAll(keepingCapacity: true)
+                if batch.isEmpty { writes.scheduled = false }
+                return batch
+            }
+            guard !batch.isEmpty else { return }
+            var results: [Result<Void, any Error>] = []
+            results.reserveCapacity(batch.count)
+            var lines = Data()
+            var written: [(CapturedMessage, ByteBuffer?, Data)] = []
+            for write in batch {
+                let result = Result {
+                    let metadata = try Self.encoder.encode(write.message)
+                    if let raw = write.raw {
+                        try raw.withUnsafeReadableBytes { try writeFile(emlPath(write.message.id), $0) }
+                    }
+                    lines.append(metadata)
+                    lines.append(UInt8(ascii: "\n"))
+                    written.append((write.message, write.raw, metadata))
+                }
+                results.append(result)
+            }
+            do {
+                if !lines.isEmpty { try append(lines) }
+                switch policy {
+                case .always:
+                    if systemSyncfs(directoryDescriptor) != 0 { throw DiskError(path: directory, operation: "syncfs", code: errno) }
+                case .batch: scheduleFlush()
+                case .never: break
+                }
+            } catch {
+                results = results.map { $0.flatMap { .failure(error) } }
+                written = []
+            }
+            if policy == .batch, flushDue() { flush() }
+            // Indexed behind the 250; the index is rebuildable from the files.
+            index?.enqueue(written.map { MessageIndex.Queued(message: $0.0, raw: $0.1, metadata: $0.2, path: emlPath($0.0.id)) })
+            for (write, result) in zip(batch, results) { write.completion?(result) }
         }
-        var line = metadata
-        line.append(UInt8(ascii: "\n"))
-        try append(line, sync: sync)
-        if sync { fsync(directoryDescriptor) }
-        // Indexed behind the 250; the index is rebuildable from the files.
-        index?.enqueue(message, raw: raw, metadata: metadata)
     }
 
-    /// Appends whole lines to the metadata journal (one `write`, so concurrent appends never
-    /// interleave), and with `sync` makes them durable.
-    private func append(_ line: Data, sync: Bool) throws {
-        try line.withUnsafeBytes { try writeAll(journalDescriptor, $0, path: journalPath) }
-        if sync && fdatasync(journalDescriptor) != 0 { throw DiskError(path: journalPath, operation: "fdatasync", code: errno) }
+    /// Appends whole lines to the metadata journal in one `write`.
+    private func append(_ lines: Data) throws {
+        try lines.withUnsafeBytes { try writeAll(journalDescriptor, $0, path: journalPath) }
     }
 
     /// How many message bodies are stored (cheap: names only). The index is trusted when it
@@ -197,12 +240,11 @@ final class DiskStore: Sendable {
         ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).filter { $0.hasSuffix(".eml") }.count
     }
 
-    private func writeFile(_ path: String, _ bytes: UnsafeRawBufferPointer, sync: Bool) throws {
+    private func writeFile(_ path: String, _ bytes: UnsafeRawBufferPointer) throws {
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw DiskError(path: path, operation: "open", code: errno) }
         defer { close(fd) }
         try writeAll(fd, bytes, path: path)
-        if sync && fsync(fd) != 0 { throw DiskError(path: path, operation: "fsync", code: errno) }
     }
 
     /// `write(2)` until every byte is out, retrying on EINTR.
@@ -219,14 +261,24 @@ final class DiskStore: Sendable {
     }
 
     /// Batch mode: the file system is synced about 100 ms after a write, covering every
-    /// message written meanwhile.
+    /// message written meanwhile: by a timer when the writer goes idle, by the writer itself
+    /// under continuous load.
     private func scheduleFlush() {
+        let now = DispatchTime.now().uptimeNanoseconds
+        _ = flushDeadline.compareExchange(expected: 0, desired: now + 100_000_000, ordering: .relaxed)
         guard !flushScheduled.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        queue.asyncAfter(deadline: .now() + .milliseconds(100)) { self.flush() }
+        writer.asyncAfter(deadline: .now() + .milliseconds(100)) { self.flush() }
     }
 
+    private func flushDue() -> Bool {
+        let deadline = flushDeadline.load(ordering: .relaxed)
+        return deadline != 0 && DispatchTime.now().uptimeNanoseconds >= deadline
+    }
+
+    /// On the writer only.
     private func flush() {
-        guard flushScheduled.exchange(false, ordering: .acquiringAndReleasing) else { return }
+        flushScheduled.store(false, ordering: .releasing)
+        guard flushDeadline.exchange(0, ordering: .relaxed) != 0 else { return }
         // One syncfs for the whole batch: opening and fsyncing each file costs far more, and
         // on ext4 it stalls the creation of the next files.
         systemSyncfs(directoryDescriptor)

@@ -19,34 +19,71 @@ final class MessageIndex: Sendable {
 
     // Indexing happens behind the `250`, in batches, on one queue: parsing and SQLite cost
     // nothing on the SMTP path. `flush()` gives the API read-your-writes.
+    struct Queued: Sendable {
+        var message: CapturedMessage
+        /// Kept while the backlog's bodies fit `maxPendingBodyBytes`; past that the indexer
+        /// reads the `.eml` back (from the page cache, usually).
+        var raw: ByteBuffer?
+        var metadata: Data
+        var path: String
+    }
+
     private struct Pending {
-        var messages: [(CapturedMessage, ByteBuffer?, Data?)] = []
-        var bytes = 0
+        var messages = CircularBuffer<Queued>()
+        var metadataBytes = 0
+        var bodyBytes = 0
         var waiters = 0
         var scheduled = false
     }
 
     private let pending = Mutex(Pending())
     private let queue = DispatchQueue(label: "swallow.index")
-    /// At most this many bytes of messages wait for the index; past it the disk writer waits
-    /// (and so the `250`): a burst is absorbed, memory stays bounded when the index cannot keep up.
-    static let maxPendingBytes = 64 * 1024 * 1024
+    /// Bodies up to this many bytes wait in memory for the indexer.
+    static let maxPendingBodyBytes = 64 * 1024 * 1024
+    /// At most this many bytes of metadata wait for the index (some 60 000 messages); past it
+    /// the disk writer waits (and so the `250`s): a burst is absorbed, memory stays bounded
+    /// when the index cannot keep up.
+    static let maxPendingMetadataBytes = 64 * 1024 * 1024
     private let room = DispatchSemaphore(value: 0)
+    /// Bumped when the tables change: an index of another version is rebuilt.
+    /// 2: the FTS table keeps no positions (`detail = none`): substring `LIKE`s need only
+    /// which rows hold each trigram, and indexing costs half as much.
+    static let schemaVersion = 2
+    /// Set while an API read waits in `flush()`: the indexer then stops gathering a batch.
+    private let urgent = Atomic<Int>(0)
+    private let wake = DispatchSemaphore(value: 0)
+    /// The indexer gathers up to this many messages (or waits `gatherTime` for them): one
+    /// transaction per few messages costs several times as much per message as one per hundreds.
+    static let batchSize = 256
+    static let gatherTime = DispatchTimeInterval.milliseconds(100)
+    /// Linux's `SCHED_IDLE` (Glibc's module leaves it out without `_GNU_SOURCE`).
+    private static let schedIdle: Int32 = 5
 
     /// One message as the index stores it.
     struct Record: Sendable {
         var captured: CapturedMessage
         var summary: MessageSummary
         var mailboxes: [String]
-        /// The captured metadata as JSON, when the caller has it already (the `.json` file).
+        /// The captured metadata as JSON, when the caller has it already (the journal line).
         var capturedJSON: Data?
 
         /// Parses the message to make its summary.
-        init(_ captured: CapturedMessage, raw: ByteBuffer?, capturedJSON: Data? = nil) {
+        init(_ captured: CapturedMessage, raw: [UInt8]?, capturedJSON: Data? = nil) {
             self.captured = captured
             self.capturedJSON = capturedJSON
-            self.summary = MessageSummary(captured: captured, parsed: raw.map { ParsedMessage(bytes: Array($0.readableBytesView)) })
+            self.summary = MessageSummary(captured: captured, parsed: raw.map { ParsedMessage(bytes: $0) })
             self.mailboxes = Mailboxes.names(for: captured)
+        }
+
+        init(_ queued: Queued) {
+            let raw: [UInt8]? = if let raw = queued.raw {
+                Array(raw.readableBytesView)
+            } else if queued.message.bodyStored {
+                FileManager.default.contents(atPath: queued.path).map(Array.init)
+            } else {
+                nil
+            }
+            self.init(queued.message, raw: raw, capturedJSON: queued.metadata)
         }
     }
 
@@ -59,6 +96,13 @@ final class MessageIndex: Sendable {
         }
         database = try DatabasePool(path: path, configuration: configuration)
         try database.write { db in
+            let version = try Int.fetchOne(db, sql: "PRAGMA user_version") ?? 0
+            let tables = try Int.fetchOne(db, sql: "SELECT count(*) FROM sqlite_master WHERE name = 'message'") ?? 0
+            if tables > 0 && version != Self.schemaVersion {
+                // An index made by another version: drop it; the store rebuilds it from the files.
+                try db.execute(sql: "DROP TABLE IF EXISTS message; DROP TABLE IF EXISTS message_mailbox; DROP TABLE IF EXISTS message_text;")
+            }
+            try db.execute(sql: "PRAGMA user_version = \(Self.schemaVersion)")
             try db.execute(sql: """
                 CREATE TABLE IF NOT EXISTS message (
                     id TEXT PRIMARY KEY NOT NULL,
@@ -80,23 +124,32 @@ final class MessageIndex: Sendable {
                 ) WITHOUT ROWID;
                 CREATE VIRTUAL TABLE IF NOT EXISTS message_text USING fts5(
                     from_text, to_text, cc_text, bcc_text, reply_to_text, subject, message_id, search_text,
-                    tokenize = 'trigram'
+                    tokenize = 'trigram', detail = none, columnsize = 0
                 );
                 """)
         }
     }
 
-    /// Queues a stored message for indexing.
-    func enqueue(_ message: CapturedMessage, raw: ByteBuffer?, metadata: Data?) {
-        let size = (raw?.readableBytes ?? 0) + (metadata?.count ?? 0)
+    /// Queues stored messages for indexing; waits while the backlog is full.
+    func enqueue(_ messages: [Queued]) {
+        guard !messages.isEmpty else { return }
+        let metadataBytes = messages.reduce(0) { $0 + $1.metadata.count }
         while true {
             let (admitted, schedule) = pending.withLock { pending -> (Bool, Bool) in
-                guard pending.messages.isEmpty || pending.bytes + size <= Self.maxPendingBytes else {
+                guard pending.messages.isEmpty || pending.metadataBytes + metadataBytes <= Self.maxPendingMetadataBytes else {
                     pending.waiters += 1
                     return (false, false)
                 }
-                pending.messages.append((message, raw, metadata))
-                pending.bytes += size
+                for var queued in messages {
+                    let size = queued.raw?.readableBytes ?? 0
+                    if pending.bodyBytes + size > Self.maxPendingBodyBytes {
+                        queued.raw = nil
+                    } else {
+                        pending.bodyBytes += size
+                    }
+                    pending.messages.append(queued)
+                }
+                pending.metadataBytes += metadataBytes
                 defer { pending.scheduled = true }
                 return (true, !pending.scheduled)
             }
@@ -107,24 +160,35 @@ final class MessageIndex: Sendable {
     }
 
     private func drain() {
-        // Accepting mail comes first: the indexer runs at a lower priority while it drains
-        // (Linux applies nice per thread), so under load it falls behind rather than slowing the `250`s.
+        // Accepting mail comes first: the indexer runs under SCHED_IDLE while it drains (Linux
+        // schedules per thread), so it uses only CPU time nothing else wants and falls behind
+        // under load rather than slowing the `250`s; the bounded backlog stops it falling far.
         let thread = systemGettid()
-        let previous = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), UInt32(thread))
-        setpriority(__priority_which_t(PRIO_PROCESS.rawValue), UInt32(thread), 10)
-        defer { setpriority(__priority_which_t(PRIO_PROCESS.rawValue), UInt32(thread), previous) }
+        var previousParameters = sched_param()
+        let previousPolicy = sched_getscheduler(thread)
+        sched_getparam(thread, &previousParameters)
+        var idle = sched_param(sched_priority: 0)
+        sched_setscheduler(thread, Self.schedIdle, &idle)
+        defer { sched_setscheduler(thread, previousPolicy, &previousParameters) }
+        var gathered = false
         while true {
+            if !gathered, urgent.load(ordering: .relaxed) == 0, pending.withLock({ $0.messages.count }) < Self.batchSize {
+                _ = wake.wait(timeout: .now() + Self.gatherTime)
+                gathered = true
+                continue
+            }
+            gathered = false
             let batch = pending.withLock { pending in
-                let batch = pending.messages.prefix(256)
+                let batch = pending.messages.prefix(Self.batchSize)
                 if batch.isEmpty { pending.scheduled = false }
                 return Array(batch)
             }
             guard !batch.isEmpty else { return }
-            try? insert(batch.map { Record($0.0, raw: $0.1, capturedJSON: $0.2) })
-            let freed = batch.reduce(0) { $0 + ($1.1?.readableBytes ?? 0) + ($1.2?.count ?? 0) }
+            try? insert(batch.map(Record.init))
             let waiters = pending.withLock { pending in
                 pending.messages.removeFirst(batch.count)
-                pending.bytes -= freed
+                pending.metadataBytes -= batch.reduce(0) { $0 + $1.metadata.count }
+                pending.bodyBytes -= batch.reduce(0) { $0 + ($1.raw?.readableBytes ?? 0) }
                 defer { pending.waiters = 0 }
                 return pending.waiters
             }
@@ -134,9 +198,12 @@ final class MessageIndex: Sendable {
 
     /// Waits until every message queued so far, and every queued change, is in the index.
     func flush() async {
+        urgent.add(1, ordering: .relaxed)
+        wake.signal()
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             queue.async { continuation.resume() }
         }
+        urgent.subtract(1, ordering: .relaxed)
     }
 
     /// Runs a change after the indexing queued before it.
@@ -332,6 +399,6 @@ final class MessageIndex: Sendable {
     }
 }
 
-/// `gettid(2)`: the kernel thread id, which `setpriority` takes to nice one thread.
+/// `gettid(2)`: the kernel thread id, which `sched_setscheduler` takes to set one thread's policy.
 @_silgen_name("gettid")
 private func systemGettid() -> Int32

@@ -106,7 +106,7 @@ public final class MessageStore: Sendable {
                 var rows: [MessageIndex.Record] = []
                 for message in messages[chunk..<min(chunk + 500, messages.count)] {
                     let raw = message.bodyStored ? (try? Data(contentsOf: URL(fileURLWithPath: disk.emlPath(message.id)))) : nil
-                    rows.append(MessageIndex.Record(message, raw: raw.map { ByteBuffer(bytes: $0) }))
+                    rows.append(MessageIndex.Record(message, raw: raw.map(Array.init)))
                 }
                 try index.insert(rows)
             }
@@ -258,8 +258,9 @@ public final class MessageStore: Sendable {
         return ParsedMessage(bytes: Array(bytes.readableBytesView))
     }
 
-    /// Waits for queued disk writes (graceful shutdown).
+    /// Waits for queued disk writes and indexing (graceful shutdown).
     public func drain() async {
         await disk?.drain()
+        await index?.flush()
     }
 }
