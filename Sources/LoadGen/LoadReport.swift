@@ -1,0 +1,229 @@
+import Foundation
+import Histogram
+import Synchronization
+
+/// A run's results: the JSON report of DESIGN.md ("Formats and conventions"), the summary
+/// table, JUnit XML, and the expectations' verdicts. Histograms are kept (Codable, mergeable)
+/// so shards of one run can be added together.
+public struct LoadReport: Codable, Sendable {
+    public struct Latency: Codable, Sendable {
+        public var p50: Double, p90: Double, p99: Double, p999: Double, max: Double, mean: Double
+
+        init(_ histogram: Histogram<UInt64>) {
+            func ms(_ micros: UInt64) -> Double { (Double(micros) / 1000 * 1000).rounded() / 1000 }
+            let empty = histogram.totalCount == 0
+            p50 = empty ? 0 : ms(histogram.valueAtPercentile(50))
+            p90 = empty ? 0 : ms(histogram.valueAtPercentile(90))
+            p99 = empty ? 0 : ms(histogram.valueAtPercentile(99))
+            p999 = empty ? 0 : ms(histogram.valueAtPercentile(99.9))
+            max = empty ? 0 : ms(histogram.max)
+            mean = empty ? 0 : (histogram.mean / 1000 * 1000).rounded() / 1000
+        }
+
+        func value(_ percentile: String) -> Double? {
+            switch percentile {
+            case "p50": p50
+            case "p90": p90
+            case "p95": nil
+            case "p99": p99
+            case "p999": p999
+            case "max": max
+            case "mean": mean
+            default: nil
+            }
+        }
+    }
+
+    public struct Rate: Codable, Sendable {
+        public var target: Double?
+        public var achieved: Double
+    }
+
+    public struct TemplateFigures: Codable, Sendable {
+        public var sent: Int
+        public var accepted: Int
+        public var submitLatencyMs: Latency
+    }
+
+    public struct Second: Codable, Sendable {
+        public var t: Int
+        public var sent: Int
+        public var accepted: Int
+        public var errors: Int
+        public var p50Ms: Double
+        public var p99Ms: Double
+    }
+
+    public struct Verdict: Codable, Sendable {
+        public var name: String
+        public var expr: String
+        public var actual: String
+        public var passed: Bool
+    }
+
+    public var scenario: String
+    public var runId: String
+    public var seed: UInt64
+    public var elapsedSeconds: Double
+    public var scheduled: Int
+    public var sent: Int
+    public var accepted: Int
+    public var rejected: Int
+    public var failed: Int
+    /// Without delivery correlation (a sink's event stream), messages that got a 2xx final reply.
+    public var delivered: Int
+    public var lost: Int
+    public var duplicates: Int
+    public var retries: Int
+    public var replies: [String: Int]
+    public var errors: [String: Int]
+    public var rate: Rate
+    public var submitLatencyMs: Latency
+    public var deliveryLatencyMs: Latency?
+    /// Scheduled time to the first byte sent: how far the generator fell behind its schedule.
+    public var scheduleLagMs: Latency
+    public var phases: [String: Latency]
+    public var perTemplate: [String: TemplateFigures]
+    public var timeline: [Second]
+    public var expectations: [Verdict]
+    public var passed: Bool
+    /// Submission latency in microseconds, mergeable.
+    public var histograms: [String: Histogram<UInt64>]
+
+    init(scenario: Scenario, runID: String, recorder: Recorder, elapsed: Double, seed: UInt64) {
+        let state = recorder.state.withLock { $0 }
+        self.scenario = scenario.name
+        self.runId = runID
+        self.seed = seed
+        self.elapsedSeconds = (elapsed * 1000).rounded() / 1000
+        scheduled = state.sent
+        sent = state.sent
+        accepted = state.accepted
+        rejected = state.rejected
+        failed = state.failed
+        delivered = state.accepted
+        lost = 0
+        duplicates = 0
+        retries = state.retries
+        replies = Dictionary(uniqueKeysWithValues: state.replies.map { (String($0.key), $0.value) })
+        errors = state.errors
+        let target: Double? = switch scenario.arrival {
+        case .constant(let rate), .poisson(let rate): rate
+        default: nil
+        }
+        rate = Rate(target: target, achieved: elapsed > 0 ? (Double(state.sent) / elapsed * 10).rounded() / 10 : 0)
+        submitLatencyMs = Latency(state.latency)
+        deliveryLatencyMs = nil
+        scheduleLagMs = Latency(state.lag)
+        phases = state.phases.mapValues(Latency.init)
+        perTemplate = state.perTemplate.mapValues { TemplateFigures(sent: $0.sent, accepted: $0.accepted, submitLatencyMs: Latency($0.latency)) }
+        timeline = state.timeline.keys.sorted().map { second in
+            let bucket = state.timeline[second]!
+            return Second(t: second, sent: bucket.sent, accepted: bucket.accepted, errors: bucket.errors,
+                          p50Ms: Double(bucket.latency.valueAtPercentile(50)) / 1000, p99Ms: Double(bucket.latency.valueAtPercentile(99)) / 1000)
+        }
+        histograms = ["submit_latency_us": state.latency]
+        for (name, figures) in state.perTemplate { histograms["submit_latency_us.\(name)"] = figures.latency }
+        expectations = []
+        passed = true
+        expectations = scenario.expect.map(verdict)
+        passed = expectations.allSatisfy(\.passed)
+    }
+
+    private func verdict(_ expectation: Expectation) -> Verdict {
+        let actual: Double?
+        var shown: String
+        let parts = expectation.metric.split(separator: ".", maxSplits: 1).map(String.init)
+        switch parts[0] {
+        case "submit_latency", "delivery_latency":
+            let latency = parts[0] == "submit_latency" ? submitLatencyMs : deliveryLatencyMs
+            actual = latency?.value(parts.count > 1 ? parts[1] : "p99").map { $0 / 1000 }
+            shown = actual.map { Quantity.format(seconds: $0) } ?? "not measured"
+        default:
+            let count: Int? = switch parts[0] {
+            case "delivered": delivered
+            case "accepted": accepted
+            case "errors": rejected + failed
+            case "rejected": rejected
+            case "failed": failed
+            case "lost": lost
+            case "duplicates": duplicates
+            case "sent": sent
+            default: nil
+            }
+            if expectation.unit == .percent {
+                actual = count.map { scheduled > 0 ? Double($0) / Double(scheduled) * 100 : 0 }
+                shown = actual.map { String(format: "%.3f%%", $0) } ?? "not measured"
+            } else {
+                actual = count.map(Double.init)
+                shown = count.map(String.init) ?? "not measured"
+            }
+        }
+        let passed = actual.map { expectation.comparison.holds($0, expectation.value) } ?? false
+        return Verdict(name: expectation.metric, expr: expectation.expression, actual: shown, passed: passed)
+    }
+
+    public func json() throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return try encoder.encode(self)
+    }
+
+    /// The final summary table.
+    public func summary() -> String {
+        var lines: [String] = []
+        lines.append("scenario \(scenario)  run \(runId)  seed \(seed)  \(String(format: "%.1f", elapsedSeconds))s")
+        lines.append("sent \(sent)  accepted \(accepted)  rejected \(rejected)  failed \(failed)  retries \(retries)  rate \(rate.achieved)/s"
+            + (rate.target.map { " (target \($0)/s)" } ?? ""))
+        func row(_ name: String, _ latency: Latency) -> String {
+            name.padding(toLength: 18, withPad: " ", startingAt: 0)
+                + [latency.p50, latency.p90, latency.p99, latency.p999, latency.max]
+                .map { String(format: "%10.2f", $0) }.joined()
+        }
+        lines.append("latency ms".padding(toLength: 18, withPad: " ", startingAt: 0)
+            + ["p50", "p90", "p99", "p99.9", "max"].map { $0.leftPadded(10) }.joined())
+        lines.append(row("submit", submitLatencyMs))
+        for name in perTemplate.keys.sorted() { lines.append(row("  \(name)", perTemplate[name]!.submitLatencyMs)) }
+        lines.append(row("schedule lag", scheduleLagMs))
+        if scheduleLagMs.p99 > 100 {
+            lines.append("note: the generator fell behind its schedule (lag p99 \(scheduleLagMs.p99) ms): more connections (`pool`) or a lower rate")
+        }
+        if !replies.isEmpty {
+            lines.append("replies " + replies.keys.sorted().map { "\($0): \(replies[$0]!)" }.joined(separator: "  "))
+        }
+        for (error, count) in errors.sorted(by: { $0.value > $1.value }).prefix(10) { lines.append("error \(count)x \(error)") }
+        for verdict in expectations {
+            lines.append("\(verdict.passed ? "PASS" : "FAIL") \(verdict.name) \(verdict.expr) (actual \(verdict.actual))")
+        }
+        lines.append(passed ? "passed" : "FAILED")
+        return lines.joined(separator: "\n")
+    }
+
+    /// JUnit XML: one test case per expectation (a failure each that does not hold).
+    public func junit() -> String {
+        func escape(_ text: String) -> String {
+            text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
+                .replacingOccurrences(of: ">", with: "&gt;").replacingOccurrences(of: "\"", with: "&quot;")
+        }
+        let failures = expectations.filter { !$0.passed }.count
+        var xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+        xml += "<testsuites tests=\"\(expectations.count)\" failures=\"\(failures)\">\n"
+        xml += "  <testsuite name=\"swallow load \(escape(scenario))\" tests=\"\(expectations.count)\" failures=\"\(failures)\" time=\"\(elapsedSeconds)\">\n"
+        for verdict in expectations {
+            xml += "    <testcase classname=\"\(escape(scenario))\" name=\"\(escape("\(verdict.name) \(verdict.expr)"))\">"
+            if !verdict.passed {
+                xml += "\n      <failure message=\"\(escape("\(verdict.name) \(verdict.expr), actual \(verdict.actual)"))\"/>\n    "
+            }
+            xml += "</testcase>\n"
+        }
+        xml += "  </testsuite>\n</testsuites>\n"
+        return xml
+    }
+}
+
+extension String {
+    func leftPadded(_ width: Int) -> String {
+        count >= width ? self : String(repeating: " ", count: width - count) + self
+    }
+}

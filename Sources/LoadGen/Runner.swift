@@ -1,0 +1,264 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import SMTPProtocol
+import Synchronization
+
+/// Runs a scenario against an SMTP server. Open loop: every message has a scheduled time from
+/// the arrival process, and its latency counts from that time, whether a connection was free
+/// or not, so a slow server cannot hide its slowness (no coordinated omission). `closed`
+/// arrival runs N senders back to back instead.
+public struct LoadRunner: Sendable {
+    public var scenario: Scenario
+    public var target: (host: String, port: Int)
+    public var seed: UInt64
+    public var runID: String
+    /// Called about once a second with the recorder, while the run goes.
+    public var onProgress: (@Sendable (Recorder, Double) -> Void)?
+
+    public init(scenario: Scenario, host: String, port: Int, seed: UInt64, runID: String? = nil) {
+        self.scenario = scenario
+        self.target = (host, port)
+        self.seed = seed
+        self.runID = runID ?? Self.makeRunID()
+    }
+
+    static func makeRunID() -> String {
+        let alphabet = Array("0123456789abcdefghijklmnopqrstuvwxyz")
+        var random = SystemRandomNumberGenerator()
+        return String((0..<10).map { _ in alphabet[Int(random.next() % UInt64(alphabet.count))] })
+    }
+
+    struct Job: Sendable {
+        var seq: Int
+        var template: String
+        /// Uptime nanoseconds the message was due.
+        var due: UInt64
+        var offset: Double
+        var attempt = 0
+    }
+
+    /// Jobs waiting for a free connection; workers wait on it.
+    final class JobQueue: Sendable {
+        private struct State {
+            var jobs: [Job] = []
+            var head = 0
+            var waiters: [CheckedContinuation<Job?, Never>] = []
+            var closed = false
+            var pendingRetries = 0
+        }
+
+        private let state = Mutex(State())
+
+        func push(_ job: Job) {
+            let waiter = state.withLock { state -> CheckedContinuation<Job?, Never>? in
+                if !state.waiters.isEmpty { return state.waiters.removeFirst() }
+                state.jobs.append(job)
+                return nil
+            }
+            waiter?.resume(returning: job)
+        }
+
+        func retryScheduled() { state.withLock { $0.pendingRetries += 1 } }
+        func retryDone(_ job: Job) {
+            push(job)
+            let finish = state.withLock { state -> [CheckedContinuation<Job?, Never>] in
+                state.pendingRetries -= 1
+                return state.closed && state.pendingRetries == 0 && state.head >= state.jobs.count ? state.waiters.removeAllReturning() : []
+            }
+            for waiter in finish { waiter.resume(returning: nil) }
+        }
+
+        /// No more jobs except retries already scheduled.
+        func close() {
+            let waiters = state.withLock { state -> [CheckedContinuation<Job?, Never>] in
+                state.closed = true
+                return state.pendingRetries == 0 ? state.waiters.removeAllReturning() : []
+            }
+            for waiter in waiters { waiter.resume(returning: nil) }
+        }
+
+        func next() async -> Job? {
+            await withCheckedContinuation { continuation in
+                let result: Job?? = state.withLock { state in
+                    if state.head < state.jobs.count {
+                        let job = state.jobs[state.head]
+                        state.head += 1
+                        if state.head > 4096 && state.head * 2 > state.jobs.count {
+                            state.jobs.removeFirst(state.head)
+                            state.head = 0
+                        }
+                        return .some(job)
+                    }
+                    if state.closed && state.pendingRetries == 0 { return .some(nil) }
+                    state.waiters.append(continuation)
+                    return nil
+                }
+                if let result { continuation.resume(returning: result) }
+            }
+        }
+
+        var depth: Int { state.withLock { $0.jobs.count - $0.head } }
+    }
+
+    /// Runs to the end; returns the report.
+    public func run() async throws(InputError) -> LoadReport {
+        let trace: [(Double, String?)]
+        if case .trace(let file, _) = scenario.arrival {
+            let path = file.hasPrefix("/") ? file : (scenario.baseDirectory as NSString).appendingPathComponent(file)
+            trace = try Schedule.readTrace(path: path)
+            for name in trace.compactMap(\.1) where scenario.templates[name] == nil {
+                throw InputError(file: path, line: nil, field: "template", message: "no template named `\(name)` in the scenario")
+            }
+        } else {
+            trace = []
+        }
+        let recorder = Recorder()
+        let queue = JobQueue()
+        let renderer = Renderer(runID: runID, seed: seed)
+        let group = MultiThreadedEventLoopGroup.singleton
+        let started = SMTPClientConnection.now()
+        let startedDate = Date()
+        var picker = TemplatePicker(mix: scenario.mix, seed: seed)
+        let closedSenders: Int? = if case .closed(let senders) = scenario.arrival { senders } else { nil }
+        let workers = closedSenders ?? scenario.connection.pool
+        let counter = Counter()
+        let settings = scenario.connection
+        let scenario = self.scenario
+        let target = SMTPClientConnection.Target(host: target.host, port: target.port)
+        let deadline = scenario.duration.map { started + UInt64($0 * 1e9) }
+
+        await withTaskGroup(of: Void.self) { tasks in
+            // Progress.
+            let progressTask = Task { [onProgress] in
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .seconds(1))
+                    onProgress?(recorder, Double(SMTPClientConnection.now() - started) / 1e9)
+                }
+            }
+            // Workers: one connection each, reopened after `per_connection` messages or an error.
+            for worker in 0..<workers {
+                tasks.addTask {
+                    var connection: SMTPClientConnection?
+                    var closedPicker = TemplatePicker(mix: scenario.mix, seed: seed &+ UInt64(worker))
+                    while true {
+                        let job: Job
+                        if closedSenders != nil {
+                            let seq = counter.next()
+                            let now = SMTPClientConnection.now()
+                            if let count = scenario.count, seq >= count { break }
+                            if let deadline, now >= deadline { break }
+                            job = Job(seq: seq, template: closedPicker.next(), due: now, offset: Double(now - started) / 1e9)
+                        } else {
+                            guard let next = await queue.next() else { break }
+                            job = next
+                        }
+                        guard let template = scenario.templates[job.template] else { continue }
+                        let message = renderer.render(template, seq: job.seq, now: startedDate.addingTimeInterval(job.offset))
+                        recorder.started()
+                        var times = SMTPClientConnection.PhaseTimes()
+                        let lag = SMTPClientConnection.now() - min(job.due, SMTPClientConnection.now())
+                        var outcome: SMTPClientConnection.Outcome
+                        do {
+                            if connection == nil || connection?.isActive == false {
+                                connection = try await SMTPClientConnection.open(to: target, settings: settings, group: group, times: &times)
+                            }
+                            outcome = await connection!.send(sender: message.sender, recipients: message.recipients, data: message.data, times: &times)
+                        } catch let error as SMTPClientError {
+                            outcome = .failed(error)
+                        } catch {
+                            outcome = .failed(.connect("\(error)"))
+                        }
+                        let finished = SMTPClientConnection.now()
+                        var record = Recorder.Outcome(
+                            template: job.template, scheduledOffset: job.offset, latency: finished - min(job.due, finished), lag: lag,
+                            reply: nil, phase: "data-end", error: nil, phases: times
+                        )
+                        switch outcome {
+                        case .reply(let reply, let phase):
+                            record.reply = reply
+                            record.phase = phase
+                        case .failed(let error):
+                            record.error = "\(error)"
+                            record.phase = error.phase
+                            connection?.close()
+                            connection = nil
+                        }
+                        let tempfail = record.reply.map { $0.code.rawValue / 100 == 4 } ?? false
+                        if tempfail && job.attempt < scenario.retry.on4xx && closedSenders == nil {
+                            recorder.record(record, final: false)
+                            recorder.retried()
+                            var retry = job
+                            retry.attempt += 1
+                            queue.retryScheduled()
+                            let backoff = scenario.retry.backoff * pow(2, Double(job.attempt))
+                            Task {
+                                try? await Task.sleep(for: .seconds(backoff))
+                                queue.retryDone(retry)
+                            }
+                        } else {
+                            recorder.record(record, final: true)
+                        }
+                        if let open = connection, settings.perConnection > 0, open.messagesSent >= settings.perConnection {
+                            await open.quit()
+                            connection = nil
+                        }
+                    }
+                    await connection?.quit()
+                }
+            }
+            // The open-loop scheduler.
+            if closedSenders == nil {
+                var schedule = Schedule(arrival: scenario.arrival, duration: scenario.duration, count: scenario.count, seed: seed, trace: trace)
+                var seq = 0
+                while let entry = schedule.next() {
+                    let due = started + UInt64(entry.offset * 1e9)
+                    let now = SMTPClientConnection.now()
+                    if due > now + 200_000 {
+                        try? await Task.sleep(for: .nanoseconds(Int64(due - now)))
+                    }
+                    queue.push(Job(seq: seq, template: entry.template ?? picker.next(), due: due, offset: entry.offset))
+                    seq += 1
+                }
+                queue.close()
+            }
+            await tasks.waitForAll()
+            progressTask.cancel()
+        }
+        let elapsed = Double(SMTPClientConnection.now() - started) / 1e9
+        return LoadReport(scenario: scenario, runID: runID, recorder: recorder, elapsed: elapsed, seed: seed)
+    }
+}
+
+final class Counter: Sendable {
+    private let value = Atomic<Int>(0)
+
+    func next() -> Int { value.wrappingAdd(1, ordering: .relaxed).oldValue }
+}
+
+/// Picks templates by weight, repeatably.
+struct TemplatePicker: Sendable {
+    private let names: [String]
+    private let cumulative: [Double]
+    private var random: SeededRandom
+
+    init(mix: [(template: String, weight: Double)], seed: UInt64) {
+        names = mix.map(\.template)
+        var total = 0.0
+        cumulative = mix.map { total += $0.weight; return total }
+        random = SeededRandom(seed: seed ^ 0x1111_2222)
+    }
+
+    mutating func next() -> String {
+        guard let total = cumulative.last, total > 0 else { return names.first ?? "" }
+        let point = Double(random.next() >> 11) / Double(1 << 53) * total
+        return names[cumulative.firstIndex { point < $0 } ?? names.count - 1]
+    }
+}
+
+extension Array {
+    mutating func removeAllReturning() -> [Element] {
+        defer { removeAll() }
+        return self
+    }
+}

@@ -1,0 +1,147 @@
+import Foundation
+import Yams
+
+/// A mistake in an input file, located: `file:line: field: message`.
+public struct InputError: Error, CustomStringConvertible, Sendable {
+    public var file: String
+    public var line: Int?
+    public var field: String
+    public var message: String
+
+    public init(file: String, line: Int?, field: String, message: String) {
+        self.file = file
+        self.line = line
+        self.field = field
+        self.message = message
+    }
+
+    public var description: String {
+        let location = line.map { "\(file):\($0)" } ?? file
+        return field.isEmpty ? "\(location): \(message)" : "\(location): \(field): \(message)"
+    }
+}
+
+/// Reads a YAML document node by node, so every error names the file, the line and the field
+/// path (`templates.otp.attachments[0].size`), and unknown keys are reported rather than ignored.
+struct YAMLReader {
+    let file: String
+    let node: Node
+    let path: String
+
+    static func parse(_ text: String, file: String) throws(InputError) -> YAMLReader {
+        do {
+            guard let node = try Yams.compose(yaml: text) else {
+                throw InputError(file: file, line: nil, field: "", message: "the file is empty")
+            }
+            return YAMLReader(file: file, node: node, path: "")
+        } catch let error as InputError {
+            throw error
+        } catch let error as YamlError {
+            throw InputError(file: file, line: Self.line(of: error), field: "", message: "not valid YAML: \(error)")
+        } catch {
+            throw InputError(file: file, line: nil, field: "", message: "not valid YAML: \(error)")
+        }
+    }
+
+    private static func line(of error: YamlError) -> Int? {
+        switch error {
+        case .scanner(_, _, let mark, _), .parser(_, _, let mark, _), .composer(_, _, let mark, _): mark.line
+        default: nil
+        }
+    }
+
+    var line: Int? { node.mark?.line }
+
+    func error(_ message: String) -> InputError {
+        InputError(file: file, line: line, field: path, message: message)
+    }
+
+    private func child(_ key: String, _ node: Node) -> YAMLReader {
+        YAMLReader(file: file, node: node, path: path.isEmpty ? key : "\(path).\(key)")
+    }
+
+    var isMapping: Bool { node.mapping != nil }
+    var isSequence: Bool { node.sequence != nil }
+
+    /// The keys of a mapping, after checking each is one of `allowed`.
+    func keys(allowed: Set<String>) throws(InputError) -> [String] {
+        guard let mapping = node.mapping else { throw error("expected a mapping") }
+        var keys: [String] = []
+        for (key, value) in mapping {
+            guard let name = key.string else { throw error("keys must be strings") }
+            guard allowed.contains(name) else {
+                throw child(name, value).error("unknown key (expected one of: \(allowed.sorted().joined(separator: ", ")))")
+            }
+            keys.append(name)
+        }
+        return keys
+    }
+
+    func optional(_ key: String) throws(InputError) -> YAMLReader? {
+        guard let mapping = node.mapping else { throw error("expected a mapping") }
+        for (name, value) in mapping where name.string == key {
+            if case .scalar(let scalar) = value, scalar.tag == .init(.null) || (scalar.string.isEmpty && scalar.style == .plain) {
+                return nil
+            }
+            return child(key, value)
+        }
+        return nil
+    }
+
+    func required(_ key: String) throws(InputError) -> YAMLReader {
+        guard let value = try optional(key) else { throw error("missing required key `\(key)`") }
+        return value
+    }
+
+    func items() throws(InputError) -> [YAMLReader] {
+        guard let sequence = node.sequence else { throw error("expected a list") }
+        return sequence.enumerated().map { YAMLReader(file: file, node: $1, path: "\(path)[\($0)]") }
+    }
+
+    func entries() throws(InputError) -> [(String, YAMLReader)] {
+        guard let mapping = node.mapping else { throw error("expected a mapping") }
+        var result: [(String, YAMLReader)] = []
+        for (key, value) in mapping {
+            guard let name = key.string else { throw error("keys must be strings") }
+            result.append((name, child(name, value)))
+        }
+        return result
+    }
+
+    func string() throws(InputError) -> String {
+        guard case .scalar(let scalar) = node else { throw error("expected a text value") }
+        return scalar.string
+    }
+
+    func int(in range: ClosedRange<Int> = 0...Int.max) throws(InputError) -> Int {
+        guard let value = node.int else { throw error("expected a whole number") }
+        guard range.contains(value) else { throw error("must be between \(range.lowerBound) and \(range.upperBound)") }
+        return value
+    }
+
+    func double(in range: ClosedRange<Double> = -Double.greatestFiniteMagnitude...Double.greatestFiniteMagnitude) throws(InputError) -> Double {
+        guard let value = node.float ?? node.int.map(Double.init), value.isFinite else { throw error("expected a number") }
+        guard range.contains(value) else { throw error("must be between \(range.lowerBound) and \(range.upperBound)") }
+        return value
+    }
+
+    func bool() throws(InputError) -> Bool {
+        guard let value = node.bool else { throw error("expected true or false") }
+        return value
+    }
+
+    func duration() throws(InputError) -> Double {
+        guard let value = Quantity.duration(try string()) else { throw error("expected a duration such as 250ms, 2s or 1m") }
+        return value
+    }
+
+    func rate() throws(InputError) -> Double {
+        guard let value = Quantity.rate(try string()), value > 0 else { throw error("expected a rate such as 200/s or 12000/m") }
+        return value
+    }
+
+    func size() throws(InputError) -> Int {
+        guard let value = Quantity.size(try string()) else { throw error("expected a size such as 512B, 120KiB or 2MiB") }
+        return value
+    }
+}

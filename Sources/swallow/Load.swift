@@ -1,0 +1,123 @@
+import ArgumentParser
+import Foundation
+import LoadGen
+import Logging
+import SinkServer
+
+/// `swallow load SCENARIO`: replays a scenario against an SMTP server and reports.
+struct Load: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Replay a traffic scenario against an SMTP server and measure it.",
+        discussion: """
+            Open loop: each message has a scheduled time and its latency counts from it. With no \
+            --target, a Swallow sink is started in-process on a free port and the run goes to it. \
+            Exit status: 0 every expectation holds, 1 one fails, 2 bad input or an unreachable target.
+            """
+    )
+
+    @Argument(help: "The scenario file (YAML).")
+    var scenario: String
+
+    @Option(help: "HOST:PORT of the SMTP server (default: an in-process sink).")
+    var target: String?
+
+    @Option(help: "Override the rate of a constant or poisson arrival (200/s, 12000/m).")
+    var rate: String?
+
+    @Option(help: "Override the run's duration (60s, 5m).")
+    var duration: String?
+
+    @Option(help: "Override the run's message count.")
+    var count: Int?
+
+    @Option(help: "Seed for every random choice (same seed, same traffic).")
+    var seed: UInt64?
+
+    @Option(help: "Write the JSON report here.")
+    var report: String?
+
+    @Option(help: "Write JUnit XML (one test case per expectation) here.")
+    var junit: String?
+
+    @Flag(help: "No progress lines; the summary only.")
+    var quiet = false
+
+    func run() async throws {
+        do {
+            try await execute()
+        } catch let error as InputError {
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+    }
+
+    private func execute() async throws {
+        var scenario = try Scenario.load(path: self.scenario)
+        if let rate {
+            guard let value = Quantity.rate(rate), value > 0 else { throw InputError(file: "--rate", line: nil, field: "", message: "expected a rate such as 200/s") }
+            switch scenario.arrival {
+            case .constant: scenario.arrival = .constant(rate: value)
+            case .poisson: scenario.arrival = .poisson(rate: value)
+            default: throw InputError(file: "--rate", line: nil, field: "", message: "applies to constant and poisson arrivals only")
+            }
+        }
+        if let duration {
+            guard let value = Quantity.duration(duration) else { throw InputError(file: "--duration", line: nil, field: "", message: "expected a duration such as 60s") }
+            scenario.duration = value
+        }
+        if let count { scenario.count = count }
+        let seed = self.seed ?? UInt64.random(in: 0...UInt64(UInt32.max))
+
+        var sink: Sink?
+        var sinkTask: Task<Void, any Error>?
+        let host: String
+        let port: Int
+        if let target {
+            guard let address = try? ListenAddress(parsing: target) else {
+                throw InputError(file: "--target", line: nil, field: "", message: "expected HOST:PORT, got \(target)")
+            }
+            (host, port) = (address.host, address.port)
+        } else {
+            var configuration = SinkConfiguration()
+            configuration.smtp = ListenAddress(host: "127.0.0.1", port: 0)
+            configuration.smtps = nil
+            configuration.maxMessages = 10_000
+            var logger = Logger(label: "swallow.sink")
+            logger.logLevel = .error
+            let started = try await Sink.bind(configuration, logger: logger)
+            sink = started
+            sinkTask = Task { try await started.run() }
+            (host, port) = (started.smtpAddress.host, started.smtpAddress.port)
+            if !quiet { print("no --target: sending to an in-process sink at \(host):\(port)") }
+        }
+
+        var runner = LoadRunner(scenario: scenario, host: host, port: port, seed: seed)
+        let quiet = self.quiet
+        let terminal = isatty(STDOUT_FILENO) != 0
+        runner.onProgress = { recorder, elapsed in
+            guard !quiet else { return }
+            let progress = recorder.progress
+            let line = String(format: "%6.1fs  sent %d  in flight %d  errors %d  rate %.0f/s  p50 %.1fms  p99 %.1fms",
+                              elapsed, progress.sent, progress.inFlight, progress.errors,
+                              elapsed > 0 ? Double(progress.sent) / elapsed : 0, progress.p50, progress.p99)
+            if terminal {
+                FileHandle.standardOutput.write(Data("\r\u{1B}[K\(line)".utf8))
+            } else {
+                print(line)
+            }
+        }
+        let result = try await runner.run()
+        if terminal && !quiet { print("") }
+        sink?.shutdown()
+        _ = await sinkTask?.result
+
+        print(result.summary())
+        if let report { try result.json().write(to: URL(fileURLWithPath: report)) }
+        if let junit { try Data(result.junit().utf8).write(to: URL(fileURLWithPath: junit)) }
+        if result.sent > 0 && result.accepted == 0 && result.errors.keys.allSatisfy({ $0.hasPrefix("connect") }) {
+            FileHandle.standardError.write(Data("error: the target \(host):\(port) could not be reached\n".utf8))
+            throw ExitCode(2)
+        }
+        if !result.passed { throw ExitCode(1) }
+    }
+}

@@ -1,0 +1,101 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import SinkServer
+import Testing
+
+@testable import LoadGen
+
+@Suite("Load runs over real sockets")
+struct LoadRunTests {
+    static func scenario(count: Int, expect: String = "") -> Scenario {
+        try! Scenario.parse("""
+            name: loopback
+            count: \(count)
+            arrival: {kind: constant, rate: 2000/s}
+            connection: {pool: 4, per_connection: 7}
+            templates:
+              otp: {from: a@x.example, to: "u{seq}@x.example", subject: "Code {otp:6}", text: "Code {otp}", html: "<b>{otp}</b>"}
+            \(expect)
+            """)
+    }
+
+    @Test("every scheduled message reaches an in-process sink once, with its trace id")
+    func againstSink() async throws {
+        var configuration = SinkConfiguration()
+        configuration.smtp = ListenAddress(host: "127.0.0.1", port: 0)
+        let sink = try await Sink.bind(configuration)
+        let serving = Task { try await sink.run() }
+        defer { sink.shutdown() }
+        let runner = LoadRunner(scenario: Self.scenario(count: 60, expect: "expect: {delivered: \">= 100%\", errors: \"== 0\"}"),
+                                host: "127.0.0.1", port: sink.smtpAddress.port, seed: 5, runID: "looprun")
+        let report = try await runner.run()
+        #expect(report.sent == 60)
+        #expect(report.accepted == 60)
+        #expect(report.replies["250"] == 60)
+        #expect(report.passed)
+        let traces = sink.store.messages().compactMap(\.traceID)
+        #expect(Set(traces) == Set((0..<60).map { "looprun/\($0)" }))
+        // per_connection 7 over 60 messages: at least 9 connections were opened.
+        #expect(Set(sink.store.messages().map(\.session.id)).count >= 9)
+        #expect(report.phases["connect"] != nil && report.phases["final"] != nil)
+        sink.shutdown()
+        _ = await serving.result
+    }
+
+    @Test("Postfix's smtp-sink as the server; a failing expectation fails the run and its JUnit case")
+    func againstPostfixSmtpSink() async throws {
+        let port = try freePort()
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/sbin/smtp-sink")
+        process.arguments = (getuid() == 0 ? ["-u", "nobody"] : []) + ["127.0.0.1:\(port)", "64"]
+        try process.run()
+        // SIGKILL: smtp-sink started from the test process ignores SIGTERM (an inherited signal mask).
+        defer { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
+        try await waitUntilListening(port: port)
+        let runner = LoadRunner(scenario: Self.scenario(count: 40, expect: "expect: {errors: \"== 0\", submit_latency: {p50: \"< 1us\"}}"),
+                                host: "127.0.0.1", port: port, seed: 1)
+        let report = try await runner.run()
+        #expect(report.accepted == 40)
+        #expect(!report.passed)
+        #expect(report.expectations.map(\.passed) == [true, false])
+        let junit = report.junit()
+        #expect(junit.contains("tests=\"2\" failures=\"1\""))
+        #expect(junit.contains("<failure message=\"submit_latency.p50 &lt; 1us"))
+        let json = try JSONSerialization.jsonObject(with: report.json()) as? [String: Any]
+        for key in ["scenario", "run_id", "scheduled", "sent", "accepted", "rejected", "failed", "delivered", "lost", "duplicates",
+                    "replies", "rate", "submit_latency_ms", "phases", "per_template", "timeline", "expectations", "passed"] {
+            #expect(json?[key] != nil, "missing \(key)")
+        }
+    }
+
+    @Test("an unreachable target is counted as connect failures, not a hang")
+    func unreachable() async throws {
+        let port = try freePort()
+        let report = try await LoadRunner(scenario: Self.scenario(count: 5), host: "127.0.0.1", port: port, seed: 1).run()
+        #expect(report.accepted == 0)
+        #expect(report.failed == 5)
+        #expect(report.errors.keys.allSatisfy { $0.hasPrefix("connect") })
+    }
+}
+
+func freePort() throws -> Int {
+    let channel = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        .bind(host: "127.0.0.1", port: 0).wait()
+    let port = channel.localAddress!.port!
+    try channel.close().wait()
+    return port
+}
+
+/// Polls a connect until the server listens (at most 5 s): a readiness check, not a sleep.
+func waitUntilListening(port: Int) async throws {
+    for _ in 0..<500 {
+        if let channel = try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connect(host: "127.0.0.1", port: port).get() {
+            try? await channel.close().get()
+            return
+        }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+    throw CancellationError()
+}

@@ -1,0 +1,87 @@
+import Foundation
+import MailMessage
+import Testing
+
+@testable import LoadGen
+
+@Suite("Templates render real MIME")
+struct RenderingTests {
+    static let scenario = """
+        count: 1
+        arrival: {kind: constant, rate: 1/s}
+        mix: [{template: otp}, {template: invoice}]
+        templates:
+          otp:
+            from: "Bank <no-reply@bank.example>"
+            to: "user{seq}@example.com"
+            subject: "Your code is {otp:6} ✓"
+            text: "Your code is {otp}."
+            html: "<p>Your code is <b>{otp}</b></p>"
+          invoice:
+            from: billing@shop.example
+            to: "{user}"
+            users: [alice@example.com, bob@example.com]
+            subject: "Invoice {seq}"
+            html: "<p>Amount due: {amount}</p>"
+            attachments: [{kind: pdf, name: "invoice-{seq}.pdf", size: 120KiB}]
+            size: 200KiB
+        """
+
+    @Test("an OTP mail carries the same code in subject, text and HTML, with the trace header")
+    func otp() throws {
+        let scenario = try Scenario.parse(Self.scenario)
+        let rendered = Renderer(runID: "run1", seed: 9).render(scenario.templates["otp"]!, seq: 7)
+        let parsed = ParsedMessage(bytes: rendered.data)
+        let code = try #require(rendered.otp)
+        #expect(code.count == 6 && code.allSatisfy(\.isNumber))
+        #expect(parsed.subject == "Your code is \(code) ✓")
+        #expect(parsed.text.contains("Your code is \(code)."))
+        #expect(parsed.html.contains("<b>\(code)</b>"))
+        #expect(parsed.headers["X-Swallow-Trace"] == "run1/7")
+        #expect(rendered.messageID == "<run1.7@swallow.load>")
+        #expect(rendered.recipients == ["user7@example.com"])
+        #expect(rendered.sender == "no-reply@bank.example")
+        // Same seed, same message; another seq, another code.
+        #expect(Renderer(runID: "run1", seed: 9).render(scenario.templates["otp"]!, seq: 7).data == rendered.data)
+        #expect(Renderer(runID: "run1", seed: 9).render(scenario.templates["otp"]!, seq: 8).otp != code)
+    }
+
+    @Test("an invoice carries a valid PDF of the chosen size, and the message is padded")
+    func invoice() throws {
+        let scenario = try Scenario.parse(Self.scenario)
+        let rendered = Renderer(runID: "run1", seed: 9).render(scenario.templates["invoice"]!, seq: 3)
+        #expect(rendered.recipients == ["bob@example.com"])
+        #expect(abs(rendered.data.count - 200 * 1024) < 2048)
+        let parsed = ParsedMessage(bytes: rendered.data)
+        let attachment = try #require(parsed.attachments.first)
+        #expect(attachment.fileName == "invoice-3.pdf")
+        #expect(attachment.contentType.lowercased() == "application/pdf")
+        let pdf = parsed.decodedBody(try #require(parsed.part(id: attachment.partID)))
+        #expect(abs(pdf.count - 120 * 1024) < 1024)
+        try Self.checkPDF(pdf)
+    }
+
+    /// The header, the trailer, and every cross-reference offset pointing at its object.
+    static func checkPDF(_ pdf: [UInt8]) throws {
+        let text = String(decoding: pdf, as: UTF8.self)
+        #expect(text.hasPrefix("%PDF-1.4\n"))
+        #expect(text.hasSuffix("%%EOF\n"))
+        let startxref = try #require(text.range(of: "startxref\n", options: .backwards))
+        let xrefOffset = try #require(Int(text[startxref.upperBound...].prefix { $0.isNumber }))
+        #expect(Array(pdf[xrefOffset..<xrefOffset + 4]) == Array("xref".utf8))
+        let table = String(decoding: pdf[xrefOffset...], as: UTF8.self).split(separator: "\n")
+        let entries = table.dropFirst(3).prefix { $0.hasSuffix(" n ") }
+        #expect(entries.count == 5)
+        for (index, entry) in entries.enumerated() {
+            let offset = try #require(Int(entry.prefix(10)))
+            let expected = Array("\(index + 1) 0 obj".utf8)
+            #expect(Array(pdf[offset..<offset + expected.count]) == expected)
+        }
+        // The content stream's declared length matches its bytes.
+        let lengthRange = try #require(text.range(of: "/Length "))
+        let length = try #require(Int(text[lengthRange.upperBound...].prefix { $0.isNumber }))
+        let streamStart = try #require(text.range(of: "stream\n"))
+        let streamEnd = try #require(text.range(of: "endstream"))
+        #expect(text.utf8.distance(from: streamStart.upperBound, to: streamEnd.lowerBound) == length)
+    }
+}
