@@ -30,6 +30,7 @@ final class DiskStore: Sendable {
     private struct PendingWrite {
         var message: CapturedMessage
         var raw: ByteBuffer?
+        var metadata: Result<Data, any Error>
         var completion: (@Sendable (Result<Void, any Error>) -> Void)?
     }
 
@@ -115,13 +116,15 @@ final class DiskStore: Sendable {
 
     /// Writes one message (`always`, `batch`): `completion` runs on the writer thread once the
     /// message is in the files (`batch`) or on the disk (`always`).
+    /// The metadata is encoded here, on the caller's thread, so the writer's loop (which the
+    /// `250`s wait on) only touches the files.
     func write(_ message: CapturedMessage, raw: ByteBuffer?, completion: @escaping @Sendable (Result<Void, any Error>) -> Void) {
-        submit(PendingWrite(message: message, raw: raw, completion: completion))
+        submit(PendingWrite(message: message, raw: raw, metadata: Result { try message.jsonData() }, completion: completion))
     }
 
     /// `never`: queues the write and returns at once.
     func enqueue(_ message: CapturedMessage, raw: ByteBuffer?) {
-        submit(PendingWrite(message: message, raw: raw, completion: nil))
+        submit(PendingWrite(message: message, raw: raw, metadata: Result { try message.jsonData() }, completion: nil))
     }
 
     private func submit(_ write: PendingWrite) {
@@ -180,11 +183,11 @@ final class DiskStore: Sendable {
     func emlPath(_ id: String) -> String { "\(directory)/\(id).eml" }
     private func jsonPath(_ id: String) -> String { "\(directory)/\(id).json" }
 
-    /// The writer: takes every write queued so far, creates their `.eml` files, appends their
-    /// metadata lines in one `write`, makes the batch durable as the policy says (one `syncfs`
-    /// for the whole batch with `always`: a group commit), then completes them all. One thread
-    /// creating files in the directory beats many contending for its lock, and the batch grows
-    /// by itself while a sync is in flight.
+    /// The writer: takes every write queued so far and, for each, creates its `.eml` file and
+    /// appends its metadata line. With `batch` and `never` each message completes as soon as its
+    /// own files are written, so a `250` never waits for the rest of the batch; with `always`
+    /// the batch is made durable with one `syncfs` (a group commit) and then completed. One
+    /// thread creating files in the directory beats many contending for its lock.
     private func writeQueued() {
         while true {
             let batch = writes.withLock { writes in
@@ -196,36 +199,35 @@ final class DiskStore: Sendable {
             guard !batch.isEmpty else { return }
             var results: [Result<Void, any Error>] = []
             results.reserveCapacity(batch.count)
-            var lines = Data()
-            var written: [(CapturedMessage, ByteBuffer?, Data)] = []
+            var written: [MessageIndex.Queued] = []
             for write in batch {
                 let result = Result {
-                    let metadata = try Self.encoder.encode(write.message)
+                    var line = try write.metadata.get()
                     if let raw = write.raw {
                         try raw.withUnsafeReadableBytes { try writeFile(emlPath(write.message.id), $0) }
                     }
-                    lines.append(metadata)
-                    lines.append(UInt8(ascii: "\n"))
-                    written.append((write.message, write.raw, metadata))
+                    line.append(UInt8(ascii: "\n"))
+                    try append(line)
+                    written.append(MessageIndex.Queued(message: write.message, raw: write.raw, metadata: line.dropLast(), path: emlPath(write.message.id)))
                 }
-                results.append(result)
+                if policy == .always {
+                    results.append(result)
+                } else {
+                    if case .success = result, policy == .batch { scheduleFlush() }
+                    write.completion?(result)
+                }
             }
-            do {
-                if !lines.isEmpty { try append(lines) }
-                switch policy {
-                case .always:
-                    if systemSyncfs(directoryDescriptor) != 0 { throw DiskError(path: directory, operation: "syncfs", code: errno) }
-                case .batch: scheduleFlush()
-                case .never: break
+            if policy == .always {
+                if systemSyncfs(directoryDescriptor) != 0 {
+                    let error = DiskError(path: directory, operation: "syncfs", code: errno)
+                    results = results.map { $0.flatMap { .failure(error) } }
+                    written = []
                 }
-            } catch {
-                results = results.map { $0.flatMap { .failure(error) } }
-                written = []
+                for (write, result) in zip(batch, results) { write.completion?(result) }
             }
             if policy == .batch, flushDue() { flush() }
             // Indexed behind the 250; the index is rebuildable from the files.
-            index?.enqueue(written.map { MessageIndex.Queued(message: $0.0, raw: $0.1, metadata: $0.2, path: emlPath($0.0.id)) })
-            for (write, result) in zip(batch, results) { write.completion?(result) }
+            index?.enqueue(written)
         }
     }
 

@@ -1,0 +1,137 @@
+import Foundation
+
+extension CapturedMessage {
+    /// The message's metadata as compact JSON, with the keys and shapes its `Codable`
+    /// conformance reads (nil optionals left out), written directly: Foundation's
+    /// `JSONEncoder` builds a tree of values first and cost several times as much per message
+    /// on the path to the `250`. A message with a transcript (rare: `--transcripts`) goes
+    /// through `JSONEncoder`.
+    public func jsonData() throws -> Data {
+        if transcript != nil { return try JSONEncoder().encode(self) }
+        var out = JSONWriter()
+        out.object {
+            $0.field("id") { $0.string(id) }
+            $0.field("envelope") { envelope in
+                envelope.object {
+                    $0.field("mailFrom") { $0.string(self.envelope.mailFrom) }
+                    $0.field("mailParameters") { $0.dictionary(self.envelope.mailParameters) }
+                    $0.field("recipients") { list in
+                        list.array(self.envelope.recipients) { writer, recipient in
+                            writer.object {
+                                $0.field("address") { $0.string(recipient.address) }
+                                $0.field("parameters") { $0.dictionary(recipient.parameters) }
+                            }
+                        }
+                    }
+                }
+            }
+            $0.field("session") { session in
+                session.object {
+                    $0.field("id") { $0.string(self.session.id) }
+                    $0.field("remoteAddress") { $0.string(self.session.remoteAddress) }
+                    $0.field("localAddress") { $0.string(self.session.localAddress) }
+                    $0.field("helo") { $0.string(self.session.helo) }
+                    $0.field("esmtp") { $0.bool(self.session.esmtp) }
+                    if let tls = self.session.tls {
+                        $0.field("tls") { writer in
+                            writer.object {
+                                $0.field("version") { $0.string(tls.version) }
+                                if let cipher = tls.cipher { $0.field("cipher") { $0.string(cipher) } }
+                                $0.field("implicit") { $0.bool(tls.implicit) }
+                            }
+                        }
+                    }
+                    if let user = self.session.authUser { $0.field("authUser") { $0.string(user) } }
+                }
+            }
+            $0.field("timestamps") { writer in
+                writer.object {
+                    $0.field("connectedNanos") { $0.number(self.timestamps.connectedNanos) }
+                    $0.field("mailNanos") { $0.number(self.timestamps.mailNanos) }
+                    $0.field("dataStartNanos") { $0.number(self.timestamps.dataStartNanos) }
+                    $0.field("dataEndNanos") { $0.number(self.timestamps.dataEndNanos) }
+                    if let sent = self.timestamps.replySentNanos { $0.field("replySentNanos") { $0.number(sent) } }
+                }
+            }
+            $0.field("size") { $0.number(Int64(size)) }
+            $0.field("receivedHeaderLength") { $0.number(Int64(receivedHeaderLength)) }
+            $0.field("anomalies") { $0.array(anomalies) { $0.string($1) } }
+            $0.field("faults") { $0.array(faults) { $0.string($1) } }
+            if let traceID { $0.field("traceID") { $0.string(traceID) } }
+            $0.field("bodyStored") { $0.bool(bodyStored) }
+        }
+        return Data(out.bytes)
+    }
+}
+
+/// A minimal JSON writer: objects, arrays, escaped strings, integers, booleans.
+struct JSONWriter {
+    var bytes: [UInt8] = []
+    private var needsComma = false
+
+    init() { bytes.reserveCapacity(768) }
+
+    mutating func object(_ body: (inout JSONWriter) -> Void) {
+        bytes.append(UInt8(ascii: "{"))
+        needsComma = false
+        body(&self)
+        bytes.append(UInt8(ascii: "}"))
+        needsComma = true
+    }
+
+    mutating func array<T>(_ items: [T], _ element: (inout JSONWriter, T) -> Void) {
+        bytes.append(UInt8(ascii: "["))
+        needsComma = false
+        for item in items {
+            if needsComma { bytes.append(UInt8(ascii: ",")) }
+            element(&self, item)
+            needsComma = true
+        }
+        bytes.append(UInt8(ascii: "]"))
+        needsComma = true
+    }
+
+    mutating func field(_ name: String, _ value: (inout JSONWriter) -> Void) {
+        if needsComma { bytes.append(UInt8(ascii: ",")) }
+        string(name)
+        bytes.append(UInt8(ascii: ":"))
+        needsComma = false
+        value(&self)
+        needsComma = true
+    }
+
+    mutating func dictionary(_ values: [String: String]) {
+        object {
+            for (key, value) in values.sorted(by: { $0.key < $1.key }) {
+                $0.field(key) { $0.string(value) }
+            }
+        }
+    }
+
+    mutating func bool(_ value: Bool) {
+        bytes.append(contentsOf: value ? Array("true".utf8) : Array("false".utf8))
+        needsComma = true
+    }
+
+    mutating func number(_ value: Int64) {
+        bytes.append(contentsOf: String(value).utf8)
+        needsComma = true
+    }
+
+    mutating func string(_ value: String) {
+        bytes.append(UInt8(ascii: "\""))
+        for byte in value.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])
+            case UInt8(ascii: "\\"): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
+            case 0..<0x20:
+                let hex = Array("0123456789abcdef".utf8)
+                bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"),
+                                          hex[Int(byte >> 4)], hex[Int(byte & 0xF)]])
+            default: bytes.append(byte)
+            }
+        }
+        bytes.append(UInt8(ascii: "\""))
+        needsComma = true
+    }
+}

@@ -1,0 +1,41 @@
+import Foundation
+import MailMessage
+import Testing
+
+@Suite("Captured metadata as JSON")
+struct CapturedMessageJSONTests {
+    static func message(tls: TLSInfo?, authUser: String?, traceID: String?, replySent: Int64?) -> CapturedMessage {
+        CapturedMessage(
+            id: "01J0000000000000000000001",
+            envelope: Envelope(
+                mailFrom: "a\"quote\\back@x.example",
+                mailParameters: ["SIZE": "123", "BODY": "8BITMIME"],
+                recipients: [.init(address: "ü@例え.jp", parameters: ["NOTIFY": "NEVER"]), .init(address: "b@x.example")]
+            ),
+            session: SessionInfo(id: "s1", remoteAddress: "127.0.0.1:5000", localAddress: "127.0.0.1:1025",
+                                 helo: "tab\there\u{1}ctl\nnewline", esmtp: true, tls: tls, authUser: authUser),
+            timestamps: CaptureTimestamps(connectedNanos: 1, mailNanos: -2, dataStartNanos: Int64.max, dataEndNanos: 4, replySentNanos: replySent),
+            size: 4096, receivedHeaderLength: 120, anomalies: ["bare-lf"], faults: [], traceID: traceID, bodyStored: false
+        )
+    }
+
+    @Test("the direct writer's JSON decodes to the same message as JSONEncoder's", arguments: [false, true])
+    func roundTrip(optionals: Bool) throws {
+        let message = Self.message(
+            tls: optionals ? TLSInfo(version: "TLSv1.3", cipher: nil, implicit: true) : nil,
+            authUser: optionals ? "job\"42" : nil, traceID: optionals ? "run/1" : nil, replySent: optionals ? 99 : nil
+        )
+        let direct = try JSONDecoder().decode(CapturedMessage.self, from: message.jsonData())
+        #expect(direct == message)
+        let viaFoundation = try JSONDecoder().decode(CapturedMessage.self, from: JSONEncoder().encode(message))
+        #expect(direct == viaFoundation)
+        #expect(!String(decoding: try message.jsonData(), as: UTF8.self).contains("\n"))
+    }
+
+    @Test("a message with a transcript still encodes (through JSONEncoder)")
+    func transcript() throws {
+        var message = Self.message(tls: nil, authUser: nil, traceID: nil, replySent: nil)
+        message.transcript = [TranscriptEntry(nanos: 5, direction: .client, text: "EHLO x")]
+        #expect(try JSONDecoder().decode(CapturedMessage.self, from: message.jsonData()) == message)
+    }
+}
