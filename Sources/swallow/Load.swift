@@ -36,6 +36,9 @@ struct Load: AsyncParsableCommand {
     @Option(help: "Write the JSON report here.")
     var report: String?
 
+    @Option(help: "Write a self-contained HTML report with plots here.")
+    var html: String?
+
     @Option(help: "Write JUnit XML (one test case per expectation) here.")
     var junit: String?
 
@@ -113,6 +116,7 @@ struct Load: AsyncParsableCommand {
 
         print(result.summary())
         if let report { try result.json().write(to: URL(fileURLWithPath: report)) }
+        if let html { try Data(result.html().utf8).write(to: URL(fileURLWithPath: html)) }
         if let junit { try Data(result.junit().utf8).write(to: URL(fileURLWithPath: junit)) }
         if result.sent > 0 && result.accepted == 0 && result.errors.keys.allSatisfy({ $0.hasPrefix("connect") }) {
             FileHandle.standardError.write(Data("error: the target \(host):\(port) could not be reached\n".utf8))

@@ -39,6 +39,12 @@ struct LoadRunTests {
         // per_connection 7 over 60 messages: at least 9 connections were opened.
         #expect(Set(sink.store.messages().map(\.session.id)).count >= 9)
         #expect(report.phases["connect"] != nil && report.phases["final"] != nil)
+        // The HTML report stands alone: plots inline, nothing fetched.
+        let html = report.html()
+        #expect(html.components(separatedBy: "<svg").count - 1 == 3)
+        #expect(html.contains("<polyline"))
+        #expect(!html.contains("<script") && !html.contains("http://") && !html.contains("https://"))
+        #expect(html.contains("delivered &gt;= 100%"))
         sink.shutdown()
         _ = await serving.result
     }

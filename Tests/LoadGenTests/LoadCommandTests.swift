@@ -1,0 +1,65 @@
+import Foundation
+import Testing
+
+/// `swallow load` as a CI job runs it: exit codes, reports written, no --target needed.
+@Suite("swallow load on the command line")
+struct LoadCommandTests {
+    static func run(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("swallow")
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
+    }
+
+    static func write(_ text: String) throws -> String {
+        let path = NSTemporaryDirectory() + "swallow-scenario-\(UUID().uuidString).yaml"
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    static let scenario = """
+        count: 30
+        arrival: {kind: constant, rate: 1000/s}
+        templates:
+          otp: {from: a@x.example, to: "u{seq}@x.example", subject: "Code {otp:6}", text: "Code {otp}"}
+        expect:
+          accepted: "== 30"
+        """
+
+    @Test("no --target: an in-process sink; 0 when expectations hold, reports written")
+    func passes() throws {
+        let path = try Self.write(Self.scenario)
+        let report = path + ".json", html = path + ".html", junit = path + ".xml"
+        defer { for file in [path, report, html, junit] { try? FileManager.default.removeItem(atPath: file) } }
+        let result = try Self.run(["load", path, "--quiet", "--seed", "3", "--report", report, "--html", html, "--junit", junit])
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        #expect(result.stdout.contains("PASS accepted == 30"))
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: report))) as? [String: Any]
+        #expect(json?["accepted"] as? Int == 30)
+        #expect(json?["seed"] as? Int == 3)
+        #expect(FileManager.default.fileExists(atPath: html) && FileManager.default.fileExists(atPath: junit))
+    }
+
+    @Test("1 when an expectation fails; 2 for a bad scenario, with its line")
+    func failures() throws {
+        let failing = try Self.write(Self.scenario.replacingOccurrences(of: "== 30", with: "== 31"))
+        let bad = try Self.write(Self.scenario.replacingOccurrences(of: "1000/s", with: "lots"))
+        defer { for file in [failing, bad] { try? FileManager.default.removeItem(atPath: file) } }
+        let failed = try Self.run(["load", failing, "--quiet"])
+        #expect(failed.status == 1)
+        #expect(failed.stdout.contains("FAIL accepted == 31 (actual 30)"))
+        let invalid = try Self.run(["load", bad, "--quiet"])
+        #expect(invalid.status == 2)
+        #expect(invalid.stderr.contains("\(bad):2: arrival.rate:"))
+        let unreachable = try Self.run(["load", failing, "--quiet", "--target", "127.0.0.1:1"])
+        #expect(unreachable.status == 2)
+        #expect(unreachable.stderr.contains("could not be reached"))
+    }
+}
