@@ -208,6 +208,8 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .replyAndClose(let reply):
             self.reply(reply, context: context)
             close(context: context)
+        case .close:
+            close(context: context)
         case .deliver(let transaction):
             deliver(transaction, context: context)
         }
@@ -219,12 +221,18 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             allocator: context.channel.allocator, sizeHint: 0
         )
         capture = nil
+        let magic = shared.session.magicAddresses ? transaction.recipients.compactMap { MagicAddress($0.path) } : []
+        if magic.contains(.reject) {
+            act(session.refuse(MagicAddress.rejectReply), context: context)
+            return
+        }
+        let delay = magic.reduce(0.0) { if case .slow(let seconds) = $1 { max($0, seconds) } else { $0 } }
         let message = current.makeMessage(
             transaction, session: session, peer: peer, tls: tls, connectedNanos: connectedNanos,
             limits: shared.configuration.limits, transcript: transcript.take()
         )
         let store = shared.store
-        guard store.insertWaitsForDisk else {
+        guard store.insertWaitsForDisk || delay > 0 else {
             store.insertNow(message, raw: current.body)
             stored(message, .success(()), context: context)
             return
@@ -233,7 +241,14 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let loop = context.eventLoop
         let bound = NIOLoopBound((self, context), eventLoop: loop)
         store.insert(message, raw: current.body) { result in
-            loop.execute {
+            // A `slow-<duration>@` recipient: the reply waits; later commands wait behind it.
+            guard delay > 0 else {
+                return loop.execute {
+                    let (handler, context) = bound.value
+                    handler.storeFinished(message, result, context: context)
+                }
+            }
+            loop.scheduleTask(in: .nanoseconds(Int64(delay * 1e9))) {
                 let (handler, context) = bound.value
                 handler.storeFinished(message, result, context: context)
             }

@@ -18,6 +18,8 @@ struct SMTPSession {
         var authRequiresTLS: Bool
         /// Makes the CRAM-MD5 challenge (RFC 2195: unique, `<...@hostname>`).
         var makeChallenge: @Sendable () -> String
+        /// `bounce@`, `tempfail@`, ... act as `MagicAddress` says.
+        var magicAddresses = true
     }
 
     struct AcceptedRecipient: Hashable, Sendable {
@@ -42,6 +44,8 @@ struct SMTPSession {
     enum Action: Equatable, Sendable {
         case reply(SMTPReply)
         case replyAndClose(SMTPReply)
+        /// Close the connection without a reply (magic `disconnect@`).
+        case close
         /// The message is complete: store it, then call `stored(id:)` or `storeFailed()`.
         case deliver(Transaction)
         case none
@@ -181,6 +185,10 @@ struct SMTPSession {
             if case .mailbox(let mailbox) = path, mailbox.needsSMTPUTF8, !transaction.parameters.smtpUTF8 {
                 return error(SMTPReply(553, "5.6.7", "Non-ASCII address requires SMTPUTF8"))
             }
+            if configuration.magicAddresses, let action = MagicAddress(path)?.rcptAction {
+                if action == .close { state = .closed }
+                return action
+            }
             transaction.recipients.append(AcceptedRecipient(path: path, parameters: parameters))
             state = .mail(transaction)
             return .reply(Self.recipientOK)
@@ -292,6 +300,13 @@ struct SMTPSession {
         guard case .storing = state else { return .none }
         state = .ready
         return .reply(SMTPReply(code: .ok, enhanced: EnhancedStatusCode(2, 0, 0), lines: ["Ok: queued as \(id)"]))
+    }
+
+    /// The message is refused after its final dot (magic `reject@`): nothing is stored.
+    mutating func refuse(_ reply: SMTPReply) -> Action {
+        guard case .storing = state else { return .none }
+        state = .ready
+        return .reply(reply)
     }
 
     /// Storing failed: the client must retry, nothing was accepted.

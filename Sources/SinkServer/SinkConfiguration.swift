@@ -47,6 +47,9 @@ public struct SinkConfiguration: Sendable {
     public var requireAuth = false
     /// AUTH is withheld until STARTTLS (off by default: a sandbox on loopback).
     public var authRequiresTLS = false
+    /// `bounce@`, `tempfail@`, `full@`, `disconnect@`, `reject@`, `slow-<duration>@` act as
+    /// `MagicAddress` says (`--no-magic-addresses` turns them off).
+    public var magicAddresses = true
     /// nil turns STARTTLS and `--smtps` off.
     public var tls: TLSSource? = .selfSigned
     /// `--data DIR`: messages also on disk, back after a restart.

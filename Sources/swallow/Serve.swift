@@ -58,6 +58,9 @@ struct Serve: AsyncParsableCommand {
     @Flag(help: "Offer AUTH only after STARTTLS (or on --smtps).")
     var authRequiresTls = false
 
+    @Flag(help: "Treat bounce@, tempfail@, full@, disconnect@, reject@ and slow-<duration>@ recipients as ordinary addresses.")
+    var noMagicAddresses = false
+
     @Option(help: "PEM certificate chain for STARTTLS and --smtps (default: a self-signed one made at start).")
     var tlsCert: String?
 
@@ -106,6 +109,7 @@ struct Serve: AsyncParsableCommand {
         }
         configuration.requireAuth = requireAuth
         configuration.authRequiresTLS = authRequiresTls
+        configuration.magicAddresses = !noMagicAddresses
         switch (tlsCert, tlsKey) {
         case (nil, nil): configuration.tls = noTls ? nil : .selfSigned
         case (let cert?, let key?): configuration.tls = .files(certificate: cert, key: key)

@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import NIOPosix
+import MailMessage
 import SinkServer
 import Testing
 
@@ -47,6 +48,72 @@ struct LoadRunTests {
         #expect(html.contains("delivered &gt;= 100%"))
         sink.shutdown()
         _ = await serving.result
+    }
+
+    static func withSink<T: Sendable>(_ body: (Sink) async throws -> T) async throws -> T {
+        var configuration = SinkConfiguration()
+        configuration.smtp = ListenAddress(host: "127.0.0.1", port: 0)
+        let sink = try await Sink.bind(configuration)
+        let serving = Task { try await sink.run() }
+        do {
+            let result = try await body(sink)
+            sink.shutdown()
+            _ = await serving.result
+            return result
+        } catch {
+            sink.shutdown()
+            _ = await serving.result
+            throw error
+        }
+    }
+
+    @Test("the mix's weights hold in what the sink captured")
+    func mixProportions() async throws {
+        let scenario = try Scenario.parse("""
+            count: 400
+            arrival: {kind: constant, rate: 5000/s}
+            connection: {pool: 8}
+            mix: [{template: otp, weight: 3}, {template: invoice, weight: 1}]
+            templates:
+              otp: {from: a@x.example, to: "u{seq}@x.example", subject: "otp {seq}", text: "Code {otp:6}"}
+              invoice: {from: b@x.example, to: "u{seq}@x.example", subject: "invoice {seq}", html: "<p>{amount}</p>"}
+            """)
+        let subjects = try await Self.withSink { sink in
+            let report = try await LoadRunner(scenario: scenario, host: "127.0.0.1", port: sink.smtpAddress.port, seed: 11).run()
+            #expect(report.accepted == 400)
+            var subjects: [String] = []
+            for message in sink.store.messages() {
+                let raw = try #require(try await sink.store.receivedBytes(id: message.id))
+                subjects.append(ParsedMessage(bytes: Array(raw.readableBytesView)).subject)
+            }
+            return subjects
+        }
+        #expect(subjects.count == 400)
+        let otp = subjects.filter { $0.hasPrefix("otp ") }.count
+        #expect((270...330).contains(otp), "\(otp) of 400 OTP mails for a 3:1 mix")
+        #expect(subjects.filter { $0.hasPrefix("invoice ") }.count == 400 - otp)
+    }
+
+    @Test("4xx replies (the sink's tempfail@) are retried as configured, then given up")
+    func retries() async throws {
+        let scenario = try Scenario.parse("""
+            count: 5
+            arrival: {kind: constant, rate: 1000/s}
+            retry: {on_4xx: 2, backoff: 10ms}
+            templates:
+              t: {from: a@x.example, to: tempfail@x.example, subject: "s", text: "t"}
+            """)
+        let (report, stored) = try await Self.withSink { sink in
+            let report = try await LoadRunner(scenario: scenario, host: "127.0.0.1", port: sink.smtpAddress.port, seed: 1).run()
+            return (report, sink.store.count)
+        }
+        #expect(report.replies["451"] == 15)
+        #expect(report.retries == 10)
+        #expect(report.sent == 5 && report.failed == 5 && report.accepted == 0)
+        #expect(report.errors["rcpt 451"] == 5)
+        #expect(stored == 0)
+        // Latency counts from the first schedule: two backoffs (10 ms, 20 ms) at least.
+        #expect(report.submitLatencyMs.p50 >= 30)
     }
 
     @Test("Postfix's smtp-sink as the server; a failing expectation fails the run and its JUnit case")

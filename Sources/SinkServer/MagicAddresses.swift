@@ -1,0 +1,54 @@
+import Foundation
+import SMTPProtocol
+
+/// Magic recipient addresses, in the manner of mailbox simulators: no configuration, on unless
+/// `--no-magic-addresses`. The local part decides, whatever the domain (case-insensitive):
+///
+/// | recipient | at | answer |
+/// |---|---|---|
+/// | `bounce@…` | RCPT | `550 5.1.1` |
+/// | `tempfail@…` | RCPT | `451 4.3.0` |
+/// | `full@…` | RCPT | `452 4.2.2` |
+/// | `disconnect@…` | RCPT | the connection is closed, no reply |
+/// | `reject@…` | after the final dot | `554 5.6.0`, the message is not stored |
+/// | `slow-<duration>@…` (`slow-2s@`) | after the final dot | the `250` comes that much later (at most 10 minutes) |
+enum MagicAddress: Equatable, Sendable {
+    case bounce, tempfail, full, disconnect, reject
+    case slow(seconds: Double)
+
+    init?(_ path: ForwardPath) {
+        guard case .mailbox(let mailbox) = path else { return nil }
+        let local = mailbox.localPart.lowercased()
+        switch local {
+        case "bounce": self = .bounce
+        case "tempfail": self = .tempfail
+        case "full": self = .full
+        case "disconnect": self = .disconnect
+        case "reject": self = .reject
+        default:
+            guard local.hasPrefix("slow-"), let seconds = Self.duration(local.dropFirst(5)), seconds <= 600 else { return nil }
+            self = .slow(seconds: seconds)
+        }
+    }
+
+    /// The answer at RCPT, if this address acts there.
+    var rcptAction: SMTPSession.Action? {
+        switch self {
+        case .bounce: .reply(SMTPReply(550, "5.1.1", "Recipient address rejected (magic address bounce@)"))
+        case .tempfail: .reply(SMTPReply(451, "4.3.0", "Temporary failure, try again later (magic address tempfail@)"))
+        case .full: .reply(SMTPReply(452, "4.2.2", "Mailbox full (magic address full@)"))
+        case .disconnect: .close
+        case .reject, .slow: nil
+        }
+    }
+
+    static let rejectReply = SMTPReply(554, "5.6.0", "Message rejected (magic address reject@)")
+
+    /// `250ms`, `2s`, `1.5s`, `1m`.
+    private static func duration(_ text: Substring) -> Double? {
+        for (suffix, scale) in [("ms", 0.001), ("s", 1.0), ("m", 60.0)] where text.hasSuffix(suffix) {
+            if let value = Double(text.dropLast(suffix.count)), value >= 0, value.isFinite { return value * scale }
+        }
+        return nil
+    }
+}

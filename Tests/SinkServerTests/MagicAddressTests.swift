@@ -1,0 +1,67 @@
+import Foundation
+import MailMessage
+import SMTPProtocol
+import Testing
+
+@testable import SinkServer
+
+@Suite("Magic recipient addresses")
+struct MagicAddressTests {
+    @Test("addresses are recognised by local part, case-insensitively")
+    func recognised() throws {
+        func magic(_ address: String) throws -> MagicAddress? {
+            MagicAddress(.mailbox(try Mailbox.parse(Substring(address))))
+        }
+        #expect(try magic("bounce@x.example") == .bounce)
+        #expect(try magic("TempFail@x.example") == .tempfail)
+        #expect(try magic("slow-250ms@x.example") == .slow(seconds: 0.25))
+        #expect(try magic("slow-forever@x.example") == nil)
+        #expect(try magic("slow-11m@x.example") == nil)
+        #expect(try magic("alice@x.example") == nil)
+    }
+
+    @Test("over a socket: RCPT refusals, reject@ after the dot, disconnect@, slow-; --no-magic-addresses turns them off")
+    func overSocket() async throws {
+        try await withSink { sink in
+            let codes = try await onThread { () -> [Int] in
+                let client = try RawSMTPClient(port: sink.smtpAddress.port)
+                var codes = [try client.readReply().code]
+                codes.append(try client.command("EHLO c").code)
+                codes.append(try client.command("MAIL FROM:<a@x.example>").code)
+                for rcpt in ["bounce", "tempfail", "full", "ok"] {
+                    codes.append(try client.command("RCPT TO:<\(rcpt)@x.example>").code)
+                }
+                codes.append(try client.command("DATA").code)
+                codes.append(try client.command("Subject: kept\r\n\r\nbody\r\n.").code)
+                codes.append(try client.command("MAIL FROM:<a@x.example>").code)
+                codes.append(try client.command("RCPT TO:<reject@x.example>").code)
+                codes.append(try client.command("DATA").code)
+                codes.append(try client.command("Subject: refused\r\n\r\nbody\r\n.").code)
+                codes.append(try client.command("MAIL FROM:<a@x.example>").code)
+                codes.append(try client.command("RCPT TO:<slow-50ms@x.example>").code)
+                codes.append(try client.command("DATA").code)
+                codes.append(try client.command("Subject: slow\r\n\r\nbody\r\n.").code)
+                codes.append(try client.command("MAIL FROM:<a@x.example>").code)
+                try client.send("RCPT TO:<disconnect@x.example>\r\n")
+                codes.append(client.isClosedByServer() ? -1 : 0)
+                return codes
+            }
+            #expect(codes == [220, 250, 250, 550, 451, 452, 250, 354, 250, 250, 250, 354, 554, 250, 250, 354, 250, 250, -1])
+            let recipients = sink.store.messages().map(\.envelope.recipients.first?.address)
+            #expect(recipients == ["ok@x.example", "slow-50ms@x.example"])
+            let slow = try #require(sink.store.messages().last)
+            let replySent = try #require(slow.timestamps.replySentNanos)
+            #expect(replySent - slow.timestamps.dataEndNanos >= 50_000_000)
+        }
+        try await withSink({ $0.magicAddresses = false }) { sink in
+            let code = try await onThread { () -> Int in
+                let client = try RawSMTPClient(port: sink.smtpAddress.port)
+                _ = try client.readReply()
+                _ = try client.command("EHLO c")
+                _ = try client.command("MAIL FROM:<a@x.example>")
+                return try client.command("RCPT TO:<bounce@x.example>").code
+            }
+            #expect(code == 250)
+        }
+    }
+}
