@@ -37,37 +37,40 @@ enum MIMEWriter {
         return Array(out.utf8)
     }
 
-    /// Quoted-printable, soft line breaks before 76 characters, CRLF line ends.
+    /// Quoted-printable, soft line breaks before 76 characters, CRLF line ends. Works on bytes:
+    /// building it as a `String` piece by piece was most of the cost of rendering a message.
     static func quotedPrintable(_ text: String) -> String {
-        var out = ""
-        out.reserveCapacity(text.utf8.count + text.utf8.count / 8)
+        let input = Array(text.utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(input.count + input.count / 8 + 8)
+        let hex = Array("0123456789ABCDEF".utf8)
         var lineLength = 0
-        let bytes = Array(Renderer.crlf(text).utf8)
         var index = 0
-        while index < bytes.count {
-            let byte = bytes[index]
-            if byte == 13, index + 1 < bytes.count, bytes[index + 1] == 10 {
-                out += "\r\n"
+        while index < input.count {
+            let byte = input[index]
+            if byte == 13 || byte == 10 {
+                // CRLF, a bare LF or a bare CR: one line break.
+                out += [13, 10]
                 lineLength = 0
-                index += 2
+                index += (byte == 13 && index + 1 < input.count && input[index + 1] == 10) ? 2 : 1
                 continue
             }
-            let nextIsBreak = index + 1 >= bytes.count || bytes[index + 1] == 13
-            var piece: String
-            if (byte >= 33 && byte <= 126 && byte != 61) || ((byte == 32 || byte == 9) && !nextIsBreak) {
-                piece = String(UnicodeScalar(byte))
-            } else {
-                piece = String(format: "=%02X", byte)
-            }
-            if lineLength + piece.count > 75 {
-                out += "=\r\n"
+            let nextIsBreak = index + 1 >= input.count || input[index + 1] == 13 || input[index + 1] == 10
+            let literal = (byte >= 33 && byte <= 126 && byte != 61) || ((byte == 32 || byte == 9) && !nextIsBreak)
+            let width = literal ? 1 : 3
+            if lineLength + width > 75 {
+                out += [61, 13, 10]
                 lineLength = 0
             }
-            out += piece
-            lineLength += piece.count
+            if literal {
+                out.append(byte)
+            } else {
+                out += [61, hex[Int(byte >> 4)], hex[Int(byte & 0xF)]]
+            }
+            lineLength += width
             index += 1
         }
-        return out
+        return String(decoding: out, as: UTF8.self)
     }
 
     static func base64Lines(_ bytes: [UInt8]) -> String {
@@ -81,12 +84,38 @@ enum MIMEWriter {
         return "=?utf-8?B?\(Data(text.utf8).base64EncodedString())?="
     }
 
+    /// RFC 5322 date in UTC, `Tue, 25 Nov 2026 09:00:00 +0000` (by hand: a `DateFormatter`
+    /// per message was a quarter of the cost of rendering one).
     static func date(_ date: Date) -> String {
-        let formatter = DateFormatter()
-        formatter.locale = Locale(identifier: "en_US_POSIX")
-        formatter.timeZone = TimeZone(identifier: "UTC")
-        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss '+0000'"
-        return formatter.string(from: date)
+        let (year, month, day, hour, minute, second, weekday) = civil(date)
+        let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        func two(_ value: Int) -> String { value < 10 ? "0\(value)" : "\(value)" }
+        return "\(days[weekday]), \(two(day)) \(months[month - 1]) \(year) \(two(hour)):\(two(minute)):\(two(second)) +0000"
+    }
+
+    /// `YYYY-MM-DD` in UTC.
+    static func isoDay(_ date: Date) -> String {
+        let (year, month, day, _, _, _, _) = civil(date)
+        return "\(year)-\(month < 10 ? "0" : "")\(month)-\(day < 10 ? "0" : "")\(day)"
+    }
+
+    /// UTC calendar fields (days-from-civil inverse, proleptic Gregorian); weekday 0 is Sunday.
+    static func civil(_ date: Date) -> (Int, Int, Int, Int, Int, Int, Int) {
+        let seconds = Int(date.timeIntervalSince1970.rounded(.down))
+        let days = Int((Double(seconds) / 86_400).rounded(.down))
+        let secondOfDay = seconds - days * 86_400
+        let z = days + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let dayOfEra = z - era * 146_097
+        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+        let mp = (5 * dayOfYear + 2) / 153
+        let day = dayOfYear - (153 * mp + 2) / 5 + 1
+        let month = mp < 10 ? mp + 3 : mp - 9
+        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
+        let weekday = ((days % 7) + 11) % 7
+        return (year, month, day, secondOfDay / 3600, secondOfDay / 60 % 60, secondOfDay % 60, weekday)
     }
 
     /// About `bytes` of plain filler text, in lines of 64 characters.

@@ -66,39 +66,36 @@ public final class Recorder: Sendable {
             state.sent += 1
             _ = state.latency.record(micros)
             _ = state.lag.record(max(1, outcome.lag / 1000))
-            var template = state.perTemplate[outcome.template] ?? (0, 0, Recorder.histogram())
-            template.sent += 1
-            _ = template.latency.record(micros)
+            // Mutated in place (`[key, default:]`): copying a histogram out and back would copy its counts.
+            state.perTemplate[outcome.template, default: (0, 0, Recorder.histogram())].sent += 1
+            _ = state.perTemplate[outcome.template, default: (0, 0, Recorder.histogram())].latency.record(micros)
             let second = Int(outcome.scheduledOffset)
-            var bucket = state.timeline[second] ?? (0, 0, 0, Recorder.histogram(digits: .two))
-            bucket.sent += 1
-            _ = bucket.latency.record(micros)
+            state.timeline[second, default: (0, 0, 0, Recorder.histogram(digits: .two))].sent += 1
+            _ = state.timeline[second, default: (0, 0, 0, Recorder.histogram(digits: .two))].latency.record(micros)
             switch outcome.reply?.code.rawValue {
             case let code? where code / 100 == 2:
                 state.accepted += 1
-                template.accepted += 1
-                bucket.accepted += 1
+                state.perTemplate[outcome.template]?.accepted += 1
+                state.timeline[second]?.accepted += 1
             case let code? where code / 100 == 5:
                 state.rejected += 1
-                bucket.errors += 1
+                state.timeline[second]?.errors += 1
                 state.errors["\(outcome.phase) \(code)", default: 0] += 1
             case let code?:
                 state.failed += 1
-                bucket.errors += 1
+                state.timeline[second]?.errors += 1
                 state.errors["\(outcome.phase) \(code)", default: 0] += 1
             case nil:
                 state.failed += 1
-                bucket.errors += 1
+                state.timeline[second]?.errors += 1
                 state.errors["\(outcome.phase) \(outcome.error ?? "error")", default: 0] += 1
             }
-            state.perTemplate[outcome.template] = template
-            state.timeline[second] = bucket
             let phases = outcome.phases
             for (name, value) in [("connect", phases.connect), ("banner", phases.banner), ("ehlo", phases.ehlo), ("tls", phases.tls),
                                   ("auth", phases.auth), ("mail", phases.mail), ("rcpt", phases.rcpt), ("data", phases.data),
                                   ("final", phases.final)] {
                 guard let value else { continue }
-                _ = state.phases[name, default: Recorder.histogram()].record(max(1, value / 1000))
+                _ = state.phases[name, default: Recorder.histogram()].record(Swift.max(1, value / 1000))
             }
         }
     }

@@ -150,11 +150,7 @@ public struct Renderer: Sendable {
                 let cents = 1000 + Int(random.next() % 99_000)
                 return String(format: "%d.%02d", cents / 100, cents % 100)
             case "date":
-                let formatter = DateFormatter()
-                formatter.locale = Locale(identifier: "en_US_POSIX")
-                formatter.timeZone = TimeZone(identifier: "UTC")
-                formatter.dateFormat = "yyyy-MM-dd"
-                return formatter.string(from: now)
+                return MIMEWriter.isoDay(now)
             case "pick":
                 let choices = (argument ?? "").split(separator: "|", omittingEmptySubsequences: false)
                 guard !choices.isEmpty else { return "" }

@@ -85,3 +85,33 @@ struct RenderingTests {
         #expect(text.utf8.distance(from: streamStart.upperBound, to: streamEnd.lowerBound) == length)
     }
 }
+
+@Suite("MIME writing")
+struct MIMEWriterTests {
+    @Test("dates match DateFormatter's RFC 5322 form, across years and leap days")
+    func dates() {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss '+0000'"
+        let day = DateFormatter()
+        day.locale = Locale(identifier: "en_US_POSIX")
+        day.timeZone = TimeZone(identifier: "UTC")
+        day.dateFormat = "yyyy-MM-dd"
+        var random = SeededRandom(seed: 3)
+        let samples = [0, 951_782_400, 1_709_164_800, 4_107_542_399] + (0..<200).map { _ in Int(random.next() % 4_000_000_000) }
+        for seconds in samples {
+            let date = Date(timeIntervalSince1970: TimeInterval(seconds))
+            #expect(MIMEWriter.date(date) == formatter.string(from: date))
+            #expect(MIMEWriter.isoDay(date) == day.string(from: date))
+        }
+    }
+
+    @Test("quoted-printable: escapes, soft breaks under 76, CRLF line ends, trailing spaces encoded")
+    func quotedPrintable() {
+        let encoded = MIMEWriter.quotedPrintable("a=b ü\n" + String(repeating: "x", count: 100) + " \nend")
+        #expect(encoded.hasPrefix("a=3Db =C3=BC\r\n"))
+        #expect(encoded.components(separatedBy: "\r\n").allSatisfy { $0.utf8.count <= 76 })
+        #expect(encoded.contains("=20\r\nend"))
+    }
+}
