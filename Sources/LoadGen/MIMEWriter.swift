@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Writes MIME (RFC 2045–2047): text and HTML as a multipart/alternative, attachments in a
 /// multipart/mixed, quoted-printable bodies (UTF-8, lines under 76 characters), base64
@@ -118,8 +119,21 @@ enum MIMEWriter {
         return (year, month, day, secondOfDay / 3600, secondOfDay / 60 % 60, secondOfDay % 60, weekday)
     }
 
-    /// About `bytes` of plain filler text, in lines of 64 characters.
+    private static let paddingCache = Mutex<[Int: String]>([:])
+
+    /// About `bytes` of plain filler text, in lines of 64 characters (cached: a template pads
+    /// every message by about the same amount).
     static func padding(_ bytes: Int) -> String {
+        if let cached = paddingCache.withLock({ $0[bytes] }) { return cached }
+        let text = makePadding(bytes)
+        paddingCache.withLock { cache in
+            if cache.count > 1024 { cache.removeAll() }
+            cache[bytes] = text
+        }
+        return text
+    }
+
+    private static func makePadding(_ bytes: Int) -> String {
         let line = "The quick brown fox jumps over the lazy dog, swallow load filler."
         var out = "\n"
         var left = bytes

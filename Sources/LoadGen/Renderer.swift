@@ -89,7 +89,8 @@ public struct Renderer: Sendable {
         if let open = text.lastIndex(of: "<"), let close = text.lastIndex(of: ">"), open < close {
             return String(text[text.index(after: open)..<close])
         }
-        return text.trimmingCharacters(in: .whitespaces)
+        guard text.first == " " || text.last == " " else { return text }
+        return String(text.drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
     }
 
     static func crlf(_ text: String) -> String {

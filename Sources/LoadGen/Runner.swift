@@ -157,7 +157,8 @@ public struct LoadRunner: Sendable {
                         let message = renderer.render(template, seq: job.seq, now: startedDate.addingTimeInterval(job.offset))
                         recorder.started()
                         var times = SMTPClientConnection.PhaseTimes()
-                        let lag = SMTPClientConnection.now() - min(job.due, SMTPClientConnection.now())
+                        let sendStart = SMTPClientConnection.now()
+                        let lag = sendStart - min(job.due, sendStart)
                         var outcome: SMTPClientConnection.Outcome
                         do {
                             if connection == nil || connection?.isActive == false {
