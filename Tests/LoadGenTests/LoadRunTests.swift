@@ -35,6 +35,14 @@ struct LoadRunTests {
         #expect(report.accepted == 60)
         #expect(report.replies["250"] == 60)
         #expect(report.passed)
+        // What arrived carries its code in the subject, the text and the HTML alike.
+        for message in sink.store.messages().prefix(10) {
+            let raw = try #require(try await sink.store.receivedBytes(id: message.id))
+            let parsed = ParsedMessage(bytes: Array(raw.readableBytesView))
+            let code = String(parsed.subject.dropFirst("Code ".count))
+            #expect(code.count == 6 && code.allSatisfy(\.isNumber))
+            #expect(parsed.text.contains("Code \(code)") && parsed.html.contains("<b>\(code)</b>"))
+        }
         let traces = sink.store.messages().compactMap(\.traceID)
         #expect(Set(traces) == Set((0..<60).map { "looprun/\($0)" }))
         // per_connection 7 over 60 messages: at least 9 connections were opened.
@@ -114,6 +122,79 @@ struct LoadRunTests {
         #expect(stored == 0)
         // Latency counts from the first schedule: two backoffs (10 ms, 20 ms) at least.
         #expect(report.submitLatencyMs.p50 >= 30)
+    }
+
+    @Test("STARTTLS and implicit TLS with AUTH PLAIN and LOGIN, as the sink records them")
+    func tlsAndAuth() async throws {
+        var configuration = SinkConfiguration()
+        configuration.smtp = ListenAddress(host: "127.0.0.1", port: 0)
+        configuration.smtps = ListenAddress(host: "127.0.0.1", port: 0)
+        configuration.auth = .credentials(["app": "secret"])
+        configuration.requireAuth = true
+        let sink = try await Sink.bind(configuration)
+        let serving = Task { try await sink.run() }
+        defer { sink.shutdown() }
+        for (tls, mechanism, port) in [("starttls", "plain", sink.smtpAddress.port), ("implicit", "login", sink.smtpsAddress!.port)] {
+            let scenario = try Scenario.parse("""
+                count: 3
+                arrival: {kind: constant, rate: 1000/s}
+                connection: {pool: 1, tls: \(tls), auth: {mechanism: \(mechanism), user: app, password: secret}}
+                templates:
+                  t: {from: a@x.example, to: b@x.example, subject: "s", text: "t"}
+                """)
+            let report = try await LoadRunner(scenario: scenario, host: "127.0.0.1", port: port, seed: 1).run()
+            #expect(report.accepted == 3, "\(tls): \(report.errors)")
+            #expect(report.phases["auth"] != nil)
+        }
+        let messages = sink.store.messages()
+        #expect(messages.count == 6)
+        #expect(messages.allSatisfy { $0.session.authUser == "app" && $0.session.tls != nil })
+        #expect(messages.filter { $0.session.tls?.implicit == true }.count == 3)
+        // A wrong password is an error of the connection, counted, not a hang.
+        let wrong = try Scenario.parse("""
+            count: 2
+            arrival: {kind: constant, rate: 1000/s}
+            connection: {pool: 1, tls: starttls, auth: {user: app, password: nope}}
+            templates:
+              t: {from: a@x.example, to: b@x.example, subject: "s", text: "t"}
+            """)
+        let refused = try await LoadRunner(scenario: wrong, host: "127.0.0.1", port: sink.smtpAddress.port, seed: 1).run()
+        #expect(refused.failed == 2 && refused.accepted == 0)
+        sink.shutdown()
+        _ = await serving.result
+    }
+
+    @Test("a trace replays its offsets and template names; an .eml template is sent as is, with the trace header")
+    func traceAndEml() async throws {
+        let directory = NSTemporaryDirectory() + "swallow-trace-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try "offset,template\n0,a\n0.05,raw\n100ms,a\n".write(toFile: directory + "/t.csv", atomically: true, encoding: .utf8)
+        try "From: x@y.example\nTo: z@y.example\nSubject: raw {seq}\nMessage-ID: <old@y.example>\n\nhello\n".write(
+            toFile: directory + "/m.eml", atomically: true, encoding: .utf8)
+        try """
+            arrival: {kind: trace, file: t.csv, speed: 2}
+            mix: [{template: a}]
+            templates:
+              a: {from: a@x.example, to: b@x.example, subject: "a {seq}", text: "t"}
+              raw: {eml: m.eml, from: x@y.example, to: z@y.example}
+            """.write(toFile: directory + "/s.yaml", atomically: true, encoding: .utf8)
+        let scenario = try Scenario.load(path: directory + "/s.yaml")
+        let subjects = try await Self.withSink { sink in
+            let report = try await LoadRunner(scenario: scenario, host: "127.0.0.1", port: sink.smtpAddress.port, seed: 1, runID: "tr").run()
+            #expect(report.accepted == 3)
+            var subjects: [String] = []
+            for message in sink.store.messages().sorted(by: { ($0.traceID ?? "") < ($1.traceID ?? "") }) {
+                let parsed = ParsedMessage(bytes: Array(try #require(try await sink.store.receivedBytes(id: message.id)).readableBytesView))
+                subjects.append(parsed.subject)
+                if parsed.subject.hasPrefix("raw") {
+                    #expect(parsed.messageID == "tr.1@swallow.load")
+                    #expect(message.traceID == "tr/1")
+                }
+            }
+            return subjects
+        }
+        #expect(subjects == ["a 0", "raw 1", "a 2"])
     }
 
     @Test("Postfix's smtp-sink as the server; a failing expectation fails the run and its JUnit case")
