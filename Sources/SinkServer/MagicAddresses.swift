@@ -10,10 +10,11 @@ import SMTPProtocol
 /// | `tempfail@…` | RCPT | `451 4.3.0` |
 /// | `full@…` | RCPT | `452 4.2.2` |
 /// | `disconnect@…` | RCPT | the connection is closed, no reply |
+/// | `hang@…` | RCPT | no reply, and nothing more is read, until the client gives up or the idle timeout (`421`) |
 /// | `reject@…` | after the final dot | `554 5.6.0`, the message is not stored |
 /// | `slow-<duration>@…` (`slow-2s@`) | after the final dot | the `250` comes that much later (at most 10 minutes) |
 enum MagicAddress: Equatable, Sendable {
-    case bounce, tempfail, full, disconnect, reject
+    case bounce, tempfail, full, disconnect, hang, reject
     case slow(seconds: Double)
 
     init?(_ path: ForwardPath) {
@@ -24,6 +25,7 @@ enum MagicAddress: Equatable, Sendable {
         case "tempfail": self = .tempfail
         case "full": self = .full
         case "disconnect": self = .disconnect
+        case "hang": self = .hang
         case "reject": self = .reject
         default:
             guard local.hasPrefix("slow-"), let seconds = Self.duration(local.dropFirst(5)), seconds <= 600 else { return nil }
@@ -38,6 +40,7 @@ enum MagicAddress: Equatable, Sendable {
         case .tempfail: .reply(SMTPReply(451, "4.3.0", "Temporary failure, try again later (magic address tempfail@)"))
         case .full: .reply(SMTPReply(452, "4.2.2", "Mailbox full (magic address full@)"))
         case .disconnect: .close
+        case .hang: .hang
         case .reject, .slow: nil
         }
     }

@@ -47,6 +47,8 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var unflushed = false
     /// Waiting for the store: no decoding, no reading.
     private var waitingForStore = false
+    /// Magic `hang@`: no more replies, input dropped; the idle timeout ends the connection.
+    private var hung = false
     private var readPending = false
     private var closing = false
 
@@ -103,6 +105,8 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: Input
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // Hung (magic `hang@`): what arrives is dropped, so memory stays bounded.
+        guard !hung else { return }
         var bytes = unwrapInboundIn(data)
         if cumulation == nil || cumulation!.readableBytes == 0 {
             cumulation = bytes
@@ -125,7 +129,7 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func process(context: ChannelHandlerContext) {
-        while !waitingForStore, !closing, cumulation != nil, let frame = decoder.next(&cumulation!) {
+        while !waitingForStore, !closing, !hung, cumulation != nil, let frame = decoder.next(&cumulation!) {
             handle(frame, context: context)
         }
         if let buffer = cumulation, buffer.readableBytes == 0 {
@@ -210,6 +214,9 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             close(context: context)
         case .close:
             close(context: context)
+        case .hang:
+            hung = true
+            cumulation = nil
         case .deliver(let transaction):
             deliver(transaction, context: context)
         }

@@ -46,6 +46,8 @@ struct SMTPSession {
         case replyAndClose(SMTPReply)
         /// Close the connection without a reply (magic `disconnect@`).
         case close
+        /// Answer nothing more and read nothing more (magic `hang@`).
+        case hang
         /// The message is complete: store it, then call `stored(id:)` or `storeFailed()`.
         case deliver(Transaction)
         case none
@@ -186,7 +188,7 @@ struct SMTPSession {
                 return error(SMTPReply(553, "5.6.7", "Non-ASCII address requires SMTPUTF8"))
             }
             if configuration.magicAddresses, let action = MagicAddress(path)?.rcptAction {
-                if action == .close { state = .closed }
+                if action == .close || action == .hang { state = .closed }
                 return action
             }
             transaction.recipients.append(AcceptedRecipient(path: path, parameters: parameters))

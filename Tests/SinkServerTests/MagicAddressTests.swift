@@ -1,5 +1,6 @@
 import Foundation
 import MailMessage
+import NIOCore
 import SMTPProtocol
 import Testing
 
@@ -52,6 +53,19 @@ struct MagicAddressTests {
             let slow = try #require(sink.store.messages().last)
             let replySent = try #require(slow.timestamps.replySentNanos)
             #expect(replySent - slow.timestamps.dataEndNanos >= 50_000_000)
+        }
+        // hang@: nothing answers the RCPT nor what follows; the idle timeout's 421 is the next reply.
+        try await withSink({ $0.idleTimeout = .milliseconds(300) }) { sink in
+            let (code, stored) = try await onThread { () -> (Int, Int) in
+                let client = try RawSMTPClient(port: sink.smtpAddress.port)
+                _ = try client.readReply()
+                _ = try client.command("EHLO c")
+                _ = try client.command("MAIL FROM:<a@x.example>")
+                try client.send("RCPT TO:<hang@x.example>\r\nNOOP\r\nDATA\r\n")
+                return (try client.readReply().code, sink.store.count)
+            }
+            #expect(code == 421)
+            #expect(stored == 0)
         }
         try await withSink({ $0.magicAddresses = false }) { sink in
             let code = try await onThread { () -> Int in
