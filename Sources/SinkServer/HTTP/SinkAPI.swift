@@ -255,6 +255,10 @@ public enum SinkAPI {
             )
         }
 
+        router.get("/api/v1/wait") { request, _ -> Response in
+            try await WaitRoute.handle(request, store: store)
+        }
+
         router.get("/api/v1/stats") { _, _ -> Response in
             let all = store.listings()
             let counts = sink.metrics.counts.withLock { $0 }
@@ -333,11 +337,12 @@ public enum SinkAPI {
         Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: text)))
     }
 
-    static func json(_ value: some Encodable, sortedKeys: Bool = false, contentType: String = "application/json") throws -> Response {
+    static func json(_ value: some Encodable, sortedKeys: Bool = false, contentType: String = "application/json",
+                     status: HTTPResponse.Status = .ok) throws -> Response {
         let encoder = MailpitJSON.encoder()
         if sortedKeys { encoder.outputFormatting.insert(.sortedKeys) }
         let data = try encoder.encode(value)
-        return Response(status: .ok, headers: [.contentType: contentType], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+        return Response(status: status, headers: [.contentType: contentType], body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
 
     /// `start` and `limit` (default 50; 0 means no limit), as Mailpit pages.
