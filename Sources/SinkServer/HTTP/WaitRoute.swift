@@ -2,20 +2,61 @@ import Foundation
 import Hummingbird
 import MailMessage
 
-/// `GET /api/v1/wait?query=Q&timeout=5s[&mailbox=NAME][&extract=REGEX]`: answers as soon as a
-/// message matching the Mailpit-syntax query is captured (at once if one already is; the
-/// newest then), with its summary (Mailpit's list shape), its links, and the values the
-/// `extract` regular expression finds in its subject and text (its first capture group when it
-/// has one; by default 4 to 8 digit codes). 408 when the time runs out. The client waits on one
-/// request: no polling.
+/// `GET /api/v1/wait?query=Q&timeout=5s[&count=EXPR][&mailbox=NAME][&extract=REGEX]`: waits
+/// on the event stream, server side, until the messages matching the Mailpit-syntax query
+/// satisfy `count` (default `>=1`), so a client makes one request and never polls.
+///
+/// `>=N` and `>N` answer as soon as they hold. `==N`, `<=N` and `<N` (say `==0`: "no such
+/// mail") are judged when the timeout ends, so everything that arrived in the window counts.
+/// The answer: `Holds`, `Count`, `Messages` (the newest 50 matches, Mailpit's list shape), and
+/// for the newest match `Message`, its `Links`, and `Extracted` — what `extract` finds in its
+/// subject and text (its first capture group when it has one; by default 4 to 8 digit codes).
+/// Status 200 when the count holds, 408 when it does not.
 enum WaitRoute {
     struct Answer: Encodable {
-        var message: MailpitJSON.MessageSummary
-        var links: [String]
-        var extracted: [String]
+        var holds: Bool
+        var count: Int
+        var expected: String
+        var messages: [MailpitJSON.MessageSummary]
+        var message: MailpitJSON.MessageSummary?
+        var links: [String]?
+        var extracted: [String]?
+        var error: String?
 
         enum CodingKeys: String, CodingKey {
-            case message = "Message", links = "Links", extracted = "Extracted"
+            case holds = "Holds", count = "Count", expected = "Expected", messages = "Messages", message = "Message"
+            case links = "Links", extracted = "Extracted", error = "Error"
+        }
+    }
+
+    /// `>=N`, `>N`, `==N`, `<=N`, `<N`, or `N` (meaning `==N`).
+    struct CountExpectation: Sendable {
+        var comparison: String
+        var value: Int
+
+        init?(_ text: String) {
+            let text = text.replacingOccurrences(of: " ", with: "")
+            for comparison in [">=", "<=", "==", ">", "<", ""] where text.hasPrefix(comparison) {
+                guard let value = Int(text.dropFirst(comparison.count)), value >= 0 else { return nil }
+                self.comparison = comparison.isEmpty ? "==" : comparison
+                self.value = value
+                return
+            }
+            return nil
+        }
+
+        var description: String { "\(comparison)\(value)" }
+        /// Answered as soon as it holds (more mail cannot undo it).
+        var isLowerBound: Bool { comparison == ">=" || comparison == ">" }
+
+        func holds(_ count: Int) -> Bool {
+            switch comparison {
+            case ">=": count >= value
+            case ">": count > value
+            case "<=": count <= value
+            case "<": count < value
+            default: count == value
+            }
         }
     }
 
@@ -28,6 +69,9 @@ enum WaitRoute {
         let search = text.trimmingCharacters(in: .whitespaces).isEmpty ? nil : try SinkAPI.searchQuery(text)
         let mailbox = parameters.get("mailbox")
         let timeout = try parameters.get("timeout").map(duration) ?? 5
+        guard let expectation = CountExpectation(SinkAPI.formValue("count", request) ?? ">=1") else {
+            throw HTTPError(.badRequest, message: "count: expected N, >=N, >N, ==N, <=N or <N")
+        }
         let pattern = SinkAPI.formValue("extract", request) ?? defaultExtract
         let extract: Regex<AnyRegexOutput>
         do {
@@ -35,54 +79,56 @@ enum WaitRoute {
         } catch {
             throw HTTPError(.badRequest, message: "extract: not a regular expression: \(error)")
         }
-        // Subscribe before looking, so a message captured in between is not missed.
+        // Subscribe before counting, so a message captured in between is not missed.
         let events = store.events.subscribe()
-        if let found = await store.page(mailbox: mailbox, search: search, start: 0, limit: 1).items.first {
-            return try await answer(found.listing, found.summary, store: store, extract: extract)
-        }
-        let match: MessageStore.Listing? = await withTaskGroup(of: MessageStore.Listing?.self) { group in
-            group.addTask {
-                for await message in events {
-                    if let mailbox, !Mailboxes.names(for: message).contains(mailbox) { continue }
-                    guard let listing = store.listing(id: message.id) else { continue }
-                    if let search {
-                        guard let summary = await store.summary(id: message.id),
-                              search.matches(summary, read: listing.read, tags: listing.tags) else { continue }
+        let initial = await store.page(mailbox: mailbox, search: search, start: 0, limit: 1).matches
+        if !(expectation.isLowerBound && expectation.holds(initial)) {
+            let target = expectation
+            await withTaskGroup(of: Void.self) { group in
+                if target.isLowerBound {
+                    group.addTask {
+                        var count = initial
+                        for await message in events {
+                            if let mailbox, !Mailboxes.names(for: message).contains(mailbox) { continue }
+                            guard let listing = store.listing(id: message.id) else { continue }
+                            if let search {
+                                guard let summary = await store.summary(id: message.id),
+                                      search.matches(summary, read: listing.read, tags: listing.tags) else { continue }
+                            }
+                            count += 1
+                            if target.holds(count) { return }
+                        }
                     }
-                    return listing
                 }
-                return nil
-            }
-            group.addTask {
-                try? await Task.sleep(for: .seconds(timeout))
-                return nil
-            }
-            let first = await group.next() ?? nil
-            group.cancelAll()
-            return first
-        }
-        guard let match, let summary = await store.summary(id: match.message.id) else {
-            let what = text.isEmpty ? "no message" : "no message matching \(text)"
-            return try SinkAPI.json(["Error": "\(what) was captured within \(timeout >= 1 ? String(format: "%gs", timeout) : String(format: "%gms", timeout * 1000))"], status: .requestTimeout)
-        }
-        return try await answer(match, summary, store: store, extract: extract)
-    }
-
-    private static func answer(_ listing: MessageStore.Listing, _ summary: MessageSummary, store: MessageStore,
-                               extract: Regex<AnyRegexOutput>) async throws -> Response {
-        let parsed = try await store.parsed(id: listing.message.id)
-        var extracted: [String] = []
-        for source in [summary.subject, parsed?.text ?? ""] {
-            for match in source.matches(of: extract) {
-                let value = match.output.count > 1 ? match.output[1].substring.map(String.init) : String(source[match.range])
-                if let value, !extracted.contains(value) { extracted.append(value) }
+                group.addTask { try? await Task.sleep(for: .seconds(timeout)) }
+                await group.next()
+                group.cancelAll()
             }
         }
-        return try SinkAPI.json(Answer(
-            message: MailpitJSON.MessageSummary(summary, listing: listing),
-            links: parsed?.links ?? [],
-            extracted: extracted
-        ))
+        let page = await store.page(mailbox: mailbox, search: search, start: 0, limit: 50)
+        var answer = Answer(
+            holds: expectation.holds(page.matches), count: page.matches, expected: expectation.description,
+            messages: page.items.map { MailpitJSON.MessageSummary($0.summary, listing: $0.listing) }
+        )
+        if let newest = page.items.first {
+            let parsed = try await store.parsed(id: newest.listing.message.id)
+            var extracted: [String] = []
+            for source in [newest.summary.subject, parsed?.text ?? ""] {
+                for match in source.matches(of: extract) {
+                    let value = match.output.count > 1 ? match.output[1].substring.map(String.init) : String(source[match.range])
+                    if let value, !extracted.contains(value) { extracted.append(value) }
+                }
+            }
+            answer.message = MailpitJSON.MessageSummary(newest.summary, listing: newest.listing)
+            answer.links = parsed?.links ?? []
+            answer.extracted = extracted
+        }
+        if !answer.holds {
+            let what = text.isEmpty ? "messages" : "messages matching \(text)"
+            let window = timeout >= 1 ? String(format: "%gs", timeout) : String(format: "%gms", timeout * 1000)
+            answer.error = "expected \(expectation.description) \(what) within \(window), found \(page.matches)"
+        }
+        return try SinkAPI.json(answer, status: answer.holds ? .ok : .requestTimeout)
     }
 
     /// `5s`, `500ms`, `1m`, or seconds.

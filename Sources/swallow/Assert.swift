@@ -1,0 +1,123 @@
+import ArgumentParser
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// `swallow assert`: one CI check against a running sink's API. The sink waits on its event
+/// stream (`GET /api/v1/wait`) until the query's count holds or the time runs out; this command
+/// makes that one request.
+struct Assert: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check that the right mail arrived at a running sink, waiting for it.",
+        discussion: """
+            Exit status: 0 the expectation holds (the matched messages are printed, or with \
+            --extract the first extracted value alone, for a shell to read); 1 it does not (what \
+            was found instead is printed); 2 bad input or an unreachable API.
+
+              code=$(swallow assert --to alice@example.com --subject code --within 10s --extract '([0-9]{6})')
+              swallow assert --to bob@example.com --count '==0' --within 5s
+            """
+    )
+
+    @Option(help: "The sink's HTTP address.")
+    var api = "http://127.0.0.1:8025"
+
+    @Option(help: "Recipient (To, Cc or Bcc) contains this.")
+    var to: String?
+
+    @Option(help: "Sender contains this.")
+    var from: String?
+
+    @Option(help: "Subject contains this.")
+    var subject: String?
+
+    @Option(help: "The message text contains this.")
+    var contains: String?
+
+    @Option(help: "More Mailpit search syntax, added as is (e.g. 'has:attachment').")
+    var query: String?
+
+    @Option(help: "Only this mailbox (an AUTH user or a recipient's plus tag).")
+    var mailbox: String?
+
+    @Option(help: "How many messages must match: N, >=N, >N, ==N, <=N, <N.")
+    var count = ">=1"
+
+    @Option(help: "How long to wait (5s, 500ms, 1m; at most 300s).")
+    var within = "10s"
+
+    @Option(help: "A regular expression; its first group (or match) in the newest match's subject and text is printed.")
+    var extract: String?
+
+    @Flag(help: "Print the sink's JSON answer.")
+    var json = false
+
+    func run() async throws {
+        var terms: [String] = []
+        func term(_ field: String, _ value: String?) {
+            guard let value else { return }
+            let quoted = value.contains(" ") ? "\"\(value.replacingOccurrences(of: "\"", with: ""))\"" : value
+            terms.append(field.isEmpty ? quoted : "\(field):\(quoted)")
+        }
+        term("to", to)
+        term("from", from)
+        term("subject", subject)
+        term("", contains)
+        if let query { terms.append(query) }
+        guard var components = URLComponents(string: api + "/api/v1/wait"), components.host != nil else {
+            throw fail(2, "--api: not a URL: \(api)")
+        }
+        var items = [URLQueryItem(name: "query", value: terms.joined(separator: " ")),
+                     URLQueryItem(name: "count", value: count), URLQueryItem(name: "timeout", value: within)]
+        if let mailbox { items.append(URLQueryItem(name: "mailbox", value: mailbox)) }
+        if let extract { items.append(URLQueryItem(name: "extract", value: extract)) }
+        components.queryItems = items
+        // `+` in a query value means a space to the sink, as in a form.
+        components.percentEncodedQuery = components.percentEncodedQuery?.replacingOccurrences(of: "+", with: "%2B")
+        var request = URLRequest(url: components.url!)
+        request.timeoutInterval = 330
+        let data: Data
+        let response: URLResponse
+        do {
+            (data, response) = try await URLSession.shared.data(for: request)
+        } catch {
+            throw fail(2, "cannot reach the sink's API at \(api): \(error.localizedDescription)")
+        }
+        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+        guard status == 200 || status == 408 else {
+            throw fail(2, "the sink answered \(status): \(String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+        guard let answer = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw fail(2, "the sink's answer is not JSON")
+        }
+        if json { print(String(decoding: data, as: UTF8.self)) }
+        let messages = answer["Messages"] as? [[String: Any]] ?? []
+        if status == 200 {
+            guard !json else { return }
+            if extract != nil {
+                guard let value = (answer["Extracted"] as? [String])?.first else {
+                    throw fail(1, "\(answer["Count"] ?? 0) messages matched, but --extract found nothing in the newest")
+                }
+                print(value)
+            } else {
+                for message in messages { print(Self.line(message)) }
+            }
+            return
+        }
+        var account = (answer["Error"] as? String) ?? "the expectation does not hold"
+        for message in messages.prefix(5) { account += "\n  " + Self.line(message) }
+        throw fail(1, account)
+    }
+
+    private static func line(_ message: [String: Any]) -> String {
+        let from = (message["From"] as? [String: Any])?["Address"] as? String ?? ""
+        let to = (message["To"] as? [[String: Any]] ?? []).compactMap { $0["Address"] as? String }.joined(separator: ",")
+        return "\(message["ID"] as? String ?? "")  \(from) -> \(to)  \(message["Subject"] as? String ?? "")"
+    }
+
+    private func fail(_ code: Int32, _ message: String) -> ExitCode {
+        FileHandle.standardError.write(Data("swallow assert: \(message)\n".utf8))
+        return ExitCode(code)
+    }
+}
