@@ -50,6 +50,9 @@ struct Assert: AsyncParsableCommand {
     @Option(help: "A regular expression; its first group (or match) in the newest match's subject and text is printed.")
     var extract: String?
 
+    @Flag(help: "Check that every link of the newest match is a well-formed absolute URL (http, https or mailto; nothing is fetched).")
+    var linksValid = false
+
     @Flag(help: "Print the sink's JSON answer.")
     var json = false
 
@@ -94,6 +97,13 @@ struct Assert: AsyncParsableCommand {
         if json { print(String(decoding: data, as: UTF8.self)) }
         let messages = answer["Messages"] as? [[String: Any]] ?? []
         if status == 200 {
+            if linksValid {
+                let links = answer["Links"] as? [String] ?? []
+                let invalid = links.filter { !Self.isValidLink($0) }
+                guard invalid.isEmpty else {
+                    throw fail(1, "links that are not well-formed absolute URLs:\n" + invalid.map { "  \($0)" }.joined(separator: "\n"))
+                }
+            }
             guard !json else { return }
             if extract != nil {
                 guard let value = (answer["Extracted"] as? [String])?.first else {
@@ -108,6 +118,16 @@ struct Assert: AsyncParsableCommand {
         var account = (answer["Error"] as? String) ?? "the expectation does not hold"
         for message in messages.prefix(5) { account += "\n  " + Self.line(message) }
         throw fail(1, account)
+    }
+
+    /// `http(s)://host/...` with a host, or `mailto:address`.
+    static func isValidLink(_ link: String) -> Bool {
+        guard let components = URLComponents(string: link), let scheme = components.scheme?.lowercased() else { return false }
+        switch scheme {
+        case "http", "https": return !(components.host ?? "").isEmpty && !link.contains(" ")
+        case "mailto": return components.path.contains("@")
+        default: return false
+        }
     }
 
     private static func line(_ message: [String: Any]) -> String {

@@ -33,6 +33,20 @@ struct AssertCommandTests {
         #expect(tooFew.stderr.contains("expected >=2 messages matching subject:code within 200ms, found 1"))
         #expect(tooFew.stderr.contains("Your login code is 731264"))
 
+        let links = try await Self.assert(["--subject", "code", "--links-valid"], api: sink.httpPort)
+        #expect(links.status == 0, "\(links.stderr)")
+        // A message whose HTML links to a relative path fails the check, naming it.
+        let smtpPort = sink.smtpPort
+        _ = try await onThread {
+            let client = try RawSMTPClient(port: smtpPort)
+            _ = try client.readReply()
+            _ = try client.command("EHLO c")
+            _ = try sendMessage(client, body: "Subject: reset\r\nContent-Type: text/html\r\n\r\n<a href=\"/reset?t=1\">reset</a> <a href=\"https://ok.example/x\">ok</a>\r\n")
+        }
+        let broken = try await Self.assert(["--subject", "reset", "--links-valid"], api: sink.httpPort)
+        #expect(broken.status == 1)
+        #expect(broken.stderr.contains("/reset?t=1") && !broken.stderr.contains("ok.example"))
+
         let bad = try await Self.assert(["--count", "some"], api: sink.httpPort)
         #expect(bad.status == 2)
         let unreachable = try await Self.assert(["--within", "1s"], api: 1)
