@@ -87,7 +87,7 @@ let package = Package(
         ),
         .target(
             name: "SwallowTesting",
-            dependencies: ["SinkServer", "Assertions"],
+            dependencies: ["SinkServer", "Assertions", "MailMessage", .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
         .executableTarget(
@@ -126,6 +126,11 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "AssertionsTests",
+            dependencies: ["Assertions", "SwallowTesting", "SinkServer", "MailMessage"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
