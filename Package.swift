@@ -95,6 +95,7 @@ let package = Package(
             dependencies: [
                 "SinkServer",
                 "SMTPProtocol",
+                "MailMessage",
                 "LoadGen",
                 "Assertions",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

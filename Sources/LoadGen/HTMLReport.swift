@@ -9,6 +9,7 @@ extension LoadReport {
         var body = "<h1>swallow load: \(escape(scenario))</h1>\n"
         body += "<p>run <code>\(escape(runId))</code>, seed \(seed), \(String(format: "%.1f", elapsedSeconds)) s. "
         body += "Sent \(sent), accepted \(accepted), rejected \(rejected), failed \(failed), retries \(retries); "
+        if deliveryLatencyMs != nil { body += "delivered \(delivered), lost \(lost), duplicates \(duplicates); " }
         body += "achieved \(rate.achieved)/s\(rate.target.map { " (target \($0)/s)" } ?? "").</p>\n"
         body += "<p class=\"verdict \(passed ? "pass" : "fail")\">\(passed ? "All expectations hold" : "An expectation failed")</p>\n"
         if !expectations.isEmpty {
@@ -26,6 +27,7 @@ extension LoadReport {
                 .map { String(format: "<td>%.2f</td>", $0) }.joined() + "</tr>\n"
         }
         body += row("all", submitLatencyMs)
+        if let deliveryLatencyMs { body += row("delivery (scheduled to captured)", deliveryLatencyMs) }
         for name in perTemplate.keys.sorted() { body += row(name, perTemplate[name]!.submitLatencyMs) }
         body += row("schedule lag", scheduleLagMs)
         for name in phases.keys.sorted() { body += row("phase \(name)", phases[name]!) }

@@ -43,6 +43,7 @@ public struct LoadReport: Codable, Sendable {
         public var sent: Int
         public var accepted: Int
         public var submitLatencyMs: Latency
+        public var deliveryLatencyMs: Latency?
     }
 
     public struct Second: Codable, Sendable {
@@ -70,7 +71,8 @@ public struct LoadReport: Codable, Sendable {
     public var accepted: Int
     public var rejected: Int
     public var failed: Int
-    /// Without delivery correlation (a sink's event stream), messages that got a 2xx final reply.
+    /// Messages the sink captured (each once), matched by trace id; without a delivery source,
+    /// messages that got a 2xx final reply.
     public var delivered: Int
     public var lost: Int
     public var duplicates: Int
@@ -90,7 +92,7 @@ public struct LoadReport: Codable, Sendable {
     /// Submission latency in microseconds, mergeable.
     public var histograms: [String: Histogram<UInt64>]
 
-    init(scenario: Scenario, runID: String, recorder: Recorder, elapsed: Double, seed: UInt64) {
+    init(scenario: Scenario, runID: String, recorder: Recorder, elapsed: Double, seed: UInt64, deliveries: DeliveryTracker? = nil) {
         let state = recorder.state.withLock { $0 }
         self.scenario = scenario.name
         self.runId = runID
@@ -123,6 +125,18 @@ public struct LoadReport: Codable, Sendable {
                           p50Ms: Double(bucket.latency.valueAtPercentile(50)) / 1000, p99Ms: Double(bucket.latency.valueAtPercentile(99)) / 1000)
         }
         histograms = ["submit_latency_us": state.latency]
+        if let deliveries {
+            let tracked = deliveries.state.withLock { $0 }
+            delivered = tracked.delivered.count
+            lost = tracked.accepted.subtracting(tracked.delivered).count
+            duplicates = tracked.duplicates
+            deliveryLatencyMs = Latency(tracked.latency)
+            histograms["delivery_latency_us"] = tracked.latency
+            for (name, histogram) in tracked.perTemplate {
+                histograms["delivery_latency_us.\(name)"] = histogram
+                perTemplate[name]?.deliveryLatencyMs = Latency(histogram)
+            }
+        }
         for (name, figures) in state.perTemplate { histograms["submit_latency_us.\(name)"] = figures.latency }
         expectations = []
         passed = true
@@ -185,6 +199,13 @@ public struct LoadReport: Codable, Sendable {
             + ["p50", "p90", "p99", "p99.9", "max"].map { $0.leftPadded(10) }.joined())
         lines.append(row("submit", submitLatencyMs))
         for name in perTemplate.keys.sorted() { lines.append(row("  \(name)", perTemplate[name]!.submitLatencyMs)) }
+        if let delivery = deliveryLatencyMs {
+            lines.append(row("delivery", delivery))
+            for name in perTemplate.keys.sorted() {
+                if let latency = perTemplate[name]!.deliveryLatencyMs { lines.append(row("  \(name)", latency)) }
+            }
+            lines.append("delivered \(delivered)  lost \(lost)  duplicates \(duplicates)")
+        }
         lines.append(row("schedule lag", scheduleLagMs))
         if scheduleLagMs.p99 > 100 {
             lines.append("note: the generator fell behind its schedule (lag p99 \(scheduleLagMs.p99) ms): more connections (`pool`) or a lower rate")

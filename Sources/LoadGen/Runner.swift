@@ -13,6 +13,10 @@ public struct LoadRunner: Sendable {
     public var target: (host: String, port: Int)
     public var seed: UInt64
     public var runID: String
+    /// The sink's captures, for delivery latency; nil measures submission only.
+    public var deliveries: (any DeliverySource)?
+    /// How long after the last send a message may still arrive before it counts as lost.
+    public var grace = 30.0
     /// Called about once a second with the recorder, while the run goes.
     public var onProgress: (@Sendable (Recorder, Double) -> Void)?
 
@@ -127,6 +131,13 @@ public struct LoadRunner: Sendable {
         let scenario = self.scenario
         let target = SMTPClientConnection.Target(host: target.host, port: target.port)
         let deadline = scenario.duration.map { started + UInt64($0 * 1e9) }
+        let tracker = deliveries.map { _ in DeliveryTracker(runID: runID, startedAt: startedDate) }
+        let deliveryStream = deliveries?.deliveries()
+        let consumer = Task {
+            guard let deliveryStream, let tracker else { return }
+            for await delivery in deliveryStream { tracker.record(delivery) }
+        }
+        defer { consumer.cancel() }
 
         await withTaskGroup(of: Void.self) { tasks in
             // Progress.
@@ -149,6 +160,7 @@ public struct LoadRunner: Sendable {
                             if let count = scenario.count, seq >= count { break }
                             if let deadline, now >= deadline { break }
                             job = Job(seq: seq, template: closedPicker.next(), due: now, offset: Double(now - started) / 1e9)
+                            tracker?.scheduled(seq: seq, offset: job.offset, template: job.template)
                         } else {
                             guard let next = await queue.next() else { break }
                             job = next
@@ -199,6 +211,7 @@ public struct LoadRunner: Sendable {
                             }
                         } else {
                             recorder.record(record, final: true)
+                            if let code = record.reply?.code.rawValue, code / 100 == 2 { tracker?.accepted(seq: job.seq) }
                         }
                         if let open = connection, settings.perConnection > 0, open.messagesSent >= settings.perConnection {
                             await open.quit()
@@ -218,16 +231,19 @@ public struct LoadRunner: Sendable {
                     if due > now + 200_000 {
                         try? await Task.sleep(for: .nanoseconds(Int64(due - now)))
                     }
-                    queue.push(Job(seq: seq, template: entry.template ?? picker.next(), due: due, offset: entry.offset))
+                    let job = Job(seq: seq, template: entry.template ?? picker.next(), due: due, offset: entry.offset)
+                    tracker?.scheduled(seq: seq, offset: job.offset, template: job.template)
+                    queue.push(job)
                     seq += 1
                 }
                 queue.close()
             }
             await tasks.waitForAll()
+            await tracker?.waitForDeliveries(grace: grace)
             progressTask.cancel()
         }
         let elapsed = Double(SMTPClientConnection.now() - started) / 1e9
-        return LoadReport(scenario: scenario, runID: runID, recorder: recorder, elapsed: elapsed, seed: seed)
+        return LoadReport(scenario: scenario, runID: runID, recorder: recorder, elapsed: elapsed, seed: seed, deliveries: tracker)
     }
 }
 

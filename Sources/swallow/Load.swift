@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LoadGen
 import Logging
+import MailMessage
 import SinkServer
 
 /// `swallow load SCENARIO`: replays a scenario against an SMTP server and reports.
@@ -32,6 +33,12 @@ struct Load: AsyncParsableCommand {
 
     @Option(help: "Seed for every random choice (same seed, same traffic).")
     var seed: UInt64?
+
+    @Option(help: "Measure delivery through a relay: 'embedded' or 'embedded:HOST:PORT' starts a sink in this process for the relay to forward to.")
+    var sink: String?
+
+    @Option(help: "How long after the last send a message may still arrive before it counts as lost.")
+    var grace = "30s"
 
     @Option(help: "Write the JSON report here.")
     var report: String?
@@ -71,8 +78,22 @@ struct Load: AsyncParsableCommand {
         if let count { scenario.count = count }
         let seed = self.seed ?? UInt64.random(in: 0...UInt64(UInt32.max))
 
-        var sink: Sink?
+        guard let graceSeconds = Quantity.duration(grace) else {
+            throw InputError(file: "--grace", line: nil, field: "", message: "expected a duration such as 30s")
+        }
+        var embedded: Sink?
         var sinkTask: Task<Void, any Error>?
+        func startSink(_ address: ListenAddress) async throws -> Sink {
+            var configuration = SinkConfiguration()
+            configuration.smtp = address
+            configuration.smtps = nil
+            configuration.maxMessages = 10_000
+            var logger = Logger(label: "swallow.sink")
+            logger.logLevel = .error
+            let started = try await Sink.bind(configuration, logger: logger)
+            sinkTask = Task { try await started.run() }
+            return started
+        }
         let host: String
         let port: Int
         if let target {
@@ -80,21 +101,26 @@ struct Load: AsyncParsableCommand {
                 throw InputError(file: "--target", line: nil, field: "", message: "expected HOST:PORT, got \(target)")
             }
             (host, port) = (address.host, address.port)
+            if let sink {
+                guard sink == "embedded" || sink.hasPrefix("embedded:"),
+                      let address = try? ListenAddress(parsing: sink == "embedded" ? "127.0.0.1:0" : String(sink.dropFirst("embedded:".count)))
+                else {
+                    throw InputError(file: "--sink", line: nil, field: "", message: "expected embedded or embedded:HOST:PORT, got \(sink)")
+                }
+                let started = try await startSink(address)
+                embedded = started
+                if !quiet { print("delivery sink listening at \(started.smtpAddress): point the relay there") }
+            }
         } else {
-            var configuration = SinkConfiguration()
-            configuration.smtp = ListenAddress(host: "127.0.0.1", port: 0)
-            configuration.smtps = nil
-            configuration.maxMessages = 10_000
-            var logger = Logger(label: "swallow.sink")
-            logger.logLevel = .error
-            let started = try await Sink.bind(configuration, logger: logger)
-            sink = started
-            sinkTask = Task { try await started.run() }
+            let started = try await startSink(ListenAddress(host: "127.0.0.1", port: 0))
+            embedded = started
             (host, port) = (started.smtpAddress.host, started.smtpAddress.port)
             if !quiet { print("no --target: sending to an in-process sink at \(host):\(port)") }
         }
 
         var runner = LoadRunner(scenario: scenario, host: host, port: port, seed: seed)
+        runner.grace = graceSeconds
+        if let embedded { runner.deliveries = StoreDeliveries(store: embedded.store) }
         let quiet = self.quiet
         let terminal = isatty(STDOUT_FILENO) != 0
         runner.onProgress = { recorder, elapsed in
@@ -111,7 +137,7 @@ struct Load: AsyncParsableCommand {
         }
         let result = try await runner.run()
         if terminal && !quiet { print("") }
-        sink?.shutdown()
+        embedded?.shutdown()
         _ = await sinkTask?.result
 
         print(result.summary())
@@ -123,5 +149,24 @@ struct Load: AsyncParsableCommand {
             throw ExitCode(2)
         }
         if !result.passed { throw ExitCode(1) }
+    }
+}
+
+/// The in-process sink's captures as deliveries.
+struct StoreDeliveries: DeliverySource {
+    let store: MessageStore
+
+    func deliveries() -> AsyncStream<Delivery> {
+        let events = store.events.subscribe()
+        return AsyncStream { continuation in
+            let task = Task {
+                for await message in events {
+                    guard let trace = message.traceID else { continue }
+                    continuation.yield(Delivery(traceID: trace, capturedAt: Date(timeIntervalSince1970: Double(message.timestamps.dataEndNanos) / 1e9)))
+                }
+                continuation.finish()
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
     }
 }

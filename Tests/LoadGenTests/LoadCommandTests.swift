@@ -44,6 +44,9 @@ struct LoadCommandTests {
         let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: report))) as? [String: Any]
         #expect(json?["accepted"] as? Int == 30)
         #expect(json?["seed"] as? Int == 3)
+        // The in-process sink's captures are matched by trace id: delivery is measured too.
+        #expect(json?["delivered"] as? Int == 30 && json?["lost"] as? Int == 0)
+        #expect((json?["delivery_latency_ms"] as? [String: Any])?["p50"] != nil)
         #expect(FileManager.default.fileExists(atPath: html) && FileManager.default.fileExists(atPath: junit))
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Histogram
 import NIOCore
 import NIOPosix
 import MailMessage
@@ -195,6 +196,46 @@ struct LoadRunTests {
             return subjects
         }
         #expect(subjects == ["a 0", "raw 1", "a 2"])
+    }
+
+    /// The sink's captures as deliveries, with seq 3 lost and seq 5 delivered twice on the way.
+    struct LossyDeliveries: DeliverySource {
+        let store: MessageStore
+
+        func deliveries() -> AsyncStream<Delivery> {
+            let events = store.events.subscribe()
+            return AsyncStream { continuation in
+                let task = Task {
+                    for await message in events {
+                        guard let trace = message.traceID, !trace.hasSuffix("/3") else { continue }
+                        let delivery = Delivery(traceID: trace, capturedAt: Date(timeIntervalSince1970: Double(message.timestamps.dataEndNanos) / 1e9))
+                        continuation.yield(delivery)
+                        if trace.hasSuffix("/5") { continuation.yield(delivery) }
+                    }
+                }
+                continuation.onTermination = { _ in task.cancel() }
+            }
+        }
+    }
+
+    @Test("delivery correlation: latency from the schedule, lost after the grace period, duplicates, delivery expectations")
+    func deliveries() async throws {
+        let scenario = Self.scenario(count: 20, expect: """
+            expect: {delivered: ">= 100%", duplicates: "== 0", lost: "== 1", delivery_latency: {p99: "< 10s"}}
+            """)
+        let report = try await Self.withSink { sink in
+            var runner = LoadRunner(scenario: scenario, host: "127.0.0.1", port: sink.smtpAddress.port, seed: 2, runID: "dl")
+            runner.deliveries = LossyDeliveries(store: sink.store)
+            runner.grace = 0.3
+            return try await runner.run()
+        }
+        #expect(report.accepted == 20)
+        #expect(report.delivered == 19 && report.lost == 1 && report.duplicates == 1)
+        let latency = try #require(report.deliveryLatencyMs)
+        #expect(latency.p50 > 0 && latency.max <= report.submitLatencyMs.max + 1)
+        #expect(report.histograms["delivery_latency_us"]?.totalCount == 19)
+        #expect(report.expectations.map(\.passed) == [false, false, true, true])
+        #expect(report.summary().contains("delivered 19  lost 1  duplicates 1"))
     }
 
     @Test("Postfix's smtp-sink as the server; a failing expectation fails the run and its JUnit case")
