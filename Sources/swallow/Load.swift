@@ -152,12 +152,13 @@ struct Load: AsyncParsableCommand {
     }
 }
 
-/// The in-process sink's captures as deliveries.
+/// The in-process sink's captures as deliveries. The subscription's buffer is large: a
+/// delivery dropped by a slow reader would count as lost.
 struct StoreDeliveries: DeliverySource {
     let store: MessageStore
 
     func deliveries() -> AsyncStream<Delivery> {
-        let events = store.events.subscribe()
+        let events = store.events.subscribe(bufferSize: 1_000_000)
         return AsyncStream { continuation in
             let task = Task {
                 for await message in events {
