@@ -139,6 +139,7 @@ public struct LoadRunner: Sendable {
         }
         defer { consumer.cancel() }
 
+        var sendingEnded = started
         await withTaskGroup(of: Void.self) { tasks in
             // Progress.
             let progressTask = Task { [onProgress] in
@@ -239,10 +240,12 @@ public struct LoadRunner: Sendable {
                 queue.close()
             }
             await tasks.waitForAll()
+            sendingEnded = SMTPClientConnection.now()
             await tracker?.waitForDeliveries(grace: grace)
             progressTask.cancel()
         }
-        let elapsed = Double(SMTPClientConnection.now() - started) / 1e9
+        // The achieved rate counts the sending only, not the grace period for deliveries.
+        let elapsed = Double(sendingEnded - started) / 1e9
         return LoadReport(scenario: scenario, runID: runID, recorder: recorder, elapsed: elapsed, seed: seed, deliveries: tracker)
     }
 }

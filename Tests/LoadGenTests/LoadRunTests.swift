@@ -198,19 +198,20 @@ struct LoadRunTests {
         #expect(subjects == ["a 0", "raw 1", "a 2"])
     }
 
-    /// The sink's captures as deliveries, with seq 3 lost and seq 5 delivered twice on the way.
+    /// The sink's captures as deliveries; `lossy`: seq 3 lost and seq 5 delivered twice on the way.
     struct LossyDeliveries: DeliverySource {
         let store: MessageStore
+        var lossy = true
 
         func deliveries() -> AsyncStream<Delivery> {
             let events = store.events.subscribe()
             return AsyncStream { continuation in
                 let task = Task {
                     for await message in events {
-                        guard let trace = message.traceID, !trace.hasSuffix("/3") else { continue }
+                        guard let trace = message.traceID, !(lossy && trace.hasSuffix("/3")) else { continue }
                         let delivery = Delivery(traceID: trace, capturedAt: Date(timeIntervalSince1970: Double(message.timestamps.dataEndNanos) / 1e9))
                         continuation.yield(delivery)
-                        if trace.hasSuffix("/5") { continuation.yield(delivery) }
+                        if lossy && trace.hasSuffix("/5") { continuation.yield(delivery) }
                     }
                 }
                 continuation.onTermination = { _ in task.cancel() }
