@@ -1,5 +1,6 @@
 import Foundation
 import Histogram
+import MailMessage
 import Synchronization
 
 /// One message captured by the sink at the end of the mail path, named by the trace id the
@@ -7,10 +8,13 @@ import Synchronization
 public struct Delivery: Sendable {
     public var traceID: String
     public var capturedAt: Date
+    /// The message as captured, for `expect.content` (nil when the source does not read it).
+    public var raw: [UInt8]?
 
-    public init(traceID: String, capturedAt: Date) {
+    public init(traceID: String, capturedAt: Date, raw: [UInt8]? = nil) {
         self.traceID = traceID
         self.capturedAt = capturedAt
+        self.raw = raw
     }
 }
 
@@ -26,6 +30,10 @@ public protocol DeliverySource: Sendable {
 final class DeliveryTracker: Sendable {
     struct State {
         var scheduled: [Int: (offset: Double, template: String)] = [:]
+        var otp: [Int: String] = [:]
+        /// Per content expectation: messages checked, and those that failed.
+        var contentChecked: [Int] = []
+        var contentFailed: [Int] = []
         var accepted = Set<Int>()
         var delivered = Set<Int>()
         var duplicates = 0
@@ -38,11 +46,23 @@ final class DeliveryTracker: Sendable {
 
     let runID: String
     let startedAt: Date
-    let state = Mutex(State())
+    let content: [ContentExpectation]
+    let state: Mutex<State>
 
-    init(runID: String, startedAt: Date) {
+    init(runID: String, startedAt: Date, content: [ContentExpectation] = []) {
         self.runID = runID
         self.startedAt = startedAt
+        self.content = content
+        var initial = State()
+        initial.contentChecked = Array(repeating: 0, count: content.count)
+        initial.contentFailed = Array(repeating: 0, count: content.count)
+        self.state = Mutex(initial)
+    }
+
+    /// The OTP rendered into a message, for content checks.
+    func rendered(seq: Int, otp: String?) {
+        guard let otp, !content.isEmpty else { return }
+        state.withLock { $0.otp[seq] = otp }
     }
 
     func scheduled(seq: Int, offset: Double, template: String) {
@@ -67,6 +87,13 @@ final class DeliveryTracker: Sendable {
             guard state.delivered.insert(seq).inserted else {
                 state.duplicates += 1
                 return nil
+            }
+            if let raw = delivery.raw, content.contains(where: { $0.template == due.template }) {
+                let parsed = ParsedMessage(bytes: raw)
+                for (index, check) in content.enumerated() where check.template == due.template {
+                    state.contentChecked[index] += 1
+                    if !check.holds(for: parsed, seq: seq, runID: runID, otp: state.otp[seq]) { state.contentFailed[index] += 1 }
+                }
             }
             let latency = delivery.capturedAt.timeIntervalSince(startedAt) - due.offset
             let micros = UInt64(max(1, latency * 1_000_000))

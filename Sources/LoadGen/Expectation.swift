@@ -54,7 +54,7 @@ public struct Expectation: Sendable, Equatable {
 
     static func parse(_ reader: YAMLReader) throws(InputError) -> [Expectation] {
         var result: [Expectation] = []
-        for (metric, value) in try reader.entries() {
+        for (metric, value) in try reader.entries() where metric != "content" {
             if latencyMetrics.contains(metric) {
                 for (percentile, threshold) in try value.entries() {
                     guard percentiles.contains(percentile) else {
@@ -72,7 +72,7 @@ public struct Expectation: Sendable, Equatable {
                 }
                 result.append(expectation)
             } else {
-                let known = (countMetrics.union(latencyMetrics)).sorted().joined(separator: ", ")
+                let known = (countMetrics.union(latencyMetrics).union(["content"])).sorted().joined(separator: ", ")
                 throw value.error("unknown expectation (expected one of: \(known))")
             }
         }

@@ -141,6 +141,14 @@ public struct LoadReport: Codable, Sendable {
         expectations = []
         passed = true
         expectations = scenario.expect.map(verdict)
+        let tracked = deliveries?.state.withLock { (checked: $0.contentChecked, failed: $0.contentFailed) }
+        for (index, check) in scenario.content.enumerated() {
+            let checked = tracked?.checked[index] ?? 0
+            let failed = tracked?.failed[index] ?? 0
+            let actual = tracked == nil ? "not measured (no delivery sink)" : "\(checked - failed) of \(checked) delivered messages"
+            expectations.append(Verdict(name: check.name, expr: "every delivered message", actual: actual,
+                                        passed: tracked != nil && checked > 0 && failed == 0))
+        }
         passed = expectations.allSatisfy(\.passed)
     }
 

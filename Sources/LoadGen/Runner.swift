@@ -131,7 +131,7 @@ public struct LoadRunner: Sendable {
         let scenario = self.scenario
         let target = SMTPClientConnection.Target(host: target.host, port: target.port)
         let deadline = scenario.duration.map { started + UInt64($0 * 1e9) }
-        let tracker = deliveries.map { _ in DeliveryTracker(runID: runID, startedAt: startedDate) }
+        let tracker = deliveries.map { _ in DeliveryTracker(runID: runID, startedAt: startedDate, content: scenario.content) }
         let deliveryStream = deliveries?.deliveries()
         let consumer = Task {
             guard let deliveryStream, let tracker else { return }
@@ -168,6 +168,7 @@ public struct LoadRunner: Sendable {
                         }
                         guard let template = scenario.templates[job.template] else { continue }
                         let message = renderer.render(template, seq: job.seq, now: startedDate.addingTimeInterval(job.offset))
+                        tracker?.rendered(seq: job.seq, otp: message.otp)
                         recorder.started()
                         var times = SMTPClientConnection.PhaseTimes()
                         let sendStart = SMTPClientConnection.now()

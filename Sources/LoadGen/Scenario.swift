@@ -14,6 +14,8 @@ public struct Scenario: Sendable {
     public var connection: ConnectionSettings
     public var retry: RetryPolicy
     public var expect: [Expectation]
+    /// `expect.content`: checks on every delivered message of a template.
+    public var content: [ContentExpectation] = []
     /// The directory relative paths (trace files, `.eml` templates, user lists) are read from.
     public var baseDirectory: String
 
@@ -115,7 +117,10 @@ extension Scenario {
             }
             mix = [(only, 1)]
         }
-        return Scenario(
+        let expectReader = try root.optional("expect")
+        let content = try expectReader.flatMap { (reader: YAMLReader) throws(InputError) in try reader.optional("content") }
+            .map { (reader: YAMLReader) throws(InputError) in try ContentExpectation.parse(reader, templates: Set(templates.keys)) } ?? []
+        var scenario = Scenario(
             name: name,
             duration: duration,
             count: count,
@@ -124,9 +129,11 @@ extension Scenario {
             templates: templates,
             connection: try parseConnection(try root.optional("connection")),
             retry: try parseRetry(try root.optional("retry")),
-            expect: try root.optional("expect").map(Expectation.parse) ?? [],
+            expect: try expectReader.map(Expectation.parse) ?? [],
             baseDirectory: baseDirectory
         )
+        scenario.content = content
+        return scenario
     }
 
     private static func parseArrival(_ reader: YAMLReader) throws(InputError) -> Arrival {

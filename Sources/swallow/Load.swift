@@ -3,6 +3,7 @@ import Foundation
 import LoadGen
 import Logging
 import MailMessage
+import NIOCore
 import SinkServer
 
 /// `swallow load SCENARIO`: replays a scenario against an SMTP server and reports.
@@ -120,7 +121,7 @@ struct Load: AsyncParsableCommand {
 
         var runner = LoadRunner(scenario: scenario, host: host, port: port, seed: seed)
         runner.grace = graceSeconds
-        if let embedded { runner.deliveries = StoreDeliveries(store: embedded.store) }
+        if let embedded { runner.deliveries = StoreDeliveries(store: embedded.store, bodies: !scenario.content.isEmpty) }
         let quiet = self.quiet
         let terminal = isatty(STDOUT_FILENO) != 0
         runner.onProgress = { recorder, elapsed in
@@ -156,6 +157,8 @@ struct Load: AsyncParsableCommand {
 /// delivery dropped by a slow reader would count as lost.
 struct StoreDeliveries: DeliverySource {
     let store: MessageStore
+    /// Read each message's bytes too (for `expect.content`).
+    var bodies = false
 
     func deliveries() -> AsyncStream<Delivery> {
         let events = store.events.subscribe(bufferSize: 1_000_000)
@@ -163,7 +166,8 @@ struct StoreDeliveries: DeliverySource {
             let task = Task {
                 for await message in events {
                     guard let trace = message.traceID else { continue }
-                    continuation.yield(Delivery(traceID: trace, capturedAt: Date(timeIntervalSince1970: Double(message.timestamps.dataEndNanos) / 1e9)))
+                    let raw = bodies ? (try? await store.receivedBytes(id: message.id)).flatMap { $0.map { Array($0.readableBytesView) } } : nil
+                    continuation.yield(Delivery(traceID: trace, capturedAt: Date(timeIntervalSince1970: Double(message.timestamps.dataEndNanos) / 1e9), raw: raw))
                 }
                 continuation.finish()
             }

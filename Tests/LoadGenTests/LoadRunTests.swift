@@ -202,6 +202,7 @@ struct LoadRunTests {
     struct LossyDeliveries: DeliverySource {
         let store: MessageStore
         var lossy = true
+        var bodies = false
 
         func deliveries() -> AsyncStream<Delivery> {
             let events = store.events.subscribe()
@@ -209,7 +210,8 @@ struct LoadRunTests {
                 let task = Task {
                     for await message in events {
                         guard let trace = message.traceID, !(lossy && trace.hasSuffix("/3")) else { continue }
-                        let delivery = Delivery(traceID: trace, capturedAt: Date(timeIntervalSince1970: Double(message.timestamps.dataEndNanos) / 1e9))
+                        let raw = bodies ? (try? await store.receivedBytes(id: message.id)).flatMap { $0.map { Array($0.readableBytesView) } } : nil
+                        let delivery = Delivery(traceID: trace, capturedAt: Date(timeIntervalSince1970: Double(message.timestamps.dataEndNanos) / 1e9), raw: raw)
                         continuation.yield(delivery)
                         if lossy && trace.hasSuffix("/5") { continuation.yield(delivery) }
                     }
@@ -237,6 +239,43 @@ struct LoadRunTests {
         #expect(report.histograms["delivery_latency_us"]?.totalCount == 19)
         #expect(report.expectations.map(\.passed) == [false, false, true, true])
         #expect(report.summary().contains("delivered 19  lost 1  duplicates 1"))
+    }
+
+    @Test("content expectations check every delivered message against the values rendered for it")
+    func contentExpectations() async throws {
+        let scenario = try Scenario.parse("""
+            count: 12
+            arrival: {kind: constant, rate: 1000/s}
+            templates:
+              otp: {from: a@x.example, to: "u{seq}@x.example", subject: "Code {otp:6}", text: "Your code: {otp}", html: "<b>{otp}</b> #{seq}"}
+            expect:
+              content:
+                - {template: otp, part: text, contains: "Your code: {otp}"}
+                - {template: otp, part: html, contains: "<b>{otp}</b> #{seq}"}
+                - {template: otp, contains: "code: 000000x"}
+                - {template: otp, not_contains: "undefined"}
+            """)
+        let report = try await Self.withSink { sink in
+            var runner = LoadRunner(scenario: scenario, host: "127.0.0.1", port: sink.smtpAddress.port, seed: 3)
+            runner.deliveries = LossyDeliveries(store: sink.store, lossy: false, bodies: true)
+            return try await runner.run()
+        }
+        #expect(report.expectations.map(\.passed) == [true, true, false, true])
+        #expect(report.expectations[0].actual == "12 of 12 delivered messages")
+        #expect(report.expectations[2].actual == "0 of 12 delivered messages")
+        // Without a delivery sink a content check cannot pass.
+        let unmeasured = try await Self.withSink { sink in
+            try await LoadRunner(scenario: scenario, host: "127.0.0.1", port: sink.smtpAddress.port, seed: 3).run()
+        }
+        #expect(unmeasured.expectations.allSatisfy { !$0.passed })
+        #expect(throws: InputError.self) {
+            try Scenario.parse("""
+                count: 1
+                arrival: {kind: constant, rate: 1/s}
+                templates: {t: {from: a@x.example, to: b@x.example, subject: s, text: t}}
+                expect: {content: [{template: t, contains: a, not_contains: b}]}
+                """)
+        }
     }
 
     @Test("Postfix's smtp-sink as the server; a failing expectation fails the run and its JUnit case")
