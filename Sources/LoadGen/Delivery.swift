@@ -22,7 +22,7 @@ public struct Delivery: Sendable {
 /// knows no sink; whoever composes the run plugs one in. The stream must be subscribed when
 /// `deliveries()` returns, so nothing sent afterwards is missed.
 public protocol DeliverySource: Sendable {
-    func deliveries() -> AsyncStream<Delivery>
+    func deliveries() async -> AsyncStream<Delivery>
 }
 
 /// Matches deliveries to what this run sent: delivery latency (captured minus scheduled, in

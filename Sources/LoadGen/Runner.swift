@@ -132,7 +132,7 @@ public struct LoadRunner: Sendable {
         let target = SMTPClientConnection.Target(host: target.host, port: target.port)
         let deadline = scenario.duration.map { started + UInt64($0 * 1e9) }
         let tracker = deliveries.map { _ in DeliveryTracker(runID: runID, startedAt: startedDate, content: scenario.content) }
-        let deliveryStream = deliveries?.deliveries()
+        let deliveryStream = await deliveries?.deliveries()
         let consumer = Task {
             guard let deliveryStream, let tracker else { return }
             for await delivery in deliveryStream { tracker.record(delivery) }

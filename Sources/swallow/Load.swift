@@ -35,7 +35,7 @@ struct Load: AsyncParsableCommand {
     @Option(help: "Seed for every random choice (same seed, same traffic).")
     var seed: UInt64?
 
-    @Option(help: "Measure delivery through a relay: 'embedded' or 'embedded:HOST:PORT' starts a sink in this process for the relay to forward to.")
+    @Option(help: "Measure delivery through a relay: 'embedded' or 'embedded:HOST:PORT' starts a sink in this process for the relay to forward to; a URL (http://HOST:8025) reads a running sink's event stream.")
     var sink: String?
 
     @Option(help: "How long after the last send a message may still arrive before it counts as lost.")
@@ -83,6 +83,7 @@ struct Load: AsyncParsableCommand {
             throw InputError(file: "--grace", line: nil, field: "", message: "expected a duration such as 30s")
         }
         var embedded: Sink?
+        var remote: HTTPDeliveries?
         var sinkTask: Task<Void, any Error>?
         func startSink(_ address: ListenAddress) async throws -> Sink {
             var configuration = SinkConfiguration()
@@ -102,7 +103,12 @@ struct Load: AsyncParsableCommand {
                 throw InputError(file: "--target", line: nil, field: "", message: "expected HOST:PORT, got \(target)")
             }
             (host, port) = (address.host, address.port)
-            if let sink {
+            if let sink, sink.hasPrefix("http://") || sink.hasPrefix("https://") {
+                guard let url = URL(string: sink), url.host != nil else {
+                    throw InputError(file: "--sink", line: nil, field: "", message: "not a URL: \(sink)")
+                }
+                remote = HTTPDeliveries(baseURL: url, bodies: !scenario.content.isEmpty)
+            } else if let sink {
                 guard sink == "embedded" || sink.hasPrefix("embedded:"),
                       let address = try? ListenAddress(parsing: sink == "embedded" ? "127.0.0.1:0" : String(sink.dropFirst("embedded:".count)))
                 else {
@@ -122,6 +128,7 @@ struct Load: AsyncParsableCommand {
         var runner = LoadRunner(scenario: scenario, host: host, port: port, seed: seed)
         runner.grace = graceSeconds
         if let embedded { runner.deliveries = StoreDeliveries(store: embedded.store, bodies: !scenario.content.isEmpty) }
+        if let remote { runner.deliveries = remote }
         let quiet = self.quiet
         let terminal = isatty(STDOUT_FILENO) != 0
         runner.onProgress = { recorder, elapsed in
@@ -160,7 +167,7 @@ struct StoreDeliveries: DeliverySource {
     /// Read each message's bytes too (for `expect.content`).
     var bodies = false
 
-    func deliveries() -> AsyncStream<Delivery> {
+    func deliveries() async -> AsyncStream<Delivery> {
         let events = store.events.subscribe(bufferSize: 1_000_000)
         return AsyncStream { continuation in
             let task = Task {

@@ -66,3 +66,39 @@ struct LoadCommandTests {
         #expect(unreachable.stderr.contains("could not be reached"))
     }
 }
+
+@Suite("Deliveries from a remote sink's event stream")
+struct RemoteDeliveryTests {
+    @Test("--sink URL: a running `swallow serve`'s events over HTTP match what was sent, bodies included")
+    func overHTTP() async throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("swallow")
+        process.arguments = ["serve", "--smtp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--log-level", "warning"]
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        defer { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
+        var line = Data()
+        while !line.contains(UInt8(ascii: "\n")) {
+            let chunk = out.fileHandleForReading.availableData
+            guard !chunk.isEmpty else { Issue.record("swallow serve exited"); return }
+            line += chunk
+        }
+        var ports: [String: String] = [:]
+        for field in String(decoding: line, as: UTF8.self).split(whereSeparator: \.isWhitespace).dropFirst() {
+            let parts = field.split(separator: "=", maxSplits: 1).map(String.init)
+            if parts.count == 2 { ports[parts[0]] = parts[1] }
+        }
+        let smtp = try #require(ports["smtp"]), http = try #require(ports["http"])
+        let path = try LoadCommandTests.write(LoadCommandTests.scenario + """
+
+              content:
+                - {template: otp, part: text, contains: "Code {otp}"}
+            """)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let result = try LoadCommandTests.run(["load", path, "--quiet", "--target", smtp, "--sink", "http://\(http)", "--grace", "10s"])
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        #expect(result.stdout.contains("delivered 30  lost 0  duplicates 0"))
+        #expect(result.stdout.contains("PASS content.otp text contains \"Code {otp}\" every delivered message (actual 30 of 30"))
+    }
+}

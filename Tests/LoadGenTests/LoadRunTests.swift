@@ -204,7 +204,7 @@ struct LoadRunTests {
         var lossy = true
         var bodies = false
 
-        func deliveries() -> AsyncStream<Delivery> {
+        func deliveries() async -> AsyncStream<Delivery> {
             let events = store.events.subscribe()
             return AsyncStream { continuation in
                 let task = Task {
