@@ -123,15 +123,21 @@ let package = Package(
                 "SinkServer",
                 "SMTPProtocol",
                 "MailMessage",
+                "SwallowTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
             swiftSettings: swiftSettings
         ),
+        .target(
+            name: "SwallowTestSupport",
+            path: "Tests/Support",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "AssertionsTests",
-            dependencies: ["Assertions", "SwallowTesting", "SinkServer", "MailMessage"],
+            dependencies: ["Assertions", "SwallowTesting", "SinkServer", "MailMessage", "SwallowTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -1,5 +1,6 @@
 import Assertions
 import Foundation
+import SwallowTestSupport
 import SwallowTesting
 import Testing
 
@@ -50,26 +51,8 @@ struct MailboxTests {
 
     @Test("HTTPMailbox against `swallow serve`: the same checks over the API, criteria Mailpit cannot express included")
     func overHTTP() async throws {
-        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("swallow")
-        let process = Process()
-        process.executableURL = binary
-        process.arguments = ["serve", "--smtp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--log-level", "warning"]
-        let out = Pipe()
-        process.standardOutput = out
-        try process.run()
-        defer { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
-        var line = Data()
-        while !line.contains(UInt8(ascii: "\n")) {
-            let chunk = out.fileHandleForReading.availableData
-            guard !chunk.isEmpty else { Issue.record("swallow serve exited"); return }
-            line += chunk
-        }
-        var ports: [String: Int] = [:]
-        for field in String(decoding: line, as: UTF8.self).split(whereSeparator: \.isWhitespace).dropFirst() {
-            let parts = field.split(separator: "=")
-            if parts.count == 2, let port = parts[1].split(separator: ":").last.flatMap({ Int($0) }) { ports[String(parts[0])] = port }
-        }
-        let smtp = try #require(ports["smtp"]), http = try #require(ports["http"])
+        let serve = try ServeProcess()
+        let smtp = serve.smtpPort, http = serve.httpPort
         let mailbox = HTTPMailbox(baseURL: URL(string: "http://127.0.0.1:\(http)")!)
         async let mail = mailbox.waitFor(.to("bob@example.com").text(matching: #"code is \d{6}"#), within: .seconds(20))
         try await Task.detached { try sendCorpus(["03-invoice-pdf.eml", "02-otp-alternative.eml"], port: smtp) }.value

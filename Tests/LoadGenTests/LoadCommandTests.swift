@@ -1,4 +1,5 @@
 import Foundation
+import SwallowTestSupport
 import Testing
 
 /// `swallow load` as a CI job runs it: exit codes, reports written, no --target needed.
@@ -71,25 +72,8 @@ struct LoadCommandTests {
 struct RemoteDeliveryTests {
     @Test("--sink URL: a running `swallow serve`'s events over HTTP match what was sent, bodies included")
     func overHTTP() async throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("swallow")
-        process.arguments = ["serve", "--smtp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--log-level", "warning"]
-        let out = Pipe()
-        process.standardOutput = out
-        try process.run()
-        defer { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
-        var line = Data()
-        while !line.contains(UInt8(ascii: "\n")) {
-            let chunk = out.fileHandleForReading.availableData
-            guard !chunk.isEmpty else { Issue.record("swallow serve exited"); return }
-            line += chunk
-        }
-        var ports: [String: String] = [:]
-        for field in String(decoding: line, as: UTF8.self).split(whereSeparator: \.isWhitespace).dropFirst() {
-            let parts = field.split(separator: "=", maxSplits: 1).map(String.init)
-            if parts.count == 2 { ports[parts[0]] = parts[1] }
-        }
-        let smtp = try #require(ports["smtp"]), http = try #require(ports["http"])
+        let serve = try ServeProcess()
+        let smtp = try #require(serve.addresses["smtp"]), http = try #require(serve.addresses["http"])
         let path = try LoadCommandTests.write(LoadCommandTests.scenario + """
 
               content:
