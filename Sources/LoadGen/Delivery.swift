@@ -40,6 +40,8 @@ final class DeliveryTracker: Sendable {
         var foreign = 0
         var latency = Recorder.histogram()
         var perTemplate: [String: Histogram<UInt64>] = [:]
+        /// Deliveries per second of the run (by capture time).
+        var perSecond: [Int: Int] = [:]
         var waiter: CheckedContinuation<Void, Never>?
         var finished = false
     }
@@ -58,6 +60,8 @@ final class DeliveryTracker: Sendable {
         initial.contentFailed = Array(repeating: 0, count: content.count)
         self.state = Mutex(initial)
     }
+
+    var deliveredCount: Int { state.withLock { $0.delivered.count } }
 
     /// The OTP rendered into a message, for content checks.
     func rendered(seq: Int, otp: String?) {
@@ -95,7 +99,9 @@ final class DeliveryTracker: Sendable {
                     if !check.holds(for: parsed, seq: seq, runID: runID, otp: state.otp[seq]) { state.contentFailed[index] += 1 }
                 }
             }
-            let latency = delivery.capturedAt.timeIntervalSince(startedAt) - due.offset
+            let sinceStart = delivery.capturedAt.timeIntervalSince(startedAt)
+            state.perSecond[max(0, Int(sinceStart)), default: 0] += 1
+            let latency = sinceStart - due.offset
             let micros = UInt64(max(1, latency * 1_000_000))
             _ = state.latency.record(micros)
             _ = state.perTemplate[due.template, default: Recorder.histogram()].record(micros)

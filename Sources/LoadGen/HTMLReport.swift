@@ -48,7 +48,9 @@ extension LoadReport {
                                xLabel: "percentile (0, 90, 99, 99.9, 99.99: 0 to 4 on a log scale)", yLabel: "ms")
         }
         body += "<h2>Throughput over time</h2>\n"
-        body += Plot.lines(x: seconds, series: [("sent/s", timeline.map { Double($0.sent) }), ("accepted/s", timeline.map { Double($0.accepted) })],
+        var throughput = [("sent/s", timeline.map { Double($0.sent) }), ("accepted/s", timeline.map { Double($0.accepted) })]
+        if deliveryLatencyMs != nil { throughput.append(("delivered/s", timeline.map { Double($0.delivered ?? 0) })) }
+        body += Plot.lines(x: seconds, series: throughput,
                            xLabel: "seconds into the run", yLabel: "messages per second")
         body += "<h2>Errors</h2>\n"
         if errors.isEmpty {

@@ -51,6 +51,8 @@ public struct LoadReport: Codable, Sendable {
         public var sent: Int
         public var accepted: Int
         public var errors: Int
+        /// Messages the sink captured in this second (with a delivery source).
+        public var delivered: Int?
         public var p50Ms: Double
         public var p99Ms: Double
     }
@@ -121,7 +123,7 @@ public struct LoadReport: Codable, Sendable {
         perTemplate = state.perTemplate.mapValues { TemplateFigures(sent: $0.sent, accepted: $0.accepted, submitLatencyMs: Latency($0.latency)) }
         timeline = state.timeline.keys.sorted().map { second in
             let bucket = state.timeline[second]!
-            return Second(t: second, sent: bucket.sent, accepted: bucket.accepted, errors: bucket.errors,
+            return Second(t: second, sent: bucket.sent, accepted: bucket.accepted, errors: bucket.errors, delivered: nil,
                           p50Ms: Double(bucket.latency.valueAtPercentile(50)) / 1000, p99Ms: Double(bucket.latency.valueAtPercentile(99)) / 1000)
         }
         histograms = ["submit_latency_us": state.latency]
@@ -131,6 +133,16 @@ public struct LoadReport: Codable, Sendable {
             lost = tracked.accepted.subtracting(tracked.delivered).count
             duplicates = tracked.duplicates
             deliveryLatencyMs = Latency(tracked.latency)
+            // Deliveries per second; seconds with deliveries only (the grace period) are added.
+            var byTime = Dictionary(uniqueKeysWithValues: timeline.map { ($0.t, $0) })
+            for second in tracked.perSecond.keys where byTime[second] == nil {
+                byTime[second] = Second(t: second, sent: 0, accepted: 0, errors: 0, delivered: nil, p50Ms: 0, p99Ms: 0)
+            }
+            timeline = byTime.keys.sorted().map { second in
+                var entry = byTime[second]!
+                entry.delivered = tracked.perSecond[second] ?? 0
+                return entry
+            }
             histograms["delivery_latency_us"] = tracked.latency
             for (name, histogram) in tracked.perTemplate {
                 histograms["delivery_latency_us.\(name)"] = histogram

@@ -18,7 +18,9 @@ public struct LoadRunner: Sendable {
     /// How long after the last send a message may still arrive before it counts as lost.
     public var grace = 30.0
     /// Called about once a second with the recorder, while the run goes.
-    public var onProgress: (@Sendable (Recorder, Double) -> Void)?
+    /// Called about once a second while the run goes: the recorder, seconds elapsed, and
+    /// messages delivered so far (nil without a delivery source).
+    public var onProgress: (@Sendable (Recorder, Double, Int?) -> Void)?
 
     public init(scenario: Scenario, host: String, port: Int, seed: UInt64, runID: String? = nil) {
         self.scenario = scenario
@@ -145,7 +147,7 @@ public struct LoadRunner: Sendable {
             let progressTask = Task { [onProgress] in
                 while !Task.isCancelled {
                     try? await Task.sleep(for: .seconds(1))
-                    onProgress?(recorder, Double(SMTPClientConnection.now() - started) / 1e9)
+                    onProgress?(recorder, Double(SMTPClientConnection.now() - started) / 1e9, tracker?.deliveredCount)
                 }
             }
             // Workers: one connection each, reopened after `per_connection` messages or an error.

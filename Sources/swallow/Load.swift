@@ -131,12 +131,13 @@ struct Load: AsyncParsableCommand {
         if let remote { runner.deliveries = remote }
         let quiet = self.quiet
         let terminal = isatty(STDOUT_FILENO) != 0
-        runner.onProgress = { recorder, elapsed in
+        runner.onProgress = { recorder, elapsed, delivered in
             guard !quiet else { return }
             let progress = recorder.progress
-            let line = String(format: "%6.1fs  sent %d  in flight %d  errors %d  rate %.0f/s  p50 %.1fms  p99 %.1fms",
+            var line = String(format: "%6.1fs  sent %d  in flight %d  errors %d  rate %.0f/s  p50 %.1fms  p99 %.1fms",
                               elapsed, progress.sent, progress.inFlight, progress.errors,
                               elapsed > 0 ? Double(progress.sent) / elapsed : 0, progress.p50, progress.p99)
+            if let delivered { line += "  delivered \(delivered)" }
             if terminal {
                 FileHandle.standardOutput.write(Data("\r\u{1B}[K\(line)".utf8))
             } else {

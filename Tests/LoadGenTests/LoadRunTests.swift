@@ -239,6 +239,8 @@ struct LoadRunTests {
         #expect(report.histograms["delivery_latency_us"]?.totalCount == 19)
         #expect(report.expectations.map(\.passed) == [false, false, true, true])
         #expect(report.summary().contains("delivered 19  lost 1  duplicates 1"))
+        #expect(report.timeline.compactMap(\.delivered).reduce(0, +) == 19)
+        #expect(report.html().contains("delivered/s"))
     }
 
     @Test("content expectations check every delivered message against the values rendered for it")
