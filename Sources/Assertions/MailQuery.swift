@@ -15,6 +15,7 @@ public struct MailQuery: Sendable, CustomStringConvertible {
         case textMatching(String)
         case header(String, String)
         case attachment(String)
+        case attachmentType(String)
         case traceID(String)
         case receivedAfter(Date)
         case receivedBefore(Date)
@@ -46,6 +47,8 @@ public struct MailQuery: Sendable, CustomStringConvertible {
     public func text(matching pattern: String) -> MailQuery { adding(.textMatching(pattern)) }
     public func header(_ name: String, containing value: String) -> MailQuery { adding(.header(name, value)) }
     public func attachment(named name: String) -> MailQuery { adding(.attachment(name)) }
+    /// An attachment whose content type contains this (`application/pdf`, `pdf`).
+    public func attachment(type: String) -> MailQuery { adding(.attachmentType(type)) }
     /// The `X-Swallow-Trace` id the load generator stamps (`run/seq`).
     public func trace(_ id: String) -> MailQuery { adding(.traceID(id)) }
     public func received(after date: Date) -> MailQuery { adding(.receivedAfter(date)) }
@@ -65,6 +68,7 @@ public struct MailQuery: Sendable, CustomStringConvertible {
                 (try? Regex(pattern)).map { message.text.contains($0) || (message.text.isEmpty && message.html.contains($0)) } ?? false
             case .header(let name, let value): message.headers.contains { $0.name.caseInsensitiveCompare(name) == .orderedSame && has($0.value, value) }
             case .attachment(let name): message.attachmentNames.contains { has($0, name) }
+            case .attachmentType(let type): message.attachmentTypes.contains { has($0, type) }
             case .traceID(let id): message.traceID == id
             case .receivedAfter(let date): message.received > date
             case .receivedBefore(let date): message.received < date
@@ -108,6 +112,9 @@ public struct DeliveredMessage: Sendable {
     public var html: String
     public var headers: [HeaderField]
     public var attachmentNames: [String]
+    public var attachmentTypes: [String]
+    /// The message's own `Date:` header, when it has one.
+    public var date: Date?
     public var links: [String]
     public var traceID: String?
     public var received: Date
@@ -124,6 +131,8 @@ public struct DeliveredMessage: Sendable {
         html = parsed.html
         headers = parsed.headers.fields
         attachmentNames = parsed.attachments.map(\.fileName)
+        attachmentTypes = parsed.attachments.map(\.contentType)
+        date = parsed.date
         links = parsed.links
         traceID = captured.traceID
         self.received = received
@@ -141,5 +150,39 @@ public struct DeliveredMessage: Sendable {
             }
         }
         return nil
+    }
+}
+
+extension DeliveredMessage {
+    /// From the message's `Date:` header (when the application wrote it) to its capture.
+    public var delay: Duration? {
+        date.map { .milliseconds(Int64((received.timeIntervalSince($0) * 1000).rounded())) }
+    }
+}
+
+/// Percentiles of durations, such as the delays of the messages a query found:
+/// `Timing(found.compactMap(\.delay)).p99 < .seconds(2)`.
+public struct Timing: Sendable, CustomStringConvertible {
+    public let sorted: [Duration]
+
+    public init(_ durations: [Duration]) {
+        sorted = durations.sorted()
+    }
+
+    /// The smallest duration with at least `percent`% of the values at or below it (nil when empty).
+    public func percentile(_ percent: Double) -> Duration? {
+        guard !sorted.isEmpty else { return nil }
+        let rank = Int((percent / 100 * Double(sorted.count)).rounded(.up))
+        return sorted[Swift.min(sorted.count - 1, Swift.max(0, rank - 1))]
+    }
+
+    public var p50: Duration? { percentile(50) }
+    public var p90: Duration? { percentile(90) }
+    public var p99: Duration? { percentile(99) }
+    public var max: Duration? { sorted.last }
+
+    public var description: String {
+        guard !sorted.isEmpty else { return "no values" }
+        return "n=\(sorted.count) p50 \(p50!) p90 \(p90!) p99 \(p99!) max \(max!)"
     }
 }

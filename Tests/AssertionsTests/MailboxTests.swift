@@ -66,3 +66,30 @@ struct MailboxTests {
         }
     }
 }
+
+@Suite("Assertions: timing percentiles and attachment types")
+struct TimingTests {
+    @Test("percentiles by nearest rank")
+    func percentiles() {
+        let timing = Timing((1...100).map { Duration.milliseconds($0) })
+        #expect(timing.p50 == .milliseconds(50))
+        #expect(timing.p99 == .milliseconds(99))
+        #expect(timing.max == .milliseconds(100))
+        #expect(Timing([]).p50 == nil)
+    }
+
+    @Test("attachment types and the Date header delay, in process")
+    func typesAndDelay() async throws {
+        let sink = try await TestSink.start()
+        defer { sink.stop() }
+        let port = sink.smtpPort
+        try await Task.detached { try sendCorpus(["03-invoice-pdf.eml"], port: port) }.value
+        let invoice = try await sink.waitFor(MailQuery().attachment(type: "application/pdf"), within: .seconds(10))
+        #expect(invoice.attachmentTypes.contains { $0.lowercased() == "application/pdf" })
+        // The corpus message was written long ago: its delay is positive and large.
+        let delay = try #require(invoice.delay)
+        #expect(delay > .seconds(60))
+        #expect(Timing([delay]).p99 == delay)
+        #expect(try await sink.messages(matching: MailQuery().attachment(type: "image/png")).isEmpty)
+    }
+}
