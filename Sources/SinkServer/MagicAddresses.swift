@@ -55,3 +55,46 @@ enum MagicAddress: Equatable, Sendable {
         return nil
     }
 }
+
+/// A fault asked for by a plus tag, on any address (on unless `--no-magic-addresses`):
+/// `alice+fail-451@example.com` makes the sink answer 451 to that MAIL or RCPT (any code
+/// 400-599), `alice+delay-3s@example.com` delays the final `250` of the message (at most 10
+/// minutes). The tag is the part after the last `+`.
+enum PlusTagFault: Equatable, Sendable {
+    case fail(code: Int)
+    case delay(seconds: Double)
+
+    init?(_ address: String) {
+        guard let at = address.lastIndex(of: "@"), let plus = address[..<at].lastIndex(of: "+") else { return nil }
+        let tag = address[address.index(after: plus)..<at].lowercased()
+        if tag.hasPrefix("fail-"), let code = Int(tag.dropFirst(5)), (400...599).contains(code) {
+            self = .fail(code: code)
+        } else if tag.hasPrefix("delay-"), case .slow(let seconds)? = MagicAddress(.mailbox(Mailbox(localPart: "slow-" + tag.dropFirst(6), domain: "x"))) {
+            self = .delay(seconds: seconds)
+        } else {
+            return nil
+        }
+    }
+
+    init?(_ path: ForwardPath) {
+        guard case .mailbox(let mailbox) = path else { return nil }
+        self.init(mailbox.description)
+    }
+
+    init?(_ path: ReversePath) {
+        guard case .mailbox(let mailbox) = path else { return nil }
+        self.init(mailbox.description)
+    }
+
+    /// The refusal for `fail-NNN`.
+    var reply: SMTPReply? {
+        guard case .fail(let code) = self else { return nil }
+        let enhanced = code < 500 ? "4.3.0" : "5.7.1"
+        return SMTPReply(code, enhanced, "Failure requested by the address's plus tag (fail-\(code))")
+    }
+
+    var delay: Double {
+        if case .delay(let seconds) = self { return seconds }
+        return 0
+    }
+}

@@ -233,7 +233,12 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             act(session.refuse(MagicAddress.rejectReply), context: context)
             return
         }
-        let delay = magic.reduce(0.0) { if case .slow(let seconds) = $1 { max($0, seconds) } else { $0 } }
+        let tagged = shared.session.magicAddresses
+            ? [PlusTagFault(transaction.reversePath)] + transaction.recipients.map { PlusTagFault($0.path) } : []
+        let delay = max(
+            magic.reduce(0.0) { if case .slow(let seconds) = $1 { max($0, seconds) } else { $0 } },
+            tagged.reduce(0.0) { max($0, $1?.delay ?? 0) }
+        )
         let message = current.makeMessage(
             transaction, session: session, peer: peer, tls: tls, connectedNanos: connectedNanos,
             limits: shared.configuration.limits, transcript: transcript.take()

@@ -172,6 +172,9 @@ struct SMTPSession {
             if case .mailbox(let mailbox) = path, mailbox.needsSMTPUTF8, !parameters.smtpUTF8 {
                 return error(SMTPReply(553, "5.6.7", "Non-ASCII address requires SMTPUTF8"))
             }
+            if configuration.magicAddresses, let reply = PlusTagFault(path)?.reply {
+                return .reply(reply)
+            }
             state = .mail(Transaction(reversePath: path, parameters: parameters, mailNanos: now))
             return .reply(Self.senderOK)
         case (.mail, .mail), (.data, .mail), (.storing, .mail):
@@ -186,6 +189,9 @@ struct SMTPSession {
             if let reply = checkRecipientParameters(parameters) { return error(reply) }
             if case .mailbox(let mailbox) = path, mailbox.needsSMTPUTF8, !transaction.parameters.smtpUTF8 {
                 return error(SMTPReply(553, "5.6.7", "Non-ASCII address requires SMTPUTF8"))
+            }
+            if configuration.magicAddresses, let reply = PlusTagFault(path)?.reply {
+                return .reply(reply)
             }
             if configuration.magicAddresses, let action = MagicAddress(path)?.rcptAction {
                 if action == .close || action == .hang { state = .closed }

@@ -58,7 +58,7 @@ struct Serve: AsyncParsableCommand {
     @Flag(help: "Offer AUTH only after STARTTLS (or on --smtps).")
     var authRequiresTls = false
 
-    @Flag(help: "Treat bounce@, tempfail@, full@, disconnect@, reject@ and slow-<duration>@ recipients as ordinary addresses.")
+    @Flag(help: "Treat bounce@, tempfail@, full@, disconnect@, hang@, reject@, slow-<duration>@ and +fail-NNN / +delay-D tags as ordinary addresses.")
     var noMagicAddresses = false
 
     @Option(help: "PEM certificate chain for STARTTLS and --smtps (default: a self-signed one made at start).")

@@ -21,6 +21,36 @@ struct MagicAddressTests {
         #expect(try magic("alice@x.example") == nil)
     }
 
+    @Test("plus tags: fail-NNN refuses that MAIL or RCPT, delay-<duration> delays the final 250")
+    func plusTags() async throws {
+        #expect(PlusTagFault("alice+fail-451@x.example") == .fail(code: 451))
+        #expect(PlusTagFault("a+b+delay-250ms@x.example") == .delay(seconds: 0.25))
+        #expect(PlusTagFault("alice+fail-200@x.example") == nil)
+        #expect(PlusTagFault("alice+job42@x.example") == nil)
+        try await withSink { sink in
+            let replies = try await onThread { () -> [String] in
+                let client = try RawSMTPClient(port: sink.smtpAddress.port)
+                var replies = ["\(try client.readReply().code)"]
+                _ = try client.command("EHLO c")
+                let refused = try client.command("MAIL FROM:<app+fail-554@x.example>")
+                replies.append("\(refused.code) \(refused.text)")
+                replies.append("\(try client.command("MAIL FROM:<app+delay-60ms@x.example>").code)")
+                replies.append("\(try client.command("RCPT TO:<bob+fail-452@x.example>").code)")
+                replies.append("\(try client.command("RCPT TO:<carol+job7@x.example>").code)")
+                replies.append("\(try client.command("DATA").code)")
+                replies.append("\(try client.command("Subject: tagged\r\n\r\nbody\r\n.").code)")
+                return replies
+            }
+            #expect(replies.count == 7)
+            #expect(replies[1].hasPrefix("554") && replies[1].contains("fail-554"))
+            #expect(Array(replies[2...]) == ["250", "452", "250", "354", "250"])
+            let message = try #require(sink.store.messages().first)
+            #expect(message.envelope.recipients.map(\.address) == ["carol+job7@x.example"])
+            let replySent = try #require(message.timestamps.replySentNanos)
+            #expect(replySent - message.timestamps.dataEndNanos >= 60_000_000)
+        }
+    }
+
     @Test("over a socket: RCPT refusals, reject@ after the dot, disconnect@, slow-; --no-magic-addresses turns them off")
     func overSocket() async throws {
         try await withSink { sink in
