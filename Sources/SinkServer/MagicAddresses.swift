@@ -48,7 +48,7 @@ enum MagicAddress: Equatable, Sendable {
     static let rejectReply = SMTPReply(554, "5.6.0", "Message rejected (magic address reject@)")
 
     /// `250ms`, `2s`, `1.5s`, `1m`.
-    private static func duration(_ text: Substring) -> Double? {
+    static func duration(_ text: Substring) -> Double? {
         for (suffix, scale) in [("ms", 0.001), ("s", 1.0), ("m", 60.0)] where text.hasSuffix(suffix) {
             if let value = Double(text.dropLast(suffix.count)), value >= 0, value.isFinite { return value * scale }
         }
@@ -96,5 +96,37 @@ enum PlusTagFault: Equatable, Sendable {
     var delay: Double {
         if case .delay(let seconds) = self { return seconds }
         return 0
+    }
+}
+
+/// A fault a message asks for in its own `X-Swallow-Fault` header, at the end of its DATA (on
+/// unless `--no-magic-addresses`): `421 4.7.0 Try later`, `delay 2s`, or both separated by `;`,
+/// optionally after `data-end:` (`data-end: 451 4.3.0; delay 500ms`). A reply refuses the
+/// message (it is not stored); a delay comes before the final reply, whichever it is.
+struct HeaderFault: Equatable, Sendable {
+    var reply: SMTPReply?
+    var delay: Double = 0
+
+    init?(_ value: String) {
+        var text = Substring(value.trimmingCharacters(in: .whitespaces))
+        if let colon = text.firstIndex(of: ":"), !text[..<colon].contains(" ") {
+            guard text[..<colon].lowercased() == "data-end" else { return nil }
+            text = text[text.index(after: colon)...]
+        }
+        for part in text.split(separator: ";").map({ $0.trimmingCharacters(in: .whitespaces) }) where !part.isEmpty {
+            let words = part.split(separator: " ", maxSplits: 2).map(String.init)
+            if words[0].lowercased() == "delay", words.count > 1, let seconds = MagicAddress.duration(Substring(words[1])), seconds <= 600 {
+                delay = seconds
+            } else if let code = Int(words[0]), (400...599).contains(code) {
+                var rest = Array(words.dropFirst())
+                let enhanced = rest.first.flatMap { EnhancedStatusCode(Substring($0)) }
+                if enhanced != nil { rest.removeFirst() }
+                let message = rest.isEmpty ? "Failure requested by X-Swallow-Fault" : rest.joined(separator: " ")
+                reply = SMTPReply(code: ReplyCode(rawValue: code), enhanced: enhanced, lines: [message])
+            } else {
+                return nil
+            }
+        }
+        guard reply != nil || delay > 0 else { return nil }
     }
 }

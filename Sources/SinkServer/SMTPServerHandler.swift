@@ -233,11 +233,29 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             act(session.refuse(MagicAddress.rejectReply), context: context)
             return
         }
+        let headerFault = shared.session.magicAddresses
+            ? current.body.flatMap { body in body.withUnsafeReadableBytes { HeaderLookup.firstValue(named: "X-Swallow-Fault", in: $0) } }
+                .flatMap(HeaderFault.init)
+            : nil
+        if let reply = headerFault?.reply {
+            let refusal = session.refuse(reply)
+            guard let delay = headerFault?.delay, delay > 0 else { return act(refusal, context: context) }
+            waitingForStore = true
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            context.eventLoop.scheduleTask(in: .nanoseconds(Int64(delay * 1e9))) {
+                let (handler, context) = bound.value
+                handler.waitingForStore = false
+                handler.act(refusal, context: context)
+                handler.resume(context: context)
+            }
+            return
+        }
         let tagged = shared.session.magicAddresses
             ? [PlusTagFault(transaction.reversePath)] + transaction.recipients.map { PlusTagFault($0.path) } : []
         let delay = max(
             magic.reduce(0.0) { if case .slow(let seconds) = $1 { max($0, seconds) } else { $0 } },
-            tagged.reduce(0.0) { max($0, $1?.delay ?? 0) }
+            tagged.reduce(0.0) { max($0, $1?.delay ?? 0) },
+            headerFault?.delay ?? 0
         )
         let message = current.makeMessage(
             transaction, session: session, peer: peer, tls: tls, connectedNanos: connectedNanos,
@@ -270,6 +288,11 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func storeFinished(_ message: CapturedMessage, _ result: Result<Void, any Error>, context: ChannelHandlerContext) {
         waitingForStore = false
         stored(message, result, context: context)
+        resume(context: context)
+    }
+
+    /// After a wait (the store, or a requested delay): replies out, pipelined input processed.
+    private func resume(context: ChannelHandlerContext) {
         flushReplies(context: context)
         process(context: context)
         flushReplies(context: context)

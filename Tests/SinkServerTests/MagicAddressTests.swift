@@ -51,6 +51,41 @@ struct MagicAddressTests {
         }
     }
 
+    @Test("X-Swallow-Fault: a reply refuses the message after its dot, a delay postpones the final reply")
+    func headerFault() async throws {
+        #expect(HeaderFault("data-end: 451 4.3.0 Busy; delay 50ms")?.reply?.code.rawValue == 451)
+        #expect(HeaderFault("data-end: 451 4.3.0 Busy; delay 50ms")?.delay == 0.05)
+        #expect(HeaderFault("rcpt: 451") == nil)
+        #expect(HeaderFault("nonsense") == nil)
+        try await withSink { sink in
+            let (codes, refusedAfter) = try await onThread { () -> ([Int], Duration) in
+                let client = try RawSMTPClient(port: sink.smtpAddress.port)
+                var codes = [try client.readReply().code, try client.command("EHLO c").code]
+                for header in ["data-end: 451 4.3.0 Busy; delay 50ms", "delay 30ms", "rcpt: 451"] {
+                    codes.append(try client.command("MAIL FROM:<a@x.example>").code)
+                    codes.append(try client.command("RCPT TO:<b@x.example>").code)
+                    codes.append(try client.command("DATA").code)
+                    try client.send("X-Swallow-Fault: \(header)\r\nSubject: \(header)\r\n\r\nbody\r\n.\r\n")
+                    codes.append(try client.readReply().code)
+                }
+                // The refusal's delay, measured alone.
+                _ = try client.command("MAIL FROM:<a@x.example>")
+                _ = try client.command("RCPT TO:<b@x.example>")
+                _ = try client.command("DATA")
+                let started = ContinuousClock.now
+                codes.append(try client.command("X-Swallow-Fault: 554 5.7.1 No; delay 80ms\r\n\r\nbody\r\n.").code)
+                return (codes, ContinuousClock.now - started)
+            }
+            #expect(codes == [220, 250, 250, 250, 354, 451, 250, 250, 354, 250, 250, 250, 354, 250, 554])
+            #expect(refusedAfter >= .milliseconds(80))
+            let stored = sink.store.messages()
+            #expect(stored.count == 2)
+            let delayed = try #require(stored.first)
+            let replySent = try #require(delayed.timestamps.replySentNanos)
+            #expect(replySent - delayed.timestamps.dataEndNanos >= 30_000_000)
+        }
+    }
+
     @Test("over a socket: RCPT refusals, reject@ after the dot, disconnect@, slow-; --no-magic-addresses turns them off")
     func overSocket() async throws {
         try await withSink { sink in
