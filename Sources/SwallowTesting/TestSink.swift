@@ -43,7 +43,7 @@ public final class TestSink: Mailbox {
     public func messages(matching query: MailQuery) async throws -> [DeliveredMessage] {
         var result: [DeliveredMessage] = []
         for message in sink.store.messages().reversed() {
-            if let delivered = try await delivered(message), query.matches(delivered) { result.append(delivered) }
+            if let delivered = try await Self.delivered(message, store: sink.store), query.matches(delivered) { result.append(delivered) }
         }
         return result
     }
@@ -58,11 +58,7 @@ public final class TestSink: Mailbox {
             group.addTask { [found] in
                 var found = found
                 for await message in events {
-                    guard let bytes = try await store.receivedBytes(id: message.id) else { continue }
-                    let delivered = DeliveredMessage(
-                        captured: message, parsed: ParsedMessage(bytes: Array(bytes.readableBytesView)),
-                        received: Date(timeIntervalSince1970: Double(message.timestamps.dataEndNanos) / 1e9)
-                    )
+                    guard let delivered = try await Self.delivered(message, store: store) else { continue }
                     if query.matches(delivered) {
                         found.insert(delivered, at: 0)
                         if found.count >= count { return found }
@@ -86,8 +82,8 @@ public final class TestSink: Mailbox {
         return found
     }
 
-    private func delivered(_ message: CapturedMessage) async throws -> DeliveredMessage? {
-        guard let bytes = try await sink.store.receivedBytes(id: message.id) else { return nil }
+    private static func delivered(_ message: CapturedMessage, store: MessageStore) async throws -> DeliveredMessage? {
+        guard let bytes = try await store.receivedBytes(id: message.id) else { return nil }
         return DeliveredMessage(
             captured: message, parsed: ParsedMessage(bytes: Array(bytes.readableBytesView)),
             received: Date(timeIntervalSince1970: Double(message.timestamps.dataEndNanos) / 1e9)

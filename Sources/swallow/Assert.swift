@@ -1,4 +1,5 @@
 import ArgumentParser
+import Assertions
 import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
@@ -57,17 +58,12 @@ struct Assert: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        var terms: [String] = []
-        func term(_ field: String, _ value: String?) {
-            guard let value else { return }
-            let quoted = value.contains(" ") ? "\"\(value.replacingOccurrences(of: "\"", with: ""))\"" : value
-            terms.append(field.isEmpty ? quoted : "\(field):\(quoted)")
-        }
-        term("to", to)
-        term("from", from)
-        term("subject", subject)
-        term("", contains)
-        if let query { terms.append(query) }
+        var search = MailQuery()
+        if let to { search = search.to(to) }
+        if let from { search = search.from(from) }
+        if let subject { search = search.subject(containing: subject) }
+        if let contains { search = search.text(containing: contains) }
+        let terms = [search.mailpitSearch, query ?? ""].filter { !$0.isEmpty }
         guard var components = URLComponents(string: api + "/api/v1/wait"), components.host != nil else {
             throw fail(2, "--api: not a URL: \(api)")
         }

@@ -133,17 +133,7 @@ enum WaitRoute {
 
     /// `5s`, `500ms`, `1m`, or seconds.
     static func duration(_ text: String) throws -> Double {
-        let value: Double? = if let seconds = Double(text) {
-            seconds
-        } else if text.hasSuffix("ms") {
-            Double(text.dropLast(2)).map { $0 / 1000 }
-        } else if text.hasSuffix("s") {
-            Double(text.dropLast())
-        } else if text.hasSuffix("m") {
-            Double(text.dropLast()).map { $0 * 60 }
-        } else {
-            nil
-        }
+        let value = Double(text) ?? MagicAddress.duration(Substring(text))
         guard let value, value >= 0, value <= maxTimeout else {
             throw HTTPError(.badRequest, message: "timeout: expected a duration such as 5s or 500ms, at most 300s")
         }
