@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "MailMessage", targets: ["MailMessage"]),
         .library(name: "SinkServer", targets: ["SinkServer"]),
         .library(name: "LoadGen", targets: ["LoadGen"]),
+        .library(name: "SwallowConfig", targets: ["SwallowConfig"]),
         .library(name: "Assertions", targets: ["Assertions"]),
         .library(name: "SwallowTesting", targets: ["SwallowTesting"]),
     ],
@@ -46,9 +47,15 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "SwallowConfig",
+            dependencies: [.product(name: "Yams", package: "Yams")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "SinkServer",
             dependencies: [
                 "SMTPProtocol",
+                "SwallowConfig",
                 "MailMessage",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -70,6 +77,7 @@ let package = Package(
             name: "LoadGen",
             dependencies: [
                 "SMTPProtocol",
+                "SwallowConfig",
                 "MailMessage",
                 "Assertions",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -97,6 +105,7 @@ let package = Package(
                 "SMTPProtocol",
                 "MailMessage",
                 "LoadGen",
+                "SwallowConfig",
                 "Assertions",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -120,6 +129,7 @@ let package = Package(
             name: "LoadGenTests",
             dependencies: [
                 "LoadGen",
+                "SwallowConfig",
                 "SinkServer",
                 "SMTPProtocol",
                 "MailMessage",
@@ -149,6 +159,7 @@ let package = Package(
             name: "SinkServerTests",
             dependencies: [
                 "SinkServer",
+                "SwallowConfig",
                 "SMTPProtocol",
                 "MailMessage",
                 .product(name: "NIOCore", package: "swift-nio"),

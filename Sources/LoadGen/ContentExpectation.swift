@@ -1,5 +1,6 @@
 import Foundation
 import MailMessage
+import SwallowConfig
 
 /// A check on every delivered message of a template, under `expect.content`:
 ///

@@ -1,4 +1,5 @@
 import Foundation
+import SwallowConfig
 
 /// One threshold of a scenario's `expect`: a metric, a comparison and a value, such as
 /// `submit_latency.p99 < 500ms`, `delivered >= 99.9%` or `errors == 0`.

@@ -1,5 +1,6 @@
 import Foundation
 import Histogram
+import SwallowConfig
 import Synchronization
 
 /// A run's results: the JSON report of DESIGN.md ("Formats and conventions"), the summary

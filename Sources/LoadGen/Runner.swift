@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import SMTPProtocol
+import SwallowConfig
 import Synchronization
 
 /// Runs a scenario against an SMTP server. Open loop: every message has a scheduled time from

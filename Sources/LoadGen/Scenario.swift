@@ -1,4 +1,5 @@
 import Foundation
+import SwallowConfig
 
 /// A load scenario: when messages are sent (`arrival`), which (`mix` of `templates`), how
 /// (`connection`, `retry`), and what must hold (`expect`). The YAML format is DESIGN.md's
@@ -75,13 +76,7 @@ public struct Scenario: Sendable {
 
 extension Scenario {
     public static func load(path: String) throws(InputError) -> Scenario {
-        let text: String
-        do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
-        } catch {
-            throw InputError(file: path, line: nil, field: "", message: "cannot read the file: \(error.localizedDescription)")
-        }
-        return try parse(text, file: path, baseDirectory: (path as NSString).deletingLastPathComponent)
+        try parse(try YAMLReader.read(path: path), file: path, baseDirectory: (path as NSString).deletingLastPathComponent)
     }
 
     public static func parse(_ text: String, file: String = "scenario", baseDirectory: String = ".") throws(InputError) -> Scenario {

@@ -1,4 +1,5 @@
 import Foundation
+import SwallowConfig
 
 /// The open-loop schedule: the send time (seconds from the start) of every message, made
 /// lazily, so a long run at a high rate holds no list of them. Ends at `duration` or `count`.

@@ -1,4 +1,5 @@
 import Foundation
+import SwallowConfig
 
 /// A message template: header fields and bodies with placeholders, rendered into real MIME.
 ///

@@ -15,6 +15,7 @@ struct SMTPServerContext: Sendable {
     var implicitTLS: Bool
     var logger: Logger
     var metrics: SinkMetrics
+    var faults: FaultEngine
 }
 
 /// One SMTP connection, driven on its event loop: frames bytes with `SMTPFrameDecoder`,
@@ -45,8 +46,16 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var connectedNanos: Int64 = 0
     /// Replies written but not flushed yet.
     private var unflushed = false
-    /// Waiting for the store: no decoding, no reading.
-    private var waitingForStore = false
+    /// Waiting for the store or a fault's delay: no decoding, no reading.
+    private var paused = false
+    /// Fault rules that fired before MAIL, and in the transaction under way.
+    private var sessionFaults: [String] = []
+    private var transactionFaults: [String] = []
+    /// A `throttle` fault: bytes per second (0: off), and when the connection's byte budget is
+    /// back to zero (monotonic nanoseconds); reading waits until then.
+    private var throttleRate = 0.0
+    private var throttleFreeAt: UInt64 = 0
+    private var throttledReadScheduled = false
     /// Magic `hang@`: no more replies, input dropped; the idle timeout ends the connection.
     private var hung = false
     private var readPending = false
@@ -70,9 +79,20 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         shared.metrics.connected()
         peer = Peer(sessionID: "s\(number)", remote: context.channel.remoteAddress, local: context.channel.localAddress)
-        reply(session.greeting(), context: context)
-        flushReplies(context: context)
         context.fireChannelActive()
+        // Faults at connect, then at greeting, then the banner.
+        withFaults(.connect, context: context, refuse: Self.refuseConnection) { handler, context in
+            handler.withFaults(.greeting, context: context, refuse: Self.refuseConnection) { handler, context in
+                handler.reply(handler.session.greeting(), context: context)
+                handler.flushReplies(context: context)
+            }
+        }
+    }
+
+    /// A fault's reply at connect or greeting: instead of the banner, then the connection ends.
+    private static func refuseConnection(_ handler: SMTPServerHandler, _ context: ChannelHandlerContext, _ reply: SMTPReply) {
+        handler.reply(reply, context: context)
+        handler.close(context: context)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -108,6 +128,7 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         // Hung (magic `hang@`): what arrives is dropped, so memory stays bounded.
         guard !hung else { return }
         var bytes = unwrapInboundIn(data)
+        if throttleRate > 0 { spend(bytes.readableBytes) }
         if cumulation == nil || cumulation!.readableBytes == 0 {
             cumulation = bytes
         } else {
@@ -121,15 +142,29 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func read(context: ChannelHandlerContext) {
-        guard !waitingForStore else {
+        guard !paused else {
             readPending = true
             return
+        }
+        if throttleRate > 0 {
+            let now = FaultEngine.now()
+            if now < throttleFreeAt {
+                guard !throttledReadScheduled else { return }
+                throttledReadScheduled = true
+                let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+                context.eventLoop.scheduleTask(deadline: .uptimeNanoseconds(throttleFreeAt)) {
+                    let (handler, context) = bound.value
+                    handler.throttledReadScheduled = false
+                    handler.read(context: context)
+                }
+                return
+            }
         }
         context.read()
     }
 
     private func process(context: ChannelHandlerContext) {
-        while !waitingForStore, !closing, !hung, cumulation != nil, let frame = decoder.next(&cumulation!) {
+        while !paused, !closing, !hung, cumulation != nil, let frame = decoder.next(&cumulation!) {
             handle(frame, context: context)
         }
         if let buffer = cumulation, buffer.readableBytes == 0 {
@@ -157,25 +192,16 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 return
             }
             transcript.client(command)
-            switch command {
-            case .starttls where (cumulation?.readableBytes ?? 0) > 0:
+            if case .starttls = command, (cumulation?.readableBytes ?? 0) > 0 {
                 // RFC 3207 §4.2: nothing may be pipelined after STARTTLS.
                 act(.reply(SMTPReply(503, "5.5.1", "STARTTLS must be the last command in a group")), context: context)
                 return
-            case .bdat(let size, _) where size > 0:
-                decoder.mode = .chunk(remaining: size)
-            default:
-                break
             }
-            let action = session.receive(command, at: WallClock.nanos())
-            act(action, context: context)
-            switch (command, action) {
-            case (.data, .reply(let reply)) where reply.code == .startMailInput:
-                decoder.mode = .message
-            case (.starttls, .reply(let reply)) where reply.code == .serviceReady:
-                startTLS(context: context)
-            default:
-                break
+            guard let phase = phase(of: command) else { return execute(command, context: context) }
+            withFaults(phase, recipient: command.recipient, sender: command.sender, context: context) { handler, context, reply in
+                handler.refuse(command, with: reply, context: context)
+            } proceed: { handler, context in
+                handler.execute(command, context: context)
             }
         case .invalidLine(let error):
             transcript.client("(invalid line: \(error))")
@@ -190,6 +216,55 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
+    /// A command, as the session answers it.
+    private func execute(_ command: SMTPCommand, context: ChannelHandlerContext) {
+        if case .bdat(let size, _) = command, size > 0 {
+            decoder.mode = .chunk(remaining: size)
+        }
+        if case .mail = command { transactionFaults = [] }
+        let action = session.receive(command, at: WallClock.nanos())
+        act(action, context: context)
+        switch (command, action) {
+        case (.data, .reply(let reply)) where reply.code == .startMailInput:
+            decoder.mode = .message
+        case (.starttls, .reply(let reply)) where reply.code == .serviceReady:
+            startTLS(context: context)
+        default:
+            break
+        }
+    }
+
+    /// A command a fault rule answered instead of the session.
+    private func refuse(_ command: SMTPCommand, with reply: SMTPReply, context: ChannelHandlerContext) {
+        switch command {
+        case .bdat(let size, _):
+            // The chunk's bytes follow the command: read them, then answer.
+            if size > 0 { decoder.mode = .chunk(remaining: size) }
+            act(session.refuseChunk(reply, size: size), context: context)
+        case .quit:
+            self.reply(reply, context: context)
+            close(context: context)
+        default:
+            self.reply(reply, context: context)
+        }
+        if reply.code.rawValue == 421 { close(context: context) }
+    }
+
+    private func phase(of command: SMTPCommand) -> FaultPhase? {
+        switch command {
+        case .ehlo, .helo: .ehlo
+        case .starttls: .starttls
+        case .auth: .auth
+        case .mail: .mail
+        case .rcpt: .rcpt
+        case .data: .data
+        // Only the first chunk starts the data phase.
+        case .bdat: session.transaction?.usedBDAT == true ? nil : .data
+        case .quit: .quit
+        default: nil
+        }
+    }
+
     private func keep(_ bytes: inout ByteBuffer, context: ChannelHandlerContext) {
         guard session.messageBytes(bytes.readableBytes) else { return }
         if capture == nil {
@@ -199,6 +274,114 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             )
         }
         capture!.append(&bytes)
+    }
+
+    // MARK: Faults
+
+    /// Consults the fault rules at `phase`; when one fires, carries out its decision:
+    /// `refuse` sends a reply in place of what `proceed` would do; a delay comes first; with
+    /// no rule, or a delay or throttle only, `proceed` runs.
+    private func withFaults(
+        _ phase: FaultPhase, recipient: String? = nil, sender: String? = nil, context: ChannelHandlerContext,
+        refuse: @escaping (SMTPServerHandler, ChannelHandlerContext, SMTPReply) -> Void,
+        proceed: @escaping (SMTPServerHandler, ChannelHandlerContext) -> Void
+    ) {
+        guard let decision = consult(phase, recipients: recipient.map { [$0] }, sender: sender) else {
+            return proceed(self, context)
+        }
+        after(decision.delay, context: context) { handler, context in
+            switch decision.effect {
+            case .reply(let reply):
+                refuse(handler, context, reply)
+            case .disconnect(let reply, let partial):
+                handler.disconnect(reply: reply, partial: partial, context: context)
+            case .hang:
+                handler.hang()
+            case .throttle(let rate):
+                handler.throttle(rate, context: context)
+                proceed(handler, context)
+            case .drop, .greylist, nil:
+                proceed(handler, context)
+            }
+        }
+    }
+
+    /// The decision of the first rule that fires at `phase`, recorded; nil when none does.
+    private func consult(
+        _ phase: FaultPhase, recipients: [String]? = nil, sender: String? = nil, header: ((String) -> String?)? = nil
+    ) -> FaultDecision? {
+        let rules = shared.faults.rules(for: phase)
+        guard !rules.isEmpty else { return nil }
+        let transaction = session.transaction
+        let event = FaultEvent(
+            phase: phase, client: peer.remoteIP, helo: session.helo, authUser: session.authUser,
+            sender: sender ?? transaction?.reversePath.address,
+            recipients: recipients ?? transaction?.recipients.map(\.path.address) ?? [],
+            header: header
+        )
+        guard let decision = shared.faults.decide(event, rules: rules) else { return nil }
+        switch phase {
+        case .connect, .greeting, .ehlo, .starttls, .auth:
+            if sessionFaults.count < 32, !sessionFaults.contains(decision.rule) { sessionFaults.append(decision.rule) }
+        default:
+            if transactionFaults.count < 32, !transactionFaults.contains(decision.rule) { transactionFaults.append(decision.rule) }
+        }
+        transcript.note("fault rule \(decision.rule) fired at \(phase.rawValue)")
+        shared.metrics.faultFired(rule: decision.rule)
+        if shared.store.events.hasEventSubscribers {
+            shared.store.events.publish(.fault(FaultFiring(
+                rule: decision.rule, phase: phase.rawValue, session: peer.sessionID, client: peer.remoteIP, atNanos: WallClock.nanos()
+            )))
+        }
+        return decision
+    }
+
+    /// Runs `body` after `seconds`, reading and processing nothing meanwhile (later pipelined
+    /// commands wait behind the delayed reply); at once when `seconds` is 0.
+    private func after(
+        _ seconds: Double, context: ChannelHandlerContext, _ body: @escaping (SMTPServerHandler, ChannelHandlerContext) -> Void
+    ) {
+        guard seconds > 0 else { return body(self, context) }
+        paused = true
+        flushReplies(context: context)
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        context.eventLoop.scheduleTask(in: .nanoseconds(Int64(seconds * 1e9))) {
+            let (handler, context) = bound.value
+            handler.paused = false
+            body(handler, context)
+            handler.resume(context: context)
+        }
+    }
+
+    private func disconnect(reply: SMTPReply?, partial: String?, context: ChannelHandlerContext) {
+        if let reply { self.reply(reply, context: context) }
+        if let partial {
+            transcript.note("partial reply, then closed: \(partial)")
+            context.write(wrapOutboundOut(context.channel.allocator.buffer(string: partial)), promise: nil)
+            unflushed = true
+        }
+        close(context: context)
+    }
+
+    /// Reads but never answers, until the client gives up or the idle timeout.
+    private func hang() {
+        hung = true
+        cumulation = nil
+    }
+
+    private func throttle(_ bytesPerSecond: Int, context: ChannelHandlerContext) {
+        throttleRate = Double(bytesPerSecond)
+        throttleFreeAt = FaultEngine.now()
+        // Small reads, so the rate is smooth rather than one burst per second.
+        let chunk = max(64, min(bytesPerSecond / 20, 64 * 1024))
+        try? context.channel.syncOptions?.setOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: chunk))
+        // One read per readiness event, so every read passes through `read(context:)`.
+        try? context.channel.syncOptions?.setOption(.maxMessagesPerRead, value: 1)
+    }
+
+    /// Charges `bytes` to a throttled connection's budget.
+    private func spend(_ bytes: Int) {
+        throttleFreeAt = max(throttleFreeAt, FaultEngine.now()) + UInt64(Double(bytes) / throttleRate * 1e9)
     }
 
     // MARK: Actions
@@ -228,65 +411,99 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             allocator: context.channel.allocator, sizeHint: 0
         )
         capture = nil
-        let magic = shared.session.magicAddresses ? transaction.recipients.compactMap { MagicAddress($0.path) } : []
-        if magic.contains(.reject) {
-            act(session.refuse(MagicAddress.rejectReply), context: context)
-            return
+        // The delay counts from the final dot, whatever the store takes.
+        let dotTime = NIODeadline.now()
+        let header = { (name: String) -> String? in
+            current.body.flatMap { body in body.withUnsafeReadableBytes { HeaderLookup.firstValue(named: name, in: $0) } }
         }
-        let headerFault = shared.session.magicAddresses
-            ? current.body.flatMap { body in body.withUnsafeReadableBytes { HeaderLookup.firstValue(named: "X-Swallow-Fault", in: $0) } }
-                .flatMap(HeaderFault.init)
-            : nil
-        if let reply = headerFault?.reply {
-            let refusal = session.refuse(reply)
-            guard let delay = headerFault?.delay, delay > 0 else { return act(refusal, context: context) }
-            waitingForStore = true
-            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            context.eventLoop.scheduleTask(in: .nanoseconds(Int64(delay * 1e9))) {
-                let (handler, context) = bound.value
-                handler.waitingForStore = false
-                handler.act(refusal, context: context)
-                handler.resume(context: context)
+        var delay = 0.0
+        if let decision = consult(.dataEnd, header: header) {
+            delay = decision.delay
+            switch decision.effect {
+            case .reply(let reply):
+                return after(delay, context: context) { handler, context in
+                    handler.transactionFaults = []
+                    handler.act(handler.session.refuse(reply), context: context)
+                    if reply.code.rawValue == 421 { handler.close(context: context) }
+                }
+            case .disconnect(let reply, let partial):
+                return after(delay, context: context) { handler, context in
+                    handler.disconnect(reply: reply, partial: partial, context: context)
+                }
+            case .hang:
+                return hang()
+            case .drop:
+                let message = makeMessage(transaction, current)
+                return after(delay, context: context) { handler, context in
+                    handler.shared.metrics.droppedMessage()
+                    handler.shared.store.events.publish(.dropped(message))
+                    handler.act(handler.session.stored(id: message.id), context: context)
+                }
+            case .throttle(let rate):
+                throttle(rate, context: context)
+            case .greylist, nil:
+                break
             }
-            return
+        } else if shared.session.magicAddresses {
+            // With no rule acting at data-end: reject@, X-Swallow-Fault, slow-D@ and +delay-D.
+            let magic = transaction.recipients.compactMap { MagicAddress($0.path) }
+            if magic.contains(.reject) {
+                transactionFaults = []
+                return act(session.refuse(MagicAddress.rejectReply), context: context)
+            }
+            let headerFault = header("X-Swallow-Fault").flatMap(HeaderFault.init)
+            if let reply = headerFault?.reply {
+                return after(headerFault?.delay ?? 0, context: context) { handler, context in
+                    handler.transactionFaults = []
+                    handler.act(handler.session.refuse(reply), context: context)
+                }
+            }
+            let tagged = [PlusTagFault(transaction.reversePath)] + transaction.recipients.map { PlusTagFault($0.path) }
+            delay = max(
+                magic.reduce(0.0) { if case .slow(let seconds) = $1 { max($0, seconds) } else { $0 } },
+                tagged.reduce(0.0) { max($0, $1?.delay ?? 0) },
+                headerFault?.delay ?? 0
+            )
         }
-        let tagged = shared.session.magicAddresses
-            ? [PlusTagFault(transaction.reversePath)] + transaction.recipients.map { PlusTagFault($0.path) } : []
-        let delay = max(
-            magic.reduce(0.0) { if case .slow(let seconds) = $1 { max($0, seconds) } else { $0 } },
-            tagged.reduce(0.0) { max($0, $1?.delay ?? 0) },
-            headerFault?.delay ?? 0
-        )
-        let message = current.makeMessage(
-            transaction, session: session, peer: peer, tls: tls, connectedNanos: connectedNanos,
-            limits: shared.configuration.limits, transcript: transcript.take()
-        )
+        let message = makeMessage(transaction, current)
         let store = shared.store
         guard store.insertWaitsForDisk || delay > 0 else {
             store.insertNow(message, raw: current.body)
             stored(message, .success(()), context: context)
             return
         }
-        waitingForStore = true
+        paused = true
         let loop = context.eventLoop
         let bound = NIOLoopBound((self, context), eventLoop: loop)
+        let deadline = dotTime + .nanoseconds(Int64(delay * 1e9))
+        let delayed = delay > 0
         store.insert(message, raw: current.body) { result in
-            // A `slow-<duration>@` recipient: the reply waits; later commands wait behind it.
-            guard delay > 0 else {
+            // A delayed reply: later commands wait behind it.
+            guard delayed else {
                 return loop.execute {
                     let (handler, context) = bound.value
                     handler.storeFinished(message, result, context: context)
                 }
             }
-            loop.scheduleTask(in: .nanoseconds(Int64(delay * 1e9))) {
+            loop.scheduleTask(deadline: deadline) {
                 let (handler, context) = bound.value
                 handler.storeFinished(message, result, context: context)
             }
         }
     }
 
+    private func makeMessage(_ transaction: SMTPSession.Transaction, _ capture: MessageCapture) -> CapturedMessage {
+        var message = capture.makeMessage(
+            transaction, session: session, peer: peer, tls: tls, connectedNanos: connectedNanos,
+            limits: shared.configuration.limits, transcript: transcript.take()
+        )
+        message.faults = sessionFaults + transactionFaults.filter { !sessionFaults.contains($0) }
+        transactionFaults = []
+        return message
+    }
+
     private func storeFinished(_ message: CapturedMessage, _ result: Result<Void, any Error>, context: ChannelHandlerContext) {
-        waitingForStore = false
+        paused = false
         stored(message, result, context: context)
         resume(context: context)
     }
@@ -296,7 +513,7 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         flushReplies(context: context)
         process(context: context)
         flushReplies(context: context)
-        if readPending && !waitingForStore {
+        if readPending && !paused {
             readPending = false
             context.read()
         }
@@ -321,6 +538,7 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if reply.code.rawValue >= 400 { shared.metrics.rejected(code: reply.code.rawValue) }
         var buffer = context.channel.allocator.buffer(capacity: 64)
         buffer.writeSMTPReply(reply)
+        if throttleRate > 0 { spend(buffer.readableBytes) }
         context.write(wrapOutboundOut(buffer), promise: nil)
         unflushed = true
     }
@@ -363,3 +581,17 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
 @available(*, unavailable)
 extension SMTPServerHandler: Sendable {}
+
+extension SMTPCommand {
+    /// The address of a RCPT command.
+    fileprivate var recipient: String? {
+        if case .rcpt(let path, _) = self { return path.address }
+        return nil
+    }
+
+    /// The address of a MAIL command.
+    fileprivate var sender: String? {
+        if case .mail(let path, _) = self { return path.address }
+        return nil
+    }
+}

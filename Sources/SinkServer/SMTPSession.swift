@@ -93,6 +93,8 @@ struct SMTPSession {
     private(set) var tlsActive: Bool
     private(set) var authUser: String?
     private(set) var badCommands = 0
+    /// Whether the pending chunk rejection counts as a client error (not for fault rules).
+    private var rejectionCounts = true
 
     init(configuration: Configuration, tlsActive: Bool = false) {
         self.configuration = configuration
@@ -108,6 +110,16 @@ struct SMTPSession {
         default: nil
         }
     }
+    /// The transaction under way (MAIL given), if any.
+    var transaction: Transaction? {
+        switch state {
+        case .mail(let transaction), .data(let transaction), .chunked(let transaction), .storing(let transaction), .chunk(let transaction?, _, _):
+            transaction
+        default:
+            nil
+        }
+    }
+
     var isInAuthExchange: Bool { if case .auth = state { true } else { false } }
 
     private var authOffered: Bool {
@@ -285,7 +297,8 @@ struct SMTPSession {
         guard case .chunk(let transaction, let last, let rejection) = state else { return .none }
         if let rejection {
             state = helo == nil ? .connected : .ready
-            return error(rejection)
+            defer { rejectionCounts = true }
+            return rejectionCounts ? error(rejection) : .reply(rejection)
         }
         guard let transaction else { return .none }
         if last { return complete(transaction) }
@@ -315,6 +328,14 @@ struct SMTPSession {
         guard case .storing = state else { return .none }
         state = .ready
         return .reply(reply)
+    }
+
+    /// A fault rule refused a BDAT: its chunk of `size` bytes is read and thrown away, then
+    /// `reply` is sent; the transaction is over. Not counted as a client error.
+    mutating func refuseChunk(_ reply: SMTPReply, size: Int) -> Action {
+        state = .chunk(nil, last: false, rejection: reply)
+        rejectionCounts = false
+        return size == 0 ? finishChunk() : .none
     }
 
     /// Storing failed: the client must retry, nothing was accepted.

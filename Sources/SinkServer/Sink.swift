@@ -20,6 +20,8 @@ public final class Sink: Service, Sendable {
     /// The bound implicit-TLS address, when `--smtps` was given.
     public let smtpsAddress: ListenAddress?
     public let metrics: SinkMetrics
+    /// The fault rules in force, consulted at every SMTP phase.
+    public let faults: FaultEngine
 
     private let listeners: [any Channel]
     private let connections: ConnectionRegistry
@@ -28,9 +30,10 @@ public final class Sink: Service, Sendable {
 
     private init(
         configuration: SinkConfiguration, store: MessageStore, listeners: [any Channel], connections: ConnectionRegistry,
-        metrics: SinkMetrics, logger: Logger
+        metrics: SinkMetrics, faults: FaultEngine, logger: Logger
     ) {
         self.metrics = metrics
+        self.faults = faults
         self.configuration = configuration
         self.store = store
         self.listeners = listeners
@@ -67,9 +70,10 @@ public final class Sink: Service, Sendable {
         )
         let connections = ConnectionRegistry(limit: configuration.maxConnections)
         let metrics = SinkMetrics()
+        let faults = FaultEngine(seed: configuration.faultSeed, rules: configuration.faultRules)
         let plain = SMTPServerContext(
             session: sessionConfiguration, configuration: configuration, store: store, connections: connections,
-            startTLS: tlsContext, implicitTLS: false, logger: logger, metrics: metrics
+            startTLS: tlsContext, implicitTLS: false, logger: logger, metrics: metrics, faults: faults
         )
         var listeners: [any Channel] = []
         do {
@@ -86,7 +90,7 @@ public final class Sink: Service, Sendable {
             throw ConfigurationError(message: "cannot listen: \(error)")
         }
         return Sink(
-            configuration: configuration, store: store, listeners: listeners, connections: connections, metrics: metrics, logger: logger
+            configuration: configuration, store: store, listeners: listeners, connections: connections, metrics: metrics, faults: faults, logger: logger
         )
     }
 

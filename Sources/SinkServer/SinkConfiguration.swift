@@ -61,6 +61,11 @@ public struct SinkConfiguration: Sendable {
     public var discardBodies = false
     /// Keep each session's SMTP transcript with its messages (`--transcripts`).
     public var transcripts = false
+    /// The fault rules in force at start (`--faults FILE`); changed later over the API.
+    public var faultRules = FaultRuleSet()
+    /// `--seed`: every probabilistic fault decision repeatable. nil: the rule file's `seed:`,
+    /// or one picked at random (shown by `GET /api/v1/faults`).
+    public var faultSeed: UInt64?
 
     public init() {}
 }

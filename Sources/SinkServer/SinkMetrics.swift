@@ -9,7 +9,9 @@ public final class SinkMetrics: Sendable {
     let acceptedBytes: Counter
     let storedGauge: Gauge
     let openConnections: Gauge
+    let dropped: Counter
     private let rejections = Mutex<[Int: Counter]>([:])
+    private let faults = Mutex<[String: Counter]>([:])
     /// The same counts, readable for `/api/v1/stats` and `/api/v1/info`.
     let counts = Mutex(Counts())
 
@@ -18,6 +20,9 @@ public final class SinkMetrics: Sendable {
         var accepted = 0
         var acceptedBytes = 0
         var rejected = 0
+        /// Answered 250 by a `drop` rule and not kept.
+        var dropped = 0
+        var faults = 0
     }
 
     public init() {
@@ -26,6 +31,28 @@ public final class SinkMetrics: Sendable {
         acceptedBytes = registry.makeCounter(name: "swallow_smtp_message_bytes_total", help: "Bytes of accepted messages")
         storedGauge = registry.makeGauge(name: "swallow_store_messages", help: "Messages in the store")
         openConnections = registry.makeGauge(name: "swallow_smtp_open_connections", help: "Open SMTP connections")
+        dropped = registry.makeCounter(name: "swallow_smtp_messages_dropped_total", help: "Messages answered with 250 by a drop rule and not kept")
+    }
+
+    /// Rule names become label values; past this many, further names count as `other`.
+    static let maxFaultLabels = 1000
+
+    func faultFired(rule: String) {
+        counts.withLock { $0.faults += 1 }
+        let counter = faults.withLock { counters in
+            if let counter = counters[rule] { return counter }
+            let name = counters.count < Self.maxFaultLabels ? rule : "other"
+            if let counter = counters[name] { return counter }
+            let counter = registry.makeCounter(name: "swallow_faults_total", labels: [("rule", name)], help: "Fault rules fired, by rule")
+            counters[name] = counter
+            return counter
+        }
+        counter.increment()
+    }
+
+    func droppedMessage() {
+        dropped.increment()
+        counts.withLock { $0.dropped += 1 }
     }
 
     /// Counts a 4xx or 5xx reply by its code.

@@ -5,6 +5,7 @@ import Logging
 import MailMessage
 import NIOCore
 import SinkServer
+import SwallowConfig
 
 /// `swallow load SCENARIO`: replays a scenario against an SMTP server and reports.
 struct Load: AsyncParsableCommand {

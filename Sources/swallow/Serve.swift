@@ -61,6 +61,12 @@ struct Serve: AsyncParsableCommand {
     @Flag(help: "Treat bounce@, tempfail@, full@, disconnect@, hang@, reject@, slow-<duration>@ and +fail-NNN / +delay-D tags as ordinary addresses.")
     var noMagicAddresses = false
 
+    @Option(help: "Fault rules (YAML, see README \"Faults\"): latency, refusals, disconnects, hangs, throttling, drops, greylisting.")
+    var faults: String?
+
+    @Option(help: "Seed for every probabilistic fault decision (overrides the rule file's seed:).")
+    var seed: UInt64?
+
     @Option(help: "PEM certificate chain for STARTTLS and --smtps (default: a self-signed one made at start).")
     var tlsCert: String?
 
@@ -129,7 +135,16 @@ struct Serve: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "swallow")
-        let configuration = try makeConfiguration()
+        var configuration = try makeConfiguration()
+        if let faults {
+            do {
+                configuration.faultRules = try FaultRuleSet.load(path: faults)
+            } catch {
+                FileHandle.standardError.write(Data("swallow serve: \(error)\n".utf8))
+                throw ExitCode(2)
+            }
+        }
+        configuration.faultSeed = seed
         let sink: Sink
         do {
             sink = try await Sink.bind(configuration, logger: logger)

@@ -1,5 +1,6 @@
 import ArgumentParser
 import LoadGen
+import SwallowConfig
 
 /// The fixed formats of DESIGN.md for command-line options (LoadGen's `Quantity` reads them),
 /// with argument-parser's validation error naming the option.

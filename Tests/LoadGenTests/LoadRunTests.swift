@@ -1,9 +1,10 @@
 import Foundation
 import Histogram
+import MailMessage
 import NIOCore
 import NIOPosix
-import MailMessage
 import SinkServer
+import SwallowConfig
 import Testing
 
 @testable import LoadGen

@@ -1,4 +1,5 @@
 import Foundation
+import SwallowConfig
 import Testing
 
 @testable import LoadGen

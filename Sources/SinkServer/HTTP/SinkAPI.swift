@@ -230,7 +230,7 @@ public enum SinkAPI {
 
         router.get("/api/v1/events") { request, _ -> Response in
             let mailbox = request.uri.queryParameters.get("mailbox")
-            let stream = store.events.subscribe()
+            let stream = store.events.subscribeAll()
             let encoder = JSONEncoder()
             return Response(
                 status: .ok,
@@ -239,15 +239,20 @@ public enum SinkAPI {
                     try await writer.write(ByteBuffer(string: ": connected\n\n"))
                     // The stream is endless: a graceful shutdown ends it.
                     do {
-                        for try await message in stream.cancelOnGracefulShutdown() {
-                        var event = message
-                        event.transcript = nil
-                        if let mailbox, !Mailboxes.names(for: event).contains(mailbox) { continue }
-                        let data = try encoder.encode(event)
-                        var buffer = ByteBuffer(string: "event: message\nid: \(event.id)\ndata: ")
-                        buffer.writeBytes(data)
-                        buffer.writeString("\n\n")
-                        try await writer.write(buffer)
+                        for try await event in stream.cancelOnGracefulShutdown() {
+                            let buffer: ByteBuffer
+                            switch event {
+                            case .message(var message), .dropped(var message):
+                                message.transcript = nil
+                                if let mailbox, !Mailboxes.names(for: message).contains(mailbox) { continue }
+                                let kind = if case .message = event { "message" } else { "drop" }
+                                buffer = sse(kind, id: message.id, data: try encoder.encode(message))
+                            case .fault(let firing):
+                                // Faults belong to sessions, not mailboxes.
+                                if mailbox != nil { continue }
+                                buffer = sse("fault", id: nil, data: try encoder.encode(firing))
+                            }
+                            try await writer.write(buffer)
                         }
                     } catch is CancellationError {}
                     try await writer.finish(nil)
@@ -267,6 +272,7 @@ public enum SinkAPI {
                 "unread": AnyEncodable(all.filter { !$0.read }.count),
                 "openConnections": AnyEncodable(sink.openConnections),
                 "smtp": AnyEncodable(counts),
+                "faults": AnyEncodable(sink.faults.firedCounts),
                 "uptimeSeconds": AnyEncodable(Date().timeIntervalSince(started)),
             ]
             return try json(stats, sortedKeys: true)
@@ -279,6 +285,8 @@ public enum SinkAPI {
                 body: .init(byteBuffer: ByteBuffer(bytes: sink.metricsText()))
             )
         }
+
+        FaultRoutes.add(to: router, engine: sink.faults)
 
         for path in ["/healthz", "/livez", "/readyz"] {
             router.get(RouterPath(path)) { _, _ -> Response in plain("ok") }
@@ -331,6 +339,16 @@ public enum SinkAPI {
             return value.replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? value
         }
         return nil
+    }
+
+    /// One server-sent event.
+    static func sse(_ kind: String, id: String?, data: Data) -> ByteBuffer {
+        var buffer = ByteBuffer(string: "event: \(kind)\n")
+        if let id { buffer.writeString("id: \(id)\n") }
+        buffer.writeString("data: ")
+        buffer.writeBytes(data)
+        buffer.writeString("\n\n")
+        return buffer
     }
 
     static func plain(_ text: String) -> Response {

@@ -23,12 +23,22 @@ public struct InputError: Error, CustomStringConvertible, Sendable {
 
 /// Reads a YAML document node by node, so every error names the file, the line and the field
 /// path (`templates.otp.attachments[0].size`), and unknown keys are reported rather than ignored.
-struct YAMLReader {
-    let file: String
+/// Scenario files (LoadGen) and fault rule files (SinkServer) are both read with it.
+public struct YAMLReader {
+    public let file: String
     let node: Node
-    let path: String
+    public let path: String
 
-    static func parse(_ text: String, file: String) throws(InputError) -> YAMLReader {
+    /// A file's text, or an error naming it.
+    public static func read(path: String) throws(InputError) -> String {
+        do {
+            return try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw InputError(file: path, line: nil, field: "", message: "cannot read the file: \(error.localizedDescription)")
+        }
+    }
+
+    public static func parse(_ text: String, file: String) throws(InputError) -> YAMLReader {
         do {
             guard let node = try Yams.compose(yaml: text) else {
                 throw InputError(file: file, line: nil, field: "", message: "the file is empty")
@@ -50,9 +60,9 @@ struct YAMLReader {
         }
     }
 
-    var line: Int? { node.mark?.line }
+    public var line: Int? { node.mark?.line }
 
-    func error(_ message: String) -> InputError {
+    public func error(_ message: String) -> InputError {
         InputError(file: file, line: line, field: path, message: message)
     }
 
@@ -60,11 +70,11 @@ struct YAMLReader {
         YAMLReader(file: file, node: node, path: path.isEmpty ? key : "\(path).\(key)")
     }
 
-    var isMapping: Bool { node.mapping != nil }
-    var isSequence: Bool { node.sequence != nil }
+    public var isMapping: Bool { node.mapping != nil }
+    public var isSequence: Bool { node.sequence != nil }
 
     /// The keys of a mapping, after checking each is one of `allowed`.
-    func keys(allowed: Set<String>) throws(InputError) -> [String] {
+    public func keys(allowed: Set<String>) throws(InputError) -> [String] {
         guard let mapping = node.mapping else { throw error("expected a mapping") }
         var keys: [String] = []
         for (key, value) in mapping {
@@ -77,7 +87,7 @@ struct YAMLReader {
         return keys
     }
 
-    func optional(_ key: String) throws(InputError) -> YAMLReader? {
+    public func optional(_ key: String) throws(InputError) -> YAMLReader? {
         guard let mapping = node.mapping else { throw error("expected a mapping") }
         for (name, value) in mapping where name.string == key {
             if case .scalar(let scalar) = value, scalar.tag == .init(.null) || (scalar.string.isEmpty && scalar.style == .plain) {
@@ -88,17 +98,17 @@ struct YAMLReader {
         return nil
     }
 
-    func required(_ key: String) throws(InputError) -> YAMLReader {
+    public func required(_ key: String) throws(InputError) -> YAMLReader {
         guard let value = try optional(key) else { throw error("missing required key `\(key)`") }
         return value
     }
 
-    func items() throws(InputError) -> [YAMLReader] {
+    public func items() throws(InputError) -> [YAMLReader] {
         guard let sequence = node.sequence else { throw error("expected a list") }
         return sequence.enumerated().map { YAMLReader(file: file, node: $1, path: "\(path)[\($0)]") }
     }
 
-    func entries() throws(InputError) -> [(String, YAMLReader)] {
+    public func entries() throws(InputError) -> [(String, YAMLReader)] {
         guard let mapping = node.mapping else { throw error("expected a mapping") }
         var result: [(String, YAMLReader)] = []
         for (key, value) in mapping {
@@ -108,39 +118,39 @@ struct YAMLReader {
         return result
     }
 
-    func string() throws(InputError) -> String {
+    public func string() throws(InputError) -> String {
         guard case .scalar(let scalar) = node else { throw error("expected a text value") }
         return scalar.string
     }
 
-    func int(in range: ClosedRange<Int> = 0...Int.max) throws(InputError) -> Int {
+    public func int(in range: ClosedRange<Int> = 0...Int.max) throws(InputError) -> Int {
         guard let value = node.int else { throw error("expected a whole number") }
         guard range.contains(value) else { throw error("must be between \(range.lowerBound) and \(range.upperBound)") }
         return value
     }
 
-    func double(in range: ClosedRange<Double> = -Double.greatestFiniteMagnitude...Double.greatestFiniteMagnitude) throws(InputError) -> Double {
+    public func double(in range: ClosedRange<Double> = -Double.greatestFiniteMagnitude...Double.greatestFiniteMagnitude) throws(InputError) -> Double {
         guard let value = node.float ?? node.int.map(Double.init), value.isFinite else { throw error("expected a number") }
         guard range.contains(value) else { throw error("must be between \(range.lowerBound) and \(range.upperBound)") }
         return value
     }
 
-    func bool() throws(InputError) -> Bool {
+    public func bool() throws(InputError) -> Bool {
         guard let value = node.bool else { throw error("expected true or false") }
         return value
     }
 
-    func duration() throws(InputError) -> Double {
+    public func duration() throws(InputError) -> Double {
         guard let value = Quantity.duration(try string()) else { throw error("expected a duration such as 250ms, 2s or 1m") }
         return value
     }
 
-    func rate() throws(InputError) -> Double {
+    public func rate() throws(InputError) -> Double {
         guard let value = Quantity.rate(try string()), value > 0 else { throw error("expected a rate such as 200/s or 12000/m") }
         return value
     }
 
-    func size() throws(InputError) -> Int {
+    public func size() throws(InputError) -> Int {
         guard let value = Quantity.size(try string()) else { throw error("expected a size such as 512B, 120KiB or 2MiB") }
         return value
     }

@@ -1,0 +1,305 @@
+import Foundation
+import NIOCore
+import SMTPProtocol
+import Synchronization
+
+/// What the sink knows at a phase, for matching.
+struct FaultEvent {
+    var phase: FaultPhase
+    var client: String
+    var helo: String?
+    var authUser: String?
+    var sender: String?
+    /// At `rcpt` the command's recipient; at `data` and `data-end` every accepted one.
+    var recipients: [String] = []
+    /// At `data-end`: the first value of a header of the message.
+    var header: ((String) -> String?)?
+}
+
+/// A rule that fired: its name, how long to wait, and what to do then.
+public struct FaultDecision: Sendable {
+    public var rule: String
+    public var phase: FaultPhase
+    /// Seconds to wait before the effect (or before going on as normal).
+    public var delay: Double
+    /// nil: only the delay.
+    public var effect: FaultAction.Effect?
+}
+
+/// One rule in force, with its counters.
+final class ActiveRule: Sendable {
+    let rule: FaultRule
+    let group: FaultEngine.Group
+    /// Mixed into every random draw of this rule, from its name (FNV-1a: stable across runs).
+    let salt: UInt64
+    /// Monotonic nanoseconds when the rule was put in force (`after`/`until` count from here).
+    let loaded: UInt64
+    private let state = Mutex(State())
+
+    struct State {
+        var matched: UInt64 = 0
+        var fired = 0
+        var retired = false
+        var windows: [String: RateWindow] = [:]
+        /// Greylisting: client/sender/recipient triple → first attempt (monotonic nanoseconds).
+        var greylist: [String: UInt64] = [:]
+    }
+
+    /// A sliding-window rate estimate: this window's count plus the previous window's,
+    /// weighted by how much of it still overlaps the last `window` seconds.
+    struct RateWindow {
+        var index: UInt64
+        var current: Double
+        var previous: Double
+    }
+
+    /// Bounds on what a rule remembers per key, so traffic from many clients cannot grow memory.
+    static let maxKeys = 100_000
+
+    init(_ rule: FaultRule, group: FaultEngine.Group, now: UInt64) {
+        self.rule = rule
+        self.group = group
+        self.loaded = now
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in rule.name.utf8 {
+            hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3
+        }
+        self.salt = hash
+    }
+
+    var fired: Int { state.withLock { $0.fired } }
+    var isRetired: Bool { state.withLock { $0.retired } }
+
+    /// The stateless part: phase, time window and patterns.
+    func matches(_ event: FaultEvent, now: UInt64) -> Bool {
+        let match = rule.match
+        let elapsed = Double(now &- loaded) / 1e9
+        if let after = rule.after, elapsed < after { return false }
+        if let until = rule.until, elapsed >= until { return false }
+        if let pattern = match.client, !pattern.matches(event.client) { return false }
+        if let pattern = match.helo, !pattern.matches(event.helo ?? "") { return false }
+        if let pattern = match.authUser, !pattern.matches(event.authUser ?? "") { return false }
+        if let pattern = match.sender, !pattern.matches(event.sender ?? "") { return false }
+        if let pattern = match.recipient, !event.recipients.contains(where: pattern.matches) { return false }
+        for (name, pattern) in match.headers {
+            guard let value = event.header?(name), pattern.matches(value) else { return false }
+        }
+        return true
+    }
+
+    /// The stateful part: rate, every, probability, greylisting, times. Returns the decision
+    /// and whether the rule just retired.
+    func decide(_ event: FaultEvent, seed: UInt64, now: UInt64) -> (FaultDecision, retired: Bool)? {
+        state.withLock { state -> (FaultDecision, retired: Bool)? in
+            guard !state.retired else { return nil }
+            if let rate = rule.match.rate {
+                let key: String = switch rate.per {
+                case .client: event.client
+                case .sender: event.sender ?? ""
+                case .total: ""
+                }
+                guard Self.count(&state.windows, key: key, rate: rate, now: now) > rate.over else { return nil }
+            }
+            state.matched += 1
+            let n = state.matched
+            if let every = rule.every, n % UInt64(every) != 0 { return nil }
+            if let probability = rule.probability, FaultEngine.draw(seed, salt, n, 0) >= probability { return nil }
+            if case .greylist(let retryAfter) = rule.action.effect {
+                let triple = "\(event.client)|\(event.sender ?? "")|\(event.recipients.first ?? "")"
+                if let first = state.greylist[triple] {
+                    if Double(now &- first) / 1e9 >= retryAfter { return nil }
+                } else {
+                    if state.greylist.count >= Self.maxKeys {
+                        let horizon = UInt64(max(retryAfter, 3600) * 1e9)
+                        state.greylist = state.greylist.filter { now &- $0.value < horizon }
+                        if state.greylist.count >= Self.maxKeys { state.greylist.removeAll() }
+                    }
+                    state.greylist[triple] = now
+                }
+            }
+            state.fired += 1
+            if let times = rule.times, state.fired >= times { state.retired = true }
+            let delay = rule.action.delay?.sample(FaultEngine.draw(seed, salt, n, 1), FaultEngine.draw(seed, salt, n, 2)) ?? 0
+            var effect = rule.action.effect
+            if case .greylist(let retryAfter) = effect {
+                effect = .reply(SMTPReply(451, "4.7.1", "Greylisted, try again in \(Int(retryAfter.rounded(.up))) seconds"))
+            }
+            return (FaultDecision(rule: rule.name, phase: event.phase, delay: delay, effect: effect), state.retired)
+        }
+    }
+
+    /// Counts this event in its key's window; the estimated count over the last window.
+    private static func count(_ windows: inout [String: RateWindow], key: String, rate: RateMatch, now: UInt64) -> Double {
+        let length = UInt64(rate.window * 1e9)
+        let index = now / length
+        let position = Double(now % length) / Double(length)
+        if windows[key] == nil, windows.count >= maxKeys {
+            windows = windows.filter { index &- $0.value.index <= 1 }
+            if windows.count >= maxKeys { windows.removeAll() }
+        }
+        var window = windows[key] ?? RateWindow(index: index, current: 0, previous: 0)
+        if window.index != index {
+            window.previous = window.index + 1 == index ? window.current : 0
+            window.current = 0
+            window.index = index
+        }
+        window.current += 1
+        windows[key] = window
+        return window.previous * (1 - position) + window.current
+    }
+}
+
+/// The sink's fault engine: the rules in force, consulted at every SMTP phase.
+///
+/// Rules come in groups, consulted in this order: the "next N" rules of
+/// `POST /api/v1/faults/next`, the rule set (`--faults FILE`, `PUT /api/v1/faults`), then
+/// the Mailpit chaos triggers and MailHog's Jim. Within a phase the first rule that fires
+/// wins. A rule that matches but does not fire (its probability, `every`, rate or greylist
+/// says no) lets the next one try.
+///
+/// Repeatable: each random decision is a hash of (seed, rule name, N) where N counts the
+/// events that rule matched, so the same seed and the same traffic in the same order fire
+/// the same rules with the same delays, whatever the timing.
+public final class FaultEngine: Sendable {
+    enum Group: String, Sendable { case next, rules, compat }
+
+    private struct State {
+        var seed: UInt64
+        var rules: [ActiveRule] = []
+        var next: [ActiveRule] = []
+        var chaos = MailpitChaos()
+        var jim: MailHogJim?
+        var compat: [ActiveRule] = []
+        /// Per phase, every active rule in consulting order.
+        var byPhase: [[ActiveRule]] = Array(repeating: [], count: FaultPhase.allCases.count)
+        var nextCounter = 0
+
+        mutating func reindex() {
+            let all = next + rules + compat
+            byPhase = FaultPhase.allCases.map { phase in all.filter { $0.rule.match.phases.contains(phase) } }
+        }
+    }
+
+    private let state: Mutex<State>
+    /// Fired counts by rule name since start, across rule set changes.
+    private let totals = Mutex<[String: Int]>([:])
+    /// `--seed`: when given, a rule set's own `seed:` does not override it.
+    private let fixedSeed: Bool
+
+    /// `seed`: from `--seed`; nil picks one at random (shown by `GET /api/v1/faults`).
+    public init(seed: UInt64? = nil, rules: FaultRuleSet = FaultRuleSet()) {
+        fixedSeed = seed != nil
+        state = Mutex(State(seed: seed ?? rules.seed ?? UInt64.random(in: 0...UInt64(Int64.max))))
+        replace(rules)
+    }
+
+    static func now() -> UInt64 { NIODeadline.now().uptimeNanoseconds }
+
+    // MARK: Consulting
+
+    /// The rules to consult at `phase` (empty, cheaply, when there are none).
+    func rules(for phase: FaultPhase) -> [ActiveRule] {
+        state.withLock { $0.byPhase[phase.index] }
+    }
+
+    var seed: UInt64 { state.withLock { $0.seed } }
+
+    /// The decision for `event`, or nil when no rule fires.
+    func decide(_ event: FaultEvent, rules: [ActiveRule]) -> FaultDecision? {
+        guard !rules.isEmpty else { return nil }
+        let now = Self.now()
+        let seed = self.seed
+        for rule in rules where rule.matches(event, now: now) {
+            guard let (decision, retired) = rule.decide(event, seed: seed, now: now) else { continue }
+            totals.withLock { $0[decision.rule, default: 0] += 1 }
+            if retired { retire(rule) }
+            return decision
+        }
+        return nil
+    }
+
+    /// Fired counts by rule name since start.
+    public var firedCounts: [String: Int] { totals.withLock { $0 } }
+
+    private func retire(_ rule: ActiveRule) {
+        state.withLock { state in
+            state.next.removeAll { $0 === rule }
+            state.rules.removeAll { $0 === rule }
+            state.reindex()
+        }
+    }
+
+    /// A uniform draw in (0, 1) from (seed, salt, n, k): SplitMix64's finaliser.
+    static func draw(_ seed: UInt64, _ salt: UInt64, _ n: UInt64, _ k: UInt64) -> Double {
+        var z = seed &+ salt &* 0x9e37_79b9_7f4a_7c15 &+ n &* 0xbf58_476d_1ce4_e5b9 &+ k &* 0x94d0_49bb_1331_11eb
+        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+        z ^= z >> 31
+        return (Double(z >> 11) + 0.5) / 9_007_199_254_740_992
+    }
+
+    // MARK: Changing the rules
+
+    /// Replaces the rule set (not the "next N" rules, not the compatibility triggers).
+    public func replace(_ set: FaultRuleSet) {
+        let now = Self.now()
+        state.withLock { state in
+            if let seed = set.seed, !fixedSeed { state.seed = seed }
+            state.rules = set.rules.map { ActiveRule($0, group: .rules, now: now) }
+            state.reindex()
+        }
+    }
+
+    /// Clears the rule set and the "next N" rules.
+    public func clear() {
+        state.withLock { state in
+            state.rules = []
+            state.next = []
+            state.reindex()
+        }
+    }
+
+    /// `rule` fires for exactly the next `count` events it matches, then retires. Returns the
+    /// rule's name (`next-N` when it has none).
+    @discardableResult
+    public func addNext(_ rule: FaultRule, count: Int) -> String {
+        var rule = rule
+        rule.times = count
+        let now = Self.now()
+        return state.withLock { state in
+            state.nextCounter += 1
+            if rule.name.isEmpty { rule.name = "next-\(state.nextCounter)" }
+            state.next.append(ActiveRule(rule, group: .next, now: now))
+            state.reindex()
+            return rule.name
+        }
+    }
+
+    /// The rules in force, for `GET /api/v1/faults`.
+    var snapshot: (seed: UInt64, rules: [ActiveRule], next: [ActiveRule], compat: [ActiveRule]) {
+        state.withLock { ($0.seed, $0.rules, $0.next, $0.compat) }
+    }
+
+    // MARK: Mailpit chaos and MailHog Jim
+
+    public var chaos: MailpitChaos { state.withLock { $0.chaos } }
+
+    public func setChaos(_ chaos: MailpitChaos) {
+        updateCompat { $0.chaos = chaos }
+    }
+
+    public var jim: MailHogJim? { state.withLock { $0.jim } }
+
+    public func setJim(_ jim: MailHogJim?) {
+        updateCompat { $0.jim = jim }
+    }
+
+    private func updateCompat(_ change: (inout State) -> Void) {
+        let now = Self.now()
+        state.withLock { state in
+            change(&state)
+            state.compat = (state.chaos.rules + (state.jim?.rules ?? [])).map { ActiveRule($0, group: .compat, now: now) }
+            state.reindex()
+        }
+    }
+}

@@ -1,0 +1,169 @@
+import Foundation
+import SMTPProtocol
+import SwallowConfig
+import Testing
+
+@testable import SinkServer
+
+/// The rule file format and the engine's decisions, without sockets.
+@Suite("Fault rules: format and engine")
+struct FaultRuleTests {
+    static func error(_ yaml: String) -> String {
+        do {
+            _ = try FaultRuleSet.parse(yaml, file: "f.yaml")
+            return "no error"
+        } catch {
+            return error.description
+        }
+    }
+
+    @Test("DESIGN.md's example reads as written")
+    func designExample() throws {
+        let set = try FaultRuleSet.parse("""
+            seed: 42
+            rules:
+              - name: flaky-recipients
+                match: {phase: rcpt, recipient: "*@flaky.example"}
+                probability: 0.2
+                action: {reply: {code: 451, enhanced: "4.3.0", text: "Try again later"}}
+              - name: slow-accept
+                match: {phase: data-end}
+                action: {delay: {distribution: lognormal, median: 200ms, p99: 2s}}
+              - name: drop-some-connections
+                match: {phase: connect}
+                every: 100
+                action: {disconnect: true}
+              - match: {phase: [mail, rcpt], sender: "~^bulk[0-9]+@"}
+                after: 30s
+                until: 2m
+                action: {delay: 1s, disconnect: {reply: "421 4.4.2 Bye"}}
+            """, file: "f.yaml")
+        #expect(set.seed == 42)
+        #expect(set.rules.map(\.name) == ["flaky-recipients", "slow-accept", "drop-some-connections", "rule-4"])
+        guard case .reply(let reply) = set.rules[0].action.effect else { Issue.record("not a reply"); return }
+        #expect(reply.code.rawValue == 451 && reply.enhanced?.description == "4.3.0" && reply.lines == ["Try again later"])
+        guard case .lognormal(let median, let sigma, _, _) = set.rules[1].action.delay else { Issue.record("not lognormal"); return }
+        #expect(median == 0.2 && abs(sigma - log(10) / 2.326_347_874) < 1e-9)
+        #expect(set.rules[2].every == 100)
+        #expect(set.rules[3].match.phases == [.mail, .rcpt] && set.rules[3].after == 30 && set.rules[3].until == 120)
+        guard case .disconnect(let bye?, nil) = set.rules[3].action.effect else { Issue.record("not a disconnect"); return }
+        #expect(bye.code.rawValue == 421 && set.rules[3].action.delay == .fixed(1))
+    }
+
+    @Test("mistakes name the file, the line and the field")
+    func errors() {
+        #expect(Self.error("rules:\n  - match: {phase: rcpt}\n    action: {reply: {code: 250}}\n")
+            == "f.yaml:3: rules[0].action.reply.code: must be between 400 and 599")
+        #expect(Self.error("rules:\n  - match: {phase: rcpt, header: {X-A: b}}\n    action: {hang: true}\n")
+            .hasPrefix("f.yaml:2: rules[0].match.header: cannot be matched at phase rcpt"))
+        #expect(Self.error("rules:\n  - match: {phase: lunch}\n    action: {hang: true}\n").hasPrefix("f.yaml:2: rules[0].match.phase: unknown phase"))
+        #expect(Self.error("rules:\n  - match: {phase: rcpt}\n    action: {drop: true}\n")
+            == "f.yaml:3: rules[0].action.drop: `drop` acts at phase data-end only, not rcpt")
+        #expect(Self.error("rules:\n  - match: {phase: rcpt}\n    action: {hang: true, drop: true}\n").contains("at most one action besides `delay`"))
+        #expect(Self.error("rules:\n  - match: {phase: rcpt}\n    probability: 1.5\n    action: {hang: true}\n")
+            == "f.yaml:3: rules[0].probability: must be between 0.0 and 1.0")
+        #expect(Self.error("rules:\n  - match: {phase: rcpt, recipient: \"~[\"}\n    action: {hang: true}\n")
+            .hasPrefix("f.yaml:2: rules[0].match.recipient: not a valid regular expression"))
+        #expect(Self.error("rules:\n  - match: {phase: rcpt}\n    action: {delay: 11m}\n") == "f.yaml:3: rules[0].action.delay: at most 10m")
+        #expect(Self.error("rules:\n  - match: {phase: rcpt}\n    action: {throttle: fast}\n").contains("expected bytes per second"))
+        #expect(Self.error("rules:\n  - match: {phase: rcpt}\n    action: {}\n").contains("name an action"))
+        #expect(Self.error("rules:\n  - {name: a, match: {phase: rcpt}, action: {hang: true}}\n  - {name: a, match: {phase: mail}, action: {hang: true}}\n")
+            .contains("two rules are named `a`"))
+        #expect(Self.error("rules:\n  - match: {phase: rcpt}\n    action: {reply: \"451 5.1.1 mixed\"}\n").contains("does not agree"))
+        #expect(Self.error("rules:\n  - match: {phase: rcpt}\n    actoin: {hang: true}\n").contains("rules[0].actoin: unknown key"))
+        #expect(Self.error("rules: [\n").hasPrefix("f.yaml:"))
+    }
+
+    @Test("globs and regular expressions, case-insensitive")
+    func patterns() throws {
+        let cases: [(String, String, Bool)] = [
+            ("*@flaky.example", "Bob@FLAKY.example", true),
+            ("*@flaky.example", "bob@flaky.example.com", false),
+            ("bob@*", "bob@x", true),
+            ("a?c@*.example", "abc@mail.example", true),
+            ("a?c@*.example", "ac@mail.example", false),
+            ("*job*", "app+job42@x", true),
+            ("exact@x", "EXACT@X", true),
+            ("~^user[0-9]+@", "user17@x", true),
+            ("~^user[0-9]+@", "auser17@x", false),
+            ("*", "", true),
+        ]
+        for (pattern, text, expected) in cases {
+            #expect(try FaultPattern(pattern).matches(text) == expected, "\(pattern) ~ \(text)")
+        }
+    }
+
+    @Test("delay distributions stay in their bounds and centre where asked")
+    func distributions() {
+        var samples: [Double] = []
+        for n in 1...20_000 {
+            let u1 = FaultEngine.draw(7, 1, UInt64(n), 1), u2 = FaultEngine.draw(7, 1, UInt64(n), 2)
+            samples.append(FaultDelay.lognormal(median: 0.2, sigma: log(10) / 2.326_347_874, min: 0, max: 600).sample(u1, u2))
+        }
+        samples.sort()
+        #expect(abs(samples[10_000] - 0.2) < 0.01)
+        #expect(abs(samples[19_800] - 2.0) < 0.25)
+        let uniform = (1...1000).map { FaultDelay.uniform(min: 0.1, max: 0.3).sample(FaultEngine.draw(1, 2, UInt64($0), 1), 0.5) }
+        #expect(uniform.allSatisfy { (0.1...0.3).contains($0) })
+        let bounded = (1...1000).map { FaultDelay.normal(mean: 1, stddev: 5, min: 0.5, max: 2).sample(FaultEngine.draw(1, 2, UInt64($0), 1), FaultEngine.draw(1, 2, UInt64($0), 2)) }
+        #expect(bounded.allSatisfy { (0.5...2).contains($0) } && bounded.contains(0.5) && bounded.contains(2))
+    }
+
+    static func fires(_ engine: FaultEngine, _ phase: FaultPhase, recipient: String = "a@x", client: String = "127.0.0.1") -> String? {
+        let event = FaultEvent(phase: phase, client: client, sender: "s@x", recipients: [recipient])
+        return engine.decide(event, rules: engine.rules(for: phase))?.rule
+    }
+
+    @Test("probability 0.2 over 10 000 events fires within 3 standard deviations of 2 000; the seed decides which")
+    func probabilityAndSeed() throws {
+        let set = try FaultRuleSet.parse("rules:\n  - {name: p, match: {phase: rcpt}, probability: 0.2, action: {hang: true}}\n")
+        func pattern(seed: UInt64) -> [Bool] {
+            let engine = FaultEngine(seed: seed, rules: set)
+            return (0..<10_000).map { _ in Self.fires(engine, .rcpt) != nil }
+        }
+        let first = pattern(seed: 1)
+        let fired = first.filter { $0 }.count
+        let sigma = (10_000 * 0.2 * 0.8).squareRoot()
+        #expect(abs(Double(fired) - 2000) <= 3 * sigma, "fired \(fired)")
+        #expect(pattern(seed: 1) == first)
+        #expect(pattern(seed: 2) != first)
+    }
+
+    @Test("every, times, first match wins, a rule that does not fire lets the next one try")
+    func ordering() throws {
+        let engine = FaultEngine(seed: 1, rules: try FaultRuleSet.parse("""
+            rules:
+              - {name: third, match: {phase: rcpt, recipient: "*@a.example"}, every: 3, action: {hang: true}}
+              - {name: twice, match: {phase: rcpt}, times: 2, action: {hang: true}}
+              - {name: rest, match: {phase: rcpt, recipient: "*@a.example"}, action: {delay: 1ms}}
+            """))
+        let fired = (0..<6).map { _ in Self.fires(engine, .rcpt, recipient: "u@a.example") ?? "-" }
+        #expect(fired == ["twice", "twice", "third", "rest", "rest", "third"])
+        #expect(Self.fires(engine, .rcpt, recipient: "u@b.example") == nil)
+        #expect(Self.fires(engine, .mail) == nil)
+        #expect(engine.snapshot.rules.map(\.rule.name) == ["third", "rest"])
+        #expect(engine.firedCounts == ["third": 2, "twice": 2, "rest": 2])
+    }
+
+    @Test("rate: more than N per window, per client")
+    func rate() throws {
+        let engine = FaultEngine(seed: 1, rules: try FaultRuleSet.parse(
+            "rules:\n  - {name: limit, match: {phase: connect, rate: {over: 3/m, per: client}}, action: {reply: \"421 4.7.0 Slow down\"}}\n"))
+        let a = (0..<5).map { _ in Self.fires(engine, .connect, client: "10.0.0.1") }
+        #expect(a == [nil, nil, nil, "limit", "limit"])
+        #expect(Self.fires(engine, .connect, client: "10.0.0.2") == nil)
+    }
+
+    @Test("greylisting: the first attempt of a triple and early retries are refused")
+    func greylist() throws {
+        let engine = FaultEngine(seed: 1, rules: try FaultRuleSet.parse(
+            "rules:\n  - {name: grey, match: {phase: rcpt}, action: {greylist: {retry_after: 10m}}}\n"))
+        #expect(Self.fires(engine, .rcpt, recipient: "a@x") == "grey")
+        #expect(Self.fires(engine, .rcpt, recipient: "a@x") == "grey")
+        #expect(Self.fires(engine, .rcpt, recipient: "b@x") == "grey")
+        let passing = FaultEngine(seed: 1, rules: try FaultRuleSet.parse(
+            "rules:\n  - {name: grey, match: {phase: rcpt}, action: {greylist: {retry_after: 0s}}}\n"))
+        #expect(Self.fires(passing, .rcpt) == "grey")
+        #expect(Self.fires(passing, .rcpt) == nil)
+    }
+}
