@@ -411,8 +411,6 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             allocator: context.channel.allocator, sizeHint: 0
         )
         capture = nil
-        // The delay counts from the final dot, whatever the store takes.
-        let dotTime = NIODeadline.now()
         let header = { (name: String) -> String? in
             current.body.flatMap { body in body.withUnsafeReadableBytes { HeaderLookup.firstValue(named: name, in: $0) } }
         }
@@ -475,7 +473,8 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         paused = true
         let loop = context.eventLoop
         let bound = NIOLoopBound((self, context), eventLoop: loop)
-        let deadline = dotTime + .nanoseconds(Int64(delay * 1e9))
+        // The delay counts from the message's recorded end of data, whatever the store takes.
+        let deadline = NIODeadline.now() + .nanoseconds(Int64(delay * 1e9))
         let delayed = delay > 0
         store.insert(message, raw: current.body) { result in
             // A delayed reply: later commands wait behind it.
