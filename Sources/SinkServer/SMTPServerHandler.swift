@@ -198,7 +198,7 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 return
             }
             guard let phase = phase(of: command) else { return execute(command, context: context) }
-            withFaults(phase, recipient: command.recipient, sender: command.sender, context: context) { handler, context, reply in
+            withFaults(phase, recipient: command.recipient, sender: command.sender, helo: command.helo, context: context) { handler, context, reply in
                 handler.refuse(command, with: reply, context: context)
             } proceed: { handler, context in
                 handler.execute(command, context: context)
@@ -282,11 +282,11 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// `refuse` sends a reply in place of what `proceed` would do; a delay comes first; with
     /// no rule, or a delay or throttle only, `proceed` runs.
     private func withFaults(
-        _ phase: FaultPhase, recipient: String? = nil, sender: String? = nil, context: ChannelHandlerContext,
+        _ phase: FaultPhase, recipient: String? = nil, sender: String? = nil, helo: String? = nil, context: ChannelHandlerContext,
         refuse: @escaping (SMTPServerHandler, ChannelHandlerContext, SMTPReply) -> Void,
         proceed: @escaping (SMTPServerHandler, ChannelHandlerContext) -> Void
     ) {
-        guard let decision = consult(phase, recipients: recipient.map { [$0] }, sender: sender) else {
+        guard let decision = consult(phase, recipients: recipient.map { [$0] }, sender: sender, helo: helo) else {
             return proceed(self, context)
         }
         after(decision.delay, context: context) { handler, context in
@@ -308,13 +308,14 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// The decision of the first rule that fires at `phase`, recorded; nil when none does.
     private func consult(
-        _ phase: FaultPhase, recipients: [String]? = nil, sender: String? = nil, header: ((String) -> String?)? = nil
+        _ phase: FaultPhase, recipients: [String]? = nil, sender: String? = nil, helo: String? = nil,
+        header: ((String) -> String?)? = nil
     ) -> FaultDecision? {
         let rules = shared.faults.rules(for: phase)
         guard !rules.isEmpty else { return nil }
         let transaction = session.transaction
         let event = FaultEvent(
-            phase: phase, client: peer.remoteIP, helo: session.helo, authUser: session.authUser,
+            phase: phase, client: peer.remoteIP, helo: helo ?? session.helo, authUser: session.authUser,
             sender: sender ?? transaction?.reversePath.address,
             recipients: recipients ?? transaction?.recipients.map(\.path.address) ?? [],
             header: header
@@ -586,6 +587,14 @@ extension SMTPCommand {
     fileprivate var recipient: String? {
         if case .rcpt(let path, _) = self { return path.address }
         return nil
+    }
+
+    /// The name an EHLO or HELO gives.
+    fileprivate var helo: String? {
+        switch self {
+        case .ehlo(let domain), .helo(let domain): domain
+        default: nil
+        }
     }
 
     /// The address of a MAIL command.

@@ -50,6 +50,18 @@ struct FaultRuleTests {
         #expect(bye.code.rawValue == 421 && set.rules[3].action.delay == .fixed(1))
     }
 
+    @Test("the example files in scenarios/faults read without error")
+    func examples() throws {
+        let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("scenarios/faults")
+        let files = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.hasSuffix(".yaml") }.sorted()
+        #expect(files == ["flaky-provider.yaml", "greylisting-provider.yaml", "slow-provider.yaml"])
+        for file in files {
+            let set = try FaultRuleSet.load(path: directory.appendingPathComponent(file).path)
+            #expect(!set.rules.isEmpty, "\(file)")
+        }
+    }
+
     @Test("mistakes name the file, the line and the field")
     func errors() {
         #expect(Self.error("rules:\n  - match: {phase: rcpt}\n    action: {reply: {code: 250}}\n")

@@ -82,7 +82,7 @@ public struct FaultRuleSet: Sendable {
     private static let keyPhases: [String: Set<FaultPhase>] = [
         "sender": [.mail, .rcpt, .data, .dataEnd],
         "recipient": [.rcpt, .data, .dataEnd],
-        "helo": [.starttls, .auth, .mail, .rcpt, .data, .dataEnd, .quit],
+        "helo": [.ehlo, .starttls, .auth, .mail, .rcpt, .data, .dataEnd, .quit],
         "auth_user": [.mail, .rcpt, .data, .dataEnd, .quit],
         "header": [.dataEnd],
     ]
