@@ -102,7 +102,8 @@ enum PlusTagFault: Equatable, Sendable {
 /// A fault a message asks for in its own `X-Swallow-Fault` header, at the end of its DATA (on
 /// unless `--no-magic-addresses`): `421 4.7.0 Try later`, `delay 2s`, or both separated by `;`,
 /// optionally after `data-end:` (`data-end: 451 4.3.0; delay 500ms`). A reply refuses the
-/// message (it is not stored); a delay comes before the final reply, whichever it is.
+/// message (it is not stored; a `421` also closes the connection); a delay comes before the
+/// final reply, whichever it is.
 struct HeaderFault: Equatable, Sendable {
     var reply: SMTPReply?
     var delay: Double = 0

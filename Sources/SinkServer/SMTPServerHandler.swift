@@ -455,6 +455,7 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 return after(headerFault?.delay ?? 0, context: context) { handler, context in
                     handler.transactionFaults = []
                     handler.act(handler.session.refuse(reply), context: context)
+                    if reply.code.rawValue == 421 { handler.close(context: context) }
                 }
             }
             let tagged = [PlusTagFault(transaction.reversePath)] + transaction.recipients.map { PlusTagFault($0.path) }

@@ -171,6 +171,18 @@ struct FaultInjectionTests {
         }
     }
 
+    @Test("a 421 from X-Swallow-Fault refuses the message and closes, as a 421 from a rule does")
+    func headerFault421() async throws {
+        try await withSink { sink in
+            let codes = try await onThread {
+                try Self.codes(sink.smtpAddress.port, ["EHLO c", "MAIL FROM:<a@x>", "RCPT TO:<b@x>", "DATA",
+                                                       "X-Swallow-Fault: data-end: 421 4.7.0 Closing\r\n\r\nx\r\n.", "NOOP"])
+            }
+            #expect(codes == [220, 250, 250, 250, 354, 421, -1])
+            #expect(sink.store.messages().isEmpty)
+        }
+    }
+
     @Test("hang: the server reads but never answers, until the client gives up")
     func hang() async throws {
         try await Self.withRules("rules:\n  - {match: {phase: rcpt, recipient: \"wait@*\"}, action: {hang: true}}\n") { sink in
