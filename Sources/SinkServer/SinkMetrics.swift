@@ -23,6 +23,8 @@ public final class SinkMetrics: Sendable {
         /// Answered 250 by a `drop` rule and not kept.
         var dropped = 0
         var faults = 0
+        /// 4xx and 5xx replies by code.
+        var rejectedByCode: [String: Int] = [:]
     }
 
     public init() {
@@ -71,7 +73,10 @@ public final class SinkMetrics: Sendable {
     }
 
     func rejected(code: Int) {
-        counts.withLock { $0.rejected += 1 }
+        counts.withLock {
+            $0.rejected += 1
+            $0.rejectedByCode[String(code), default: 0] += 1
+        }
         let counter = rejections.withLock { counters in
             if let counter = counters[code] { return counter }
             let counter = registry.makeCounter(

@@ -129,6 +129,20 @@ public enum SinkAPI {
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: raw))
         }
 
+        // Swallow's capture metadata: envelope, session, timestamps, anomalies, faults.
+        router.get("/api/v1/message/:id/capture") { request, context -> Response in
+            let listing = try await resolve(context.parameters.require("id"), request: request, store: store)
+            return try json(listing.message)
+        }
+
+        router.get("/api/v1/message/:id/transcript") { request, context -> Response in
+            let listing = try await resolve(context.parameters.require("id"), request: request, store: store)
+            guard let transcript = listing.message.transcript else {
+                throw HTTPError(.notFound, message: "No transcript (start the sink with --transcripts)")
+            }
+            return try json(transcript)
+        }
+
         router.get("/api/v1/message/:id/headers") { request, context -> Response in
             let listing = try await resolve(context.parameters.require("id"), request: request, store: store)
             guard let parsed = try await store.parsed(id: listing.message.id) else { throw HTTPError(.notFound) }
@@ -287,6 +301,7 @@ public enum SinkAPI {
         }
 
         FaultRoutes.add(to: router, engine: sink.faults)
+        WebInbox.add(to: router)
 
         for path in ["/healthz", "/livez", "/readyz"] {
             router.get(RouterPath(path)) { _, _ -> Response in plain("ok") }
