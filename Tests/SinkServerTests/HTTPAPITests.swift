@@ -69,6 +69,28 @@ struct HTTPAPITests {
         #expect(result.status == 0, "\(result.stderr)")
     }
 
+    @Test("capture metadata and, with --transcripts, the SMTP transcript of a message")
+    func captureAndTranscript() async throws {
+        try await withSinkApplication({ $0.transcripts = true }) { sink, base in
+            try await Self.send(["01-otp-plain.eml"], port: sink.smtpAddress.port)
+            let capture = try jsonObject(try await curl([base + "/api/v1/message/latest/capture"]))
+            let envelope = try #require(capture["envelope"] as? [String: Any])
+            #expect(envelope["mailFrom"] as? String == "app@bank.example")
+            #expect((capture["session"] as? [String: Any])?["remoteAddress"] as? String != nil)
+            #expect(((capture["timestamps"] as? [String: Any])?["dataEndNanos"] as? Int ?? 0) > 0)
+            let transcript = try #require(try JSONSerialization.jsonObject(with: Data(try await curl([base + "/api/v1/message/latest/transcript"]).utf8)) as? [[String: Any]])
+            let lines = transcript.compactMap { $0["text"] as? String }
+            #expect(lines.contains { $0.hasPrefix("MAIL FROM:<app@bank.example>") }, "\(lines)")
+            #expect(lines.contains { $0.hasPrefix("354") })
+        }
+        try await withSinkApplication { sink, base in
+            try await Self.send(["01-otp-plain.eml"], port: sink.smtpAddress.port)
+            let (status, _) = try await FaultAPITests.request("GET", base + "/api/v1/message/latest/transcript")
+            #expect(status == 404)
+            #expect(try await FaultAPITests.request("GET", base + "/api/v1/message/nope/capture").0 == 404)
+        }
+    }
+
     @Test("list, message, headers, raw, part and search answer in Mailpit's shapes")
     func mailpitRoutes() async throws {
         try await withSinkApplication { sink, base in

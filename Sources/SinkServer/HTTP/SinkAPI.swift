@@ -184,15 +184,15 @@ public enum SinkAPI {
         }
 
         router.get("/api/v1/info") { _, _ -> Response in
-            let all = store.listings()
+            let stored = store.counts()
             let counts = sink.metrics.counts.withLock { $0 }
             let info: [String: AnyEncodable] = [
                 "Version": AnyEncodable("swallow"),
                 "LatestVersion": AnyEncodable(""),
                 "Database": AnyEncodable(sink.configuration.dataDirectory ?? "memory"),
                 "DatabaseSize": AnyEncodable(0),
-                "Messages": AnyEncodable(all.count),
-                "Unread": AnyEncodable(all.filter { !$0.read }.count),
+                "Messages": AnyEncodable(stored.total),
+                "Unread": AnyEncodable(stored.unread),
                 "Tags": AnyEncodable([String: Int]()),
                 "RuntimeStats": AnyEncodable([
                     "Uptime": Int(Date().timeIntervalSince(started)),
@@ -279,11 +279,11 @@ public enum SinkAPI {
         }
 
         router.get("/api/v1/stats") { _, _ -> Response in
-            let all = store.listings()
+            let stored = store.counts()
             let counts = sink.metrics.counts.withLock { $0 }
             let stats: [String: AnyEncodable] = [
-                "messages": AnyEncodable(all.count),
-                "unread": AnyEncodable(all.filter { !$0.read }.count),
+                "messages": AnyEncodable(stored.total),
+                "unread": AnyEncodable(stored.unread),
                 "openConnections": AnyEncodable(sink.openConnections),
                 "smtp": AnyEncodable(counts),
                 "faults": AnyEncodable(sink.faults.firedCounts),

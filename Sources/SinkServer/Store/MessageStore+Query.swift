@@ -27,15 +27,20 @@ extension MessageStore {
                 items: [], total: 0, unread: 0, matches: 0, matchesUnread: 0, tags: []
             )
         }
+        guard let search else {
+            let page = listingPage(mailbox: mailbox, start: start, limit: limit)
+            var items: [Page.Item] = []
+            for listing in page.items {
+                guard let summary = await summary(id: listing.message.id) else { continue }
+                items.append(Page.Item(listing: listing, summary: summary))
+            }
+            return Page(items: items, total: page.total, unread: page.unread, matches: page.total, matchesUnread: page.unread, tags: page.tags)
+        }
         let all = listings(mailbox: mailbox)
         var matching: [(Listing, MessageSummary?)] = []
-        if let search {
-            for listing in all {
-                guard let summary = await summary(id: listing.message.id) else { continue }
-                if search.matches(summary, read: listing.read, tags: listing.tags) { matching.append((listing, summary)) }
-            }
-        } else {
-            matching = all.map { ($0, nil) }
+        for listing in all {
+            guard let summary = await summary(id: listing.message.id) else { continue }
+            if search.matches(summary, read: listing.read, tags: listing.tags) { matching.append((listing, summary)) }
         }
         var items: [Page.Item] = []
         if start < matching.count {
