@@ -92,7 +92,10 @@ public struct HTTPDeliveries: DeliverySource {
         }
 
         private func handle(_ event: Data) {
-            for line in String(decoding: event, as: UTF8.self).split(separator: "\n") where line.hasPrefix("data: ") {
+            let lines = String(decoding: event, as: UTF8.self).split(separator: "\n")
+            // Only stored messages are deliveries: a sink's `drop` and `fault` events are not.
+            if let kind = lines.first(where: { $0.hasPrefix("event: ") }), kind != "event: message" { return }
+            for line in lines where line.hasPrefix("data: ") {
                 guard let object = try? JSONSerialization.jsonObject(with: Data(line.dropFirst(6).utf8)) as? [String: Any],
                       let trace = object["traceID"] as? String,
                       let id = object["id"] as? String,

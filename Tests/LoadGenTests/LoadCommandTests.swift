@@ -85,4 +85,16 @@ struct RemoteDeliveryTests {
         #expect(result.stdout.contains("delivered 30  lost 0  duplicates 0"))
         #expect(result.stdout.contains("PASS content.otp text contains \"Code {otp}\" every delivered message (actual 30 of 30"))
     }
+
+    @Test("--sink URL: messages a drop rule answered 250 and did not keep count as lost, not delivered")
+    func droppedAreLost() async throws {
+        let rules = try LoadCommandTests.write("rules:\n  - {name: lose, match: {phase: data-end}, every: 3, action: {drop: true}}\n")
+        defer { try? FileManager.default.removeItem(atPath: rules) }
+        let serve = try ServeProcess(arguments: ["--faults", rules])
+        let smtp = try #require(serve.addresses["smtp"]), http = try #require(serve.addresses["http"])
+        let path = try LoadCommandTests.write(LoadCommandTests.scenario)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let result = try LoadCommandTests.run(["load", path, "--quiet", "--target", smtp, "--sink", "http://\(http)", "--grace", "2s"])
+        #expect(result.stdout.contains("delivered 20  lost 10  duplicates 0"), "\(result.stdout)\(result.stderr)")
+    }
 }

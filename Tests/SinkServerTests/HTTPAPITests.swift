@@ -294,6 +294,32 @@ struct HTTPAPITests {
             #expect(((first["envelope"] as? [String: Any])?["recipients"] as? [[String: Any]])?.first?["address"] as? String == "app+ci@example.com")
         }
     }
+
+    @Test("a client reconnecting with Last-Event-ID gets exactly the events it missed; a quiet stream gets keep-alives")
+    func replayAndKeepAlive() async throws {
+        try await withSinkApplication { sink, base in
+            let port = sink.smtpAddress.port
+            try await Self.send(["01-otp-plain.eml", "02-otp-alternative.eml", "03-invoice-pdf.eml", "04-utf8-subject-and-name.eml"], port: port)
+            let ids = sink.store.messages().map(\.id)
+            #expect(ids.count == 4)
+            // Missed: the two after the second. Then a keep-alive comes on the quiet stream.
+            let output = try await run(["python3", "-c", """
+                import urllib.request
+                request = urllib.request.Request('\(base)/api/v1/events?keepalive=100ms', headers={'Last-Event-ID': '\(ids[1])'})
+                stream = urllib.request.urlopen(request, timeout=20)
+                while True:
+                    line = stream.readline().decode().strip()
+                    if line.startswith('id:') or line == ': keep-alive':
+                        print(line)
+                    if line == ': keep-alive':
+                        break
+                """], timeout: 30)
+            #expect(output.stdout.split(separator: "\n").map(String.init) == ["id: \(ids[2])", "id: \(ids[3])", ": keep-alive"], "\(output.stderr)")
+            let stats = try jsonObject(try await curl([base + "/api/v1/stats"]))
+            let replay = try #require(stats["eventReplay"] as? [String: Any])
+            #expect(replay["held"] as? Int == 4 && replay["capacity"] as? Int == 10_000 && replay["oldest"] as? String == ids[0])
+        }
+    }
 }
 
 /// `--data DIR`: the SQLite index answers lists and searches, survives a restart, and is

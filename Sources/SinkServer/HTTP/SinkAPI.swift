@@ -5,12 +5,16 @@ import Hummingbird
 import MailMessage
 import NIOCore
 import ServiceLifecycle
+import SwallowConfig
 import Synchronization
 
 /// The sink's HTTP API: Mailpit API v1 routes and shapes, MailHog API v2 list and search,
 /// and Swallow's own (events, stats, metrics, health). Every list, search, delete and the
 /// event stream take `mailbox=NAME`.
 public enum SinkAPI {
+    /// Seconds between keep-alive comments on a quiet event stream.
+    static let keepAliveSeconds = 15.0
+
     /// Request bodies larger than this get 413.
     static let maxBodyBytes = 1024 * 1024
 
@@ -244,16 +248,41 @@ public enum SinkAPI {
 
         router.get("/api/v1/events") { request, _ -> Response in
             let mailbox = request.uri.queryParameters.get("mailbox")
-            let stream = store.events.subscribeAll()
+            // EventSource sends the header when it reconnects; the query parameter is for
+            // clients that cannot set headers.
+            let lastEventID: String? = request.headers[HTTPField.Name("Last-Event-ID")!] ?? formValue("lastEventId", request)
+            let events = store.events.subscribeAll(lastEventID: lastEventID)
+            // A comment line when nothing else was sent for a while, so proxies and clients
+            // see a live connection (default 15 s; `keepalive=D`, at least 100ms).
+            let interval = formValue("keepalive", request).flatMap(Quantity.duration).map { max($0, 0.1) } ?? keepAliveSeconds
+            let (stream, continuation) = AsyncStream<SinkEvent?>.makeStream(bufferingPolicy: .bufferingNewest(10_000))
+            let forward = Task {
+                for await event in events { continuation.yield(event) }
+                continuation.finish()
+            }
+            let ticker = Task {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .seconds(interval))
+                    continuation.yield(nil)
+                }
+            }
             let encoder = JSONEncoder()
             return Response(
                 status: .ok,
                 headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
                 body: .init { writer in
+                    defer {
+                        forward.cancel()
+                        ticker.cancel()
+                    }
                     try await writer.write(ByteBuffer(string: ": connected\n\n"))
                     // The stream is endless: a graceful shutdown ends it.
                     do {
-                        for try await event in stream.cancelOnGracefulShutdown() {
+                        for try await item in stream.cancelOnGracefulShutdown() {
+                            guard let event = item else {
+                                try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
+                                continue
+                            }
                             let buffer: ByteBuffer
                             switch event {
                             case .message(var message), .dropped(var message):
@@ -287,6 +316,11 @@ public enum SinkAPI {
                 "openConnections": AnyEncodable(sink.openConnections),
                 "smtp": AnyEncodable(counts),
                 "faults": AnyEncodable(sink.faults.firedCounts),
+                "eventReplay": AnyEncodable([
+                    "capacity": AnyEncodable(store.events.replayCapacity),
+                    "held": AnyEncodable(store.events.replayHeld.count),
+                    "oldest": AnyEncodable(store.events.replayHeld.oldest),
+                ]),
                 "uptimeSeconds": AnyEncodable(Date().timeIntervalSince(started)),
             ]
             return try json(stats, sortedKeys: true)

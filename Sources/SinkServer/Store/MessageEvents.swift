@@ -10,6 +10,14 @@ public enum SinkEvent: Sendable {
     case dropped(CapturedMessage)
     /// A fault rule fired.
     case fault(FaultFiring)
+
+    /// The event's `id:` on the stream: the message's id (sortable); fault firings have none.
+    public var id: String? {
+        switch self {
+        case .message(let message), .dropped(let message): message.id
+        case .fault: nil
+        }
+    }
 }
 
 /// One firing of a fault rule, as the event stream reports it.
@@ -25,48 +33,101 @@ public struct FaultFiring: Codable, Sendable {
 /// Announces every stored message to whoever listens: the HTTP event stream, and waits for a
 /// message to arrive. Each subscriber has its own bounded buffer; a subscriber too slow to
 /// keep up loses the oldest events, never blocks the SMTP side.
+///
+/// The last `replayCapacity` message and drop events are held, so a client that reconnects
+/// with `Last-Event-ID` gets every one it missed that is still held, then the live ones, each
+/// exactly once.
 public final class MessageEvents: Sendable {
-    private let subscribers = Mutex<[UUID: AsyncStream<CapturedMessage>.Continuation]>([:])
-    private let allSubscribers = Mutex<[UUID: AsyncStream<SinkEvent>.Continuation]>([:])
+    private struct State {
+        var subscribers: [UUID: AsyncStream<CapturedMessage>.Continuation] = [:]
+        var allSubscribers: [UUID: AsyncStream<SinkEvent>.Continuation] = [:]
+        /// A ring of the latest events with ids; `next` is where the next one goes.
+        var replay: [SinkEvent] = []
+        var next = 0
+    }
 
-    public init() {}
+    private let state = Mutex(State())
+    public let replayCapacity: Int
+
+    public init(replayCapacity: Int = 10_000) {
+        self.replayCapacity = max(0, replayCapacity)
+    }
 
     /// A stream of messages stored from now on. It ends when the task reading it is cancelled.
     public func subscribe(bufferSize: Int = 10_000) -> AsyncStream<CapturedMessage> {
         let (stream, continuation) = AsyncStream<CapturedMessage>.makeStream(bufferingPolicy: .bufferingNewest(bufferSize))
         let id = UUID()
-        subscribers.withLock { $0[id] = continuation }
+        state.withLock { $0.subscribers[id] = continuation }
         continuation.onTermination = { [weak self] _ in
-            _ = self?.subscribers.withLock { $0.removeValue(forKey: id) }
+            _ = self?.state.withLock { $0.subscribers.removeValue(forKey: id) }
         }
         return stream
     }
 
-    /// Stored messages, dropped messages and fault firings, from now on.
-    public func subscribeAll(bufferSize: Int = 10_000) -> AsyncStream<SinkEvent> {
+    /// Stored messages, dropped messages and fault firings from now on; with `lastEventID`,
+    /// first the held events after that one (all held events newer than it when it is no
+    /// longer held).
+    public func subscribeAll(bufferSize: Int = 10_000, lastEventID: String? = nil) -> AsyncStream<SinkEvent> {
         let (stream, continuation) = AsyncStream<SinkEvent>.makeStream(bufferingPolicy: .bufferingNewest(bufferSize))
         let id = UUID()
-        allSubscribers.withLock { $0[id] = continuation }
+        state.withLock { state in
+            // Under the lock: an event published meanwhile is either held (and replayed) or
+            // sent live, never both.
+            if let lastEventID {
+                let held = ordered(state)
+                let missed: ArraySlice<SinkEvent>
+                if let position = held.lastIndex(where: { $0.id == lastEventID }) {
+                    missed = held[(position + 1)...]
+                } else {
+                    missed = held.filter { ($0.id ?? "") > lastEventID }[...]
+                }
+                for event in missed { continuation.yield(event) }
+            }
+            state.allSubscribers[id] = continuation
+        }
         continuation.onTermination = { [weak self] _ in
-            _ = self?.allSubscribers.withLock { $0.removeValue(forKey: id) }
+            _ = self?.state.withLock { $0.allSubscribers.removeValue(forKey: id) }
         }
         return stream
     }
 
-    public var hasSubscribers: Bool { subscribers.withLock { !$0.isEmpty } || allSubscribers.withLock { !$0.isEmpty } }
+    /// The held events, oldest first.
+    private func ordered(_ state: State) -> [SinkEvent] {
+        state.replay.count < replayCapacity ? state.replay : Array(state.replay[state.next...] + state.replay[..<state.next])
+    }
+
+    /// How many events are held for replay now, and the id of the oldest.
+    public var replayHeld: (count: Int, oldest: String?) {
+        state.withLock { state in (state.replay.count, ordered(state).first?.id) }
+    }
+
+    public var hasSubscribers: Bool { state.withLock { !$0.subscribers.isEmpty || !$0.allSubscribers.isEmpty } }
 
     /// Someone listens for drops and faults.
-    var hasEventSubscribers: Bool { allSubscribers.withLock { !$0.isEmpty } }
+    var hasEventSubscribers: Bool { state.withLock { !$0.allSubscribers.isEmpty } }
 
     func publish(_ message: CapturedMessage) {
-        for continuation in subscribers.withLock({ Array($0.values) }) {
+        let plain = state.withLock { Array($0.subscribers.values) }
+        for continuation in plain {
             continuation.yield(message)
         }
         publish(.message(message))
     }
 
     func publish(_ event: SinkEvent) {
-        for continuation in allSubscribers.withLock({ Array($0.values) }) {
+        let capacity = replayCapacity
+        let current = state.withLock { state -> [AsyncStream<SinkEvent>.Continuation] in
+            if event.id != nil, capacity > 0 {
+                if state.replay.count < capacity {
+                    state.replay.append(event)
+                } else {
+                    state.replay[state.next] = event
+                    state.next = (state.next + 1) % capacity
+                }
+            }
+            return Array(state.allSubscribers.values)
+        }
+        for continuation in current {
             continuation.yield(event)
         }
     }
