@@ -67,7 +67,7 @@ extension CapturedMessage {
 /// A minimal JSON writer: objects, arrays, escaped strings, integers, booleans.
 struct JSONWriter {
     var bytes: [UInt8] = []
-    private var needsComma = false
+    var needsComma = false
 
     init() { bytes.reserveCapacity(768) }
 

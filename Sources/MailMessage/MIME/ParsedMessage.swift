@@ -107,28 +107,33 @@ public struct ParsedMessage: Sendable {
         html.isEmpty ? text : HTMLText.text(from: html)
     }
 
-    /// Up to 250 characters of the body text with whitespace collapsed, as a list preview.
+    /// Up to 250 characters (Unicode scalars, as Mailpit counts Go runes) of the body text with
+    /// whitespace collapsed, as a list preview. Works on scalars with an ASCII fast path: the
+    /// index makes one per stored message, and `Character.isWhitespace` per character was 4%
+    /// of the sink's CPU with `--data`.
     public var snippet: String {
-        // Collapses whitespace as it goes and stops at 250 characters: a long body costs no more.
-        var result = ""
+        var result = String.UnicodeScalarView()
         var count = 0
         var pendingSpace = false
-        for character in plainText {
-            if character.isWhitespace {
+        for scalar in plainText.unicodeScalars {
+            let isSpace = scalar.isASCII
+                ? scalar == " " || scalar == "\n" || scalar == "\r" || scalar == "\t" || scalar.value == 0x0B || scalar.value == 0x0C
+                : scalar.properties.isWhitespace
+            if isSpace {
                 pendingSpace = !result.isEmpty
                 continue
             }
-            if count == 250 { return result + "..." }
+            if count == 250 { return String(result) + "..." }
             if pendingSpace {
                 result.append(" ")
                 count += 1
                 pendingSpace = false
-                if count == 250 { return result + "..." }
+                if count == 250 { return String(result) + "..." }
             }
-            result.append(character)
+            result.append(scalar)
             count += 1
         }
-        return result
+        return String(result)
     }
 }
 

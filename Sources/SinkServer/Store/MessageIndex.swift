@@ -241,7 +241,7 @@ final class MessageIndex: Sendable {
                         """,
                     arguments: [
                         summary.id, summary.created.timeIntervalSince1970, summary.size, summary.attachmentCount,
-                        summary.inlineCount, try encoder.encode(summary), try row.capturedJSON ?? encoder.encode(row.captured),
+                        summary.inlineCount, summary.jsonData(), try row.capturedJSON ?? encoder.encode(row.captured),
                     ]
                 )
                 let rowid = db.lastInsertedRowID
