@@ -16,6 +16,7 @@ struct SMTPServerContext: Sendable {
     var logger: Logger
     var metrics: SinkMetrics
     var faults: FaultEngine
+    var handoffs: LoopHandoffs
 }
 
 /// One SMTP connection, driven on its event loop: frames bytes with `SMTPFrameDecoder`,
@@ -44,6 +45,8 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var tls: TLSInfo?
     private var peer = Peer()
     private var connectedNanos: Int64 = 0
+    /// Where the disk writer hands completed messages back to this connection's loop.
+    private var handoff: LoopHandoff?
     /// Replies written but not flushed yet.
     private var unflushed = false
     /// Waiting for the store or a fault's delay: no decoding, no reading.
@@ -72,6 +75,7 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelActive(context: ChannelHandlerContext) {
         connectedNanos = WallClock.nanos()
+        handoff = shared.handoffs.handoff(for: context.eventLoop)
         guard let number = shared.connections.add(context.channel) else {
             reply(SMTPReply(421, "4.7.0", "Too many connections, try again later"), context: context)
             close(context: context)
@@ -478,10 +482,11 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         // The delay counts from the message's recorded end of data, whatever the store takes.
         let deadline = NIODeadline.now() + .nanoseconds(Int64(delay * 1e9))
         let delayed = delay > 0
+        let handoff = self.handoff ?? shared.handoffs.handoff(for: loop)
         store.insert(message, raw: current.body) { result in
             // A delayed reply: later commands wait behind it.
             guard delayed else {
-                return loop.execute {
+                return handoff.post {
                     let (handler, context) = bound.value
                     handler.storeFinished(message, result, context: context)
                 }

@@ -73,7 +73,8 @@ public final class Sink: Service, Sendable {
         let faults = FaultEngine(seed: configuration.faultSeed, rules: configuration.faultRules)
         let plain = SMTPServerContext(
             session: sessionConfiguration, configuration: configuration, store: store, connections: connections,
-            startTLS: tlsContext, implicitTLS: false, logger: logger, metrics: metrics, faults: faults
+            startTLS: tlsContext, implicitTLS: false, logger: logger, metrics: metrics, faults: faults,
+            handoffs: LoopHandoffs()
         )
         var listeners: [any Channel] = []
         do {
