@@ -43,6 +43,9 @@ final class DiskStore: Sendable {
     private let flushScheduled = Atomic<Bool>(false)
     /// Batch mode: when the oldest unsynced write must be synced (uptime ns), 0 when none is.
     private let flushDeadline = Atomic<UInt64>(0)
+    /// Lines in the journal, and how many no longer describe a stored message (writer only).
+    private let journalLines = Atomic<Int>(0)
+    private let deadLines = Atomic<Int>(0)
 
     init(root: String, policy: FsyncPolicy, index: MessageIndex?) throws {
         self.directory = (root as NSString).appendingPathComponent("messages")
@@ -62,6 +65,10 @@ final class DiskStore: Sendable {
             throw ConfigurationError(message: "cannot open \(directory)/metadata.jsonl: errno \(errno)")
         }
         self.journalDescriptor = journal
+        // A journal left mostly dead by evictions is rewritten before anything is appended.
+        let (lines, dead) = try JournalCompaction.compactIfWorthwhile(path: "\(directory)/metadata.jsonl", descriptor: journal, directoryDescriptor: fd)
+        journalLines.store(lines, ordering: .relaxed)
+        deadLines.store(dead, ordering: .relaxed)
     }
 
     deinit {
@@ -159,12 +166,34 @@ final class DiskStore: Sendable {
         writer.async {
             if var line = try? JSONEncoder().encode(Deletion(deleted: ids)) {
                 line.append(UInt8(ascii: "\n"))
-                try? self.append(line)
+                if (try? self.append(line)) != nil {
+                    self.journalLines.add(1, ordering: .relaxed)
+                    // The deletion record and each deleted message's line are dead.
+                    self.deadLines.add(1 + ids.count, ordering: .relaxed)
+                }
             }
+            self.compactWhenWorthwhile()
             for id in ids {
                 unlink(self.emlPath(id))
                 unlink(self.jsonPath(id))
             }
+        }
+    }
+
+    /// On the writer: rewrites the journal once dead lines outnumber live ones (see
+    /// `JournalCompaction`). The writes queued meanwhile wait; it happens about once per
+    /// `max(10 000, live)` deletions.
+    private func compactWhenWorthwhile() {
+        let dead = deadLines.load(ordering: .relaxed), lines = journalLines.load(ordering: .relaxed)
+        guard dead >= JournalCompaction.minimumDeadLines, dead > lines - dead else { return }
+        if policy == .batch { flush() }
+        do {
+            let (lines, dead) = try JournalCompaction.compactIfWorthwhile(path: journalPath, descriptor: journalDescriptor, directoryDescriptor: directoryDescriptor)
+            journalLines.store(lines, ordering: .relaxed)
+            deadLines.store(dead, ordering: .relaxed)
+        } catch {
+            // The old journal is intact; try again after the next deletions.
+            deadLines.store(JournalCompaction.minimumDeadLines / 2, ordering: .relaxed)
         }
     }
 
@@ -208,6 +237,7 @@ final class DiskStore: Sendable {
                     }
                     line.append(UInt8(ascii: "\n"))
                     try append(line)
+                    journalLines.add(1, ordering: .relaxed)
                     written.append(MessageIndex.Queued(message: write.message, raw: write.raw, metadata: line.dropLast(), path: emlPath(write.message.id)))
                 }
                 if policy == .always {
