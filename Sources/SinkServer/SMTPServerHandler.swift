@@ -85,12 +85,17 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         peer = Peer(sessionID: "s\(number)", remote: context.channel.remoteAddress, local: context.channel.localAddress)
         context.fireChannelActive()
         // Faults at connect, then at greeting, then the banner.
-        withFaults(.connect, context: context, refuse: Self.refuseConnection) { handler, context in
-            handler.withFaults(.greeting, context: context, refuse: Self.refuseConnection) { handler, context in
-                handler.reply(handler.session.greeting(), context: context)
-                handler.flushReplies(context: context)
-            }
+        guard let decision = consult(.connect) else { return greet(context: context) }
+        carryOut(decision, context: context, refuse: Self.refuseConnection) { handler, context in handler.greet(context: context) }
+    }
+
+    private func greet(context: ChannelHandlerContext) {
+        let banner = { (handler: SMTPServerHandler, context: ChannelHandlerContext) in
+            handler.reply(handler.session.greeting(), context: context)
+            handler.flushReplies(context: context)
         }
+        guard let decision = consult(.greeting) else { return banner(self, context) }
+        carryOut(decision, context: context, refuse: Self.refuseConnection, proceed: banner)
     }
 
     /// A fault's reply at connect or greeting: instead of the banner, then the connection ends.
@@ -201,8 +206,11 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 act(.reply(SMTPReply(503, "5.5.1", "STARTTLS must be the last command in a group")), context: context)
                 return
             }
-            guard let phase = phase(of: command) else { return execute(command, context: context) }
-            withFaults(phase, recipient: command.recipient, sender: command.sender, helo: command.helo, context: context) { handler, context, reply in
+            // Most commands meet no rule: then nothing is allocated for the fault path.
+            guard let phase = phase(of: command), let decision = consult(phase, command: command) else {
+                return execute(command, context: context)
+            }
+            carryOut(decision, context: context) { handler, context, reply in
                 handler.refuse(command, with: reply, context: context)
             } proceed: { handler, context in
                 handler.execute(command, context: context)
@@ -282,17 +290,13 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     // MARK: Faults
 
-    /// Consults the fault rules at `phase`; when one fires, carries out its decision:
-    /// `refuse` sends a reply in place of what `proceed` would do; a delay comes first; with
-    /// no rule, or a delay or throttle only, `proceed` runs.
-    private func withFaults(
-        _ phase: FaultPhase, recipient: String? = nil, sender: String? = nil, helo: String? = nil, context: ChannelHandlerContext,
+    /// Carries out a fired rule's decision: `refuse` sends a reply in place of what `proceed`
+    /// would do; a delay comes first; with a delay or throttle only, `proceed` runs.
+    private func carryOut(
+        _ decision: FaultDecision, context: ChannelHandlerContext,
         refuse: @escaping (SMTPServerHandler, ChannelHandlerContext, SMTPReply) -> Void,
         proceed: @escaping (SMTPServerHandler, ChannelHandlerContext) -> Void
     ) {
-        guard let decision = consult(phase, recipients: recipient.map { [$0] }, sender: sender, helo: helo) else {
-            return proceed(self, context)
-        }
         after(decision.delay, context: context) { handler, context in
             switch decision.effect {
             case .reply(let reply):
@@ -311,17 +315,16 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// The decision of the first rule that fires at `phase`, recorded; nil when none does.
-    private func consult(
-        _ phase: FaultPhase, recipients: [String]? = nil, sender: String? = nil, helo: String? = nil,
-        header: ((String) -> String?)? = nil
-    ) -> FaultDecision? {
+    /// What the event knows comes from `command` (the MAIL's sender, the RCPT's recipient, the
+    /// EHLO's name) or else the session, and is only gathered when a rule is in force.
+    private func consult(_ phase: FaultPhase, command: SMTPCommand? = nil, header: ((String) -> String?)? = nil) -> FaultDecision? {
         let rules = shared.faults.rules(for: phase)
         guard !rules.isEmpty else { return nil }
         let transaction = session.transaction
         let event = FaultEvent(
-            phase: phase, client: peer.remoteIP, helo: helo ?? session.helo, authUser: session.authUser,
-            sender: sender ?? transaction?.reversePath.address,
-            recipients: recipients ?? transaction?.recipients.map(\.path.address) ?? [],
+            phase: phase, client: peer.remoteIP, helo: command?.helo ?? session.helo, authUser: session.authUser,
+            sender: command?.sender ?? transaction?.reversePath.address,
+            recipients: command?.recipient.map { [$0] } ?? transaction?.recipients.map(\.path.address) ?? [],
             header: header
         )
         guard let decision = shared.faults.decide(event, rules: rules) else { return nil }
