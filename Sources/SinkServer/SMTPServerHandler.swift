@@ -3,6 +3,7 @@ import MailMessage
 import NIOCore
 import NIOSSL
 import NIOTLS
+import Prometheus
 import SMTPProtocol
 
 /// What every connection of one listener shares.
@@ -47,6 +48,8 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var connectedNanos: Int64 = 0
     /// Where the disk writer hands completed messages back to this connection's loop.
     private var handoff: LoopHandoff?
+    /// `/metrics` reply counters by code, looked up once per connection.
+    private var replyCounters: [Int: Counter] = [:]
     /// Replies written but not flushed yet.
     private var unflushed = false
     /// Waiting for the store or a fault's delay: no decoding, no reading.
@@ -533,7 +536,9 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .success:
             shared.metrics.accepted(bytes: message.size)
             act(session.stored(id: message.id), context: context)
-            shared.store.setReplySent(id: message.id, nanos: WallClock.nanos())
+            let sent = WallClock.nanos()
+            shared.store.setReplySent(id: message.id, nanos: sent)
+            shared.metrics.observe(message.timestamps, replySent: sent)
         case .failure(let error):
             shared.logger.error("cannot store message", metadata: ["id": "\(message.id)", "error": "\(error)"])
             act(session.storeFailed(), context: context)
@@ -544,7 +549,15 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func reply(_ reply: SMTPReply, context: ChannelHandlerContext) {
         transcript.server(reply)
-        if reply.code.rawValue >= 400 { shared.metrics.rejected(code: reply.code.rawValue) }
+        let code = reply.code.rawValue
+        if code >= 400 { shared.metrics.rejected(code: code) }
+        if let counter = replyCounters[code] {
+            counter.increment()
+        } else {
+            let counter = shared.metrics.replyCounter(code)
+            replyCounters[code] = counter
+            counter.increment()
+        }
         var buffer = context.channel.allocator.buffer(capacity: 64)
         buffer.writeSMTPReply(reply)
         if throttleRate > 0 { spend(buffer.readableBytes) }

@@ -1,3 +1,4 @@
+import MailMessage
 import Prometheus
 import Synchronization
 
@@ -11,6 +12,12 @@ public final class SinkMetrics: Sendable {
     let openConnections: Gauge
     let dropped: Counter
     private let rejections = Mutex<[Int: Counter]>([:])
+    private let replies = Mutex<[Int: Counter]>([:])
+    /// Accepted messages' SMTP phases: MAIL to DATA (`envelope`), DATA to the final dot
+    /// (`data`), the final dot to the reply (`reply`: the store, `--fsync`, injected delays), and
+    /// MAIL to the reply (`transaction`).
+    private let phaseHistograms: [DurationHistogram]
+    static let phaseNames = ["envelope", "data", "reply", "transaction"]
     private let faults = Mutex<[String: Counter]>([:])
     /// The same counts, readable for `/api/v1/stats` and `/api/v1/info`.
     let counts = Mutex(Counts())
@@ -25,6 +32,41 @@ public final class SinkMetrics: Sendable {
         var faults = 0
         /// 4xx and 5xx replies by code.
         var rejectedByCode: [String: Int] = [:]
+        /// Accepted messages per wall-clock second, the last 64 seconds (a ring).
+        fileprivate var perSecond = [Int](repeating: 0, count: 64)
+        fileprivate var currentSecond: Int64 = 0
+
+        private enum CodingKeys: String, CodingKey {
+            case connections, accepted, acceptedBytes, rejected, dropped, faults, rejectedByCode
+        }
+
+        fileprivate mutating func count(at second: Int64) {
+            if second != currentSecond {
+                if second - currentSecond >= 64 || second < currentSecond {
+                    for index in perSecond.indices { perSecond[index] = 0 }
+                } else {
+                    var clear = currentSecond + 1
+                    while clear <= second {
+                        perSecond[Int(clear & 63)] = 0
+                        clear += 1
+                    }
+                }
+                currentSecond = second
+            }
+            perSecond[Int(second & 63)] += 1
+        }
+
+        /// Accepted per second over the last `seconds` whole seconds (before the current one).
+        func rate(over seconds: Int, now: Int64) -> Double {
+            guard seconds > 0, seconds < 64 else { return 0 }
+            var total = 0
+            for back in 1...seconds {
+                let second = now - Int64(back)
+                guard second <= currentSecond, currentSecond - second < 64 else { continue }
+                total += perSecond[Int(second & 63)]
+            }
+            return Double(total) / Double(seconds)
+        }
     }
 
     public init() {
@@ -34,6 +76,42 @@ public final class SinkMetrics: Sendable {
         storedGauge = registry.makeGauge(name: "swallow_store_messages", help: "Messages in the store")
         openConnections = registry.makeGauge(name: "swallow_smtp_open_connections", help: "Open SMTP connections")
         dropped = registry.makeCounter(name: "swallow_smtp_messages_dropped_total", help: "Messages answered with 250 by a drop rule and not kept")
+        let buckets: [Duration] = [
+            .microseconds(50), .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .microseconds(2500),
+            .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250),
+            .milliseconds(500), .seconds(1), .milliseconds(2500), .seconds(5), .seconds(10), .seconds(30),
+        ]
+        let registry = registry
+        phaseHistograms = Self.phaseNames.map { phase in
+            registry.makeDurationHistogram(
+                descriptor: MetricNameDescriptor(
+                    namespace: "swallow", subsystem: "smtp", metricName: "phase", unitName: "seconds",
+                    helpText: "Accepted messages' SMTP phases: envelope (MAIL to DATA), data (DATA to the final dot), reply (the dot to the reply), transaction (MAIL to the reply)"
+                ),
+                labels: [("phase", phase)], buckets: buckets
+            )
+        }
+    }
+
+    /// Records an accepted message's phase durations once its reply went out.
+    func observe(_ timestamps: CaptureTimestamps, replySent: Int64) {
+        let spans = [
+            timestamps.dataStartNanos - timestamps.mailNanos, timestamps.dataEndNanos - timestamps.dataStartNanos,
+            replySent - timestamps.dataEndNanos, replySent - timestamps.mailNanos,
+        ]
+        for (histogram, nanos) in zip(phaseHistograms, spans) where nanos >= 0 {
+            histogram.record(.nanoseconds(nanos))
+        }
+    }
+
+    /// The counter of replies with `code` (every reply, 2xx to 5xx).
+    func replyCounter(_ code: Int) -> Counter {
+        replies.withLock { counters in
+            if let counter = counters[code] { return counter }
+            let counter = registry.makeCounter(name: "swallow_smtp_replies_total", labels: [("code", String(code))], help: "SMTP replies by code")
+            counters[code] = counter
+            return counter
+        }
     }
 
     /// Rule names become label values; past this many, further names count as `other`.
@@ -66,9 +144,11 @@ public final class SinkMetrics: Sendable {
     func accepted(bytes: Int) {
         accepted.increment()
         acceptedBytes.increment(by: Int64(bytes))
+        let second = WallClock.nanos() / 1_000_000_000
         counts.withLock {
             $0.accepted += 1
             $0.acceptedBytes += bytes
+            $0.count(at: second)
         }
     }
 

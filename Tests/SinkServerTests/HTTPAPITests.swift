@@ -258,12 +258,23 @@ struct HTTPAPITests {
                 values = {}
                 for family in text_string_to_metric_families(text):
                     for sample in family.samples:
-                        values[sample.name] = sample.value
+                        labels = ','.join('%s=%s' % item for item in sorted(sample.labels.items()))
+                        key = sample.name + ('{%s}' % labels if labels else '')
+                        values[key] = sample.value
                 assert values['swallow_smtp_messages_accepted_total'] == 2, values
                 assert values['swallow_store_messages'] == 2, values
+                assert values['swallow_smtp_replies_total{code=250}'] >= 6, values
+                assert values['swallow_smtp_replies_total{code=354}'] == 2, values
+                for phase in ['envelope', 'data', 'reply', 'transaction']:
+                    assert values['swallow_smtp_phase_seconds_count{phase=%s}' % phase] == 2, (phase, values)
+                    assert values['swallow_smtp_phase_seconds_bucket{le=+Inf,phase=%s}' % phase] == 2, (phase, values)
                 print('ok')
                 """])
             #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+            let stats = try jsonObject(try await curl([base + "/api/v1/stats"]))
+            let rates = try #require(stats["acceptedPerSecond"] as? [String: Double])
+            #expect(Set(rates.keys) == ["last1s", "last10s", "last60s"])
+            #expect((rates["last60s"] ?? 0) * 60 <= 2)
         }
     }
 

@@ -322,6 +322,11 @@ public enum SinkAPI {
                     "oldest": AnyEncodable(store.events.replayHeld.oldest),
                 ]),
                 "uptimeSeconds": AnyEncodable(Date().timeIntervalSince(started)),
+                "acceptedPerSecond": AnyEncodable([
+                    "last1s": counts.rate(over: 1, now: WallClock.nanos() / 1_000_000_000),
+                    "last10s": counts.rate(over: 10, now: WallClock.nanos() / 1_000_000_000),
+                    "last60s": counts.rate(over: 60, now: WallClock.nanos() / 1_000_000_000),
+                ]),
             ]
             return try json(stats, sortedKeys: true)
         }
