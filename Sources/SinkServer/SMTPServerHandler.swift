@@ -3,7 +3,6 @@ import MailMessage
 import NIOCore
 import NIOSSL
 import NIOTLS
-import Prometheus
 import SMTPProtocol
 
 /// What every connection of one listener shares.
@@ -48,8 +47,6 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var connectedNanos: Int64 = 0
     /// Where the disk writer hands completed messages back to this connection's loop.
     private var handoff: LoopHandoff?
-    /// `/metrics` reply counters by code, looked up once per connection.
-    private var replyCounters: [Int: Counter] = [:]
     /// Replies written but not flushed yet.
     private var unflushed = false
     /// Waiting for the store or a fault's delay: no decoding, no reading.
@@ -509,8 +506,10 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             transaction, session: session, peer: peer, tls: tls, connectedNanos: connectedNanos,
             limits: shared.configuration.limits, transcript: transcript.take()
         )
-        message.faults = sessionFaults + transactionFaults.filter { !sessionFaults.contains($0) }
-        transactionFaults = []
+        if !sessionFaults.isEmpty || !transactionFaults.isEmpty {
+            message.faults = sessionFaults + transactionFaults.filter { !sessionFaults.contains($0) }
+            transactionFaults = []
+        }
         return message
     }
 
@@ -551,13 +550,7 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         transcript.server(reply)
         let code = reply.code.rawValue
         if code >= 400 { shared.metrics.rejected(code: code) }
-        if let counter = replyCounters[code] {
-            counter.increment()
-        } else {
-            let counter = shared.metrics.replyCounter(code)
-            replyCounters[code] = counter
-            counter.increment()
-        }
+        shared.metrics.replied(code)
         var buffer = context.channel.allocator.buffer(capacity: 64)
         buffer.writeSMTPReply(reply)
         if throttleRate > 0 { spend(buffer.readableBytes) }

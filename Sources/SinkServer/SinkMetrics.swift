@@ -18,6 +18,7 @@ public final class SinkMetrics: Sendable {
     /// MAIL to the reply (`transaction`).
     private let phaseHistograms: [DurationHistogram]
     static let phaseNames = ["envelope", "data", "reply", "transaction"]
+    private let reply250: Counter, reply354: Counter, reply220: Counter, reply221: Counter
     private let faults = Mutex<[String: Counter]>([:])
     /// The same counts, readable for `/api/v1/stats` and `/api/v1/info`.
     let counts = Mutex(Counts())
@@ -82,6 +83,13 @@ public final class SinkMetrics: Sendable {
             .milliseconds(500), .seconds(1), .milliseconds(2500), .seconds(5), .seconds(10), .seconds(30),
         ]
         let registry = registry
+        func replyCounter(_ code: Int) -> Counter {
+            registry.makeCounter(name: "swallow_smtp_replies_total", labels: [("code", String(code))], help: "SMTP replies by code")
+        }
+        reply250 = replyCounter(250)
+        reply354 = replyCounter(354)
+        reply220 = replyCounter(220)
+        reply221 = replyCounter(221)
         phaseHistograms = Self.phaseNames.map { phase in
             registry.makeDurationHistogram(
                 descriptor: MetricNameDescriptor(
@@ -95,17 +103,29 @@ public final class SinkMetrics: Sendable {
 
     /// Records an accepted message's phase durations once its reply went out.
     func observe(_ timestamps: CaptureTimestamps, replySent: Int64) {
-        let spans = [
-            timestamps.dataStartNanos - timestamps.mailNanos, timestamps.dataEndNanos - timestamps.dataStartNanos,
-            replySent - timestamps.dataEndNanos, replySent - timestamps.mailNanos,
-        ]
-        for (histogram, nanos) in zip(phaseHistograms, spans) where nanos >= 0 {
-            histogram.record(.nanoseconds(nanos))
+        func record(_ index: Int, _ nanos: Int64) {
+            if nanos >= 0 { phaseHistograms[index].record(.nanoseconds(nanos)) }
+        }
+        record(0, timestamps.dataStartNanos - timestamps.mailNanos)
+        record(1, timestamps.dataEndNanos - timestamps.dataStartNanos)
+        record(2, replySent - timestamps.dataEndNanos)
+        record(3, replySent - timestamps.mailNanos)
+    }
+
+    /// Counts a reply by code: the codes of every transaction without a lookup, others through
+    /// a table.
+    func replied(_ code: Int) {
+        switch code {
+        case 250: reply250.increment()
+        case 354: reply354.increment()
+        case 220: reply220.increment()
+        case 221: reply221.increment()
+        default: replyCounter(code).increment()
         }
     }
 
     /// The counter of replies with `code` (every reply, 2xx to 5xx).
-    func replyCounter(_ code: Int) -> Counter {
+    private func replyCounter(_ code: Int) -> Counter {
         replies.withLock { counters in
             if let counter = counters[code] { return counter }
             let counter = registry.makeCounter(name: "swallow_smtp_replies_total", labels: [("code", String(code))], help: "SMTP replies by code")

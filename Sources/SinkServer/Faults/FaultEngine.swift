@@ -181,6 +181,9 @@ public final class FaultEngine: Sendable {
     }
 
     private let state: Mutex<State>
+    /// Bit `phase.index` set while some rule is in force at that phase: read without the lock,
+    /// so a phase with no rules costs one atomic load.
+    private let phaseMask = Atomic<UInt32>(0)
     /// Fired counts by rule name since start, across rule set changes.
     private let totals = Mutex<[String: Int]>([:])
     /// `--seed`: when given, a rule set's own `seed:` does not override it.
@@ -199,7 +202,15 @@ public final class FaultEngine: Sendable {
 
     /// The rules to consult at `phase` (empty, cheaply, when there are none).
     func rules(for phase: FaultPhase) -> [ActiveRule] {
-        state.withLock { $0.byPhase[phase.index] }
+        guard phaseMask.load(ordering: .relaxed) & (1 << UInt32(phase.index)) != 0 else { return [] }
+        return state.withLock { $0.byPhase[phase.index] }
+    }
+
+    /// After every change of `byPhase`, under the lock.
+    private func publishMask(_ state: State) {
+        var mask: UInt32 = 0
+        for (index, rules) in state.byPhase.enumerated() where !rules.isEmpty { mask |= 1 << UInt32(index) }
+        phaseMask.store(mask, ordering: .relaxed)
     }
 
     var seed: UInt64 { state.withLock { $0.seed } }
@@ -226,6 +237,7 @@ public final class FaultEngine: Sendable {
             state.next.removeAll { $0 === rule }
             state.rules.removeAll { $0 === rule }
             state.reindex()
+            publishMask(state)
         }
     }
 
@@ -247,6 +259,7 @@ public final class FaultEngine: Sendable {
             if let seed = set.seed, !fixedSeed { state.seed = seed }
             state.rules = set.rules.map { ActiveRule($0, group: .rules, now: now) }
             state.reindex()
+            publishMask(state)
         }
     }
 
@@ -256,6 +269,7 @@ public final class FaultEngine: Sendable {
             state.rules = []
             state.next = []
             state.reindex()
+            publishMask(state)
         }
     }
 
@@ -271,6 +285,7 @@ public final class FaultEngine: Sendable {
             if rule.name.isEmpty { rule.name = "next-\(state.nextCounter)" }
             state.next.append(ActiveRule(rule, group: .next, now: now))
             state.reindex()
+            publishMask(state)
             return rule.name
         }
     }
@@ -300,6 +315,7 @@ public final class FaultEngine: Sendable {
             change(&state)
             state.compat = (state.chaos.rules + (state.jim?.rules ?? [])).map { ActiveRule($0, group: .compat, now: now) }
             state.reindex()
+            publishMask(state)
         }
     }
 }

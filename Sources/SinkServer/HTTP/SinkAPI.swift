@@ -251,7 +251,7 @@ public enum SinkAPI {
             // EventSource sends the header when it reconnects; the query parameter is for
             // clients that cannot set headers.
             let lastEventID: String? = request.headers[HTTPField.Name("Last-Event-ID")!] ?? formValue("lastEventId", request)
-            let events = store.events.subscribeAll(lastEventID: lastEventID)
+            let events = store.events.subscribeAll(lastEventID: lastEventID) { store.listing(id: $0)?.message }
             // A comment line when nothing else was sent for a while, so proxies and clients
             // see a live connection (default 15 s; `keepalive=D`, at least 100ms).
             let interval = formValue("keepalive", request).flatMap(Quantity.duration).map { max($0, 0.1) } ?? keepAliveSeconds

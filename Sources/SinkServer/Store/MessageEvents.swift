@@ -42,8 +42,22 @@ public final class MessageEvents: Sendable {
         var subscribers: [UUID: AsyncStream<CapturedMessage>.Continuation] = [:]
         var allSubscribers: [UUID: AsyncStream<SinkEvent>.Continuation] = [:]
         /// A ring of the latest events with ids; `next` is where the next one goes.
-        var replay: [SinkEvent] = []
+        var replay: [Held] = []
         var next = 0
+    }
+
+    /// A held event: a stored message by its id only (the store has it; copying the metadata
+    /// into the ring cost a retain per field on every message), a dropped one whole.
+    private enum Held {
+        case stored(String)
+        case dropped(CapturedMessage)
+
+        var id: String {
+            switch self {
+            case .stored(let id): id
+            case .dropped(let message): message.id
+            }
+        }
     }
 
     private let state = Mutex(State())
@@ -67,7 +81,10 @@ public final class MessageEvents: Sendable {
     /// Stored messages, dropped messages and fault firings from now on; with `lastEventID`,
     /// first the held events after that one (all held events newer than it when it is no
     /// longer held).
-    public func subscribeAll(bufferSize: Int = 10_000, lastEventID: String? = nil) -> AsyncStream<SinkEvent> {
+    /// `lookup` finds a stored message by id (a held one deleted since is skipped).
+    public func subscribeAll(
+        bufferSize: Int = 10_000, lastEventID: String? = nil, lookup: (String) -> CapturedMessage? = { _ in nil }
+    ) -> AsyncStream<SinkEvent> {
         let (stream, continuation) = AsyncStream<SinkEvent>.makeStream(bufferingPolicy: .bufferingNewest(bufferSize))
         let id = UUID()
         state.withLock { state in
@@ -75,13 +92,18 @@ public final class MessageEvents: Sendable {
             // sent live, never both.
             if let lastEventID {
                 let held = ordered(state)
-                let missed: ArraySlice<SinkEvent>
+                let missed: ArraySlice<Held>
                 if let position = held.lastIndex(where: { $0.id == lastEventID }) {
                     missed = held[(position + 1)...]
                 } else {
-                    missed = held.filter { ($0.id ?? "") > lastEventID }[...]
+                    missed = held.filter { $0.id > lastEventID }[...]
                 }
-                for event in missed { continuation.yield(event) }
+                for event in missed {
+                    switch event {
+                    case .stored(let id): if let message = lookup(id) { continuation.yield(.message(message)) }
+                    case .dropped(let message): continuation.yield(.dropped(message))
+                    }
+                }
             }
             state.allSubscribers[id] = continuation
         }
@@ -92,7 +114,7 @@ public final class MessageEvents: Sendable {
     }
 
     /// The held events, oldest first.
-    private func ordered(_ state: State) -> [SinkEvent] {
+    private func ordered(_ state: State) -> [Held] {
         state.replay.count < replayCapacity ? state.replay : Array(state.replay[state.next...] + state.replay[..<state.next])
     }
 
@@ -117,11 +139,16 @@ public final class MessageEvents: Sendable {
     func publish(_ event: SinkEvent) {
         let capacity = replayCapacity
         let current = state.withLock { state -> [AsyncStream<SinkEvent>.Continuation] in
-            if event.id != nil, capacity > 0 {
+            let held: Held? = switch event {
+            case .message(let message): .stored(message.id)
+            case .dropped(let message): .dropped(message)
+            case .fault: nil
+            }
+            if let held, capacity > 0 {
                 if state.replay.count < capacity {
-                    state.replay.append(event)
+                    state.replay.append(held)
                 } else {
-                    state.replay[state.next] = event
+                    state.replay[state.next] = held
                     state.next = (state.next + 1) % capacity
                 }
             }
