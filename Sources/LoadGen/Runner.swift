@@ -22,6 +22,8 @@ public struct LoadRunner: Sendable {
     /// Called about once a second while the run goes: the recorder, seconds elapsed, and
     /// messages delivered so far (nil without a delivery source).
     public var onProgress: (@Sendable (Recorder, Double, Int?) -> Void)?
+    /// This process's part of a run split over several (`--shard K/N`); nil: all of it.
+    public var shard: Shard?
 
     public init(scenario: Scenario, host: String, port: Int, seed: UInt64, runID: String? = nil) {
         self.scenario = scenario
@@ -127,7 +129,13 @@ public struct LoadRunner: Sendable {
         let started = SMTPClientConnection.now()
         let startedDate = Date()
         var picker = TemplatePicker(mix: scenario.mix, seed: seed)
-        let closedSenders: Int? = if case .closed(let senders) = scenario.arrival { senders } else { nil }
+        let shard = self.shard ?? Shard(index: 0, count: 1)
+        // Closed loop: the senders are split between the shards (the first take the remainder).
+        let closedSenders: Int? = if case .closed(let senders) = scenario.arrival {
+            senders / shard.count + (shard.index < senders % shard.count ? 1 : 0)
+        } else {
+            nil
+        }
         let workers = closedSenders ?? scenario.connection.pool
         let counter = Counter()
         let settings = scenario.connection
@@ -159,7 +167,8 @@ public struct LoadRunner: Sendable {
                     while true {
                         let job: Job
                         if closedSenders != nil {
-                            let seq = counter.next()
+                            // This shard's sequence numbers: index, index + N, index + 2N, ...
+                            let seq = counter.next() * shard.count + shard.index
                             let now = SMTPClientConnection.now()
                             if let count = scenario.count, seq >= count { break }
                             if let deadline, now >= deadline { break }
@@ -231,15 +240,19 @@ public struct LoadRunner: Sendable {
                 var schedule = Schedule(arrival: scenario.arrival, duration: scenario.duration, count: scenario.count, seed: seed, trace: trace)
                 var seq = 0
                 while let entry = schedule.next() {
+                    // Every shard walks the whole schedule (and template choices), and sends
+                    // every Nth message of it: together they send exactly the unsharded run.
+                    let template = entry.template ?? picker.next()
+                    defer { seq += 1 }
+                    guard shard.owns(seq) else { continue }
                     let due = started + UInt64(entry.offset * 1e9)
                     let now = SMTPClientConnection.now()
                     if due > now + 200_000 {
                         try? await Task.sleep(for: .nanoseconds(Int64(due - now)))
                     }
-                    let job = Job(seq: seq, template: entry.template ?? picker.next(), due: due, offset: entry.offset)
+                    let job = Job(seq: seq, template: template, due: due, offset: entry.offset)
                     tracker?.scheduled(seq: seq, offset: job.offset, template: job.template)
                     queue.push(job)
-                    seq += 1
                 }
                 queue.close()
             }
@@ -250,8 +263,35 @@ public struct LoadRunner: Sendable {
         }
         // The achieved rate counts the sending only, not the grace period for deliveries.
         let elapsed = Double(sendingEnded - started) / 1e9
-        return LoadReport(scenario: scenario, runID: runID, recorder: recorder, elapsed: elapsed, seed: seed, deliveries: tracker)
+        var report = LoadReport(scenario: scenario, runID: runID, recorder: recorder, elapsed: elapsed, seed: seed, deliveries: tracker)
+        report.shard = self.shard.map(\.description)
+        return report
     }
+}
+
+/// One part of a run split over N processes: this one sends every Nth message of the schedule
+/// (sequence numbers `index`, `index + N`, ...), so the parts are disjoint and together are
+/// the whole run; each part's JSON report merges with the others (`swallow report merge`).
+public struct Shard: Sendable, Equatable, CustomStringConvertible {
+    /// 0-based.
+    public var index: Int
+    public var count: Int
+
+    public init(index: Int, count: Int) {
+        self.index = index
+        self.count = count
+    }
+
+    /// `K/N`, K from 1 to N.
+    public init?(parsing text: String) {
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 2, let k = Int(parts[0]), let n = Int(parts[1]), n >= 1, n <= 10_000, (1...n).contains(k) else { return nil }
+        self.init(index: k - 1, count: n)
+    }
+
+    func owns(_ seq: Int) -> Bool { seq % count == index }
+
+    public var description: String { "\(index + 1)/\(count)" }
 }
 
 final class Counter: Sendable {

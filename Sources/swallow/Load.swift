@@ -54,6 +54,12 @@ struct Load: AsyncParsableCommand {
     @Flag(help: "No progress lines; the summary only.")
     var quiet = false
 
+    @Option(help: "Send only part K of N of the run (every Nth message of the schedule, e.g. 3/8); give every shard the same --seed, then merge the JSON reports with `swallow report merge`.")
+    var shard: String?
+
+    @Option(help: "The run id in trace headers (run/seq); default random. Shards may share one.")
+    var runId: String?
+
     func run() async throws {
         do {
             try await execute()
@@ -79,6 +85,19 @@ struct Load: AsyncParsableCommand {
         }
         if let count { scenario.count = count }
         let seed = self.seed ?? UInt64.random(in: 0...UInt64(UInt32.max))
+        var parsedShard: Shard?
+        if let shard {
+            guard let parsed = Shard(parsing: shard) else {
+                throw InputError(file: "--shard", line: nil, field: "", message: "expected K/N with 1 <= K <= N, such as 3/8, got \(shard)")
+            }
+            guard self.seed != nil else {
+                throw InputError(file: "--shard", line: nil, field: "", message: "give every shard the same --seed, so they split one schedule")
+            }
+            parsedShard = parsed
+        }
+        if let runId, runId.isEmpty || runId.contains(where: { $0 == "/" || $0.isWhitespace }) {
+            throw InputError(file: "--run-id", line: nil, field: "", message: "a run id has no slashes or spaces")
+        }
 
         guard let graceSeconds = Quantity.duration(grace) else {
             throw InputError(file: "--grace", line: nil, field: "", message: "expected a duration such as 30s")
@@ -126,7 +145,8 @@ struct Load: AsyncParsableCommand {
             if !quiet { print("no --target: sending to an in-process sink at \(host):\(port)") }
         }
 
-        var runner = LoadRunner(scenario: scenario, host: host, port: port, seed: seed)
+        var runner = LoadRunner(scenario: scenario, host: host, port: port, seed: seed, runID: runId)
+        runner.shard = parsedShard
         runner.grace = graceSeconds
         if let embedded { runner.deliveries = StoreDeliveries(store: embedded.store, bodies: !scenario.content.isEmpty) }
         if let remote { runner.deliveries = remote }

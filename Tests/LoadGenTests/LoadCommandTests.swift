@@ -97,4 +97,32 @@ struct RemoteDeliveryTests {
         let result = try LoadCommandTests.run(["load", path, "--quiet", "--target", smtp, "--sink", "http://\(http)", "--grace", "2s"])
         #expect(result.stdout.contains("delivered 20  lost 10  duplicates 0"), "\(result.stdout)\(result.stderr)")
     }
+
+    @Test("--shard K/N runs and `swallow report merge`: 0 when the merged run meets its expectations, 1 for one shard alone, 2 for bad input")
+    func shardsAndMerge() throws {
+        let path = try LoadCommandTests.write(LoadCommandTests.scenario)
+        let directory = NSTemporaryDirectory() + "swallow-shards-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer {
+            try? FileManager.default.removeItem(atPath: path)
+            try? FileManager.default.removeItem(atPath: directory)
+        }
+        for k in 1...2 {
+            let result = try LoadCommandTests.run(["load", path, "--quiet", "--shard", "\(k)/2", "--seed", "4", "--report", "\(directory)/\(k).json"])
+            // Each shard alone sends 15 of the 30 the scenario expects.
+            #expect(result.status == 1, "\(result.stdout)\(result.stderr)")
+        }
+        let merged = try LoadCommandTests.run(["report", "merge", "\(directory)/1.json", "\(directory)/2.json", "--json", "\(directory)/all.json",
+                                               "--junit", "\(directory)/all.xml"])
+        #expect(merged.status == 0, "\(merged.stdout)\(merged.stderr)")
+        #expect(merged.stdout.contains("PASS accepted == 30"), "\(merged.stdout)")
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(directory)/all.json"))) as? [String: Any]
+        #expect(json?["sent"] as? Int == 30 && json?["shard"] as? String == "1/2,2/2")
+        #expect(FileManager.default.fileExists(atPath: "\(directory)/all.xml"))
+        #expect(try LoadCommandTests.run(["report", "merge", "\(directory)/1.json"]).status == 1)
+        let noSeed = try LoadCommandTests.run(["load", path, "--quiet", "--shard", "1/2"])
+        #expect(noSeed.status == 2 && noSeed.stderr.contains("--seed"))
+        #expect(try LoadCommandTests.run(["load", path, "--quiet", "--shard", "3/2", "--seed", "1"]).status == 2)
+        #expect(try LoadCommandTests.run(["report", "merge", path]).status == 2)
+    }
 }
