@@ -18,6 +18,19 @@ struct SMTPReplyTests {
         #expect(String(buffer: buffer) == "250-host greets you\r\n250-PIPELINING\r\n250 HELP\r\n")
     }
 
+    @Test("encoding writes every digit of codes and enhanced codes", arguments: [
+        (SMTPReply(code: ReplyCode(rawValue: 451), enhanced: EnhancedStatusCode(4, 10, 100), lines: ["a", "b"]), "451-4.10.100 a\r\n451 4.10.100 b\r\n"),
+        (SMTPReply(code: ReplyCode(rawValue: 550), enhanced: EnhancedStatusCode(5, 7, 26), lines: ["Unauthenticated"]), "550 5.7.26 Unauthenticated\r\n"),
+        (SMTPReply(code: ReplyCode(rawValue: 220), lines: []), "220 \r\n"),
+        (SMTPReply(code: ReplyCode(rawValue: 1234), lines: ["odd"]), "1234 odd\r\n"),
+    ])
+    func digits(reply: SMTPReply, wire: String) {
+        var buffer = ByteBuffer()
+        let written = buffer.writeSMTPReply(reply)
+        #expect(String(buffer: buffer) == wire)
+        #expect(written == wire.utf8.count)
+    }
+
     @Test("an empty 334 challenge is written as `334 `")
     func emptyChallenge() {
         var buffer = ByteBuffer()
