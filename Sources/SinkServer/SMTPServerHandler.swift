@@ -36,31 +36,32 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    private let shared: SMTPServerContext
-    private var session: SMTPSession
-    private var decoder: SMTPFrameDecoder
-    private var cumulation: ByteBuffer?
+    // Internal rather than private where SMTPServerHandler+Faults.swift needs them.
+    let shared: SMTPServerContext
+    var session: SMTPSession
+    var decoder: SMTPFrameDecoder
+    var cumulation: ByteBuffer?
     private var capture: MessageCapture?
-    private var transcript: Transcript
+    var transcript: Transcript
     private var tls: TLSInfo?
-    private var peer = Peer()
+    var peer = Peer()
     private var connectedNanos: Int64 = 0
     /// Where the disk writer hands completed messages back to this connection's loop.
     private var handoff: LoopHandoff?
     /// Replies written but not flushed yet.
-    private var unflushed = false
+    var unflushed = false
     /// Waiting for the store or a fault's delay: no decoding, no reading.
-    private var paused = false
+    var paused = false
     /// Fault rules that fired before MAIL, and in the transaction under way.
-    private var sessionFaults: [String] = []
-    private var transactionFaults: [String] = []
+    var sessionFaults: [String] = []
+    var transactionFaults: [String] = []
     /// A `throttle` fault: bytes per second (0: off), and when the connection's byte budget is
     /// back to zero (monotonic nanoseconds); reading waits until then.
-    private var throttleRate = 0.0
-    private var throttleFreeAt: UInt64 = 0
+    var throttleRate = 0.0
+    var throttleFreeAt: UInt64 = 0
     private var throttledReadScheduled = false
     /// Magic `hang@`: no more replies, input dropped; the idle timeout ends the connection.
-    private var hung = false
+    var hung = false
     private var readPending = false
     private var closing = false
 
@@ -229,7 +230,7 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// A command, as the session answers it.
-    private func execute(_ command: SMTPCommand, context: ChannelHandlerContext) {
+    func execute(_ command: SMTPCommand, context: ChannelHandlerContext) {
         if case .bdat(let size, _) = command, size > 0 {
             decoder.mode = .chunk(remaining: size)
         }
@@ -246,37 +247,6 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// A command a fault rule answered instead of the session.
-    private func refuse(_ command: SMTPCommand, with reply: SMTPReply, context: ChannelHandlerContext) {
-        switch command {
-        case .bdat(let size, _):
-            // The chunk's bytes follow the command: read them, then answer.
-            if size > 0 { decoder.mode = .chunk(remaining: size) }
-            act(session.refuseChunk(reply, size: size), context: context)
-        case .quit:
-            self.reply(reply, context: context)
-            close(context: context)
-        default:
-            self.reply(reply, context: context)
-        }
-        if reply.code.rawValue == 421 { close(context: context) }
-    }
-
-    private func phase(of command: SMTPCommand) -> FaultPhase? {
-        switch command {
-        case .ehlo, .helo: .ehlo
-        case .starttls: .starttls
-        case .auth: .auth
-        case .mail: .mail
-        case .rcpt: .rcpt
-        case .data: .data
-        // Only the first chunk starts the data phase.
-        case .bdat: session.transaction?.usedBDAT == true ? nil : .data
-        case .quit: .quit
-        default: nil
-        }
-    }
-
     private func keep(_ bytes: inout ByteBuffer, context: ChannelHandlerContext) {
         guard session.messageBytes(bytes.readableBytes) else { return }
         if capture == nil {
@@ -288,113 +258,9 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         capture!.append(&bytes)
     }
 
-    // MARK: Faults
-
-    /// Carries out a fired rule's decision: `refuse` sends a reply in place of what `proceed`
-    /// would do; a delay comes first; with a delay or throttle only, `proceed` runs.
-    private func carryOut(
-        _ decision: FaultDecision, context: ChannelHandlerContext,
-        refuse: @escaping (SMTPServerHandler, ChannelHandlerContext, SMTPReply) -> Void,
-        proceed: @escaping (SMTPServerHandler, ChannelHandlerContext) -> Void
-    ) {
-        after(decision.delay, context: context) { handler, context in
-            switch decision.effect {
-            case .reply(let reply):
-                refuse(handler, context, reply)
-            case .disconnect(let reply, let partial):
-                handler.disconnect(reply: reply, partial: partial, context: context)
-            case .hang:
-                handler.hang()
-            case .throttle(let rate):
-                handler.throttle(rate, context: context)
-                proceed(handler, context)
-            case .drop, .greylist, nil:
-                proceed(handler, context)
-            }
-        }
-    }
-
-    /// The decision of the first rule that fires at `phase`, recorded; nil when none does.
-    /// What the event knows comes from `command` (the MAIL's sender, the RCPT's recipient, the
-    /// EHLO's name) or else the session, and is only gathered when a rule is in force.
-    private func consult(_ phase: FaultPhase, command: SMTPCommand? = nil, header: ((String) -> String?)? = nil) -> FaultDecision? {
-        let rules = shared.faults.rules(for: phase)
-        guard !rules.isEmpty else { return nil }
-        let transaction = session.transaction
-        let event = FaultEvent(
-            phase: phase, client: peer.remoteIP, helo: command?.helo ?? session.helo, authUser: session.authUser,
-            sender: command?.sender ?? transaction?.reversePath.address,
-            recipients: command?.recipient.map { [$0] } ?? transaction?.recipients.map(\.path.address) ?? [],
-            header: header
-        )
-        guard let decision = shared.faults.decide(event, rules: rules) else { return nil }
-        switch phase {
-        case .connect, .greeting, .ehlo, .starttls, .auth:
-            if sessionFaults.count < 32, !sessionFaults.contains(decision.rule) { sessionFaults.append(decision.rule) }
-        default:
-            if transactionFaults.count < 32, !transactionFaults.contains(decision.rule) { transactionFaults.append(decision.rule) }
-        }
-        transcript.note("fault rule \(decision.rule) fired at \(phase.rawValue)")
-        shared.metrics.faultFired(rule: decision.rule)
-        if shared.store.events.hasEventSubscribers {
-            shared.store.events.publish(.fault(FaultFiring(
-                rule: decision.rule, phase: phase.rawValue, session: peer.sessionID, client: peer.remoteIP, atNanos: WallClock.nanos()
-            )))
-        }
-        return decision
-    }
-
-    /// Runs `body` after `seconds`, reading and processing nothing meanwhile (later pipelined
-    /// commands wait behind the delayed reply); at once when `seconds` is 0.
-    private func after(
-        _ seconds: Double, context: ChannelHandlerContext, _ body: @escaping (SMTPServerHandler, ChannelHandlerContext) -> Void
-    ) {
-        guard seconds > 0 else { return body(self, context) }
-        paused = true
-        flushReplies(context: context)
-        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        context.eventLoop.scheduleTask(in: .nanoseconds(Int64(seconds * 1e9))) {
-            let (handler, context) = bound.value
-            handler.paused = false
-            body(handler, context)
-            handler.resume(context: context)
-        }
-    }
-
-    private func disconnect(reply: SMTPReply?, partial: String?, context: ChannelHandlerContext) {
-        if let reply { self.reply(reply, context: context) }
-        if let partial {
-            transcript.note("partial reply, then closed: \(partial)")
-            context.write(wrapOutboundOut(context.channel.allocator.buffer(string: partial)), promise: nil)
-            unflushed = true
-        }
-        close(context: context)
-    }
-
-    /// Reads but never answers, until the client gives up or the idle timeout.
-    private func hang() {
-        hung = true
-        cumulation = nil
-    }
-
-    private func throttle(_ bytesPerSecond: Int, context: ChannelHandlerContext) {
-        throttleRate = Double(bytesPerSecond)
-        throttleFreeAt = FaultEngine.now()
-        // Small reads, so the rate is smooth rather than one burst per second.
-        let chunk = max(64, min(bytesPerSecond / 20, 64 * 1024))
-        try? context.channel.syncOptions?.setOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: chunk))
-        // One read per readiness event, so every read passes through `read(context:)`.
-        try? context.channel.syncOptions?.setOption(.maxMessagesPerRead, value: 1)
-    }
-
-    /// Charges `bytes` to a throttled connection's budget.
-    private func spend(_ bytes: Int) {
-        throttleFreeAt = max(throttleFreeAt, FaultEngine.now()) + UInt64(Double(bytes) / throttleRate * 1e9)
-    }
-
     // MARK: Actions
 
-    private func act(_ action: SMTPSession.Action, context: ChannelHandlerContext) {
+    func act(_ action: SMTPSession.Action, context: ChannelHandlerContext) {
         switch action {
         case .none:
             break
@@ -520,7 +386,7 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// After a wait (the store, or a requested delay): replies out, pipelined input processed.
-    private func resume(context: ChannelHandlerContext) {
+    func resume(context: ChannelHandlerContext) {
         flushReplies(context: context)
         process(context: context)
         flushReplies(context: context)
@@ -546,7 +412,7 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     // MARK: Output
 
-    private func reply(_ reply: SMTPReply, context: ChannelHandlerContext) {
+    func reply(_ reply: SMTPReply, context: ChannelHandlerContext) {
         transcript.server(reply)
         let code = reply.code.rawValue
         if code >= 400 { shared.metrics.rejected(code: code) }
@@ -558,13 +424,13 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         unflushed = true
     }
 
-    private func flushReplies(context: ChannelHandlerContext) {
+    func flushReplies(context: ChannelHandlerContext) {
         guard unflushed else { return }
         unflushed = false
         context.flush()
     }
 
-    private func close(context: ChannelHandlerContext) {
+    func close(context: ChannelHandlerContext) {
         guard !closing else { return }
         closing = true
         flushReplies(context: context)
@@ -596,25 +462,3 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
 @available(*, unavailable)
 extension SMTPServerHandler: Sendable {}
-
-extension SMTPCommand {
-    /// The address of a RCPT command.
-    fileprivate var recipient: String? {
-        if case .rcpt(let path, _) = self { return path.address }
-        return nil
-    }
-
-    /// The name an EHLO or HELO gives.
-    fileprivate var helo: String? {
-        switch self {
-        case .ehlo(let domain), .helo(let domain): domain
-        default: nil
-        }
-    }
-
-    /// The address of a MAIL command.
-    fileprivate var sender: String? {
-        if case .mail(let path, _) = self { return path.address }
-        return nil
-    }
-}
