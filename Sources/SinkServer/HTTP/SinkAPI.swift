@@ -12,9 +12,6 @@ import Synchronization
 /// and Swallow's own (events, stats, metrics, health). Every list, search, delete and the
 /// event stream take `mailbox=NAME`.
 public enum SinkAPI {
-    /// Seconds between keep-alive comments on a quiet event stream.
-    static let keepAliveSeconds = 15.0
-
     /// Request bodies larger than this get 413.
     static let maxBodyBytes = 1024 * 1024
 
@@ -244,101 +241,7 @@ public enum SinkAPI {
             return try await mailHog(matches, request: request, store: store, contentType: "application/json")
         }
 
-        // MARK: Swallow's own
-
-        router.get("/api/v1/events") { request, _ -> Response in
-            let mailbox = request.uri.queryParameters.get("mailbox")
-            // EventSource sends the header when it reconnects; the query parameter is for
-            // clients that cannot set headers.
-            let lastEventID: String? = request.headers[HTTPField.Name("Last-Event-ID")!] ?? formValue("lastEventId", request)
-            let events = store.events.subscribeAll(lastEventID: lastEventID) { store.listing(id: $0)?.message }
-            // A comment line when nothing else was sent for a while, so proxies and clients
-            // see a live connection (default 15 s; `keepalive=D`, at least 100ms).
-            let interval = formValue("keepalive", request).flatMap(Quantity.duration).map { max($0, 0.1) } ?? keepAliveSeconds
-            let (stream, continuation) = AsyncStream<SinkEvent?>.makeStream(bufferingPolicy: .bufferingNewest(10_000))
-            let forward = Task {
-                for await event in events { continuation.yield(event) }
-                continuation.finish()
-            }
-            let ticker = Task {
-                while !Task.isCancelled {
-                    try? await Task.sleep(for: .seconds(interval))
-                    continuation.yield(nil)
-                }
-            }
-            let encoder = JSONEncoder()
-            return Response(
-                status: .ok,
-                headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
-                body: .init { writer in
-                    defer {
-                        forward.cancel()
-                        ticker.cancel()
-                    }
-                    try await writer.write(ByteBuffer(string: ": connected\n\n"))
-                    // The stream is endless: a graceful shutdown ends it.
-                    do {
-                        for try await item in stream.cancelOnGracefulShutdown() {
-                            guard let event = item else {
-                                try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
-                                continue
-                            }
-                            let buffer: ByteBuffer
-                            switch event {
-                            case .message(var message), .dropped(var message):
-                                message.transcript = nil
-                                if let mailbox, !Mailboxes.names(for: message).contains(mailbox) { continue }
-                                let kind = if case .message = event { "message" } else { "drop" }
-                                buffer = sse(kind, id: message.id, data: try encoder.encode(message))
-                            case .fault(let firing):
-                                // Faults belong to sessions, not mailboxes.
-                                if mailbox != nil { continue }
-                                buffer = sse("fault", id: nil, data: try encoder.encode(firing))
-                            }
-                            try await writer.write(buffer)
-                        }
-                    } catch is CancellationError {}
-                    try await writer.finish(nil)
-                }
-            )
-        }
-
-        router.get("/api/v1/wait") { request, _ -> Response in
-            try await WaitRoute.handle(request, store: store)
-        }
-
-        router.get("/api/v1/stats") { _, _ -> Response in
-            let stored = store.counts()
-            let counts = sink.metrics.counts.withLock { $0 }
-            let stats: [String: AnyEncodable] = [
-                "messages": AnyEncodable(stored.total),
-                "unread": AnyEncodable(stored.unread),
-                "openConnections": AnyEncodable(sink.openConnections),
-                "smtp": AnyEncodable(counts),
-                "faults": AnyEncodable(sink.faults.firedCounts),
-                "eventReplay": AnyEncodable([
-                    "capacity": AnyEncodable(store.events.replayCapacity),
-                    "held": AnyEncodable(store.events.replayHeld.count),
-                    "oldest": AnyEncodable(store.events.replayHeld.oldest),
-                ]),
-                "uptimeSeconds": AnyEncodable(Date().timeIntervalSince(started)),
-                "acceptedPerSecond": AnyEncodable([
-                    "last1s": counts.rate(over: 1, now: WallClock.nanos() / 1_000_000_000),
-                    "last10s": counts.rate(over: 10, now: WallClock.nanos() / 1_000_000_000),
-                    "last60s": counts.rate(over: 60, now: WallClock.nanos() / 1_000_000_000),
-                ]),
-            ]
-            return try json(stats, sortedKeys: true)
-        }
-
-        router.get("/metrics") { _, _ -> Response in
-            Response(
-                status: .ok,
-                headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                body: .init(byteBuffer: ByteBuffer(bytes: sink.metricsText()))
-            )
-        }
-
+        NativeRoutes.add(to: router, sink: sink, started: started)
         FaultRoutes.add(to: router, engine: sink.faults)
         WebInbox.add(to: router)
 
@@ -393,16 +296,6 @@ public enum SinkAPI {
             return value.replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? value
         }
         return nil
-    }
-
-    /// One server-sent event.
-    static func sse(_ kind: String, id: String?, data: Data) -> ByteBuffer {
-        var buffer = ByteBuffer(string: "event: \(kind)\n")
-        if let id { buffer.writeString("id: \(id)\n") }
-        buffer.writeString("data: ")
-        buffer.writeBytes(data)
-        buffer.writeString("\n\n")
-        return buffer
     }
 
     static func plain(_ text: String) -> Response {
