@@ -55,6 +55,7 @@ def main():
         browser.navigate(options.base + "/")
         browser.wait_for("window.swallowFirstRender !== undefined && document.querySelector('#empty') && !document.querySelector('#empty').hidden",
                          "the empty inbox")
+        browser.wait_for("document.getElementById('status').textContent === 'Live'", "the event stream connected")
         browser.evaluate("window.__notReloaded = true")
 
         # 1. Mail appears without a reload.

@@ -477,7 +477,9 @@ function showPanel(panel) {
 
 function connectEvents() {
   const events = new EventSource("/api/v1/events");
-  events.onopen = () => status("Live");
+  // On every (re)connection the list is fetched again: mail captured before the stream was
+  // subscribed, or while it was down, appears too.
+  events.onopen = () => { status("Live"); scheduleRefresh(); };
   events.onerror = () => status("Reconnecting to the event stream…");
   events.addEventListener("message", scheduleRefresh);
   events.addEventListener("fault", () => { if (state.panel === "faults") scheduleFaults(); });
