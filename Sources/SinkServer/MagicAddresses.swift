@@ -1,5 +1,6 @@
 import Foundation
 import SMTPProtocol
+import SwallowConfig
 
 /// Magic recipient addresses, in the manner of mailbox simulators: no configuration, on unless
 /// `--no-magic-addresses`. The local part decides, whatever the domain (case-insensitive):
@@ -28,7 +29,7 @@ enum MagicAddress: Equatable, Sendable {
         case "hang": self = .hang
         case "reject": self = .reject
         default:
-            guard local.hasPrefix("slow-"), let seconds = Self.duration(local.dropFirst(5)), seconds <= 600 else { return nil }
+            guard local.hasPrefix("slow-"), let seconds = Quantity.duration(String(local.dropFirst(5))), seconds <= FaultDelay.limit else { return nil }
             self = .slow(seconds: seconds)
         }
     }
@@ -47,13 +48,6 @@ enum MagicAddress: Equatable, Sendable {
 
     static let rejectReply = SMTPReply(554, "5.6.0", "Message rejected (magic address reject@)")
 
-    /// `250ms`, `2s`, `1.5s`, `1m`.
-    static func duration(_ text: Substring) -> Double? {
-        for (suffix, scale) in [("ms", 0.001), ("s", 1.0), ("m", 60.0)] where text.hasSuffix(suffix) {
-            if let value = Double(text.dropLast(suffix.count)), value >= 0, value.isFinite { return value * scale }
-        }
-        return nil
-    }
 }
 
 /// A fault asked for by a plus tag, on any address (on unless `--no-magic-addresses`):
@@ -69,7 +63,7 @@ enum PlusTagFault: Equatable, Sendable {
         let tag = address[address.index(after: plus)..<at].lowercased()
         if tag.hasPrefix("fail-"), let code = Int(tag.dropFirst(5)), (400...599).contains(code) {
             self = .fail(code: code)
-        } else if tag.hasPrefix("delay-"), case .slow(let seconds)? = MagicAddress(.mailbox(Mailbox(localPart: "slow-" + tag.dropFirst(6), domain: "x"))) {
+        } else if tag.hasPrefix("delay-"), let seconds = Quantity.duration(String(tag.dropFirst(6))), seconds <= FaultDelay.limit {
             self = .delay(seconds: seconds)
         } else {
             return nil
@@ -116,7 +110,7 @@ struct HeaderFault: Equatable, Sendable {
         }
         for part in text.split(separator: ";").map({ $0.trimmingCharacters(in: .whitespaces) }) where !part.isEmpty {
             let words = part.split(separator: " ", maxSplits: 2).map(String.init)
-            if words[0].lowercased() == "delay", words.count > 1, let seconds = MagicAddress.duration(Substring(words[1])), seconds <= 600 {
+            if words[0].lowercased() == "delay", words.count > 1, let seconds = Quantity.duration(words[1]), seconds <= FaultDelay.limit {
                 delay = seconds
             } else if let code = Int(words[0]), (400...599).contains(code) {
                 var rest = Array(words.dropFirst())

@@ -63,7 +63,7 @@ extension SMTPServerHandler {
     /// The decision of the first rule that fires at `phase`, recorded; nil when none does.
     /// What the event knows comes from `command` (the MAIL's sender, the RCPT's recipient, the
     /// EHLO's name) or else the session, and is only gathered when a rule is in force.
-    func consult(_ phase: FaultPhase, command: SMTPCommand? = nil, header: ((String) -> String?)? = nil) -> FaultDecision? {
+    func consult(_ phase: FaultPhase, command: SMTPCommand? = nil, message: ByteBuffer? = nil) -> FaultDecision? {
         let rules = shared.faults.rules(for: phase)
         guard !rules.isEmpty else { return nil }
         let transaction = session.transaction
@@ -71,7 +71,7 @@ extension SMTPServerHandler {
             phase: phase, client: peer.remoteIP, helo: command?.helo ?? session.helo, authUser: session.authUser,
             sender: command?.sender ?? transaction?.reversePath.address,
             recipients: command?.recipient.map { [$0] } ?? transaction?.recipients.map(\.path.address) ?? [],
-            header: header
+            message: message
         )
         guard let decision = shared.faults.decide(event, rules: rules) else { return nil }
         switch phase {

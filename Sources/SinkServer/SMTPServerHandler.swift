@@ -285,11 +285,8 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             allocator: context.channel.allocator, sizeHint: 0
         )
         capture = nil
-        let header = { (name: String) -> String? in
-            current.body.flatMap { body in body.withUnsafeReadableBytes { HeaderLookup.firstValue(named: name, in: $0) } }
-        }
         var delay = 0.0
-        if let decision = consult(.dataEnd, header: header) {
+        if let decision = consult(.dataEnd, message: current.body) {
             delay = decision.delay
             switch decision.effect {
             case .reply(let reply):
@@ -323,7 +320,7 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 transactionFaults = []
                 return act(session.refuse(MagicAddress.rejectReply), context: context)
             }
-            let headerFault = header("X-Swallow-Fault").flatMap(HeaderFault.init)
+            let headerFault = FaultEvent.header("X-Swallow-Fault", in: current.body).flatMap(HeaderFault.init)
             if let reply = headerFault?.reply {
                 return after(headerFault?.delay ?? 0, context: context) { handler, context in
                     handler.transactionFaults = []

@@ -27,7 +27,7 @@ public struct MailpitChaos: Codable, Sendable, Equatable {
     /// error naming the trigger.
     public static func parse(_ body: Data) throws -> MailpitChaos {
         let object: [String: Any]
-        if body.allSatisfy({ $0 == 0x20 || $0 == 0x0a || $0 == 0x0d || $0 == 0x09 }) {
+        if isBlank(body) {
             object = [:]
         } else {
             guard let parsed = try? JSONSerialization.jsonObject(with: body) as? [String: Any] else {
@@ -104,7 +104,7 @@ public struct MailHogJim: Codable, Sendable, Equatable {
     /// `self` with the fields present in a JSON body changed (MailHog decodes into the
     /// current configuration). Chances must be within 0...1.
     public func updated(with body: Data) throws -> MailHogJim {
-        guard !body.allSatisfy({ $0 == 0x20 || $0 == 0x0a || $0 == 0x0d || $0 == 0x09 }) else { return self }
+        guard !isBlank(body) else { return self }
         guard let object = try? JSONSerialization.jsonObject(with: body) as? [String: Any] else {
             throw FaultRuleError("invalid JSON body")
         }
@@ -155,4 +155,9 @@ public struct MailHogJim: Codable, Sendable, Equatable {
             return rule
         }
     }
+}
+
+/// An empty or whitespace-only request body (the compatibility routes' "no changes").
+private func isBlank(_ body: Data) -> Bool {
+    body.allSatisfy { $0 == 0x20 || $0 == 0x0a || $0 == 0x0d || $0 == 0x09 }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import MailMessage
 import NIOCore
 import SMTPProtocol
 import Synchronization
@@ -12,8 +13,17 @@ struct FaultEvent {
     var sender: String?
     /// At `rcpt` the command's recipient; at `data` and `data-end` every accepted one.
     var recipients: [String] = []
-    /// At `data-end`: the first value of a header of the message.
-    var header: ((String) -> String?)?
+    /// At `data-end`: the message as received, for `header` matches.
+    var message: ByteBuffer?
+
+    /// The first value of the message's header `name`.
+    func header(_ name: String) -> String? {
+        Self.header(name, in: message)
+    }
+
+    static func header(_ name: String, in message: ByteBuffer?) -> String? {
+        message.flatMap { body in body.withUnsafeReadableBytes { HeaderLookup.firstValue(named: name, in: $0) } }
+    }
 }
 
 /// A rule that fired: its name, how long to wait, and what to do then.
@@ -29,7 +39,6 @@ public struct FaultDecision: Sendable {
 /// One rule in force, with its counters.
 final class ActiveRule: Sendable {
     let rule: FaultRule
-    let group: FaultEngine.Group
     /// Mixed into every random draw of this rule, from its name (FNV-1a: stable across runs).
     let salt: UInt64
     /// Monotonic nanoseconds when the rule was put in force (`after`/`until` count from here).
@@ -56,9 +65,8 @@ final class ActiveRule: Sendable {
     /// Bounds on what a rule remembers per key, so traffic from many clients cannot grow memory.
     static let maxKeys = 100_000
 
-    init(_ rule: FaultRule, group: FaultEngine.Group, now: UInt64) {
+    init(_ rule: FaultRule, now: UInt64) {
         self.rule = rule
-        self.group = group
         self.loaded = now
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         for byte in rule.name.utf8 {
@@ -82,7 +90,7 @@ final class ActiveRule: Sendable {
         if let pattern = match.sender, !pattern.matches(event.sender ?? "") { return false }
         if let pattern = match.recipient, !event.recipients.contains(where: pattern.matches) { return false }
         for (name, pattern) in match.headers {
-            guard let value = event.header?(name), pattern.matches(value) else { return false }
+            guard let value = event.header(name), pattern.matches(value) else { return false }
         }
         return true
     }
@@ -161,10 +169,7 @@ final class ActiveRule: Sendable {
 /// events that rule matched, so the same seed and the same traffic in the same order fire
 /// the same rules with the same delays, whatever the timing.
 public final class FaultEngine: Sendable {
-    enum Group: String, Sendable { case next, rules, compat }
-
     private struct State {
-        var seed: UInt64
         var rules: [ActiveRule] = []
         var next: [ActiveRule] = []
         var chaos = MailpitChaos()
@@ -174,13 +179,18 @@ public final class FaultEngine: Sendable {
         var byPhase: [[ActiveRule]] = Array(repeating: [], count: FaultPhase.allCases.count)
         var nextCounter = 0
 
-        mutating func reindex() {
+        /// `byPhase` made again, and the phases that have rules as a bitmask.
+        mutating func reindex() -> UInt32 {
             let all = next + rules + compat
             byPhase = FaultPhase.allCases.map { phase in all.filter { $0.rule.match.phases.contains(phase) } }
+            var mask: UInt32 = 0
+            for (index, rules) in byPhase.enumerated() where !rules.isEmpty { mask |= 1 << UInt32(index) }
+            return mask
         }
     }
 
-    private let state: Mutex<State>
+    private let state = Mutex(State())
+    private let currentSeed: Atomic<UInt64>
     /// Bit `phase.index` set while some rule is in force at that phase: read without the lock,
     /// so a phase with no rules costs one atomic load.
     private let phaseMask = Atomic<UInt32>(0)
@@ -192,7 +202,7 @@ public final class FaultEngine: Sendable {
     /// `seed`: from `--seed`; nil picks one at random (shown by `GET /api/v1/faults`).
     public init(seed: UInt64? = nil, rules: FaultRuleSet = FaultRuleSet()) {
         fixedSeed = seed != nil
-        state = Mutex(State(seed: seed ?? rules.seed ?? UInt64.random(in: 0...UInt64(Int64.max))))
+        currentSeed = Atomic(seed ?? rules.seed ?? UInt64.random(in: 0...UInt64(Int64.max)))
         replace(rules)
     }
 
@@ -206,14 +216,7 @@ public final class FaultEngine: Sendable {
         return state.withLock { $0.byPhase[phase.index] }
     }
 
-    /// After every change of `byPhase`, under the lock.
-    private func publishMask(_ state: State) {
-        var mask: UInt32 = 0
-        for (index, rules) in state.byPhase.enumerated() where !rules.isEmpty { mask |= 1 << UInt32(index) }
-        phaseMask.store(mask, ordering: .relaxed)
-    }
-
-    var seed: UInt64 { state.withLock { $0.seed } }
+    var seed: UInt64 { currentSeed.load(ordering: .relaxed) }
 
     /// The decision for `event`, or nil when no rule fires.
     func decide(_ event: FaultEvent, rules: [ActiveRule]) -> FaultDecision? {
@@ -233,11 +236,9 @@ public final class FaultEngine: Sendable {
     public var firedCounts: [String: Int] { totals.withLock { $0 } }
 
     private func retire(_ rule: ActiveRule) {
-        state.withLock { state in
+        update { state in
             state.next.removeAll { $0 === rule }
             state.rules.removeAll { $0 === rule }
-            state.reindex()
-            publishMask(state)
         }
     }
 
@@ -252,24 +253,30 @@ public final class FaultEngine: Sendable {
 
     // MARK: Changing the rules
 
+    /// Every change goes through here: under the lock, then the per-phase index and mask.
+    @discardableResult
+    private func update<T>(_ change: (inout State) -> T) -> T {
+        state.withLock { state in
+            let result = change(&state)
+            phaseMask.store(state.reindex(), ordering: .relaxed)
+            return result
+        }
+    }
+
     /// Replaces the rule set (not the "next N" rules, not the compatibility triggers).
     public func replace(_ set: FaultRuleSet) {
         let now = Self.now()
-        state.withLock { state in
-            if let seed = set.seed, !fixedSeed { state.seed = seed }
-            state.rules = set.rules.map { ActiveRule($0, group: .rules, now: now) }
-            state.reindex()
-            publishMask(state)
+        update { state in
+            if let seed = set.seed, !fixedSeed { currentSeed.store(seed, ordering: .relaxed) }
+            state.rules = set.rules.map { ActiveRule($0, now: now) }
         }
     }
 
     /// Clears the rule set and the "next N" rules.
     public func clear() {
-        state.withLock { state in
+        update { state in
             state.rules = []
             state.next = []
-            state.reindex()
-            publishMask(state)
         }
     }
 
@@ -280,19 +287,18 @@ public final class FaultEngine: Sendable {
         var rule = rule
         rule.times = count
         let now = Self.now()
-        return state.withLock { state in
+        return update { state in
             state.nextCounter += 1
             if rule.name.isEmpty { rule.name = "next-\(state.nextCounter)" }
-            state.next.append(ActiveRule(rule, group: .next, now: now))
-            state.reindex()
-            publishMask(state)
+            state.next.append(ActiveRule(rule, now: now))
             return rule.name
         }
     }
 
     /// The rules in force, for `GET /api/v1/faults`.
     var snapshot: (seed: UInt64, rules: [ActiveRule], next: [ActiveRule], compat: [ActiveRule]) {
-        state.withLock { ($0.seed, $0.rules, $0.next, $0.compat) }
+        let seed = self.seed
+        return state.withLock { (seed, $0.rules, $0.next, $0.compat) }
     }
 
     // MARK: Mailpit chaos and MailHog Jim
@@ -311,11 +317,9 @@ public final class FaultEngine: Sendable {
 
     private func updateCompat(_ change: (inout State) -> Void) {
         let now = Self.now()
-        state.withLock { state in
+        update { state in
             change(&state)
-            state.compat = (state.chaos.rules + (state.jim?.rules ?? [])).map { ActiveRule($0, group: .compat, now: now) }
-            state.reindex()
-            publishMask(state)
+            state.compat = (state.chaos.rules + (state.jim?.rules ?? [])).map { ActiveRule($0, now: now) }
         }
     }
 }

@@ -34,7 +34,7 @@ public struct FaultPattern: Sendable, CustomStringConvertible {
         case regex(RegexBox)
     }
 
-    /// nil with the reason when the pattern cannot be compiled.
+    /// Throws the reason when the pattern cannot be compiled.
     public init(_ text: String) throws(FaultRuleError) {
         description = text
         if text.hasPrefix("~") {

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import MailMessage
+import SwallowConfig
 
 /// `GET /api/v1/wait?query=Q&timeout=5s[&count=EXPR][&mailbox=NAME][&extract=REGEX]`: waits
 /// on the event stream, server side, until the messages matching the Mailpit-syntax query
@@ -133,7 +134,7 @@ enum WaitRoute {
 
     /// `5s`, `500ms`, `1m`, or seconds.
     static func duration(_ text: String) throws -> Double {
-        let value = Double(text) ?? MagicAddress.duration(Substring(text))
+        let value = Double(text) ?? Quantity.duration(text)
         guard let value, value >= 0, value <= maxTimeout else {
             throw HTTPError(.badRequest, message: "timeout: expected a duration such as 5s or 500ms, at most 300s")
         }

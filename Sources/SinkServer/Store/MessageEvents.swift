@@ -128,34 +128,40 @@ public final class MessageEvents: Sendable {
     /// Someone listens for drops and faults.
     var hasEventSubscribers: Bool { state.withLock { !$0.allSubscribers.isEmpty } }
 
+    /// A stored message: to both kinds of subscriber, with one pass under the lock (this runs
+    /// once per accepted message).
     func publish(_ message: CapturedMessage) {
-        let plain = state.withLock { Array($0.subscribers.values) }
-        for continuation in plain {
-            continuation.yield(message)
+        let (plain, all) = state.withLock { state in
+            hold(.stored(message.id), in: &state)
+            return (Array(state.subscribers.values), Array(state.allSubscribers.values))
         }
-        publish(.message(message))
+        for continuation in plain { continuation.yield(message) }
+        if !all.isEmpty {
+            let event = SinkEvent.message(message)
+            for continuation in all { continuation.yield(event) }
+        }
     }
 
     func publish(_ event: SinkEvent) {
-        let capacity = replayCapacity
         let current = state.withLock { state -> [AsyncStream<SinkEvent>.Continuation] in
-            let held: Held? = switch event {
-            case .message(let message): .stored(message.id)
-            case .dropped(let message): .dropped(message)
-            case .fault: nil
-            }
-            if let held, capacity > 0 {
-                if state.replay.count < capacity {
-                    state.replay.append(held)
-                } else {
-                    state.replay[state.next] = held
-                    state.next = (state.next + 1) % capacity
-                }
+            switch event {
+            case .message(let message): hold(.stored(message.id), in: &state)
+            case .dropped(let message): hold(.dropped(message), in: &state)
+            case .fault: break
             }
             return Array(state.allSubscribers.values)
         }
-        for continuation in current {
-            continuation.yield(event)
+        for continuation in current { continuation.yield(event) }
+    }
+
+    /// Keeps `held` in the replay ring, over the oldest once it is full.
+    private func hold(_ held: Held, in state: inout State) {
+        guard replayCapacity > 0 else { return }
+        if state.replay.count < replayCapacity {
+            state.replay.append(held)
+        } else {
+            state.replay[state.next] = held
+            state.next = (state.next + 1) % replayCapacity
         }
     }
 }
