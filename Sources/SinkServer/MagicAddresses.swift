@@ -70,13 +70,15 @@ enum PlusTagFault: Equatable, Sendable {
         }
     }
 
+    // Every MAIL and RCPT asks, and again at the final dot: an address without a `+` is
+    // answered without writing it out as a string.
     init?(_ path: ForwardPath) {
-        guard case .mailbox(let mailbox) = path else { return nil }
+        guard case .mailbox(let mailbox) = path, mailbox.localPart.utf8.contains(UInt8(ascii: "+")) else { return nil }
         self.init(mailbox.description)
     }
 
     init?(_ path: ReversePath) {
-        guard case .mailbox(let mailbox) = path else { return nil }
+        guard case .mailbox(let mailbox) = path, mailbox.localPart.utf8.contains(UInt8(ascii: "+")) else { return nil }
         self.init(mailbox.description)
     }
 
