@@ -38,6 +38,10 @@ public struct SMTPFrameDecoder: Sendable {
     private var atLineStart = true
     private var discardingLongLine = false
 
+    /// In command mode, the bytes of an over-long line are being thrown away: a line has begun
+    /// and not ended, though nothing of it is buffered.
+    public var isDiscardingLine: Bool { discardingLongLine }
+
     public init(maxLineBytes: Int = SMTPLimits().maxFrameLineBytes, mode: Mode = .command) {
         self.maxLineBytes = maxLineBytes
         self.mode = mode

@@ -45,6 +45,10 @@ extension SMTPReply {
     public static let lineTooLong = SMTPReply(500, "5.5.2", "Line too long")
     /// 421 4.4.2 sent when a client has been idle past the limit (RFC 5321 §4.5.3.2.7).
     public static let idleTimeout = SMTPReply(421, "4.4.2", "Idle timeout, closing connection")
+    /// A command line not completed within the idle timeout of its first byte.
+    public static let commandLineTimeout = SMTPReply(421, "4.4.2", "Command line not completed in time, closing connection")
+    /// A message's data not completed within the data timeout.
+    public static let dataTimeout = SMTPReply(421, "4.4.2", "Message data not completed in time, closing connection")
 }
 
 // MARK: - Encoding

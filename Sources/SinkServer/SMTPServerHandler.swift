@@ -64,6 +64,11 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     var hung = false
     private var readPending = false
     private var closing = false
+    /// `--idle-timeout` from a command line's first byte to its CRLF: silence is timed by the
+    /// `IdleStateHandler`, but a client trickling one byte at a time resets that at every byte.
+    private var lineTimer: Scheduled<Void>?
+    /// `--data-timeout` from the start of a message's DATA or first BDAT to its end.
+    private var dataTimer: Scheduled<Void>?
 
     init(_ shared: SMTPServerContext) {
         self.shared = shared
@@ -106,6 +111,9 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        lineTimer?.cancel()
+        dataTimer?.cancel()
+        capture = nil
         shared.connections.remove(context.channel)
         context.fireChannelInactive()
     }
@@ -182,11 +190,41 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         } else if let buffer = cumulation, buffer.readerIndex > 64 * 1024, buffer.readerIndex > buffer.readableBytes {
             cumulation!.discardReadBytes()
         }
+        timeLine(context: context)
+    }
+
+    /// Starts the command-line deadline when a line has begun and not ended, stops it otherwise
+    /// (a completed line stops it in `handle`, so the next partial line is timed from its own
+    /// first byte). Not while waiting for the store or a delay: the client is not the one late.
+    private func timeLine(context: ChannelHandlerContext) {
+        let partial = decoder.mode == .command && !paused && !closing && !hung
+            && ((cumulation?.readableBytes ?? 0) > 0 || decoder.isDiscardingLine)
+        guard partial else {
+            lineTimer?.cancel()
+            lineTimer = nil
+            return
+        }
+        guard lineTimer == nil else { return }
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        lineTimer = context.eventLoop.scheduleTask(in: shared.configuration.idleTimeout) {
+            let (handler, context) = bound.value
+            handler.lineTimer = nil
+            handler.timedOut(.commandLineTimeout, context: context)
+        }
+    }
+
+    private func timedOut(_ reply: SMTPReply, context: ChannelHandlerContext) {
+        guard !closing else { return }
+        transcript.note("timed out: \(reply.lines.first ?? "")")
+        self.reply(reply, context: context)
+        close(context: context)
     }
 
     private func handle(_ frame: SMTPFrame, context: ChannelHandlerContext) {
         switch frame {
         case .line(let line):
+            lineTimer?.cancel()
+            lineTimer = nil
             if session.isInAuthExchange {
                 let text = String(decoding: line.readableBytesView, as: UTF8.self)
                 transcript.client(text == "*" ? "*" : "(AUTH response redacted)")
@@ -235,7 +273,13 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             decoder.mode = .chunk(remaining: size)
         }
         if case .mail = command { transactionFaults = [] }
+        let startsData = switch command {
+        case .data: true
+        case .bdat: session.transaction?.usedBDAT == false
+        default: false
+        }
         let action = session.receive(command, at: WallClock.nanos())
+        if startsData, session.isReceivingMessage { beginMessage(context: context) }
         act(action, context: context)
         switch (command, action) {
         case (.data, .reply(let reply)) where reply.code == .startMailInput:
@@ -245,6 +289,28 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         default:
             break
         }
+    }
+
+    /// A message's data begins (DATA answered 354, or its first BDAT): nothing gathered for an
+    /// earlier transaction can reach it, and its time runs from now.
+    private func beginMessage(context: ChannelHandlerContext) {
+        capture = nil
+        dataTimer?.cancel()
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        dataTimer = context.eventLoop.scheduleTask(in: shared.configuration.dataTimeout) {
+            let (handler, context) = bound.value
+            handler.dataTimer = nil
+            handler.timedOut(.dataTimeout, context: context)
+        }
+    }
+
+    /// After every action: once the session is no longer receiving a message, whatever was
+    /// gathered for it is gone (a refused or abandoned transaction leaves nothing behind).
+    private func endMessageIfOver() {
+        guard !session.isReceivingMessage else { return }
+        capture = nil
+        dataTimer?.cancel()
+        dataTimer = nil
     }
 
     private func keep(_ bytes: inout ByteBuffer, context: ChannelHandlerContext) {
@@ -277,6 +343,7 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .deliver(let transaction):
             deliver(transaction, context: context)
         }
+        endMessageIfOver()
     }
 
     private func deliver(_ transaction: SMTPSession.Transaction, context: ChannelHandlerContext) {

@@ -122,6 +122,17 @@ struct SMTPSession {
 
     var isInAuthExchange: Bool { if case .auth = state { true } else { false } }
 
+    /// The client is sending a message's bytes: DATA after `354`, or a BDAT transaction not yet
+    /// ended (inside a chunk that is kept, or between chunks). Every way a transaction ends
+    /// without storing (a 552, RSET between chunks, a refused chunk, a refusal at data-end)
+    /// leaves this state, and the connection drops what it gathered then.
+    var isReceivingMessage: Bool {
+        switch state {
+        case .data, .chunk(.some, _, _), .chunked: true
+        default: false
+        }
+    }
+
     private var authOffered: Bool {
         configuration.auth != nil && (tlsActive || !configuration.authRequiresTLS)
     }

@@ -145,7 +145,7 @@ public final class Sink: Service, Sendable {
 
     /// `/metrics` text.
     public func metricsText() -> [UInt8] {
-        metrics.render(storedMessages: store.count, openConnections: connections.count)
+        metrics.render(storedMessages: store.count, openConnections: connections.count) + Array(store.health.metricsText().utf8)
     }
 
     /// Stops accepting and closes every open connection. Messages already answered with `250`

@@ -38,7 +38,13 @@ public struct SinkConfiguration: Sendable {
     public var hostname = "swallow.localhost"
     public var limits = SMTPLimits()
     /// A connection that sends nothing for this long gets `421 4.4.2` (RFC 5321 §4.5.3.2.7: 5 min).
+    /// A connection that sends nothing for this long, or takes this long to complete one command
+    /// line (timed from its first byte, so a client trickling bytes cannot hold it), gets
+    /// `421 4.4.2` and a close (RFC 5321 §4.5.3.2.7: 5 min).
     public var idleTimeout: TimeAmount = .minutes(5)
+    /// One message's DATA or BDAT phase, from `354` or the first BDAT to its end; then
+    /// `421 4.4.2` and a close (RFC 5321 §4.5.3.2.6 gives 3 min per data block; ours bounds the whole).
+    public var dataTimeout: TimeAmount = .minutes(10)
     /// Concurrent connections; one more gets `421 4.7.0` and a close.
     public var maxConnections = 1024
     /// nil turns AUTH off.

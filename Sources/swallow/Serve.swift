@@ -43,8 +43,11 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Concurrent connections.")
     var maxConnections = 1024
 
-    @Option(help: "Close a connection idle this long (e.g. 5m, 30s).")
+    @Option(help: "Close a connection idle this long, or that takes this long to complete one command line (e.g. 5m, 30s).")
     var idleTimeout = "5m"
+
+    @Option(help: "Close a connection whose message data (DATA or BDAT) takes longer than this (e.g. 10m).")
+    var dataTimeout = "10m"
 
     @Option(help: "Name in the greeting, EHLO reply, Received: header and self-signed certificate.")
     var hostname = "swallow.localhost"
@@ -107,6 +110,10 @@ struct Serve: AsyncParsableCommand {
         guard maxConnections > 0 else { throw ValidationError("--max-connections must be at least 1") }
         configuration.maxConnections = maxConnections
         configuration.idleTimeout = .nanoseconds(Int64(try Units.duration(idleTimeout, option: "--idle-timeout") * 1e9))
+        configuration.dataTimeout = .nanoseconds(Int64(try Units.duration(dataTimeout, option: "--data-timeout") * 1e9))
+        guard configuration.idleTimeout.nanoseconds > 0, configuration.dataTimeout.nanoseconds > 0 else {
+            throw ValidationError("--idle-timeout and --data-timeout must be more than 0")
+        }
         configuration.hostname = hostname
         switch auth {
         case "any": configuration.auth = .any

@@ -81,6 +81,13 @@ final class RawSMTPClient {
         }
     }
 
+    /// True when a reply (or the end of the connection) is waiting to be read.
+    func isReadable() -> Bool {
+        guard pending.isEmpty else { return true }
+        var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        return poll(&entry, 1, 0) > 0
+    }
+
     /// True when the server has closed the connection (reads end-of-file).
     func isClosedByServer() -> Bool {
         var byte: UInt8 = 0

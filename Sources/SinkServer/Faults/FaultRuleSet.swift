@@ -29,21 +29,29 @@ public struct FaultRuleSet: Sendable {
         try parse(try YAMLReader.read(path: path), file: path)
     }
 
-    /// The whole document; a bare list is taken as its `rules`.
-    public static func parse(_ text: String, file: String = "faults") throws(InputError) -> FaultRuleSet {
+    /// Keys `GET /api/v1/faults` adds to what was written: accepted and ignored by
+    /// `parse(_:file:acceptingReadOnlyKeys: true)`, so a script can read, edit and write back.
+    static let readOnlyDocumentKeys: Set<String> = ["next", "compat", "fired"]
+    static let readOnlyRuleKeys: Set<String> = ["fired", "remaining"]
+
+    /// The whole document; a bare list is taken as its `rules`. With `acceptingReadOnlyKeys`
+    /// (the API's PUT), the keys GET adds are ignored rather than refused.
+    public static func parse(_ text: String, file: String = "faults", acceptingReadOnlyKeys: Bool = false) throws(InputError) -> FaultRuleSet {
         let root = try YAMLReader.parse(text, file: file)
-        if root.isSequence { return FaultRuleSet(rules: try parseRules(root)) }
-        _ = try root.keys(allowed: ["seed", "rules"])
-        let seed = try root.optional("seed").map { (reader: YAMLReader) throws(InputError) in UInt64(try reader.int()) }
-        let rules = try root.optional("rules").map(parseRules) ?? []
+        let readOnly = acceptingReadOnlyKeys ? readOnlyRuleKeys : []
+        if root.isSequence { return FaultRuleSet(rules: try parseRules(root, ignoring: readOnly)) }
+        _ = try root.keys(allowed: Set(["seed", "rules"]).union(acceptingReadOnlyKeys ? readOnlyDocumentKeys : []))
+        // The API shows a seed as a signed 64-bit number (JSON has no unsigned): take its bits.
+        let seed = try root.optional("seed").map { (reader: YAMLReader) throws(InputError) in UInt64(bitPattern: Int64(try reader.int(in: Int.min...Int.max))) }
+        let rules = try root.optional("rules").map { (reader: YAMLReader) throws(InputError) in try parseRules(reader, ignoring: readOnly) } ?? []
         return FaultRuleSet(seed: seed, rules: rules)
     }
 
-    static func parseRules(_ reader: YAMLReader) throws(InputError) -> [FaultRule] {
+    static func parseRules(_ reader: YAMLReader, ignoring readOnly: Set<String> = []) throws(InputError) -> [FaultRule] {
         var names = Set<String>()
         var rules: [FaultRule] = []
         for (index, item) in try reader.items().enumerated() {
-            let rule = try parseRule(item, defaultName: "rule-\(index + 1)")
+            let rule = try parseRule(item, defaultName: "rule-\(index + 1)", ignoring: readOnly)
             guard names.insert(rule.name).inserted else {
                 throw try item.required("name").error("two rules are named `\(rule.name)`; names must be unique")
             }
@@ -53,8 +61,8 @@ public struct FaultRuleSet: Sendable {
     }
 
     /// One rule (also the body of `POST /api/v1/faults/next`).
-    public static func parseRule(_ reader: YAMLReader, defaultName: String) throws(InputError) -> FaultRule {
-        _ = try reader.keys(allowed: ["name", "match", "probability", "every", "after", "until", "times", "action"])
+    public static func parseRule(_ reader: YAMLReader, defaultName: String, ignoring readOnly: Set<String> = []) throws(InputError) -> FaultRule {
+        _ = try reader.keys(allowed: Set(["name", "match", "probability", "every", "after", "until", "times", "action"]).union(readOnly))
         let name = try reader.optional("name")?.string() ?? defaultName
         if let field = try reader.optional("name"), name.isEmpty || name.count > 100 || name.contains(where: { $0.isNewline || $0 == "\"" }) {
             throw field.error("a name is 1 to 100 characters, no quotes or line breaks")
@@ -73,6 +81,9 @@ public struct FaultRuleSet: Sendable {
             throw field.error("count connections at phase connect, not greeting")
         }
         rule.source = reader.jsonValue()
+        if !readOnly.isEmpty, case .object(let entries) = rule.source {
+            rule.source = .object(entries.filter { !readOnly.contains($0.0) })
+        }
         return rule
     }
 

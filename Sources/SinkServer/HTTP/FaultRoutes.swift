@@ -25,7 +25,7 @@ enum FaultRoutes {
             var request = request
             let body = try await request.collectBody(upTo: SinkAPI.maxBodyBytes)
             do {
-                engine.replace(try FaultRuleSet.parse(String(buffer: body), file: "request body"))
+                engine.replace(try FaultRuleSet.parse(String(buffer: body), file: "request body", acceptingReadOnlyKeys: true))
             } catch let error as InputError {
                 throw HTTPError(.badRequest, message: error.description)
             }

@@ -91,6 +91,9 @@ enum NativeRoutes {
                     "oldest": AnyEncodable(store.events.replayHeld.oldest),
                 ]),
                 "uptimeSeconds": AnyEncodable(Date().timeIntervalSince(started)),
+                // Why storage is failing (null when healthy), and its failures so far.
+                "degraded": AnyEncodable(Nullable<String>(store.health.degraded)),
+                "storageErrors": AnyEncodable(store.health.errorCounts),
                 "acceptedPerSecond": AnyEncodable([
                     "last1s": counts.rate(over: 1, now: WallClock.nanos() / 1_000_000_000),
                     "last10s": counts.rate(over: 10, now: WallClock.nanos() / 1_000_000_000),

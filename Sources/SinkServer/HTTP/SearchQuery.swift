@@ -7,7 +7,7 @@ import MailMessage
 /// `larger:`/`smaller:` (K, KB, M, MB), `after:`/`before:` (a date); a bare term searches the
 /// text Mailpit searches (addresses, subject, body text, attachment names). Case-insensitive
 /// substring matching, as Mailpit's SQL `LIKE`.
-struct SearchQuery: Sendable {
+public struct SearchQuery: Sendable {
     enum Term: Sendable {
         case text(String)
         case field(String, String)
@@ -27,7 +27,7 @@ struct SearchQuery: Sendable {
         var description: String
     }
 
-    init(_ query: String) throws {
+    public init(_ query: String) throws {
         for token in Self.tokenize(query) {
             var token = token
             var negated = false

@@ -40,7 +40,7 @@ public enum SinkAPI {
             guard let text = formValue("query", request), !text.trimmingCharacters(in: .whitespaces).isEmpty else {
                 throw HTTPError(.badRequest, message: "Error: no search query")
             }
-            store.delete(ids: await store.matchingIDs(mailbox: query.get("mailbox"), search: try searchQuery(text)))
+            store.delete(ids: try await store.matchingIDs(mailbox: query.get("mailbox"), search: try searchQuery(text)))
             return plain("ok")
         }
 
@@ -61,9 +61,9 @@ public enum SinkAPI {
             if let given = update.ids, !given.isEmpty {
                 ids = given
             } else if let text = update.search {
-                ids = await store.matchingIDs(mailbox: mailbox, search: try searchQuery(text))
+                ids = try await store.matchingIDs(mailbox: mailbox, search: try searchQuery(text))
             } else {
-                ids = await store.matchingIDs(mailbox: mailbox, search: nil)
+                ids = try await store.matchingIDs(mailbox: mailbox, search: nil)
             }
             store.setRead(update.read ?? false, ids: ids)
             return plain("ok")
@@ -81,7 +81,7 @@ public enum SinkAPI {
             if mailbox == nil {
                 store.removeAll()
             } else {
-                store.delete(ids: await store.matchingIDs(mailbox: mailbox, search: nil))
+                store.delete(ids: try await store.matchingIDs(mailbox: mailbox, search: nil))
             }
             return plain("ok")
         }
@@ -123,11 +123,8 @@ public enum SinkAPI {
             guard let raw = try await store.raw(id: listing.message.id) else {
                 throw HTTPError(.notFound, message: "Message body not stored (--discard)")
             }
-            var headers: HTTPFields = [.contentType: "text/plain; charset=utf-8"]
-            if request.uri.queryParameters.get("dl") == "1" {
-                headers[.contentDisposition] = "attachment; filename=\"\(listing.message.id).eml\""
-            }
-            return Response(status: .ok, headers: headers, body: .init(byteBuffer: raw))
+            let download = request.uri.queryParameters.get("dl") == "1" ? "\(listing.message.id).eml" : nil
+            return CapturedContent.response(raw, contentType: "text/plain; charset=utf-8", download: download)
         }
 
         // Swallow's capture metadata: envelope, session, timestamps, anomalies, faults.
@@ -164,11 +161,11 @@ public enum SinkAPI {
             guard let parsed = try await store.parsed(id: listing.message.id),
                   let part = parsed.part(id: try context.parameters.require("part"))
             else { throw HTTPError(.notFound, message: "Part not found") }
-            var headers: HTTPFields = [.contentType: part.contentType.value]
-            if let name = part.fileName {
-                headers[.contentDisposition] = "attachment; filename=\"\(name.replacingOccurrences(of: "\"", with: ""))\""
-            }
-            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: parsed.decodedBody(part))))
+            // Images show inline (a message's cid: images); every other part is a download.
+            let type = part.contentType.value
+            let body = ByteBuffer(bytes: parsed.decodedBody(part))
+            let inline = CapturedContent.isInertImage(type) && part.fileName == nil
+            return CapturedContent.response(body, contentType: type, download: inline ? nil : (part.fileName ?? "part-\(part.partID)"))
         }
 
         router.get("/view/:file") { request, context -> Response in
@@ -179,9 +176,9 @@ public enum SinkAPI {
             let listing = try await resolve(id, request: request, store: store)
             guard let parsed = try await store.parsed(id: listing.message.id) else { throw HTTPError(.notFound) }
             if isHTML || file == "latest" {
-                return Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: parsed.html)))
+                return CapturedContent.response(ByteBuffer(string: parsed.html), contentType: "text/html; charset=utf-8")
             }
-            return plain(parsed.text)
+            return CapturedContent.response(ByteBuffer(string: parsed.text), contentType: "text/plain; charset=utf-8")
         }
 
         router.get("/api/v1/info") { _, _ -> Response in
@@ -241,6 +238,7 @@ public enum SinkAPI {
             return try await mailHog(matches, request: request, store: store, contentType: "application/json")
         }
 
+        MailHogV1Routes.add(to: router, store: store)
         NativeRoutes.add(to: router, sink: sink, started: started)
         FaultRoutes.add(to: router, engine: sink.faults)
         WebInbox.add(to: router)
@@ -325,7 +323,7 @@ public enum SinkAPI {
         let query = request.uri.queryParameters
         let start = max(0, query.get("start", as: Int.self) ?? 0)
         let limit = max(0, query.get("limit", as: Int.self) ?? 50)
-        let page = await store.page(mailbox: query.get("mailbox"), search: search, start: start, limit: limit)
+        let page = try await store.page(mailbox: query.get("mailbox"), search: search, start: start, limit: limit)
         let result = MailpitJSON.MessagesSummary(
             total: page.total,
             unread: page.unread,
@@ -352,7 +350,7 @@ public enum SinkAPI {
         if id == "latest" {
             let query = request.uri.queryParameters
             let text = formValue("query", request).flatMap { $0.isEmpty ? nil : $0 }
-            let page = await store.page(mailbox: query.get("mailbox"), search: try text.map(searchQuery), start: 0, limit: 1)
+            let page = try await store.page(mailbox: query.get("mailbox"), search: try text.map(searchQuery), start: 0, limit: 1)
             guard let newest = page.items.first?.listing else { throw HTTPError(.notFound, message: "Message not found") }
             return newest
         }

@@ -82,7 +82,7 @@ enum WaitRoute {
         }
         // Subscribe before counting, so a message captured in between is not missed.
         let events = store.events.subscribe()
-        let initial = await store.page(mailbox: mailbox, search: search, start: 0, limit: 1).matches
+        let initial = try await store.page(mailbox: mailbox, search: search, start: 0, limit: 1).matches
         if !(expectation.isLowerBound && expectation.holds(initial)) {
             let target = expectation
             await withTaskGroup(of: Void.self) { group in
@@ -106,7 +106,7 @@ enum WaitRoute {
                 group.cancelAll()
             }
         }
-        let page = await store.page(mailbox: mailbox, search: search, start: 0, limit: 50)
+        let page = try await store.page(mailbox: mailbox, search: search, start: 0, limit: 50)
         var answer = Answer(
             holds: expectation.holds(page.matches), count: page.matches, expected: expectation.description,
             messages: page.items.map { MailpitJSON.MessageSummary($0.summary, listing: $0.listing) }

@@ -164,13 +164,15 @@ final class DiskStore: Sendable {
         index?.later { try $0.delete(ids: ids) }
         // On the writer: after every write queued before it.
         writer.async {
-            if var line = try? JSONEncoder().encode(Deletion(deleted: ids)) {
+            do {
+                var line = try JSONEncoder().encode(Deletion(deleted: ids))
                 line.append(UInt8(ascii: "\n"))
-                if (try? self.append(line)) != nil {
-                    self.journalLines.add(1, ordering: .relaxed)
-                    // The deletion record and each deleted message's line are dead.
-                    self.deadLines.add(1 + ids.count, ordering: .relaxed)
-                }
+                try self.append(line)
+                self.journalLines.add(1, ordering: .relaxed)
+                // The deletion record and each deleted message's line are dead.
+                self.deadLines.add(1 + ids.count, ordering: .relaxed)
+            } catch {
+                self.index?.health.failed(.disk, "record the deletion of \(ids.count) messages in the journal", error)
             }
             self.compactWhenWorthwhile()
             for id in ids {

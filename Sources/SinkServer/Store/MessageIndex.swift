@@ -96,8 +96,12 @@ final class MessageIndex: Sendable {
         }
     }
 
-    init(path: String) throws {
+    /// Where indexing failures are reported (they happen behind the `250`, on the indexer).
+    let health: StorageHealth
+
+    init(path: String, health: StorageHealth) throws {
         self.path = path
+        self.health = health
         var configuration = Configuration()
         configuration.prepareDatabase { db in
             // Rebuildable from the message files: no fsync of its own.
@@ -200,7 +204,13 @@ final class MessageIndex: Sendable {
                 return Array(batch)
             }
             guard !batch.isEmpty else { return }
-            try? insert(batch.map(Record.init))
+            do {
+                try insert(batch.map(Record.init))
+                health.succeeded(.index)
+            } catch {
+                // The messages are on disk; a restart rebuilds the index from them.
+                health.failed(.index, "index \(batch.count) messages", error)
+            }
             let waiters = pending.withLock { pending in
                 pending.messages.removeFirst(batch.count)
                 pending.metadataBytes -= batch.reduce(0) { $0 + $1.metadata.count }
@@ -234,11 +244,23 @@ final class MessageIndex: Sendable {
 
     /// Runs a change after the indexing queued before it.
     func later(_ change: @escaping @Sendable (MessageIndex) throws -> Void) {
-        queue.async { try? change(self) }
+        queue.async {
+            do {
+                try change(self)
+            } catch {
+                self.health.failed(.index, "update the index", error)
+            }
+        }
     }
 
     var count: Int {
-        (try? database.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM message") ?? 0 }) ?? 0
+        do {
+            return try database.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM message") ?? 0 }
+        } catch {
+            // Counted as empty: the store then rebuilds the index from the message files.
+            health.failed(.index, "count indexed messages", error)
+            return 0
+        }
     }
 
     /// Every message's capture metadata, oldest first, with its read flag and tags.

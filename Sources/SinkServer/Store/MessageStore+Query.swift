@@ -20,12 +20,17 @@ extension MessageStore {
 
     /// Newest first, `limit` 0 meaning all. With a disk index (`--data`) the database answers;
     /// otherwise summaries are made on first use and kept in memory.
-    func page(mailbox: String?, search: SearchQuery?, start: Int, limit: Int) async -> Page {
+    func page(mailbox: String?, search: SearchQuery?, start: Int, limit: Int) async throws(StorageFailure) -> Page {
         if let index {
             await index.flush()
-            return (try? index.page(mailbox: mailbox, search: search, start: start, limit: limit)) ?? Page(
-                items: [], total: 0, unread: 0, matches: 0, matchesUnread: 0, tags: []
-            )
+            do {
+                let page = try index.page(mailbox: mailbox, search: search, start: start, limit: limit)
+                health.succeeded(.index)
+                return page
+            } catch {
+                health.failed(.index, "list or search messages", error)
+                throw StorageFailure(component: .index, operation: "list or search messages", underlying: "\(error)")
+            }
         }
         guard let search else {
             let page = listingPage(mailbox: mailbox, start: start, limit: limit)
@@ -63,7 +68,7 @@ extension MessageStore {
     }
 
     /// Ids of every message of the mailbox matching `search` (all of them without one), newest first.
-    func matchingIDs(mailbox: String?, search: SearchQuery?) async -> [String] {
-        await page(mailbox: mailbox, search: search, start: 0, limit: 0).items.map(\.listing.message.id)
+    func matchingIDs(mailbox: String?, search: SearchQuery?) async throws(StorageFailure) -> [String] {
+        try await page(mailbox: mailbox, search: search, start: 0, limit: 0).items.map(\.listing.message.id)
     }
 }

@@ -63,6 +63,8 @@ public final class MessageStore: Sendable {
     var index: MessageIndex? { disk?.index }
     /// Every insert is announced here (the event stream, waiters).
     public let events = MessageEvents()
+    /// Storage failures: logged, counted, shown as `degraded`.
+    public let health: StorageHealth
 
     /// A memory store.
     public convenience init(maxMessages: Int) {
@@ -72,6 +74,7 @@ public final class MessageStore: Sendable {
     init(maxMessages: Int, disk: DiskStore?) {
         self.maxMessages = maxMessages
         self.disk = disk
+        self.health = disk?.index?.health ?? StorageHealth(logger: Logger(label: "swallow.store"))
         state.withLock { $0.entries.reserveCapacity(min(maxMessages == 0 ? 10_000 : maxMessages, 100_000)) }
     }
 
@@ -80,15 +83,20 @@ public final class MessageStore: Sendable {
     /// damaged, behind) it is rebuilt from the message files.
     static func open(dataDirectory: String?, policy: FsyncPolicy, maxMessages: Int, logger: Logger) throws -> MessageStore {
         guard let dataDirectory else { return MessageStore(maxMessages: maxMessages) }
-        try? FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
+        let health = StorageHealth(logger: logger)
+        do {
+            try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
+        } catch {
+            throw ConfigurationError(message: "cannot create data directory \(dataDirectory): \(error)")
+        }
         let indexPath = (dataDirectory as NSString).appendingPathComponent("index.sqlite")
         let index: MessageIndex
         do {
-            index = try MessageIndex(path: indexPath)
+            index = try MessageIndex(path: indexPath, health: health)
         } catch {
             logger.warning("search index unreadable, rebuilding it", metadata: ["path": "\(indexPath)", "error": "\(error)"])
             for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: indexPath + suffix) }
-            index = try MessageIndex(path: indexPath)
+            index = try MessageIndex(path: indexPath, health: health)
         }
         let disk = try DiskStore(root: dataDirectory, policy: policy, index: index)
         let store = MessageStore(maxMessages: maxMessages, disk: disk)
