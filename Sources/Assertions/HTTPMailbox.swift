@@ -1,8 +1,5 @@
 import Foundation
 import MailMessage
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 
 /// A running sink's HTTP API as a `Mailbox`. Waiting is the sink's `GET /api/v1/wait` (it
 /// waits on its event stream); messages are read as raw bytes and parsed here, so every
@@ -11,10 +8,13 @@ public struct HTTPMailbox: Mailbox {
     public var baseURL: URL
     /// Only this mailbox of the sink (an AUTH user or a plus tag), when set.
     public var mailbox: String?
+    /// Sent as `Authorization: Bearer` (a sink started with API tokens).
+    public var token: String?
 
-    public init(baseURL: URL, mailbox: String? = nil) {
+    public init(baseURL: URL, mailbox: String? = nil, token: String? = nil) {
         self.baseURL = baseURL
         self.mailbox = mailbox
+        self.token = token
     }
 
     public func messages(matching query: MailQuery) async throws -> [DeliveredMessage] {
@@ -37,12 +37,10 @@ public struct HTTPMailbox: Mailbox {
     }
 
     private func fetch(_ query: MailQuery, count: String, timeout: Double) async throws -> (matched: [DeliveredMessage], total: Int) {
-        var components = URLComponents(url: baseURL.appendingPathComponent("api/v1/wait"), resolvingAgainstBaseURL: false)!
-        components.queryItems = [URLQueryItem(name: "query", value: query.mailpitSearch), URLQueryItem(name: "count", value: count),
-                                 URLQueryItem(name: "timeout", value: "\(Int(min(300, timeout)))s")]
-            + (mailbox.map { [URLQueryItem(name: "mailbox", value: $0)] } ?? [])
-        components.percentEncodedQuery = components.percentEncodedQuery?.replacingOccurrences(of: "+", with: "%2B")
-        let (data, status) = try await get(components.url!)
+        let url = SinkHTTP.url(baseURL.absoluteString, "/api/v1/wait", [
+            ("query", query.mailpitSearch), ("count", count), ("timeout", "\(Int(min(300, timeout)))s"),
+        ] + (mailbox.map { [("mailbox", $0)] } ?? []))
+        let (data, status) = try await get(url)
         guard status == 200 || status == 408,
               let answer = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
             throw MailboxError.api("GET /api/v1/wait answered \(status): \(String(decoding: data, as: UTF8.self))")
@@ -50,7 +48,7 @@ public struct HTTPMailbox: Mailbox {
         var matched: [DeliveredMessage] = []
         for item in answer["Messages"] as? [[String: Any]] ?? [] {
             guard let id = item["ID"] as? String else { continue }
-            let (raw, rawStatus) = try await get(baseURL.appendingPathComponent("api/v1/message/\(id)/raw"))
+            let (raw, rawStatus) = try await get(SinkHTTP.url(baseURL.absoluteString, "/api/v1/message/\(id)/raw"))
             guard rawStatus == 200 else { continue }
             let created = (item["Created"] as? String).flatMap {
                 try? Date.ISO8601FormatStyle(includingFractionalSeconds: true).parse($0)
@@ -61,11 +59,9 @@ public struct HTTPMailbox: Mailbox {
         return (matched, answer["Count"] as? Int ?? 0)
     }
 
-    private func get(_ url: URL) async throws -> (Data, Int) {
-        var request = URLRequest(url: url)
-        request.timeoutInterval = 330
-        let (data, response) = try await URLSession.shared.data(for: request)
-        return (data, (response as? HTTPURLResponse)?.statusCode ?? 0)
+    private func get(_ url: String) async throws -> (Data, Int) {
+        let (status, body) = try await SinkHTTP.get(url, token: token)
+        return (Data(body), status)
     }
 }
 

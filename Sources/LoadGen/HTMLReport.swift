@@ -16,7 +16,8 @@ extension LoadReport {
             body += "<table><tr><th>expectation</th><th>actual</th><th></th></tr>\n"
             for verdict in expectations {
                 body += "<tr><td>\(escape("\(verdict.name) \(verdict.expr)"))</td><td>\(escape(verdict.actual))</td>"
-                body += "<td class=\"\(verdict.passed ? "pass" : "fail")\">\(verdict.passed ? "pass" : "FAIL")</td></tr>\n"
+                let (style, word) = switch verdict.passed { case true?: ("pass", "pass"); case false?: ("fail", "FAIL"); case nil: ("skip", "skipped") }
+                body += "<td class=\"\(style)\">\(word)</td></tr>\n"
             }
             body += "</table>\n"
         }

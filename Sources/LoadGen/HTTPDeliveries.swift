@@ -1,11 +1,13 @@
+import AsyncHTTPClient
+import Assertions
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
+import NIOCore
+import NIOHTTP1
 
 /// A remote sink's captures, read from its event stream (`GET /api/v1/events`, server-sent
 /// events whose `data` is each message's capture metadata). With `bodies`, each message's
-/// bytes are fetched too (`/api/v1/message/{ID}/raw`), for `expect.content`.
+/// bytes are fetched too (`/api/v1/message/{ID}/raw`), for `expect.content`. AsyncHTTPClient,
+/// not URLSession: the binary carries no FoundationNetworking (libcurl).
 public struct HTTPDeliveries: DeliverySource {
     public var baseURL: URL
     public var bodies: Bool
@@ -19,100 +21,76 @@ public struct HTTPDeliveries: DeliverySource {
     /// empty and every accepted message will count as lost).
     public func deliveries() async -> AsyncStream<Delivery> {
         let (stream, continuation) = AsyncStream<Delivery>.makeStream(bufferingPolicy: .unbounded)
-        let reader = EventReader(baseURL: baseURL, bodies: bodies, continuation: continuation)
-        continuation.onTermination = { _ in reader.cancel() }
-        await withCheckedContinuation { (connected: CheckedContinuation<Void, Never>) in
-            reader.start(onConnected: { connected.resume() })
+        let (connected, connectedContinuation) = AsyncStream<Void>.makeStream()
+        let base = baseURL.absoluteString
+        let bodies = self.bodies
+        let reader = Task {
+            defer {
+                connectedContinuation.finish()
+                continuation.finish()
+            }
+            var request = HTTPClientRequest(url: SinkHTTP.url(base, "/api/v1/events"))
+            request.headers.add(name: "Accept", value: "text/event-stream")
+            guard let response = try? await SinkHTTP.client.execute(request, timeout: .hours(24 * 365)) else { return }
+            connectedContinuation.finish()
+            var events = EventSplitter()
+            do {
+                for try await chunk in response.body {
+                    for event in events.append(chunk) {
+                        Self.handle(event, base: base, bodies: bodies, continuation: continuation)
+                    }
+                }
+            } catch {
+                return
+            }
         }
+        continuation.onTermination = { _ in reader.cancel() }
+        for await _ in connected {}
         return stream
     }
 
-    /// Reads the stream with a delegate (chunks as they come), cut into SSE events.
-    final class EventReader: NSObject, URLSessionDataDelegate, @unchecked Sendable {
-        let baseURL: URL
-        let bodies: Bool
-        let continuation: AsyncStream<Delivery>.Continuation
-        private var buffer = Data()
-        private var session: URLSession?
-        private var task: URLSessionDataTask?
-        private var onConnected: (() -> Void)?
-        private let lock = NSLock()
+    /// Cuts a server-sent event stream into events (separated by a blank line).
+    struct EventSplitter {
+        private var buffer: [UInt8] = []
 
-        init(baseURL: URL, bodies: Bool, continuation: AsyncStream<Delivery>.Continuation) {
-            self.baseURL = baseURL
-            self.bodies = bodies
-            self.continuation = continuation
-        }
-
-        /// `onConnected` runs once: at the first bytes of the stream, or when it fails.
-        func start(onConnected: @escaping () -> Void) {
-            lock.withLock { self.onConnected = onConnected }
-            let configuration = URLSessionConfiguration.default
-            configuration.timeoutIntervalForRequest = 24 * 3600
-            let session = URLSession(configuration: configuration, delegate: self, delegateQueue: nil)
-            var request = URLRequest(url: baseURL.appendingPathComponent("api/v1/events"))
-            request.setValue("text/event-stream", forHTTPHeaderField: "Accept")
-            let task = session.dataTask(with: request)
-            lock.withLock {
-                self.session = session
-                self.task = task
-            }
-            task.resume()
-        }
-
-        func cancel() {
-            lock.withLock {
-                task?.cancel()
-                session?.invalidateAndCancel()
-            }
-        }
-
-        func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive data: Data) {
-            let (events, connected): ([Data], (() -> Void)?) = lock.withLock {
-                buffer.append(data)
-                defer { onConnected = nil }
-                var events: [Data] = []
-                while let range = buffer.range(of: Data("\n\n".utf8)) {
-                    events.append(buffer.subdata(in: buffer.startIndex..<range.lowerBound))
-                    buffer.removeSubrange(buffer.startIndex..<range.upperBound)
+        mutating func append(_ chunk: ByteBuffer) -> [String] {
+            buffer.append(contentsOf: chunk.readableBytesView)
+            var events: [String] = []
+            var start = 0
+            var index = 0
+            while index + 1 < buffer.count {
+                if buffer[index] == UInt8(ascii: "\n"), buffer[index + 1] == UInt8(ascii: "\n") {
+                    events.append(String(decoding: buffer[start..<index], as: UTF8.self))
+                    start = index + 2
+                    index = start
+                } else {
+                    index += 1
                 }
-                return (events, onConnected)
             }
-            connected?()
-            for event in events { handle(event) }
+            buffer.removeFirst(start)
+            return events
         }
+    }
 
-        func urlSession(_ session: URLSession, task: URLSessionTask, didCompleteWithError error: (any Error)?) {
-            let connected: (() -> Void)? = lock.withLock {
-                defer { onConnected = nil }
-                return onConnected
+    private static func handle(_ event: String, base: String, bodies: Bool, continuation: AsyncStream<Delivery>.Continuation) {
+        let lines = event.split(separator: "\n")
+        // Only stored messages are deliveries: a sink's `drop` and `fault` events are not.
+        if let kind = lines.first(where: { $0.hasPrefix("event: ") }), kind != "event: message" { return }
+        for line in lines where line.hasPrefix("data: ") {
+            guard let object = try? JSONSerialization.jsonObject(with: Data(line.dropFirst(6).utf8)) as? [String: Any],
+                  let trace = object["traceID"] as? String,
+                  let id = object["id"] as? String,
+                  let timestamps = object["timestamps"] as? [String: Any],
+                  let end = (timestamps["dataEndNanos"] as? NSNumber)?.int64Value
+            else { continue }
+            let capturedAt = Date(timeIntervalSince1970: Double(end) / 1e9)
+            guard bodies else {
+                continuation.yield(Delivery(traceID: trace, capturedAt: capturedAt))
+                continue
             }
-            connected?()
-            continuation.finish()
-        }
-
-        private func handle(_ event: Data) {
-            let lines = String(decoding: event, as: UTF8.self).split(separator: "\n")
-            // Only stored messages are deliveries: a sink's `drop` and `fault` events are not.
-            if let kind = lines.first(where: { $0.hasPrefix("event: ") }), kind != "event: message" { return }
-            for line in lines where line.hasPrefix("data: ") {
-                guard let object = try? JSONSerialization.jsonObject(with: Data(line.dropFirst(6).utf8)) as? [String: Any],
-                      let trace = object["traceID"] as? String,
-                      let id = object["id"] as? String,
-                      let timestamps = object["timestamps"] as? [String: Any],
-                      let end = (timestamps["dataEndNanos"] as? NSNumber)?.int64Value
-                else { continue }
-                let capturedAt = Date(timeIntervalSince1970: Double(end) / 1e9)
-                guard bodies else {
-                    continuation.yield(Delivery(traceID: trace, capturedAt: capturedAt))
-                    continue
-                }
-                let url = baseURL.appendingPathComponent("api/v1/message/\(id)/raw")
-                let continuation = self.continuation
-                Task {
-                    let raw = try? await URLSession.shared.data(from: url).0
-                    continuation.yield(Delivery(traceID: trace, capturedAt: capturedAt, raw: raw.map(Array.init)))
-                }
+            Task {
+                let raw = try? await SinkHTTP.get(SinkHTTP.url(base, "/api/v1/message/\(id)/raw"))
+                continuation.yield(Delivery(traceID: trace, capturedAt: capturedAt, raw: raw.flatMap { $0.status == 200 ? $0.body : nil }))
             }
         }
     }

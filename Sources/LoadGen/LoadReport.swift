@@ -49,6 +49,27 @@ public struct LoadReport: Codable, Sendable {
         enum CodingKeys: String, CodingKey {
             case sent, accepted, submitLatencyMs = "submit_latency_ms", deliveryLatencyMs = "delivery_latency_ms"
         }
+
+        /// `delivery_latency_ms` is `null` when nothing measured it, never absent.
+        public func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(sent, forKey: .sent)
+            try container.encode(accepted, forKey: .accepted)
+            try container.encode(submitLatencyMs, forKey: .submitLatencyMs)
+            try container.encode(deliveryLatencyMs, forKey: .deliveryLatencyMs)
+        }
+    }
+
+    public struct TargetFigures: Codable, Sendable {
+        public var sent: Int
+        public var accepted: Int
+        public var rejected: Int
+        public var failed: Int
+        public var submitLatencyMs: Latency
+
+        enum CodingKeys: String, CodingKey {
+            case sent, accepted, rejected, failed, submitLatencyMs = "submit_latency_ms"
+        }
     }
 
     public struct Second: Codable, Sendable {
@@ -70,7 +91,22 @@ public struct LoadReport: Codable, Sendable {
         public var name: String
         public var expr: String
         public var actual: String
-        public var passed: Bool
+        /// nil when the expectation could not be measured (no delivery sink): reported as
+        /// skipped, `null` in the JSON; it fails the run only under `--strict`.
+        public var passed: Bool?
+
+        /// What an unmeasurable expectation reports as its actual value.
+        static let notMeasured = "not measured (no delivery sink; give --sink)"
+
+        public func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(name, forKey: .name)
+            try container.encode(expr, forKey: .expr)
+            try container.encode(actual, forKey: .actual)
+            try container.encode(passed, forKey: .passed)
+        }
+
+        private enum CodingKeys: String, CodingKey { case name, expr, actual, passed }
     }
 
     public var scenario: String
@@ -97,6 +133,12 @@ public struct LoadReport: Codable, Sendable {
     public var scheduleLagMs: Latency
     public var phases: [String: Latency]
     public var perTemplate: [String: TemplateFigures]
+    /// By target `HOST:PORT` (`--target A,B`); optional only so older reports still read.
+    public var perTarget: [String: TargetFigures]?
+    /// `--start-at`: time zero of the schedule (RFC 3339), and how late this process started
+    /// after it (0 when it waited for it); null without `--start-at`.
+    public var startedAt: String?
+    public var startLateMs: Double?
     public var timeline: [Second]
     public var expectations: [Verdict]
     public var passed: Bool
@@ -112,6 +154,58 @@ public struct LoadReport: Codable, Sendable {
         case delivered, lost, duplicates, retries, replies, errors, rate, submitLatencyMs = "submit_latency_ms"
         case deliveryLatencyMs = "delivery_latency_ms", scheduleLagMs = "schedule_lag_ms", phases
         case perTemplate = "per_template", timeline, expectations, passed, histograms, shard
+        case perTarget = "per_target", startedAt = "started_at", startLateMs = "start_late_ms"
+    }
+
+    static func rfc3339(_ date: Date) -> String {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return formatter.string(from: date)
+    }
+
+    /// Every documented key is present: `delivery_latency_ms` (and `shard`) are `null` when
+    /// they do not apply, never absent.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(scenario, forKey: .scenario)
+        try container.encode(runId, forKey: .runId)
+        try container.encode(seed, forKey: .seed)
+        try container.encode(elapsedSeconds, forKey: .elapsedSeconds)
+        try container.encode(scheduled, forKey: .scheduled)
+        try container.encode(sent, forKey: .sent)
+        try container.encode(accepted, forKey: .accepted)
+        try container.encode(rejected, forKey: .rejected)
+        try container.encode(failed, forKey: .failed)
+        try container.encode(delivered, forKey: .delivered)
+        try container.encode(lost, forKey: .lost)
+        try container.encode(duplicates, forKey: .duplicates)
+        try container.encode(retries, forKey: .retries)
+        try container.encode(replies, forKey: .replies)
+        try container.encode(errors, forKey: .errors)
+        try container.encode(rate, forKey: .rate)
+        try container.encode(submitLatencyMs, forKey: .submitLatencyMs)
+        try container.encode(deliveryLatencyMs, forKey: .deliveryLatencyMs)
+        try container.encode(scheduleLagMs, forKey: .scheduleLagMs)
+        try container.encode(phases, forKey: .phases)
+        try container.encode(perTemplate, forKey: .perTemplate)
+        try container.encode(perTarget ?? [:], forKey: .perTarget)
+        try container.encode(startedAt, forKey: .startedAt)
+        try container.encode(startLateMs, forKey: .startLateMs)
+        try container.encode(timeline, forKey: .timeline)
+        try container.encode(expectations, forKey: .expectations)
+        try container.encode(passed, forKey: .passed)
+        try container.encode(histograms, forKey: .histograms)
+        try container.encode(shard, forKey: .shard)
+    }
+
+    /// Whether a delivery source measured this run (what `lost`, `duplicates`, delivery
+    /// latency and content checks need).
+    var deliveriesMeasured: Bool { deliveryLatencyMs != nil }
+
+    /// The run passes when no expectation failed; an unmeasured one (skipped) fails it only
+    /// when `strict`.
+    public mutating func evaluate(strict: Bool) {
+        passed = expectations.allSatisfy { strict ? $0.passed == true : $0.passed != false }
     }
 
     init(scenario: Scenario, runID: String, recorder: Recorder, elapsed: Double, seed: UInt64, deliveries: DeliveryTracker? = nil) {
@@ -147,6 +241,10 @@ public struct LoadReport: Codable, Sendable {
                           p50Ms: Double(bucket.latency.valueAtPercentile(50)) / 1000, p99Ms: Double(bucket.latency.valueAtPercentile(99)) / 1000)
         }
         histograms = ["submit_latency_us": state.latency, "schedule_lag_us": state.lag]
+        perTarget = state.perTarget.mapValues {
+            TargetFigures(sent: $0.sent, accepted: $0.accepted, rejected: $0.rejected, failed: $0.failed, submitLatencyMs: Latency($0.latency))
+        }
+        for (target, figures) in state.perTarget { histograms["target_submit_latency_us.\(target)"] = figures.latency }
         for (name, histogram) in state.phases { histograms["phase_us.\(name)"] = histogram }
         if let deliveries {
             let tracked = deliveries.state.withLock { $0 }
@@ -178,11 +276,11 @@ public struct LoadReport: Codable, Sendable {
         for (index, check) in scenario.content.enumerated() {
             let checked = tracked?.checked[index] ?? 0
             let failed = tracked?.failed[index] ?? 0
-            let actual = tracked == nil ? "not measured (no delivery sink)" : "\(checked - failed) of \(checked) delivered messages"
+            let actual = tracked == nil ? Verdict.notMeasured : "\(checked - failed) of \(checked) delivered messages"
             expectations.append(Verdict(name: check.name, expr: "every delivered message", actual: actual,
-                                        passed: tracked != nil && checked > 0 && failed == 0))
+                                        passed: tracked == nil ? nil : checked > 0 && failed == 0))
         }
-        passed = expectations.allSatisfy(\.passed)
+        evaluate(strict: false)
     }
 
     func verdict(_ expectation: Expectation) -> Verdict {
@@ -193,7 +291,7 @@ public struct LoadReport: Codable, Sendable {
         case "submit_latency", "delivery_latency":
             let latency = parts[0] == "submit_latency" ? submitLatencyMs : deliveryLatencyMs
             actual = latency?.value(parts.count > 1 ? parts[1] : "p99").map { $0 / 1000 }
-            shown = actual.map { Quantity.format(seconds: $0) } ?? "not measured"
+            shown = actual.map { Quantity.format(seconds: $0) } ?? Verdict.notMeasured
         default:
             let count: Int? = switch parts[0] {
             case "delivered": delivered
@@ -201,20 +299,20 @@ public struct LoadReport: Codable, Sendable {
             case "errors": rejected + failed
             case "rejected": rejected
             case "failed": failed
-            case "lost": lost
-            case "duplicates": duplicates
+            case "lost": deliveriesMeasured ? lost : nil
+            case "duplicates": deliveriesMeasured ? duplicates : nil
             case "sent": sent
             default: nil
             }
             if expectation.unit == .percent {
                 actual = count.map { scheduled > 0 ? Double($0) / Double(scheduled) * 100 : 0 }
-                shown = actual.map { String(format: "%.3f%%", $0) } ?? "not measured"
+                shown = actual.map { String(format: "%.3f%%", $0) } ?? Verdict.notMeasured
             } else {
                 actual = count.map(Double.init)
-                shown = count.map(String.init) ?? "not measured"
+                shown = count.map(String.init) ?? Verdict.notMeasured
             }
         }
-        let passed = actual.map { expectation.comparison.holds($0, expectation.value) } ?? false
+        let passed = actual.map { expectation.comparison.holds($0, expectation.value) }
         return Verdict(name: expectation.metric, expr: expectation.expression, actual: shown, passed: passed)
     }
 
@@ -255,7 +353,9 @@ public struct LoadReport: Codable, Sendable {
         }
         for (error, count) in errors.sorted(by: { $0.value > $1.value }).prefix(10) { lines.append("error \(count)x \(error)") }
         for verdict in expectations {
-            lines.append("\(verdict.passed ? "PASS" : "FAIL") \(verdict.name) \(verdict.expr) (actual \(verdict.actual))")
+            let word = switch verdict.passed { case true?: "PASS"; case false?: "FAIL"; case nil: "SKIP" }
+            let actual = verdict.passed == nil ? verdict.actual : "actual \(verdict.actual)"
+            lines.append("\(word) \(verdict.name) \(verdict.expr) (\(actual))")
         }
         lines.append(passed ? "passed" : "FAILED")
         return lines.joined(separator: "\n")
@@ -267,14 +367,17 @@ public struct LoadReport: Codable, Sendable {
             text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
                 .replacingOccurrences(of: ">", with: "&gt;").replacingOccurrences(of: "\"", with: "&quot;")
         }
-        let failures = expectations.filter { !$0.passed }.count
+        let failures = expectations.filter { $0.passed == false }.count
+        let skipped = expectations.filter { $0.passed == nil }.count
         var xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-        xml += "<testsuites tests=\"\(expectations.count)\" failures=\"\(failures)\">\n"
-        xml += "  <testsuite name=\"swallow load \(escape(scenario))\" tests=\"\(expectations.count)\" failures=\"\(failures)\" time=\"\(elapsedSeconds)\">\n"
+        xml += "<testsuites tests=\"\(expectations.count)\" failures=\"\(failures)\" skipped=\"\(skipped)\">\n"
+        xml += "  <testsuite name=\"swallow load \(escape(scenario))\" tests=\"\(expectations.count)\" failures=\"\(failures)\" skipped=\"\(skipped)\" time=\"\(elapsedSeconds)\">\n"
         for verdict in expectations {
             xml += "    <testcase classname=\"\(escape(scenario))\" name=\"\(escape("\(verdict.name) \(verdict.expr)"))\">"
-            if !verdict.passed {
+            if verdict.passed == false {
                 xml += "\n      <failure message=\"\(escape("\(verdict.name) \(verdict.expr), actual \(verdict.actual)"))\"/>\n    "
+            } else if verdict.passed == nil {
+                xml += "\n      <skipped message=\"\(escape(verdict.actual))\"/>\n    "
             }
             xml += "</testcase>\n"
         }

@@ -9,6 +9,8 @@ import Synchronization
 public final class Recorder: Sendable {
     struct Outcome: Sendable {
         public var template: String
+        /// The target's `HOST:PORT`.
+        public var target: String = ""
         /// Seconds from the run's start the message was due.
         public var scheduledOffset: Double
         /// Nanoseconds from scheduled time to the final reply (or failure).
@@ -33,6 +35,7 @@ public final class Recorder: Sendable {
         var latency = Recorder.histogram()
         var lag = Recorder.histogram()
         var perTemplate: [String: (sent: Int, accepted: Int, latency: Histogram<UInt64>)] = [:]
+        var perTarget: [String: (sent: Int, accepted: Int, rejected: Int, failed: Int, latency: Histogram<UInt64>)] = [:]
         var phases: [String: Histogram<UInt64>] = [:]
         var timeline: [Int: (sent: Int, accepted: Int, errors: Int, latency: Histogram<UInt64>)] = [:]
         var inFlight = 0
@@ -72,6 +75,13 @@ public final class Recorder: Sendable {
             let second = Int(outcome.scheduledOffset)
             state.timeline[second, default: (0, 0, 0, Recorder.histogram(digits: .two))].sent += 1
             _ = state.timeline[second, default: (0, 0, 0, Recorder.histogram(digits: .two))].latency.record(micros)
+            state.perTarget[outcome.target, default: (0, 0, 0, 0, Recorder.histogram())].sent += 1
+            _ = state.perTarget[outcome.target, default: (0, 0, 0, 0, Recorder.histogram())].latency.record(micros)
+            switch outcome.reply?.code.rawValue {
+            case let code? where code / 100 == 2: state.perTarget[outcome.target]?.accepted += 1
+            case let code? where code / 100 == 5: state.perTarget[outcome.target]?.rejected += 1
+            default: state.perTarget[outcome.target]?.failed += 1
+            }
             switch outcome.reply?.code.rawValue {
             case let code? where code / 100 == 2:
                 state.accepted += 1

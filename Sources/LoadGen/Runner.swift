@@ -11,7 +11,14 @@ import Synchronization
 /// arrival runs N senders back to back instead.
 public struct LoadRunner: Sendable {
     public var scenario: Scenario
-    public var target: (host: String, port: Int)
+    /// Where the connections go, spread evenly (connection `i` to `targets[i % count]`).
+    public var targets: [LoadTarget]
+    /// Local addresses the connections are bound to, spread the same way; empty: any.
+    public var bind: [String] = []
+    /// Time zero of the schedule (`--start-at`): the run waits for it, or, started after it,
+    /// sends what was due at once (latency still counts from each message's due time) and
+    /// reports how late it started. nil: now.
+    public var startAt: Date?
     public var seed: UInt64
     public var runID: String
     /// The sink's captures, for delivery latency; nil measures submission only.
@@ -27,7 +34,9 @@ public struct LoadRunner: Sendable {
 
     public init(scenario: Scenario, host: String, port: Int, seed: UInt64, runID: String? = nil) {
         self.scenario = scenario
-        self.target = (host, port)
+        self.targets = scenario.connection.targets.compactMap(LoadTarget.init(parsing:))
+        if targets.isEmpty { targets = [LoadTarget(host: host, port: port)] }
+        self.bind = scenario.connection.bind
         self.seed = seed
         self.runID = runID ?? Self.makeRunID()
     }
@@ -126,8 +135,14 @@ public struct LoadRunner: Sendable {
         let queue = JobQueue()
         let renderer = Renderer(runID: runID, seed: seed)
         let group = MultiThreadedEventLoopGroup.singleton
-        let started = SMTPClientConnection.now()
-        let startedDate = Date()
+        // Time zero as uptime nanoseconds and as a wall-clock instant (deliveries are timed on it).
+        let wallNow = Date()
+        let startedDate = startAt ?? wallNow
+        let startOffset = startedDate.timeIntervalSince(wallNow)
+        let uptimeNow = SMTPClientConnection.now()
+        let started = startOffset >= 0 ? uptimeNow + UInt64(startOffset * 1e9) : uptimeNow - min(uptimeNow, UInt64(-startOffset * 1e9))
+        let lateMs = startAt == nil ? nil : max(0, -startOffset * 1000)
+        if started > SMTPClientConnection.now() { try? await Task.sleep(for: .nanoseconds(Int64(started - SMTPClientConnection.now()))) }
         var picker = TemplatePicker(mix: scenario.mix, seed: seed)
         let shard = self.shard ?? Shard(index: 0, count: 1)
         // Closed loop: the senders are split between the shards (the first take the remainder).
@@ -140,7 +155,8 @@ public struct LoadRunner: Sendable {
         let counter = Counter()
         let settings = scenario.connection
         let scenario = self.scenario
-        let target = SMTPClientConnection.Target(host: target.host, port: target.port)
+        let targets = self.targets
+        let bind = self.bind
         let deadline = scenario.duration.map { started + UInt64($0 * 1e9) }
         let tracker = deliveries.map { _ in DeliveryTracker(runID: runID, startedAt: startedDate, content: scenario.content) }
         let deliveryStream = await deliveries?.deliveries()
@@ -161,6 +177,11 @@ public struct LoadRunner: Sendable {
             }
             // Workers: one connection each, reopened after `per_connection` messages or an error.
             for worker in 0..<workers {
+                let target = targets[worker % targets.count]
+                let endpoint = SMTPClientConnection.Target(
+                    host: target.host, port: target.port, bind: bind.isEmpty ? nil : bind[worker % bind.count]
+                )
+                let targetName = target.description
                 tasks.addTask {
                     var connection: SMTPClientConnection?
                     var closedPicker = TemplatePicker(mix: scenario.mix, seed: seed &+ UInt64(worker))
@@ -188,7 +209,7 @@ public struct LoadRunner: Sendable {
                         var outcome: SMTPClientConnection.Outcome
                         do {
                             if connection == nil || connection?.isActive == false {
-                                connection = try await SMTPClientConnection.open(to: target, settings: settings, group: group, times: &times)
+                                connection = try await SMTPClientConnection.open(to: endpoint, settings: settings, group: group, times: &times)
                             }
                             outcome = await connection!.send(sender: message.sender, recipients: message.recipients, data: message.data, times: &times)
                         } catch let error as SMTPClientError {
@@ -198,7 +219,7 @@ public struct LoadRunner: Sendable {
                         }
                         let finished = SMTPClientConnection.now()
                         var record = Recorder.Outcome(
-                            template: job.template, scheduledOffset: job.offset, latency: finished - min(job.due, finished), lag: lag,
+                            template: job.template, target: targetName, scheduledOffset: job.offset, latency: finished - min(job.due, finished), lag: lag,
                             reply: nil, phase: "data-end", error: nil, phases: times
                         )
                         switch outcome {
@@ -265,6 +286,10 @@ public struct LoadRunner: Sendable {
         let elapsed = Double(sendingEnded - started) / 1e9
         var report = LoadReport(scenario: scenario, runID: runID, recorder: recorder, elapsed: elapsed, seed: seed, deliveries: tracker)
         report.shard = self.shard.map(\.description)
+        if let startAt {
+            report.startedAt = LoadReport.rfc3339(startAt)
+            report.startLateMs = lateMs.map { ($0 * 1000).rounded() / 1000 }
+        }
         return report
     }
 }

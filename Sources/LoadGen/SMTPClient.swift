@@ -54,6 +54,8 @@ final class SMTPClientConnection {
     struct Target: Sendable {
         var host: String
         var port: Int
+        /// The local address to connect from (`--bind`); nil: the system's choice.
+        var bind: String?
     }
 
     /// Nanosecond durations of one message's phases; connection phases only on the message
@@ -104,7 +106,9 @@ final class SMTPClientConnection {
         }()
         let channel: NIOAsyncChannel<String, ByteBuffer>
         do {
-            channel = try await ClientBootstrap(group: group)
+            var bootstrap = ClientBootstrap(group: group)
+            if let bind = target.bind { bootstrap = bootstrap.bind(to: try SocketAddress(ipAddress: bind, port: 0)) }
+            channel = try await bootstrap
                 .connectTimeout(.milliseconds(Int64(settings.connectTimeout * 1000)))
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .connect(host: target.host, port: target.port) { channel in

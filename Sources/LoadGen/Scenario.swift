@@ -53,6 +53,12 @@ public struct Scenario: Sendable {
         public var tls: TLSMode = .none
         public var auth: Auth?
         public var helo = "swallow-load.localhost"
+        /// `connection.targets`: `HOST:PORT`s the connections are spread over evenly (`--target`
+        /// overrides); empty: the one target given to the runner.
+        public var targets: [String] = []
+        /// `connection.bind`: local addresses the connections are bound to, spread evenly, so a
+        /// relay's per-client limits can be exercised (`--bind` overrides); empty: the system's choice.
+        public var bind: [String] = []
         /// Seconds to wait for the connection, and for each reply.
         public var connectTimeout = 10.0
         public var replyTimeout = 60.0
@@ -173,7 +179,19 @@ extension Scenario {
     private static func parseConnection(_ reader: YAMLReader?) throws(InputError) -> ConnectionSettings {
         var settings = ConnectionSettings()
         guard let reader else { return settings }
-        _ = try reader.keys(allowed: ["pool", "per_connection", "pipelining", "tls", "auth", "helo", "connect_timeout", "timeout"])
+        _ = try reader.keys(allowed: ["pool", "per_connection", "pipelining", "tls", "auth", "helo", "connect_timeout", "timeout", "targets", "bind"])
+        for key in ["targets", "bind"] {
+            guard let list = try reader.optional(key) else { continue }
+            let values = list.isSequence ? try list.items().map { (item: YAMLReader) throws(InputError) in try item.string() }
+                : try list.string().split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            guard !values.isEmpty, values.allSatisfy({ !$0.isEmpty }) else { throw list.error("expected a list of addresses") }
+            if key == "targets" {
+                for value in values where LoadTarget(parsing: value) == nil { throw list.error("expected HOST:PORT, got \(value)") }
+                settings.targets = values
+            } else {
+                settings.bind = values
+            }
+        }
         if let pool = try reader.optional("pool") { settings.pool = try pool.int(in: 1...10_000) }
         if let per = try reader.optional("per_connection") { settings.perConnection = try per.int(in: 0...100_000_000) }
         if let pipelining = try reader.optional("pipelining") { settings.pipelining = try pipelining.bool() }

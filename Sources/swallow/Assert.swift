@@ -1,9 +1,6 @@
 import ArgumentParser
 import Assertions
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 
 /// `swallow assert`: one CI check against a running sink's API. The sink waits on its event
 /// stream (`GET /api/v1/wait`) until the query's count holds or the time runs out; this command
@@ -64,26 +61,20 @@ struct Assert: AsyncParsableCommand {
         if let subject { search = search.subject(containing: subject) }
         if let contains { search = search.text(containing: contains) }
         let terms = [search.mailpitSearch, query ?? ""].filter { !$0.isEmpty }
-        guard var components = URLComponents(string: api + "/api/v1/wait"), components.host != nil else {
+        guard let components = URLComponents(string: api), components.host != nil, ["http", "https"].contains(components.scheme ?? "") else {
             throw fail(2, "--api: not a URL: \(api)")
         }
-        var items = [URLQueryItem(name: "query", value: terms.joined(separator: " ")),
-                     URLQueryItem(name: "count", value: count), URLQueryItem(name: "timeout", value: within)]
-        if let mailbox { items.append(URLQueryItem(name: "mailbox", value: mailbox)) }
-        if let extract { items.append(URLQueryItem(name: "extract", value: extract)) }
-        components.queryItems = items
-        // `+` in a query value means a space to the sink, as in a form.
-        components.percentEncodedQuery = components.percentEncodedQuery?.replacingOccurrences(of: "+", with: "%2B")
-        var request = URLRequest(url: components.url!)
-        request.timeoutInterval = 330
+        var items = [("query", terms.joined(separator: " ")), ("count", count), ("timeout", within)]
+        if let mailbox { items.append(("mailbox", mailbox)) }
+        if let extract { items.append(("extract", extract)) }
         let data: Data
-        let response: URLResponse
+        let status: Int
         do {
-            (data, response) = try await URLSession.shared.data(for: request)
+            let answer = try await SinkHTTP.get(SinkHTTP.url(api, "/api/v1/wait", items))
+            (data, status) = (Data(answer.body), answer.status)
         } catch {
-            throw fail(2, "cannot reach the sink's API at \(api): \(error.localizedDescription)")
+            throw fail(2, "cannot reach the sink's API at \(api): \(error)")
         }
-        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
         guard status == 200 || status == 408 else {
             throw fail(2, "the sink answered \(status): \(String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))")
         }

@@ -21,8 +21,14 @@ struct Load: AsyncParsableCommand {
     @Argument(help: "The scenario file (YAML).")
     var scenario: String
 
-    @Option(help: "HOST:PORT of the SMTP server (default: an in-process sink).")
+    @Option(help: "HOST:PORT of the SMTP server, or several (HOST:PORT,HOST:PORT): connections are spread evenly over them (default: the scenario's connection.targets, else an in-process sink).")
     var target: String?
+
+    @Option(help: "Local addresses to connect from (ADDR,ADDR,...), spread evenly over the connections (default: the scenario's connection.bind, else any).")
+    var bind: String?
+
+    @Option(help: "Time zero of the schedule: an RFC 3339 instant (2026-12-03T10:00:00Z) or +DURATION from now (+10s); shards given the same instant start together.")
+    var startAt: String?
 
     @Option(help: "Override the rate of a constant or poisson arrival (200/s, 12000/m).")
     var rate: String?
@@ -53,6 +59,9 @@ struct Load: AsyncParsableCommand {
 
     @Flag(help: "No progress lines; the summary only.")
     var quiet = false
+
+    @Flag(help: "Fail the run when an expectation cannot be measured (content checks, delivery latency, lost or duplicates without --sink); by default they are skipped.")
+    var strict = false
 
     @Option(help: "Send only part K of N of the run (every Nth message of the schedule, e.g. 3/8); give every shard the same --seed, then merge the JSON reports with `swallow report merge`.")
     var shard: String?
@@ -118,11 +127,28 @@ struct Load: AsyncParsableCommand {
         }
         let host: String
         let port: Int
+        var targets: [LoadTarget] = scenario.connection.targets.compactMap(LoadTarget.init(parsing:))
         if let target {
-            guard let address = try? ListenAddress(parsing: target) else {
-                throw InputError(file: "--target", line: nil, field: "", message: "expected HOST:PORT, got \(target)")
+            guard let list = LoadTarget.list(target) else {
+                throw InputError(file: "--target", line: nil, field: "", message: "expected HOST:PORT or HOST:PORT,HOST:PORT,..., got \(target)")
             }
-            (host, port) = (address.host, address.port)
+            targets = list
+        }
+        var startInstant: Date?
+        if let startAt {
+            if startAt.hasPrefix("+"), let seconds = Quantity.duration(String(startAt.dropFirst())) {
+                startInstant = Date().addingTimeInterval(seconds)
+            } else {
+                let formatter = ISO8601DateFormatter()
+                formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+                startInstant = formatter.date(from: startAt) ?? ISO8601DateFormatter().date(from: startAt)
+            }
+            guard startInstant != nil else {
+                throw InputError(file: "--start-at", line: nil, field: "", message: "expected an RFC 3339 instant (2026-12-03T10:00:00Z) or +DURATION (+10s), got \(startAt)")
+            }
+        }
+        if let first = targets.first {
+            (host, port) = (first.host, first.port)
             if let sink, sink.hasPrefix("http://") || sink.hasPrefix("https://") {
                 guard let url = URL(string: sink), url.host != nil else {
                     throw InputError(file: "--sink", line: nil, field: "", message: "not a URL: \(sink)")
@@ -146,6 +172,15 @@ struct Load: AsyncParsableCommand {
         }
 
         var runner = LoadRunner(scenario: scenario, host: host, port: port, seed: seed, runID: runId)
+        if !targets.isEmpty { runner.targets = targets }
+        if let bind {
+            let addresses = bind.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            guard !addresses.isEmpty, addresses.allSatisfy({ (try? SocketAddress(ipAddress: $0, port: 0)) != nil }) else {
+                throw InputError(file: "--bind", line: nil, field: "", message: "expected IP addresses (ADDR,ADDR,...), got \(bind)")
+            }
+            runner.bind = addresses
+        }
+        runner.startAt = startInstant
         runner.shard = parsedShard
         runner.grace = graceSeconds
         if let embedded { runner.deliveries = StoreDeliveries(store: embedded.store, bodies: !scenario.content.isEmpty) }
@@ -165,7 +200,8 @@ struct Load: AsyncParsableCommand {
                 print(line)
             }
         }
-        let result = try await runner.run()
+        var result = try await runner.run()
+        if strict { result.evaluate(strict: true) }
         if terminal && !quiet { print("") }
         embedded?.shutdown()
         _ = await sinkTask?.result
@@ -175,7 +211,7 @@ struct Load: AsyncParsableCommand {
         if let html { try Data(result.html().utf8).write(to: URL(fileURLWithPath: html)) }
         if let junit { try Data(result.junit().utf8).write(to: URL(fileURLWithPath: junit)) }
         if result.sent > 0 && result.accepted == 0 && result.errors.keys.allSatisfy({ $0.hasPrefix("connect") }) {
-            FileHandle.standardError.write(Data("error: the target \(host):\(port) could not be reached\n".utf8))
+            FileHandle.standardError.write(Data("error: the target \(runner.targets.map(\.description).joined(separator: ", ")) could not be reached\n".utf8))
             throw ExitCode(2)
         }
         if !result.passed { throw ExitCode(1) }

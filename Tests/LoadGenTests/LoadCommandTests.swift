@@ -126,3 +126,59 @@ struct RemoteDeliveryTests {
         #expect(try LoadCommandTests.run(["report", "merge", path]).status == 2)
     }
 }
+
+@Suite("Shipped scenarios and unmeasurable expectations", .serialized)
+struct ShippedScenarioTests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    static var shipped: [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: root.appendingPathComponent("scenarios").path)) ?? [])
+            .filter { $0.hasSuffix(".yaml") }.sorted()
+    }
+
+    @Test("the scenarios DESIGN.md and the README name are shipped")
+    func named() {
+        for name in ["otp-login-burst.yaml", "invoice-month-end.yaml", "mixed-steady.yaml", "trace-replay.yaml"] {
+            #expect(Self.shipped.contains(name), "scenarios/\(name) is missing")
+        }
+        #expect(FileManager.default.fileExists(atPath: Self.root.appendingPathComponent("scenarios/trace-replay.csv").path))
+    }
+
+    @Test("every shipped scenario runs with no other argument against the in-process sink and passes", arguments: shipped)
+    func runs(_ name: String) throws {
+        let result = try LoadCommandTests.run(["load", Self.root.appendingPathComponent("scenarios/\(name)").path, "--quiet"])
+        #expect(result.status == 0, "\(name):\n\(result.stdout)\(result.stderr)")
+        #expect(!result.stdout.contains("SKIP"), "the in-process sink measures everything")
+    }
+
+    @Test("without a delivery sink: unmeasurable expectations are skipped (exit 0, passed null, JUnit skipped, delivery_latency_ms null); --strict fails them")
+    func unmeasurable() throws {
+        let serve = try ServeProcess()
+        let smtp = try #require(serve.addresses["smtp"])
+        let path = try LoadCommandTests.write(LoadCommandTests.scenario + """
+
+              lost: "== 0"
+              delivery_latency: {p99: "< 5s"}
+              content:
+                - {template: otp, part: text, contains: "Code {otp}"}
+            """)
+        let report = path + ".json", junit = path + ".xml"
+        defer { for file in [path, report, junit] { try? FileManager.default.removeItem(atPath: file) } }
+        let result = try LoadCommandTests.run(["load", path, "--quiet", "--target", smtp, "--report", report, "--junit", junit])
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        #expect(result.stdout.contains("PASS accepted == 30"))
+        #expect(result.stdout.contains("SKIP lost == 0 (not measured (no delivery sink; give --sink))"), "\(result.stdout)")
+        #expect(result.stdout.contains("SKIP delivery_latency.p99 < 5s"))
+        #expect(result.stdout.contains("SKIP content.otp"))
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: report))) as? [String: Any])
+        #expect(json["delivery_latency_ms"] is NSNull, "present and null: \(String(describing: json["delivery_latency_ms"]))")
+        #expect(json["passed"] as? Bool == true)
+        let verdicts = try #require(json["expectations"] as? [[String: Any]])
+        #expect(verdicts.filter { $0["passed"] is NSNull }.count == 3)
+        #expect(verdicts.filter { $0["passed"] as? Bool == true }.count == 1)
+        let xml = try String(contentsOfFile: junit, encoding: .utf8)
+        #expect(xml.contains("skipped=\"3\"") && xml.contains("<skipped message=\"not measured"))
+        let strict = try LoadCommandTests.run(["load", path, "--quiet", "--target", smtp, "--strict"])
+        #expect(strict.status == 1, "\(strict.stdout)\(strict.stderr)")
+    }
+}

@@ -81,6 +81,9 @@ enum NativeRoutes {
             let counts = sink.metrics.counts.withLock { $0 }
             let stats: [String: AnyEncodable] = [
                 "messages": AnyEncodable(stored.total),
+                // Since the start: with `messages`, every accepted message is accounted for.
+                "evicted": AnyEncodable(store.removedCounts.evicted),
+                "deleted": AnyEncodable(store.removedCounts.deleted),
                 "unread": AnyEncodable(stored.unread),
                 "openConnections": AnyEncodable(sink.openConnections),
                 "smtp": AnyEncodable(counts),

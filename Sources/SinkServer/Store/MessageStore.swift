@@ -38,6 +38,10 @@ public final class MessageStore: Sendable {
         /// Ids in arrival order; `order[head...]` are live.
         var order: [String] = []
         var head = 0
+        /// Messages evicted by `maxMessages`, and deleted over the API, since the start: with
+        /// the stored count they account for every accepted message.
+        var evicted = 0
+        var deleted = 0
 
         mutating func evict(keeping limit: Int) -> [String] {
             guard limit > 0 else { return [] }
@@ -47,6 +51,7 @@ public final class MessageStore: Sendable {
                 head += 1
                 if entries.removeValue(forKey: id) != nil { evicted.append(id) }
             }
+            self.evicted += evicted.count
             if head > 1024 && head * 2 > order.count {
                 order.removeFirst(head)
                 head = 0
@@ -176,6 +181,9 @@ public final class MessageStore: Sendable {
 
     public var count: Int { state.withLock { $0.entries.count } }
 
+    /// Messages evicted to keep `maxMessages`, and deleted over the API, since the start.
+    public var removedCounts: (evicted: Int, deleted: Int) { state.withLock { ($0.evicted, $0.deleted) } }
+
     /// All messages, oldest first.
     public func messages() -> [CapturedMessage] {
         state.withLock { state in
@@ -207,7 +215,7 @@ public final class MessageStore: Sendable {
     public func removeAll() {
         let ids = state.withLock { state in
             let ids = Array(state.entries.keys)
-            state = State()
+            state = State(evicted: state.evicted, deleted: state.deleted + ids.count)
             return ids
         }
         index?.later { try $0.deleteAll() }
@@ -217,7 +225,11 @@ public final class MessageStore: Sendable {
     /// Deletes these messages; returns how many existed.
     @discardableResult
     public func delete(ids: [String]) -> Int {
-        let removed = state.withLock { state in ids.filter { state.entries.removeValue(forKey: $0) != nil } }
+        let removed = state.withLock { state in
+            let removed = ids.filter { state.entries.removeValue(forKey: $0) != nil }
+            state.deleted += removed.count
+            return removed
+        }
         disk?.delete(ids: removed)
         return removed.count
     }

@@ -1,0 +1,1 @@
+// The declaration lives in include/CFuzzDriver.h; libFuzzer provides the definition.
