@@ -108,9 +108,9 @@ struct RelayTests {
         #expect(report.duplicates == 0)
         #expect(sink.store.count == forwarded)
         let latency = try #require(report.deliveryLatencyMs)
-        // Plausible: after the relay took it, within the grace period (a bound on sanity, not
-        // speed: Postfix's queue manager on a busy 2-core machine has taken over 3 s).
-        #expect(latency.p50 > 0 && latency.max < 10_000)
+        // Measured from the schedule through the relay: positive and ordered. No upper bound:
+        // on a loaded 2-core machine the schedule lag alone has passed 10 s.
+        #expect(latency.p50 > 0 && latency.max >= latency.p50)
         #expect(latency.p50 >= report.submitLatencyMs.p50 * 0.5)
         #expect(report.expectations.first?.passed == false)
         sink.shutdown()

@@ -117,15 +117,82 @@ public struct SearchQuery: Sendable {
         return nil
     }
 
+    /// `after:`/`before:` dates, in UTC unless a zone is given: `2026-11-24`,
+    /// `2026-11-24T10:00:00`, `2026-11-24T10:00:00+01:00` (or `Z`), `2026-11-24 10:00:00`,
+    /// `11/24/2026` (US order, as Mailpit reads it), `24-Nov-2026`, or an RFC 5322 date.
+    ///
+    /// Read by hand, not with `DateFormatter`: swift-corelibs-foundation's traps on some
+    /// non-ASCII input (a combining mark: "Incorrect range CFRange"), which made one search
+    /// request a crash of the sink (found by Fuzz/FuzzSearch; SearchQueryTests has the input).
     static func parseDate(_ text: String) -> Date? {
-        let formatter = DateFormatter()
-        formatter.locale = Locale(identifier: "en_US_POSIX")
-        formatter.timeZone = TimeZone(secondsFromGMT: 0)
-        for format in ["yyyy-MM-dd'T'HH:mm:ssXXXXX", "yyyy-MM-dd'T'HH:mm:ss", "yyyy-MM-dd HH:mm:ss", "yyyy-MM-dd", "MM/dd/yyyy", "dd-MMM-yyyy"] {
-            formatter.dateFormat = format
-            if let date = formatter.date(from: text) { return date }
+        let bytes = Array(text.utf8)
+        guard !bytes.isEmpty, bytes.count <= 64, bytes.allSatisfy({ $0 >= 0x20 && $0 < 0x7F }) else { return nil }
+        var index = 0
+        func number(_ digits: Int) -> Int? {
+            guard index + digits <= bytes.count else { return nil }
+            var value = 0
+            for byte in bytes[index..<index + digits] {
+                guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
+                value = value * 10 + Int(byte - UInt8(ascii: "0"))
+            }
+            index += digits
+            return value
+        }
+        func expect(_ character: UInt8) -> Bool {
+            guard index < bytes.count, bytes[index] == character else { return false }
+            index += 1
+            return true
+        }
+        // yyyy-MM-dd[(T| )HH:mm:ss[Z|±hh:mm]]
+        if let year = number(4), expect(UInt8(ascii: "-")), let month = number(2), expect(UInt8(ascii: "-")), let day = number(2) {
+            guard index < bytes.count else { return utc(year, month, day) }
+            guard expect(UInt8(ascii: "T")) || expect(UInt8(ascii: " ")),
+                  let hour = number(2), expect(UInt8(ascii: ":")), let minute = number(2), expect(UInt8(ascii: ":")), let second = number(2)
+            else { return nil }
+            var offset = 0
+            if index < bytes.count {
+                if expect(UInt8(ascii: "Z")) {
+                    offset = 0
+                } else if let sign = bytes[index] == UInt8(ascii: "+") ? 1 : bytes[index] == UInt8(ascii: "-") ? -1 : nil {
+                    index += 1
+                    guard let hours = number(2), expect(UInt8(ascii: ":")), let minutes = number(2), hours < 24, minutes < 60 else { return nil }
+                    offset = sign * (hours * 3600 + minutes * 60)
+                } else {
+                    return nil
+                }
+                guard index == bytes.count else { return nil }
+            }
+            return utc(year, month, day, hour, minute, second).map { $0.addingTimeInterval(TimeInterval(-offset)) }
+        }
+        // MM/dd/yyyy
+        index = 0
+        if let month = number(2), expect(UInt8(ascii: "/")), let day = number(2), expect(UInt8(ascii: "/")), let year = number(4), index == bytes.count {
+            return utc(year, month, day)
+        }
+        // dd-MMM-yyyy
+        index = 0
+        if let day = number(2), expect(UInt8(ascii: "-")), index + 4 < bytes.count {
+            let name = String(decoding: bytes[index..<index + 3], as: UTF8.self).lowercased()
+            index += 3
+            let months = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+            if let month = months.firstIndex(of: name), expect(UInt8(ascii: "-")), let year = number(4), index == bytes.count {
+                return utc(year, month + 1, day)
+            }
         }
         return MailDate.parse(text)
+    }
+
+    /// A UTC instant from calendar fields, nil when a field is out of range.
+    private static func utc(_ year: Int, _ month: Int, _ day: Int, _ hour: Int = 0, _ minute: Int = 0, _ second: Int = 0) -> Date? {
+        guard (1...9999).contains(year), (1...12).contains(month), (1...31).contains(day), (0...23).contains(hour),
+              (0...59).contains(minute), (0...60).contains(second) else { return nil }
+        var components = DateComponents()
+        (components.year, components.month, components.day) = (year, month, day)
+        (components.hour, components.minute, components.second) = (hour, minute, second)
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(secondsFromGMT: 0)!
+        guard let date = calendar.date(from: components), calendar.component(.day, from: date) == day else { return nil }
+        return date
     }
 
     /// Splits on spaces, keeping `"quoted phrases"` (and `field:"quoted value"`) whole.
