@@ -1,4 +1,5 @@
 import Foundation
+import MailMessage
 
 /// A small, fast, seedable generator (SplitMix64): the same seed gives the same run.
 public struct SeededRandom: RandomNumberGenerator, Sendable {

@@ -83,6 +83,8 @@ final class SMTPClientConnection {
     private let replyTimeout: Double
     private(set) var pipelining = false
     private(set) var messagesSent = 0
+    /// The RCPT replies of the last transaction, in the order of its recipients.
+    private(set) var lastRecipientReplies: [SMTPReply] = []
     private var closed = false
     var isActive: Bool { channel.channel.isActive }
 
@@ -178,6 +180,7 @@ final class SMTPClientConnection {
     func send(sender: String, recipients: [String], data: [UInt8], times: inout PhaseTimes) async -> Outcome {
         do {
             messagesSent += 1
+            lastRecipientReplies = []
             let mail = SMTPCommand.mail(sender.isEmpty ? .null : .mailbox(try Mailbox.parse(Substring(sender))), parameters: [])
             let rcpts = try recipients.map { SMTPCommand.rcpt(.mailbox(try Mailbox.parse(Substring($0))), parameters: []) }
             var start = Self.now()
@@ -194,6 +197,7 @@ final class SMTPClientConnection {
                 times.mail = Self.now() - start
                 start = Self.now()
                 for _ in rcpts { rcptReplies.append(try await readReply(phase: "rcpt")) }
+                lastRecipientReplies = rcptReplies
                 times.rcpt = Self.now() - start
                 start = Self.now()
                 dataReply = try await readReply(phase: "data")
@@ -204,6 +208,7 @@ final class SMTPClientConnection {
                 guard mailReply.code.rawValue / 100 == 2 else { return try await abandon(mailReply, phase: "mail", dataStarted: false) }
                 start = Self.now()
                 for rcpt in rcpts { rcptReplies.append(try await command(rcpt, phase: "rcpt")) }
+                lastRecipientReplies = rcptReplies
                 times.rcpt = Self.now() - start
                 guard let refused = firstRefusal(rcptReplies) ?? nil else {
                     start = Self.now()

@@ -9,8 +9,21 @@ struct Peer {
     var remote = "unknown"
     var local = "unknown"
     var remoteIP = "unknown"
+    /// A message of the HTTP send API.
+    var viaHTTP = false
 
     init() {}
+
+    /// The peer of a `POST /api/v1/send` session: named `http-api`, for fault rules too.
+    static func httpAPI(sessionID: String) -> Peer {
+        var peer = Peer()
+        peer.sessionID = sessionID
+        peer.remote = "http-api"
+        peer.local = "http-api"
+        peer.remoteIP = "http-api"
+        peer.viaHTTP = true
+        return peer
+    }
 
     init(sessionID: String, remote: SocketAddress?, local: SocketAddress?) {
         self.sessionID = sessionID
@@ -42,7 +55,9 @@ struct MessageCapture {
         var with = session.esmtp ? "ESMTP" : "SMTP"
         if session.tlsActive { with += "S" }
         if session.authUser != nil { with += "A" }
-        let header = "Received: from \(session.helo ?? "unknown") ([\(peer.remoteIP)])\r\n\tby \(configuration.hostname)"
+        let from = peer.viaHTTP ? "http-api (the HTTP send API)" : "\(session.helo ?? "unknown") ([\(peer.remoteIP)])"
+        if peer.viaHTTP { with = "HTTP" }
+        let header = "Received: from \(from)\r\n\tby \(configuration.hostname)"
             + " (Swallow) with \(with) id \(id);\r\n\t\(WallClock.rfc5322Date(nanos: now))\r\n"
         // Sized for the message when it is known (SIZE, or a first chunk holding all of it), so a
         // stored 1 KiB message does not keep a 4 KiB buffer alive.

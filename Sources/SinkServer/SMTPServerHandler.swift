@@ -17,6 +17,8 @@ struct SMTPServerContext: Sendable {
     var metrics: SinkMetrics
     var faults: FaultEngine
     var handoffs: LoopHandoffs
+    /// Sessions of the HTTP send API (`LocalSubmission`), not of a network client.
+    var viaHTTP = false
 }
 
 /// One SMTP connection, driven on its event loop: frames bytes with `SMTPFrameDecoder`,
@@ -88,7 +90,9 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         shared.metrics.connected()
-        peer = Peer(sessionID: "s\(number)", remote: context.channel.remoteAddress, local: context.channel.localAddress)
+        peer = shared.viaHTTP
+            ? Peer.httpAPI(sessionID: "s\(number)")
+            : Peer(sessionID: "s\(number)", remote: context.channel.remoteAddress, local: context.channel.localAddress)
         context.fireChannelActive()
         // Faults at connect, then at greeting, then the banner.
         guard let decision = consult(.connect) else { return greet(context: context) }

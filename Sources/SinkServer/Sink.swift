@@ -25,13 +25,23 @@ public final class Sink: Service, Sendable {
 
     private let listeners: [any Channel]
     private let connections: ConnectionRegistry
+    /// What a session of the HTTP send API runs with: the plain listener's, marked as HTTP,
+    /// without AUTH or STARTTLS.
+    private let localContext: SMTPServerContext
+    private let eventLoopGroup: any EventLoopGroup
+    /// `--webhook`s, when any are given.
+    let webhooks: Webhooks?
     private let logger: Logger
     private let shuttingDown = Atomic<Bool>(false)
 
     private init(
         configuration: SinkConfiguration, store: MessageStore, listeners: [any Channel], connections: ConnectionRegistry,
-        metrics: SinkMetrics, faults: FaultEngine, logger: Logger
+        metrics: SinkMetrics, faults: FaultEngine, logger: Logger, localContext: SMTPServerContext, eventLoopGroup: any EventLoopGroup
     ) {
+        self.localContext = localContext
+        self.eventLoopGroup = eventLoopGroup
+        self.webhooks = configuration.webhooks.hooks.isEmpty
+            ? nil : Webhooks(settings: configuration.webhooks, store: store, group: eventLoopGroup)
         self.metrics = metrics
         self.faults = faults
         self.configuration = configuration
@@ -55,7 +65,7 @@ public final class Sink: Service, Sendable {
         }
         let store = try MessageStore.open(
             dataDirectory: configuration.dataDirectory, policy: configuration.fsync,
-            maxMessages: configuration.maxMessages, logger: logger
+            maxMessages: configuration.maxMessages, tagging: configuration.tagging, logger: logger
         )
         let hostname = configuration.hostname
         let sessionConfiguration = SMTPSession.Configuration(
@@ -90,8 +100,14 @@ public final class Sink: Service, Sendable {
             for listener in listeners { try? await listener.close() }
             throw ConfigurationError(message: "cannot listen: \(error)")
         }
+        var local = plain
+        local.viaHTTP = true
+        local.startTLS = nil
+        local.session.startTLSAvailable = false
+        local.session.requireAuth = false
         return Sink(
-            configuration: configuration, store: store, listeners: listeners, connections: connections, metrics: metrics, faults: faults, logger: logger
+            configuration: configuration, store: store, listeners: listeners, connections: connections, metrics: metrics, faults: faults,
+            logger: logger, localContext: local, eventLoopGroup: eventLoopGroup
         )
     }
 
@@ -137,7 +153,14 @@ public final class Sink: Service, Sendable {
             self.shutdown()
         }
         await store.drain()
+        await webhooks?.finish()
         logger.info("sink stopped", metadata: ["messages": "\(store.count)"])
+    }
+
+    /// Submits a message as an SMTP client would, through the same session and handler
+    /// (`POST /api/v1/send`).
+    func submitLocally(sender: String, recipients: [String], message: [UInt8]) async throws -> LocalSubmission.Outcome {
+        try await LocalSubmission.submit(sender: sender, recipients: recipients, message: message, context: localContext, group: eventLoopGroup)
     }
 
     /// Open SMTP connections now.
@@ -146,12 +169,14 @@ public final class Sink: Service, Sendable {
     /// `/metrics` text.
     public func metricsText() -> [UInt8] {
         metrics.render(storedMessages: store.count, openConnections: connections.count) + Array(store.health.metricsText().utf8)
+            + Array((webhooks?.metricsText() ?? "").utf8)
     }
 
     /// Stops accepting and closes every open connection. Messages already answered with `250`
     /// are stored; a message whose DATA was cut short never got its `250`.
     public func shutdown() {
         guard !shuttingDown.exchange(true, ordering: .relaxed) else { return }
+        webhooks?.close()
         for listener in listeners {
             listener.close(promise: nil)
         }

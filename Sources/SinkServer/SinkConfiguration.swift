@@ -72,6 +72,10 @@ public struct SinkConfiguration: Sendable {
     /// `--seed`: every probabilistic fault decision repeatable. nil: the rule file's `seed:`,
     /// or one picked at random (shown by `GET /api/v1/faults`).
     public var faultSeed: UInt64?
+    /// How new messages get tags: `X-Tags:` always, `--tag NAME=SEARCH` rules, `--tags-from-plus`.
+    public var tagging = Tagging()
+    /// `--webhook` and its options.
+    public var webhooks = WebhookSettings()
 
     public init() {}
 }

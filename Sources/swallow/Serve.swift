@@ -85,6 +85,36 @@ struct Serve: AsyncParsableCommand {
     @Flag(help: "Keep each session's SMTP transcript (AUTH secrets redacted) with its messages.")
     var transcripts = false
 
+    @Option(name: .customLong("tag"), help: ArgumentHelp("Tag every new message matching a search query (repeatable).", valueName: "NAME=SEARCH"))
+    var tags: [String] = []
+
+    @Flag(help: "Tag messages with their recipients' plus tags (app+signup@x.example → signup).")
+    var tagsFromPlus = false
+
+    @Option(help: ArgumentHelp("POST each stored message's event as JSON to URL (repeatable); a --webhook-mailbox or --webhook-query after it filters it.", valueName: "URL"))
+    var webhook: [String] = []
+
+    @Option(help: ArgumentHelp("Only messages of this mailbox, for the --webhook before it.", valueName: "NAME"))
+    var webhookMailbox: [String] = []
+
+    @Option(help: ArgumentHelp("Only messages matching this search query, for the --webhook before it.", valueName: "QUERY"))
+    var webhookQuery: [String] = []
+
+    @Option(help: "Sign webhook bodies: X-Swallow-Signature: sha256=<hex HMAC-SHA256 of the body>.")
+    var webhookSecret: String?
+
+    @Option(help: "A webhook attempt taking longer than this failed.")
+    var webhookTimeout = "5s"
+
+    @Option(help: "Attempts per event in all (backoff from 1s, doubling, at most 60s apart).")
+    var webhookRetries = 8
+
+    @Option(help: "Events waiting per webhook; past it they are dropped and counted.")
+    var webhookQueue = 10_000
+
+    @Option(help: "Events sent to webhooks: message, drop, fault (comma-separated).")
+    var webhookEvents = "message"
+
     @Option(help: "I/O threads (default: half the cores, at least 1, leaving the rest to the senders that share the machine).")
     var threads: Int?
 
@@ -131,7 +161,45 @@ struct Serve: AsyncParsableCommand {
         configuration.discardBodies = discard
         configuration.transcripts = transcripts
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        do {
+            configuration.tagging = Tagging(rules: try tags.map(Tagging.parseRule), fromPlus: tagsFromPlus)
+        } catch {
+            throw ValidationError(error.description)
+        }
+        configuration.webhooks = try makeWebhookSettings()
         return configuration
+    }
+
+    /// The webhook options; `--webhook-mailbox` and `--webhook-query` belong to the `--webhook`
+    /// before them on the command line.
+    func makeWebhookSettings() throws -> WebhookSettings {
+        var settings = WebhookSettings()
+        guard !webhook.isEmpty else {
+            guard webhookMailbox.isEmpty, webhookQuery.isEmpty else {
+                throw ValidationError("--webhook-mailbox and --webhook-query filter a --webhook: give one first")
+            }
+            return settings
+        }
+        do {
+            var hooks = try WebhookSettings.hooks(fromCommandLine: Array(CommandLine.arguments.dropFirst()))
+            if hooks.map(\.url) != webhook {
+                // Not from this command line (a test's arguments): filters pair by position.
+                hooks = webhook.map { WebhookSettings.Hook(url: $0) }
+                for (index, mailbox) in webhookMailbox.enumerated() where index < hooks.count { hooks[index].mailbox = mailbox }
+                for (index, query) in webhookQuery.enumerated() where index < hooks.count { hooks[index].query = try SearchQuery(query) }
+            }
+            settings.hooks = hooks
+            settings.events = try WebhookSettings.events(webhookEvents)
+        } catch let error as WebhookSettings.Invalid {
+            throw ValidationError(error.description)
+        }
+        settings.secret = webhookSecret
+        settings.timeout = .nanoseconds(Int64(try Units.duration(webhookTimeout, option: "--webhook-timeout") * 1e9))
+        guard webhookRetries >= 1 else { throw ValidationError("--webhook-retries must be at least 1") }
+        settings.attempts = webhookRetries
+        guard webhookQueue >= 1 else { throw ValidationError("--webhook-queue must be at least 1") }
+        settings.queueSize = webhookQueue
+        return settings
     }
 
     func run() async throws {

@@ -5,6 +5,15 @@ import NIOPosix
 
 // This file replaces `@main`: the event loop group must be sized, and installed as Swift
 // concurrency's executor, before anything async runs.
+// sendmail's command line is not argument-parser's (`-oi`, `-ffrom@x`): it is parsed by hand,
+// whether the binary runs as `swallow sendmail …` or under the name `sendmail`.
+let invokedAs = CommandLine.arguments.first.map { String($0.split(separator: "/").last ?? "") } ?? ""
+if invokedAs == "sendmail" || CommandLine.arguments.dropFirst().first == "sendmail" {
+    NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+    let arguments = Array(CommandLine.arguments.dropFirst(invokedAs == "sendmail" ? 1 : 2))
+    exit(await Sendmail.execute(arguments))
+}
+
 do {
     var command = try Swallow.parseAsRoot()
     if let serve = command as? Serve {

@@ -291,6 +291,8 @@ struct LoadRunTests {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/sbin/smtp-sink")
         process.arguments = (getuid() == 0 ? ["-u", "nobody"] : []) + ["127.0.0.1:\(port)", "64"]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
         try process.run()
         // SIGKILL: smtp-sink started from the test process ignores SIGTERM (an inherited signal mask).
         defer { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }

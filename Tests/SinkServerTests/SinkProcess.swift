@@ -22,17 +22,7 @@ final class SinkProcess: @unchecked Sendable {
         }
         process.executableURL = binary
         process.arguments = ["serve", "--smtp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--log-level", "warning"] + arguments
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardError = FileHandle.standardError
-        try process.run()
-        var line = Data()
-        while !line.contains(UInt8(ascii: "\n")) {
-            let chunk = out.fileHandleForReading.availableData
-            guard !chunk.isEmpty else { throw Failure(description: "swallow serve exited before its ready line") }
-            line += chunk
-        }
-        let text = String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        let text = try startReadingFirstLine(process, name: "swallow serve")
         var ports: [String: Int] = [:]
         for field in text.split(separator: " ").dropFirst() {
             let parts = field.split(separator: "=", maxSplits: 1)
@@ -63,6 +53,23 @@ final class SinkProcess: @unchecked Sendable {
     deinit {
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
     }
+}
+
+/// Starts `process` with its stdout on a pipe and its stderr discarded, and returns the first
+/// line it prints (its `ready` line). Not the test run's stderr: a child outliving a crashed
+/// test process would hold the pipe `swift test` reads, and the run would never end.
+func startReadingFirstLine(_ process: Process, name: String) throws -> String {
+    let out = Pipe()
+    process.standardOutput = out
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    var line = Data()
+    while !line.contains(UInt8(ascii: "\n")) {
+        let chunk = out.fileHandleForReading.availableData
+        guard !chunk.isEmpty else { throw SinkProcess.Failure(description: "\(name) exited before its first line") }
+        line += chunk
+    }
+    return String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
 }
 
 /// Sends one message on an open, greeted client and returns the id from `250 ... queued as ID`.

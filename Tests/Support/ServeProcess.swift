@@ -31,6 +31,9 @@ public final class ServeProcess: @unchecked Sendable {
         process.arguments = ["serve", "--smtp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--log-level", "warning"] + arguments
         let out = Pipe()
         process.standardOutput = out
+        // Not the test run's stderr: a child outliving a crashed test process would hold the
+        // pipe `swift test` reads, and the run would never end.
+        process.standardError = FileHandle.nullDevice
         try process.run()
         var line = Data()
         while !line.contains(UInt8(ascii: "\n")) {

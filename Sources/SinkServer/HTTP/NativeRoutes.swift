@@ -52,19 +52,15 @@ enum NativeRoutes {
                                 try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
                                 continue
                             }
-                            let buffer: ByteBuffer
                             switch event {
-                            case .message(var message), .dropped(var message):
-                                message.transcript = nil
+                            case .message(let message), .dropped(let message):
                                 if let mailbox, !Mailboxes.names(for: message).contains(mailbox) { continue }
-                                let kind = if case .message = event { "message" } else { "drop" }
-                                buffer = sse(kind, id: message.id, data: try encoder.encode(message))
-                            case .fault(let firing):
+                            case .fault:
                                 // Faults belong to sessions, not mailboxes.
                                 if mailbox != nil { continue }
-                                buffer = sse("fault", id: nil, data: try encoder.encode(firing))
                             }
-                            try await writer.write(buffer)
+                            let (kind, data) = try event.encoded(encoder)
+                            try await writer.write(sse(kind, id: event.id, data: data))
                         }
                     } catch is CancellationError {}
                     try await writer.finish(nil)
@@ -74,6 +70,12 @@ enum NativeRoutes {
 
         router.get("/api/v1/wait") { request, _ -> Response in
             try await WaitRoute.handle(request, store: store)
+        }
+
+        // The attempts to deliver a message's event to each --webhook, oldest first.
+        router.get("/api/v1/message/:id/webhooks") { request, context -> Response in
+            let listing = try await SinkAPI.resolve(context.parameters.require("id"), request: request, store: store)
+            return try SinkAPI.json(["deliveries": sink.webhooks?.attempts(messageID: listing.message.id) ?? []])
         }
 
         router.get("/api/v1/stats") { _, _ -> Response in
@@ -94,6 +96,8 @@ enum NativeRoutes {
                     "oldest": AnyEncodable(store.events.replayHeld.oldest),
                 ]),
                 "uptimeSeconds": AnyEncodable(Date().timeIntervalSince(started)),
+                // Per --webhook: {URL, Delivered, Retried, Failed, Dropped, Pending}.
+                "webhooks": AnyEncodable(sink.webhooks?.counts ?? []),
                 // Why storage is failing (null when healthy), and its failures so far.
                 "degraded": AnyEncodable(Nullable<String>(store.health.degraded)),
                 "storageErrors": AnyEncodable(store.health.errorCounts),

@@ -191,7 +191,7 @@ public enum SinkAPI {
                 "DatabaseSize": AnyEncodable(0),
                 "Messages": AnyEncodable(stored.total),
                 "Unread": AnyEncodable(stored.unread),
-                "Tags": AnyEncodable([String: Int]()),
+                "Tags": AnyEncodable(Dictionary(store.tagCounts().map { ($0.tag, $0.count) }, uniquingKeysWith: +)),
                 "RuntimeStats": AnyEncodable([
                     "Uptime": Int(Date().timeIntervalSince(started)),
                     "Memory": 0,
@@ -239,6 +239,8 @@ public enum SinkAPI {
         }
 
         MailHogV1Routes.add(to: router, store: store)
+        TagRoutes.add(to: router, store: store)
+        SendRoute.add(to: router, sink: sink)
         NativeRoutes.add(to: router, sink: sink, started: started)
         FaultRoutes.add(to: router, engine: sink.faults)
         WebInbox.add(to: router)

@@ -31,6 +31,7 @@ final class DiskStore: Sendable {
         var message: CapturedMessage
         var raw: ByteBuffer?
         var metadata: Result<Data, any Error>
+        var tags: [String]
         var completion: (@Sendable (Result<Void, any Error>) -> Void)?
     }
 
@@ -125,13 +126,22 @@ final class DiskStore: Sendable {
     /// message is in the files (`batch`) or on the disk (`always`).
     /// The metadata is encoded here, on the caller's thread, so the writer's loop (which the
     /// `250`s wait on) only touches the files.
-    func write(_ message: CapturedMessage, raw: ByteBuffer?, completion: @escaping @Sendable (Result<Void, any Error>) -> Void) {
-        submit(PendingWrite(message: message, raw: raw, metadata: Result { try message.jsonData() }, completion: completion))
+    func write(
+        _ message: CapturedMessage, raw: ByteBuffer?, tags: [String] = [],
+        completion: @escaping @Sendable (Result<Void, any Error>) -> Void
+    ) {
+        submit(PendingWrite(message: message, raw: raw, metadata: Result { try message.jsonData() }, tags: tags, completion: completion))
     }
 
     /// `never`: queues the write and returns at once.
-    func enqueue(_ message: CapturedMessage, raw: ByteBuffer?) {
-        submit(PendingWrite(message: message, raw: raw, metadata: Result { try message.jsonData() }, completion: nil))
+    func enqueue(_ message: CapturedMessage, raw: ByteBuffer?, tags: [String] = []) {
+        submit(PendingWrite(message: message, raw: raw, metadata: Result { try message.jsonData() }, tags: tags, completion: nil))
+    }
+
+    /// Runs `body` on the writer once every write submitted so far has been written (and
+    /// handed to the index).
+    func afterQueuedWrites(_ body: @escaping @Sendable () -> Void) {
+        writer.async(execute: body)
     }
 
     private func submit(_ write: PendingWrite) {
@@ -240,7 +250,7 @@ final class DiskStore: Sendable {
                     line.append(UInt8(ascii: "\n"))
                     try append(line)
                     journalLines.add(1, ordering: .relaxed)
-                    written.append(MessageIndex.Queued(message: write.message, raw: write.raw, metadata: line.dropLast(), path: emlPath(write.message.id)))
+                    written.append(MessageIndex.Queued(message: write.message, raw: write.raw, metadata: line.dropLast(), path: emlPath(write.message.id), tags: write.tags))
                 }
                 if policy == .always {
                     results.append(result)

@@ -41,6 +41,8 @@ public final class MessageEvents: Sendable {
     private struct State {
         var subscribers: [UUID: AsyncStream<CapturedMessage>.Continuation] = [:]
         var allSubscribers: [UUID: AsyncStream<SinkEvent>.Continuation] = [:]
+        /// Called with every event as it is published (webhooks): each must return at once.
+        var listeners: [@Sendable (SinkEvent) -> Void] = []
         /// A ring of the latest events with ids; `next` is where the next one goes.
         var replay: [Held] = []
         var next = 0
@@ -113,6 +115,12 @@ public final class MessageEvents: Sendable {
         return stream
     }
 
+    /// Calls `listener` with every event from now on, on the publisher's thread: it must not
+    /// block (the webhooks queue what they are given).
+    func addListener(_ listener: @escaping @Sendable (SinkEvent) -> Void) {
+        state.withLock { $0.listeners.append(listener) }
+    }
+
     /// The held events, oldest first.
     private func ordered(_ state: State) -> [Held] {
         state.replay.count < replayCapacity ? state.replay : Array(state.replay[state.next...] + state.replay[..<state.next])
@@ -126,32 +134,34 @@ public final class MessageEvents: Sendable {
     public var hasSubscribers: Bool { state.withLock { !$0.subscribers.isEmpty || !$0.allSubscribers.isEmpty } }
 
     /// Someone listens for drops and faults.
-    var hasEventSubscribers: Bool { state.withLock { !$0.allSubscribers.isEmpty } }
+    var hasEventSubscribers: Bool { state.withLock { !$0.allSubscribers.isEmpty || !$0.listeners.isEmpty } }
 
     /// A stored message: to both kinds of subscriber, with one pass under the lock (this runs
     /// once per accepted message).
     func publish(_ message: CapturedMessage) {
-        let (plain, all) = state.withLock { state in
+        let (plain, all, listeners) = state.withLock { state in
             hold(.stored(message.id), in: &state)
-            return (Array(state.subscribers.values), Array(state.allSubscribers.values))
+            return (Array(state.subscribers.values), Array(state.allSubscribers.values), state.listeners)
         }
         for continuation in plain { continuation.yield(message) }
-        if !all.isEmpty {
+        if !all.isEmpty || !listeners.isEmpty {
             let event = SinkEvent.message(message)
             for continuation in all { continuation.yield(event) }
+            for listener in listeners { listener(event) }
         }
     }
 
     func publish(_ event: SinkEvent) {
-        let current = state.withLock { state -> [AsyncStream<SinkEvent>.Continuation] in
+        let (current, listeners) = state.withLock { state in
             switch event {
             case .message(let message): hold(.stored(message.id), in: &state)
             case .dropped(let message): hold(.dropped(message), in: &state)
             case .fault: break
             }
-            return Array(state.allSubscribers.values)
+            return (Array(state.allSubscribers.values), state.listeners)
         }
         for continuation in current { continuation.yield(event) }
+        for listener in listeners { listener(event) }
     }
 
     /// Keeps `held` in the replay ring, over the oldest once it is full.

@@ -26,6 +26,7 @@ final class MessageIndex: Sendable {
         var raw: ByteBuffer?
         var metadata: Data
         var path: String
+        var tags: [String] = []
     }
 
     private struct Pending {
@@ -73,12 +74,14 @@ final class MessageIndex: Sendable {
         var captured: CapturedMessage
         var summary: MessageSummary
         var mailboxes: [String]
+        var tags: [String]
         /// The captured metadata as JSON, when the caller has it already (the journal line).
         var capturedJSON: Data?
 
         /// Parses the message to make its summary.
-        init(_ captured: CapturedMessage, raw: [UInt8]?, capturedJSON: Data? = nil) {
+        init(_ captured: CapturedMessage, raw: [UInt8]?, tags: [String] = [], capturedJSON: Data? = nil) {
             self.captured = captured
+            self.tags = tags
             self.capturedJSON = capturedJSON
             self.summary = MessageSummary(captured: captured, parsed: raw.map { ParsedMessage(bytes: $0) })
             self.mailboxes = Mailboxes.names(for: captured)
@@ -92,7 +95,7 @@ final class MessageIndex: Sendable {
             } else {
                 nil
             }
-            self.init(queued.message, raw: raw, capturedJSON: queued.metadata)
+            self.init(queued.message, raw: raw, tags: queued.tags, capturedJSON: queued.metadata)
         }
     }
 
@@ -284,12 +287,13 @@ final class MessageIndex: Sendable {
                 summary.searchText = ""
                 try db.execute(
                     sql: """
-                        INSERT OR REPLACE INTO message (id, created, size, attachments, inlines, summary, captured)
-                        VALUES (?, ?, ?, ?, ?, ?, ?)
+                        INSERT OR REPLACE INTO message (id, created, size, attachments, inlines, summary, captured, tags)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                         """,
                     arguments: [
                         summary.id, summary.created.timeIntervalSince1970, summary.size, summary.attachmentCount,
                         summary.inlineCount, summary.jsonData(), try row.capturedJSON ?? encoder.encode(row.captured),
+                        Self.tagsJSON(row.tags),
                     ]
                 )
                 let rowid = db.lastInsertedRowID
@@ -332,6 +336,22 @@ final class MessageIndex: Sendable {
     func deleteAll() throws {
         try database.write { db in
             try db.execute(sql: "DELETE FROM message_text; DELETE FROM message_mailbox; DELETE FROM message;")
+        }
+    }
+
+    /// Tags as the `tags` column holds them: a JSON array, slashes unescaped so `tag:` finds them.
+    static func tagsJSON(_ tags: [String]) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .withoutEscapingSlashes
+        return (try? encoder.encode(tags)).map { String(decoding: $0, as: UTF8.self) } ?? "[]"
+    }
+
+    func setTags(_ changes: [(id: String, tags: [String])]) throws {
+        guard !changes.isEmpty else { return }
+        try database.write { db in
+            for (id, tags) in changes {
+                try db.execute(sql: "UPDATE message SET tags = ? WHERE id = ?", arguments: [Self.tagsJSON(tags), id])
+            }
         }
     }
 
@@ -435,13 +455,19 @@ final class MessageIndex: Sendable {
                 )
                 items.append(MessageStore.Page.Item(listing: listing, summary: summary))
             }
+            // Every tag in use in the mailbox, as Mailpit lists them beside a page.
+            let tagLists = try String.fetchAll(
+                db, sql: "SELECT DISTINCT m.tags FROM message m WHERE m.tags != '[]' AND \(mailboxWhere)",
+                arguments: StatementArguments(mailboxArguments)
+            )
+            let tags = Tagging.normalized(tagLists.flatMap { (try? decoder.decode([String].self, from: Data($0.utf8))) ?? [] })
             return MessageStore.Page(
                 items: items,
                 total: totals?["total"] ?? 0,
                 unread: totals?["unread"] ?? 0,
                 matches: matches?["total"] ?? 0,
                 matchesUnread: matches?["unread"] ?? 0,
-                tags: []
+                tags: tags
             )
         }
     }

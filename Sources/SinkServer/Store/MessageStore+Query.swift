@@ -63,7 +63,7 @@ extension MessageStore {
             unread: all.filter { !$0.read }.count,
             matches: matching.count,
             matchesUnread: matching.filter { !$0.0.read }.count,
-            tags: Array(Set(all.flatMap(\.tags))).sorted()
+            tags: Tagging.normalized(all.flatMap(\.tags))
         )
     }
 

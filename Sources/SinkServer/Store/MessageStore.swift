@@ -7,7 +7,7 @@ import Synchronization
 /// Every captured message, newest last: metadata in memory, raw bytes in memory (no `--data`)
 /// or on disk (`--data DIR`). Bounded by `maxMessages`: the oldest are evicted (from disk too).
 public final class MessageStore: Sendable {
-    private struct Entry {
+    struct Entry {
         var message: CapturedMessage
         /// In memory without a disk store; with one, only until the disk write is done.
         var raw: ByteBuffer?
@@ -33,7 +33,7 @@ public final class MessageStore: Sendable {
         public var mailboxes: [String]
     }
 
-    private struct State {
+    struct State {
         var entries: [String: Entry] = [:]
         /// Ids in arrival order; `order[head...]` are live.
         var order: [String] = []
@@ -62,7 +62,9 @@ public final class MessageStore: Sendable {
 
     /// 0 means no limit.
     public let maxMessages: Int
-    private let state = Mutex(State())
+    /// How new messages get their tags.
+    public let tagging: Tagging
+    let state = Mutex(State())
     private let disk: DiskStore?
     /// The SQLite search index, with `--data`.
     var index: MessageIndex? { disk?.index }
@@ -72,12 +74,13 @@ public final class MessageStore: Sendable {
     public let health: StorageHealth
 
     /// A memory store.
-    public convenience init(maxMessages: Int) {
-        self.init(maxMessages: maxMessages, disk: nil)
+    public convenience init(maxMessages: Int, tagging: Tagging = Tagging()) {
+        self.init(maxMessages: maxMessages, tagging: tagging, disk: nil)
     }
 
-    init(maxMessages: Int, disk: DiskStore?) {
+    init(maxMessages: Int, tagging: Tagging, disk: DiskStore?) {
         self.maxMessages = maxMessages
+        self.tagging = tagging
         self.disk = disk
         self.health = disk?.index?.health ?? StorageHealth(logger: Logger(label: "swallow.store"))
         state.withLock { $0.entries.reserveCapacity(min(maxMessages == 0 ? 10_000 : maxMessages, 100_000)) }
@@ -86,8 +89,10 @@ public final class MessageStore: Sendable {
     /// Opens the store under `--data DIR`, loading what an earlier run stored. The index
     /// (`DIR/index.sqlite`) is used when it holds every stored message; otherwise (missing,
     /// damaged, behind) it is rebuilt from the message files.
-    static func open(dataDirectory: String?, policy: FsyncPolicy, maxMessages: Int, logger: Logger) throws -> MessageStore {
-        guard let dataDirectory else { return MessageStore(maxMessages: maxMessages) }
+    static func open(
+        dataDirectory: String?, policy: FsyncPolicy, maxMessages: Int, tagging: Tagging = Tagging(), logger: Logger
+    ) throws -> MessageStore {
+        guard let dataDirectory else { return MessageStore(maxMessages: maxMessages, tagging: tagging) }
         let health = StorageHealth(logger: logger)
         do {
             try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
@@ -104,7 +109,7 @@ public final class MessageStore: Sendable {
             index = try MessageIndex(path: indexPath, health: health)
         }
         let disk = try DiskStore(root: dataDirectory, policy: policy, index: index)
-        let store = MessageStore(maxMessages: maxMessages, disk: disk)
+        let store = MessageStore(maxMessages: maxMessages, tagging: tagging, disk: disk)
 
         var loaded: [(CapturedMessage, read: Bool, tags: [String])] = []
         if index.count == disk.storedCount(), let fromIndex = try? index.loadAll() {
@@ -119,11 +124,13 @@ public final class MessageStore: Sendable {
                 var rows: [MessageIndex.Record] = []
                 for message in messages[chunk..<min(chunk + 500, messages.count)] {
                     let raw = message.bodyStored ? (try? Data(contentsOf: URL(fileURLWithPath: disk.emlPath(message.id)))) : nil
-                    rows.append(MessageIndex.Record(message, raw: raw.map(Array.init)))
+                    // What the API set is lost with the index; the tags the message itself earns are not.
+                    let tags = tagging.tags(for: message, raw: raw.map { ByteBuffer(bytes: $0) })
+                    rows.append(MessageIndex.Record(message, raw: raw.map(Array.init), tags: tags))
+                    loaded.append((message, read: false, tags: tags))
                 }
                 try index.insert(rows)
             }
-            loaded = messages.map { ($0, read: false, tags: []) }
         }
         let evicted = store.state.withLock { state in
             for (message, read, tags) in loaded {
@@ -147,12 +154,18 @@ public final class MessageStore: Sendable {
     /// Stores a message at once; with `--fsync never` its disk write is queued.
     /// Use only when `insertWaitsForDisk` is false, or after the disk write.
     func insertNow(_ message: CapturedMessage, raw: ByteBuffer?) {
+        insertNow(message, raw: raw, tags: tagging.tags(for: message, raw: raw))
+    }
+
+    private func insertNow(_ message: CapturedMessage, raw: ByteBuffer?, tags: [String]) {
         if let disk, disk.policy == .never {
-            disk.enqueue(message, raw: raw)
+            disk.enqueue(message, raw: raw, tags: tags)
         }
         let keepRaw = disk == nil || disk?.policy == .never
+        var entry = Entry(message: message, raw: keepRaw ? raw : nil)
+        entry.tags = tags
         let evicted = state.withLock { state in
-            state.entries[message.id] = Entry(message: message, raw: keepRaw ? raw : nil)
+            state.entries[message.id] = entry
             state.order.append(message.id)
             return state.evict(keeping: maxMessages)
         }
@@ -168,8 +181,9 @@ public final class MessageStore: Sendable {
             completion(.success(()))
             return
         }
-        disk.write(message, raw: raw) { result in
-            if case .success = result { self.insertNow(message, raw: raw) }
+        let tags = tagging.tags(for: message, raw: raw)
+        disk.write(message, raw: raw, tags: tags) { result in
+            if case .success = result { self.insertNow(message, raw: raw, tags: tags) }
             completion(result)
         }
     }
@@ -254,7 +268,7 @@ public final class MessageStore: Sendable {
         state.withLock { state in
             var items: [Listing] = []
             var total = 0, unread = 0
-            var tags = Set<String>()
+            var tags: [String] = []
             let end = limit == 0 ? Int.max : start + limit
             for id in state.order[state.head...].reversed() {
                 guard let entry = state.entries[id] else { continue }
@@ -264,9 +278,9 @@ public final class MessageStore: Sendable {
                 }
                 total += 1
                 if !entry.read { unread += 1 }
-                for tag in entry.tags { tags.insert(tag) }
+                tags += entry.tags
             }
-            return (items, total, unread, tags.sorted())
+            return (items, total, unread, Tagging.normalized(tags))
         }
     }
 
@@ -294,7 +308,7 @@ public final class MessageStore: Sendable {
         state.withLock { state in
             for id in ids { state.entries[id]?.read = read }
         }
-        index?.later { try $0.setRead(read, ids: ids) }
+        updateIndex { try $0.setRead(read, ids: ids) }
     }
 
     /// The message's summary, parsing it on first use (from memory or disk).
@@ -312,6 +326,13 @@ public final class MessageStore: Sendable {
     public func parsed(id: String) async throws -> ParsedMessage? {
         guard let bytes = try await raw(id: id) else { return nil }
         return ParsedMessage(bytes: Array(bytes.readableBytesView))
+    }
+
+    /// Runs a change to the index after every write queued so far has reached it (with
+    /// `--fsync never` a message reaches the index through the disk writer's queue).
+    func updateIndex(_ change: @escaping @Sendable (MessageIndex) throws -> Void) {
+        guard let disk, let index = disk.index else { return }
+        disk.afterQueuedWrites { index.later(change) }
     }
 
     /// Waits for queued disk writes and indexing (graceful shutdown).

@@ -100,7 +100,7 @@ function renderRows(messages) {
   state.rows = messages;
   const body = $("rows");
   const rows = messages.map((message, index) => {
-    const tags = (message.Tags || []).map((tag) => element("span", { class: "tag", text: tag }));
+    const tags = (message.Tags || []).map(tagButton);
     const row = element("tr", {
       "data-id": message.ID,
       tabindex: "-1",
@@ -127,6 +127,20 @@ function renderRows(messages) {
   $("prev").disabled = state.start === 0;
   $("next").disabled = state.start + PAGE >= state.total;
   $("delete-all").textContent = state.query ? "Delete matching" : "Delete all";
+}
+
+/** A tag as a button that shows every message with that tag. */
+function tagButton(tag) {
+  const button = element("button", { type: "button", class: "tag", title: `Show messages tagged ${tag}`, text: tag });
+  button.addEventListener("click", (event) => {
+    event.stopPropagation();
+    const query = /[\s"]/.test(tag) ? `tag:"${tag.replace(/"/g, "")}"` : `tag:${tag}`;
+    $("search").value = query;
+    state.query = query;
+    state.start = 0;
+    loadList();
+  });
+  return button;
 }
 
 function markSelected(focus) {
@@ -179,6 +193,9 @@ async function open(id) {
   for (const [name, value] of fields) {
     if (!value) continue;
     meta.append(element("dt", { text: name }), element("dd", { text: value }));
+  }
+  if (message.Tags && message.Tags.length) {
+    meta.append(element("dt", { text: "Tags" }), element("dd", {}, ...message.Tags.map(tagButton)));
   }
   if (capture.faults && capture.faults.length) {
     meta.append(element("dt", { text: "Faults" }), element("dd", {}, ...capture.faults.map((f) => element("span", { class: "tag fault", text: f }))));

@@ -1,15 +1,33 @@
 import Foundation
-import Synchronization
 
 /// Writes MIME (RFC 2045–2047): text and HTML as a multipart/alternative, attachments in a
 /// multipart/mixed, quoted-printable bodies (UTF-8, lines under 76 characters), base64
 /// attachments, RFC 2047 subjects. Lines end in CRLF.
-enum MIMEWriter {
-    static func message(headers: [(String, String)], text: String?, html: String?,
-                        attachments: [(name: String, type: String, bytes: [UInt8])], seq: Int) -> [UInt8] {
+public enum MIMEWriter {
+    /// A part shown inside the HTML by its `Content-ID` (`<img src="cid:ID">`).
+    public struct InlinePart: Sendable {
+        public var name: String
+        public var type: String
+        public var bytes: [UInt8]
+        public var contentID: String
+
+        public init(name: String, type: String, bytes: [UInt8], contentID: String) {
+            self.name = name
+            self.type = type
+            self.bytes = bytes
+            self.contentID = contentID
+        }
+    }
+
+    /// A whole message: the headers as given, then text and HTML as a multipart/alternative,
+    /// inline parts with the HTML in a multipart/related, attachments in a multipart/mixed.
+    public static func message(headers: [(String, String)], text: String?, html: String?,
+                               attachments: [(name: String, type: String, bytes: [UInt8])],
+                               inline: [InlinePart] = [], seq: Int) -> [UInt8] {
         var out = ""
         for (name, value) in headers { out += "\(name): \(value)\r\n" }
         let alternative = "=_alt_\(seq)_swallow"
+        let related = "=_rel_\(seq)_swallow"
         let mixed = "=_mixed_\(seq)_swallow"
         func textPart(_ body: String, _ subtype: String) -> String {
             "Content-Type: text/\(subtype); charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
@@ -25,11 +43,22 @@ enum MIMEWriter {
         case (nil, let html?): body = textPart(html, "html")
         default: body = textPart(text ?? "", "plain")
         }
+        if !inline.isEmpty {
+            let rootType = text != nil && html != nil ? "multipart/alternative" : html != nil ? "text/html" : "text/plain"
+            var parts = "Content-Type: multipart/related; type=\"\(rootType)\"; boundary=\"\(related)\"\r\n\r\n--\(related)\r\n" + body
+            for part in inline {
+                parts += "--\(related)\r\nContent-Type: \(part.type); \(fileParameter("name", part.name))\r\n"
+                    + "Content-ID: <\(part.contentID)>\r\n"
+                    + "Content-Disposition: inline; \(fileParameter("filename", part.name))\r\n"
+                    + "Content-Transfer-Encoding: base64\r\n\r\n" + base64Lines(part.bytes)
+            }
+            body = parts + "--\(related)--\r\n"
+        }
         if !attachments.isEmpty {
             var parts = "Content-Type: multipart/mixed; boundary=\"\(mixed)\"\r\n\r\n--\(mixed)\r\n" + body
             for attachment in attachments {
-                parts += "--\(mixed)\r\nContent-Type: \(attachment.type); name=\"\(attachment.name)\"\r\n"
-                    + "Content-Disposition: attachment; filename=\"\(attachment.name)\"\r\n"
+                parts += "--\(mixed)\r\nContent-Type: \(attachment.type); \(fileParameter("name", attachment.name))\r\n"
+                    + "Content-Disposition: attachment; \(fileParameter("filename", attachment.name))\r\n"
                     + "Content-Transfer-Encoding: base64\r\n\r\n" + base64Lines(attachment.bytes)
             }
             body = parts + "--\(mixed)--\r\n"
@@ -38,9 +67,20 @@ enum MIMEWriter {
         return Array(out.utf8)
     }
 
+    /// `name="report.pdf"`; a name that is not plain ASCII also gets RFC 2231's
+    /// `name*=utf-8''…` (what readers prefer) after an encoded-word fallback.
+    static func fileParameter(_ key: String, _ name: String) -> String {
+        let ascii = name.utf8.allSatisfy { $0 >= 32 && $0 < 127 }
+        let quoted = name.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+        guard !ascii else { return "\(key)=\"\(quoted)\"" }
+        let unreserved = Set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~".utf8)
+        let percent = name.utf8.map { unreserved.contains($0) ? String(UnicodeScalar($0)) : String(format: "%%%02X", $0) }.joined()
+        return "\(key)=\"\(encodedWord(name))\"; \(key)*=utf-8''\(percent)"
+    }
+
     /// Quoted-printable, soft line breaks before 76 characters, CRLF line ends. Works on bytes:
     /// building it as a `String` piece by piece was most of the cost of rendering a message.
-    static func quotedPrintable(_ text: String) -> String {
+    public static func quotedPrintable(_ text: String) -> String {
         let input = Array(text.utf8)
         var out: [UInt8] = []
         out.reserveCapacity(input.count + input.count / 8 + 8)
@@ -74,20 +114,20 @@ enum MIMEWriter {
         return String(decoding: out, as: UTF8.self)
     }
 
-    static func base64Lines(_ bytes: [UInt8]) -> String {
+    public static func base64Lines(_ bytes: [UInt8]) -> String {
         let encoded = Data(bytes).base64EncodedString(options: [.lineLength76Characters, .endLineWithCarriageReturn, .endLineWithLineFeed])
         return encoded + "\r\n"
     }
 
     /// `=?utf-8?B?...?=` when the text is not plain ASCII.
-    static func encodedWord(_ text: String) -> String {
+    public static func encodedWord(_ text: String) -> String {
         guard !text.utf8.allSatisfy({ $0 >= 32 && $0 < 127 }) else { return text }
         return "=?utf-8?B?\(Data(text.utf8).base64EncodedString())?="
     }
 
     /// RFC 5322 date in UTC, `Tue, 25 Nov 2026 09:00:00 +0000` (by hand: a `DateFormatter`
     /// per message was a quarter of the cost of rendering one).
-    static func date(_ date: Date) -> String {
+    public static func date(_ date: Date) -> String {
         let (year, month, day, hour, minute, second, weekday) = civil(date)
         let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
         let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
@@ -96,13 +136,13 @@ enum MIMEWriter {
     }
 
     /// `YYYY-MM-DD` in UTC.
-    static func isoDay(_ date: Date) -> String {
+    public static func isoDay(_ date: Date) -> String {
         let (year, month, day, _, _, _, _) = civil(date)
         return "\(year)-\(month < 10 ? "0" : "")\(month)-\(day < 10 ? "0" : "")\(day)"
     }
 
     /// UTC calendar fields (days-from-civil inverse, proleptic Gregorian); weekday 0 is Sunday.
-    static func civil(_ date: Date) -> (Int, Int, Int, Int, Int, Int, Int) {
+    public static func civil(_ date: Date) -> (Int, Int, Int, Int, Int, Int, Int) {
         let seconds = Int(date.timeIntervalSince1970.rounded(.down))
         let days = Int((Double(seconds) / 86_400).rounded(.down))
         let secondOfDay = seconds - days * 86_400
@@ -117,31 +157,5 @@ enum MIMEWriter {
         let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
         let weekday = ((days % 7) + 11) % 7
         return (year, month, day, secondOfDay / 3600, secondOfDay / 60 % 60, secondOfDay % 60, weekday)
-    }
-
-    private static let paddingCache = Mutex<[Int: String]>([:])
-
-    /// About `bytes` of plain filler text, in lines of 64 characters (cached: a template pads
-    /// every message by about the same amount).
-    static func padding(_ bytes: Int) -> String {
-        if let cached = paddingCache.withLock({ $0[bytes] }) { return cached }
-        let text = makePadding(bytes)
-        paddingCache.withLock { cache in
-            if cache.count > 1024 { cache.removeAll() }
-            cache[bytes] = text
-        }
-        return text
-    }
-
-    private static func makePadding(_ bytes: Int) -> String {
-        let line = "The quick brown fox jumps over the lazy dog, swallow load filler."
-        var out = "\n"
-        var left = bytes
-        while left > 0 {
-            let piece = left >= line.count + 2 ? line : String(line.prefix(max(0, left - 2)))
-            out += piece + "\n"
-            left -= piece.count + 2
-        }
-        return out
     }
 }

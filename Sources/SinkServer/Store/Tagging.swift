@@ -1,0 +1,119 @@
+import Foundation
+import MailMessage
+import NIOCore
+
+/// Tags on messages, in Mailpit's model: a received message's `X-Tags: a, b` header sets its
+/// tags, `--tag NAME=SEARCH` tags every new message that matches a search query, and with
+/// `--tags-from-plus` each recipient's plus tag (`app+signup@x` → `signup`) is a tag too. The
+/// API sets, renames and removes them afterwards.
+///
+/// Names are compared without regard to case (the first spelling seen is kept), trimmed, at
+/// most 100 characters, without control characters or commas (the header's separator).
+public struct Tagging: Sendable {
+    public struct Rule: Sendable {
+        public var tag: String
+        public var query: SearchQuery
+    }
+
+    public var rules: [Rule] = []
+    public var fromPlus = false
+
+    public init(rules: [Rule] = [], fromPlus: Bool = false) {
+        self.rules = rules
+        self.fromPlus = fromPlus
+    }
+
+    public struct Invalid: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// A tag name as given, trimmed; nil when it is empty, too long, or holds a control
+    /// character or a comma.
+    public static func validName(_ name: String) -> String? {
+        let trimmed = name.trimmingCharacters(in: .whitespaces)
+        guard !trimmed.isEmpty, trimmed.count <= 100,
+              !trimmed.unicodeScalars.contains(where: { $0.properties.generalCategory == .control || $0 == "," })
+        else { return nil }
+        return trimmed
+    }
+
+    /// `--tag NAME=SEARCH`.
+    public static func parseRule(_ text: String) throws(Invalid) -> Rule {
+        guard let equals = text.firstIndex(of: "=") else {
+            throw Invalid(description: "--tag: expected NAME=SEARCH, got \(text)")
+        }
+        guard let tag = validName(String(text[..<equals])) else {
+            throw Invalid(description: "--tag: bad tag name in \(text) (1 to 100 characters, no control characters or commas)")
+        }
+        let search = String(text[text.index(after: equals)...])
+        guard !search.trimmingCharacters(in: .whitespaces).isEmpty else {
+            throw Invalid(description: "--tag: no search query in \(text)")
+        }
+        do {
+            return Rule(tag: tag, query: try SearchQuery(search))
+        } catch {
+            throw Invalid(description: "--tag \(text): \(error)")
+        }
+    }
+
+    /// Distinct (case-insensitively, first spelling kept), sorted as Mailpit lists them.
+    public static func normalized(_ tags: [String]) -> [String] {
+        var seen = Set<String>()
+        return tags.filter { seen.insert($0.lowercased()).inserted }
+            .sorted { $0.lowercased() < $1.lowercased() }
+    }
+
+    /// The tags a newly received message gets.
+    func tags(for message: CapturedMessage, raw: ByteBuffer?) -> [String] {
+        var tags: [String] = []
+        if let raw { tags += Self.headerTags(raw) }
+        if fromPlus {
+            for recipient in message.envelope.recipients {
+                guard let at = recipient.address.lastIndex(of: "@") else { continue }
+                let local = recipient.address[..<at]
+                guard let plus = local.firstIndex(of: "+"), let tag = Self.validName(String(local[local.index(after: plus)...])) else { continue }
+                tags.append(tag)
+            }
+        }
+        if !rules.isEmpty {
+            let parsed = raw.map { ParsedMessage(bytes: Array($0.readableBytesView)) }
+            let summary = MessageSummary(captured: message, parsed: parsed)
+            for rule in rules where rule.query.matches(summary, read: false, tags: tags) {
+                tags.append(rule.tag)
+            }
+        }
+        return Self.normalized(tags)
+    }
+
+    /// The values of `X-Tags` fields in the header section, split at commas. Reads the header
+    /// lines only, and parses nothing unless one starts with `X-Tags:`.
+    static func headerTags(_ raw: ByteBuffer) -> [String] {
+        raw.withUnsafeReadableBytes { bytes -> [String] in
+            var values: [String] = []
+            var index = 0
+            var collecting: [UInt8]?
+            let name = Array("x-tags:".utf8)
+            while index < bytes.count {
+                var end = index
+                while end < bytes.count && bytes[end] != UInt8(ascii: "\n") { end += 1 }
+                var contentEnd = end
+                if contentEnd > index && bytes[contentEnd - 1] == UInt8(ascii: "\r") { contentEnd -= 1 }
+                if contentEnd == index { break }  // the end of the header section
+                let first = bytes[index]
+                if first == UInt8(ascii: " ") || first == UInt8(ascii: "\t") {
+                    collecting?.append(contentsOf: bytes[index..<contentEnd])
+                } else {
+                    if let value = collecting { values.append(String(decoding: value, as: UTF8.self)) }
+                    collecting = nil
+                    if contentEnd - index >= name.count,
+                       zip(bytes[index..<(index + name.count)], name).allSatisfy({ $0 | 0x20 == $1 || $0 == $1 }) {
+                        collecting = Array(bytes[(index + name.count)..<contentEnd])
+                    }
+                }
+                index = end + 1
+            }
+            if let value = collecting { values.append(String(decoding: value, as: UTF8.self)) }
+            return values.flatMap { $0.split(separator: ",") }.compactMap { validName(EncodedWords.decode(String($0))) }
+        }
+    }
+}
