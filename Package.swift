@@ -52,9 +52,12 @@ let package = Package(
             dependencies: [.product(name: "Yams", package: "Yams")],
             swiftSettings: swiftSettings
         ),
+        // System calls Glibc's module leaves out (syncfs, SCHED_IDLE), with fallbacks elsewhere.
+        .target(name: "CSwallowSystem"),
         .target(
             name: "SinkServer",
             dependencies: [
+                "CSwallowSystem",
                 "SMTPProtocol",
                 "SwallowConfig",
                 "MailMessage",

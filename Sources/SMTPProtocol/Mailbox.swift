@@ -14,6 +14,21 @@ public struct Mailbox: Hashable, Sendable, CustomStringConvertible {
 
     public var description: String { "\(localPart)@\(domain)" }
 
+    /// The subaddress (RFC 5233's "detail"): what follows the first `+` of the local part,
+    /// `job42` in `app+job42@example.com`, `job42+fail-451` in `app+job42+fail-451@…`; nil
+    /// when there is no `+` or nothing after it. The one plus-tag parser: mailboxes, tags and
+    /// plus-tag faults all read it.
+    public var detail: Substring? { Self.detail(ofAddress: description) }
+
+    /// The same, for an address held as text (`local@domain`; the last `@` ends the local part).
+    public static func detail(ofAddress address: some StringProtocol) -> Substring? {
+        let text = Substring(address)
+        let local = text.lastIndex(of: "@").map { text[..<$0] } ?? text
+        guard let plus = local.firstIndex(of: "+") else { return nil }
+        let detail = local[local.index(after: plus)...]
+        return detail.isEmpty ? nil : detail
+    }
+
     /// True when any character is outside ASCII: such a path needs SMTPUTF8 (RFC 6531 §3.4).
     public var needsSMTPUTF8: Bool { !description.utf8.allSatisfy { $0 < 0x80 } }
 

@@ -59,8 +59,11 @@ enum PlusTagFault: Equatable, Sendable {
     case delay(seconds: Double)
 
     init?(_ address: String) {
-        guard let at = address.lastIndex(of: "@"), let plus = address[..<at].lastIndex(of: "+") else { return nil }
-        let tag = address[address.index(after: plus)..<at].lowercased()
+        // The last `+` segment of the subaddress: `app+job42+fail-451@…` fails with 451.
+        guard address.contains("@"), let detail = Mailbox.detail(ofAddress: address),
+              let last = detail.split(separator: "+", omittingEmptySubsequences: false).last
+        else { return nil }
+        let tag = last.lowercased()
         if tag.hasPrefix("fail-"), let code = Int(tag.dropFirst(5)), (400...599).contains(code) {
             self = .fail(code: code)
         } else if tag.hasPrefix("delay-"), let seconds = Quantity.duration(String(tag.dropFirst(6))), seconds <= FaultDelay.limit {

@@ -5,6 +5,7 @@ import NIOCore
 import SMTPProtocol
 import ServiceLifecycle
 import SinkServer
+import SwallowConfig
 import UnixSignals
 
 struct Serve: AsyncParsableCommand {
@@ -161,12 +162,17 @@ struct Serve: AsyncParsableCommand {
         configuration.discardBodies = discard
         configuration.transcripts = transcripts
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        // A tag rule or webhook that does not parse is bad input, as a bad rule file is: exit 2.
         do {
             configuration.tagging = Tagging(rules: try tags.map(Tagging.parseRule), fromPlus: tagsFromPlus)
-        } catch {
-            throw ValidationError(error.description)
+            configuration.webhooks = try makeWebhookSettings()
+        } catch let error as Tagging.Invalid {
+            FileHandle.standardError.write(Data("swallow serve: \(error)\n".utf8))
+            throw ExitCode(2)
+        } catch let error as WebhookSettings.Invalid {
+            FileHandle.standardError.write(Data("swallow serve: \(error)\n".utf8))
+            throw ExitCode(2)
         }
-        configuration.webhooks = try makeWebhookSettings()
         return configuration
     }
 
@@ -176,7 +182,7 @@ struct Serve: AsyncParsableCommand {
         var settings = WebhookSettings()
         guard !webhook.isEmpty else {
             guard webhookMailbox.isEmpty, webhookQuery.isEmpty else {
-                throw ValidationError("--webhook-mailbox and --webhook-query filter a --webhook: give one first")
+                throw WebhookSettings.Invalid(description: "--webhook-mailbox and --webhook-query filter a --webhook: give one first")
             }
             return settings
         }
@@ -190,14 +196,17 @@ struct Serve: AsyncParsableCommand {
             }
             settings.hooks = hooks
             settings.events = try WebhookSettings.events(webhookEvents)
-        } catch let error as WebhookSettings.Invalid {
-            throw ValidationError(error.description)
+        } catch let error as SearchQuery.Invalid {
+            throw WebhookSettings.Invalid(description: "--webhook-query: \(error)")
         }
         settings.secret = webhookSecret
-        settings.timeout = .nanoseconds(Int64(try Units.duration(webhookTimeout, option: "--webhook-timeout") * 1e9))
-        guard webhookRetries >= 1 else { throw ValidationError("--webhook-retries must be at least 1") }
+        guard let timeout = Quantity.duration(webhookTimeout), timeout > 0 else {
+            throw WebhookSettings.Invalid(description: "--webhook-timeout: expected a duration such as 5s, got \(webhookTimeout)")
+        }
+        settings.timeout = .nanoseconds(Int64(timeout * 1e9))
+        guard webhookRetries >= 1 else { throw WebhookSettings.Invalid(description: "--webhook-retries must be at least 1") }
         settings.attempts = webhookRetries
-        guard webhookQueue >= 1 else { throw ValidationError("--webhook-queue must be at least 1") }
+        guard webhookQueue >= 1 else { throw WebhookSettings.Invalid(description: "--webhook-queue must be at least 1") }
         settings.queueSize = webhookQueue
         return settings
     }

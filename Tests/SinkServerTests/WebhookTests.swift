@@ -209,8 +209,14 @@ struct WebhookTests {
         let fault = try #require(all.first { $0.header("X-Swallow-Event") == "fault" })
         #expect(try jsonObject(fault.body)["rule"] as? String == "defer-x")
 
-        let bad = try await run([productsDirectory().appendingPathComponent("swallow").path, "serve", "--webhook", "ftp://x"])
-        #expect(bad.status != 0)
-        #expect(bad.stderr.contains("--webhook"))
+        // Bad webhook and tag options stop the start with exit 2, naming the option.
+        let binary = productsDirectory().appendingPathComponent("swallow").path
+        for (arguments, named) in [(["--webhook", "ftp://x"], "--webhook"), (["--webhook-mailbox", "a"], "--webhook-mailbox"),
+                                   (["--webhook", "http://127.0.0.1:9/", "--webhook-events", "mail"], "--webhook-events"),
+                                   (["--tag", "no-equals-sign"], "--tag"), (["--tag", "x=before:notadate"], "--tag")] {
+            let bad = try await run([binary, "serve", "--smtp", "127.0.0.1:0", "--http", "127.0.0.1:0"] + arguments)
+            #expect(bad.status == 2, "\(arguments)")
+            #expect(bad.stderr.contains(named), "\(arguments): \(bad.stderr)")
+        }
     }
 }

@@ -23,8 +23,8 @@ public struct SearchQuery: Sendable {
 
     var terms: [(term: Term, negated: Bool)] = []
 
-    struct Invalid: Error, CustomStringConvertible {
-        var description: String
+    public struct Invalid: Error, CustomStringConvertible {
+        public var description: String
     }
 
     public init(_ query: String) throws {

@@ -3,6 +3,7 @@ import Foundation
 import MailMessage
 import NIOCore
 import Synchronization
+import CSwallowSystem
 
 #if canImport(Glibc)
 import Glibc
@@ -295,7 +296,11 @@ final class DiskStore: Sendable {
     private func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, path: String) throws {
         var offset = 0
         while offset < bytes.count {
+            #if canImport(Glibc)
             let written = Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+            #else
+            let written = Darwin.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+            #endif
             if written < 0 {
                 if errno == EINTR { continue }
                 throw DiskError(path: path, operation: "write", code: errno)
@@ -329,9 +334,10 @@ final class DiskStore: Sendable {
     }
 }
 
-/// `syncfs(2)` (Linux): Glibc's module does not export it, since it needs `_GNU_SOURCE`.
-@_silgen_name("syncfs")
-private func systemSyncfs(_ fd: Int32) -> Int32
+/// `syncfs(2)` on Linux (through the C shim: Glibc's module leaves it out), a full fsync elsewhere.
+private func systemSyncfs(_ fd: Int32) -> Int32 {
+    swallow_syncfs(fd)
+}
 
 struct DiskError: Error, CustomStringConvertible {
     var path: String

@@ -1,4 +1,5 @@
 import MailMessage
+import SMTPProtocol
 
 /// Mailbox names let many CI jobs share one sink without seeing each other's mail: a message
 /// is filed under its AUTH user and under the plus tag of each recipient
@@ -8,11 +9,9 @@ enum Mailboxes {
         var names: [String] = []
         if let user = message.session.authUser, !user.isEmpty { names.append(user) }
         for recipient in message.envelope.recipients {
-            guard let at = recipient.address.lastIndex(of: "@") else { continue }
-            let local = recipient.address[..<at]
-            guard let plus = local.firstIndex(of: "+") else { continue }
-            let tag = String(local[local.index(after: plus)...])
-            if !tag.isEmpty && !names.contains(tag) { names.append(tag) }
+            guard recipient.address.contains("@"), let detail = Mailbox.detail(ofAddress: recipient.address) else { continue }
+            let tag = String(detail)
+            if !names.contains(tag) { names.append(tag) }
         }
         return names
     }

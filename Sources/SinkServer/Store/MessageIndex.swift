@@ -4,6 +4,7 @@ import GRDB
 import MailMessage
 import NIOCore
 import Synchronization
+import CSwallowSystem
 
 /// The on-disk index of `--data DIR`: an SQLite database (GRDB) beside the `.eml` files, with
 /// each message's metadata and summary, and an FTS5 trigram table over its searchable text,
@@ -66,8 +67,6 @@ final class MessageIndex: Sendable {
     /// see the lag: they `flush()` first.
     static let quietGap: UInt64 = 20_000_000
     static let maxDeferral: UInt64 = 1_000_000_000
-    /// Linux's `SCHED_IDLE` (Glibc's module leaves it out without `_GNU_SOURCE`).
-    private static let schedIdle: Int32 = 5
 
     /// One message as the index stores it.
     struct Record: Sendable {
@@ -182,13 +181,8 @@ final class MessageIndex: Sendable {
         // Accepting mail comes first: the indexer runs under SCHED_IDLE while it drains (Linux
         // schedules per thread), so it uses only CPU time nothing else wants and falls behind
         // under load rather than slowing the `250`s; the bounded backlog stops it falling far.
-        let thread = systemGettid()
-        var previousParameters = sched_param()
-        let previousPolicy = sched_getscheduler(thread)
-        sched_getparam(thread, &previousParameters)
-        var idle = sched_param(sched_priority: 0)
-        sched_setscheduler(thread, Self.schedIdle, &idle)
-        defer { sched_setscheduler(thread, previousPolicy, &previousParameters) }
+        let previousScheduling = swallow_enter_idle_scheduling()
+        defer { swallow_restore_scheduling(previousScheduling) }
         var gathered = false
         while true {
             if !gathered, urgent.load(ordering: .relaxed) == 0, pending.withLock({ $0.messages.count }) < Self.batchSize {
@@ -472,7 +466,3 @@ final class MessageIndex: Sendable {
         }
     }
 }
-
-/// `gettid(2)`: the kernel thread id, which `sched_setscheduler` takes to set one thread's policy.
-@_silgen_name("gettid")
-private func systemGettid() -> Int32

@@ -1,6 +1,7 @@
 import Foundation
 import MailMessage
 import NIOCore
+import SMTPProtocol
 
 /// Tags on messages, in Mailpit's model: a received message's `X-Tags: a, b` header sets its
 /// tags, `--tag NAME=SEARCH` tags every new message that matches a search query, and with
@@ -69,9 +70,7 @@ public struct Tagging: Sendable {
         if let raw { tags += Self.headerTags(raw) }
         if fromPlus {
             for recipient in message.envelope.recipients {
-                guard let at = recipient.address.lastIndex(of: "@") else { continue }
-                let local = recipient.address[..<at]
-                guard let plus = local.firstIndex(of: "+"), let tag = Self.validName(String(local[local.index(after: plus)...])) else { continue }
+                guard let detail = Mailbox.detail(ofAddress: recipient.address), let tag = Self.validName(String(detail)) else { continue }
                 tags.append(tag)
             }
         }

@@ -172,9 +172,10 @@ function scheduleRefresh() {
 
 async function open(id) {
   state.openID = id;
-  let message, capture;
+  let message, capture, webhooks;
   try {
-    [message, capture] = await Promise.all([api("GET", `/api/v1/message/${id}`), api("GET", `/api/v1/message/${id}/capture`)]);
+    [message, capture, webhooks] = await Promise.all([api("GET", `/api/v1/message/${id}`), api("GET", `/api/v1/message/${id}/capture`),
+      api("GET", `/api/v1/message/${id}/webhooks`).catch(() => ({ deliveries: [] }))]);
   } catch (error) {
     status(`Message: ${error.message}`);
     return;
@@ -196,6 +197,12 @@ async function open(id) {
   }
   if (message.Tags && message.Tags.length) {
     meta.append(element("dt", { text: "Tags" }), element("dd", {}, ...message.Tags.map(tagButton)));
+  }
+  const deliveries = (webhooks && webhooks.deliveries) || [];
+  if (deliveries.length) {
+    const lines = deliveries.map((d) => element("div", { class: "webhook", text:
+      `${d.URL} · attempt ${d.Attempt}: ${d.Status ? `HTTP ${d.Status}` : (d.Error || "no answer")} · ${Math.round(d.DurationMs)} ms` }));
+    meta.append(element("dt", { text: "Webhooks" }), element("dd", {}, ...lines));
   }
   if (capture.faults && capture.faults.length) {
     meta.append(element("dt", { text: "Faults" }), element("dd", {}, ...capture.faults.map((f) => element("span", { class: "tag fault", text: f }))));

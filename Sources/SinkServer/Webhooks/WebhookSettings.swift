@@ -39,6 +39,10 @@ public struct WebhookSettings: Sendable {
 
     public struct Invalid: Error, CustomStringConvertible {
         public var description: String
+
+        public init(description: String) {
+            self.description = description
+        }
     }
 
     /// Reads the webhook options from a command line in order, so that `--webhook-mailbox` and

@@ -1,0 +1,19 @@
+#ifndef CSWALLOW_SYSTEM_H
+#define CSWALLOW_SYSTEM_H
+
+/// System calls Swift's Glibc module leaves out (they need _GNU_SOURCE), with a fallback on
+/// other systems, so the Swift code calls them without `@_silgen_name`.
+
+/// Makes every file of the file system holding `fd` durable: `syncfs(2)` on Linux; elsewhere
+/// `fcntl(F_FULLFSYNC)` where it exists, else `fsync(fd)`. 0 or -1 with errno.
+int swallow_syncfs(int fd);
+
+/// Lowers the calling thread to the idle scheduling class (`SCHED_IDLE` on Linux: it runs only
+/// when nothing else wants the CPU); returns a token for `swallow_restore_scheduling`, or -1
+/// when the system has no such class (nothing changed).
+int swallow_enter_idle_scheduling(void);
+
+/// Undoes `swallow_enter_idle_scheduling` with its token.
+void swallow_restore_scheduling(int token);
+
+#endif

@@ -1,0 +1,45 @@
+#define _GNU_SOURCE
+#include "CSwallowSystem.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#if defined(__linux__)
+#include <sched.h>
+#include <sys/syscall.h>
+#endif
+
+int swallow_syncfs(int fd) {
+#if defined(__linux__)
+    return syncfs(fd);
+#elif defined(F_FULLFSYNC)
+    return fcntl(fd, F_FULLFSYNC) == -1 ? fsync(fd) : 0;
+#else
+    return fsync(fd);
+#endif
+}
+
+int swallow_enter_idle_scheduling(void) {
+#if defined(__linux__)
+    // Linux schedules threads: the policy is set on this thread alone.
+    pid_t thread = (pid_t)syscall(SYS_gettid);
+    int previous = sched_getscheduler(thread);
+    if (previous < 0) return -1;
+    struct sched_param idle = { .sched_priority = 0 };
+    if (sched_setscheduler(thread, SCHED_IDLE, &idle) != 0) return -1;
+    return previous;
+#else
+    return -1;
+#endif
+}
+
+void swallow_restore_scheduling(int token) {
+#if defined(__linux__)
+    if (token < 0) return;
+    pid_t thread = (pid_t)syscall(SYS_gettid);
+    struct sched_param parameters = { .sched_priority = 0 };
+    sched_setscheduler(thread, token, &parameters);
+#else
+    (void)token;
+#endif
+}
