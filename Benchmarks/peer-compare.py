@@ -165,12 +165,16 @@ def main():
             print(f"{name:<28} {sink_name:<10} {m['rate']:>9.0f} {m['cpu_us']:>11.0f} {m['rss_mib']:>13.1f}", flush=True)
         ratio_rate = medians["swallow"]["rate"] / medians["smtp-sink"]["rate"]
         ratio_cpu = medians["swallow"]["cpu_us"] / max(medians["smtp-sink"]["cpu_us"], 1e-9)
-        summary.append((name, ratio_rate, ratio_cpu))
-        print(f"{'':<28} {'ratio':<10} {ratio_rate:>8.2f}x {ratio_cpu:>10.2f}x", flush=True)
+        # The spread: each round's own ratio (swallow's run against the peer's of that round).
+        rounds = [(a["rate"] / b["rate"], a["cpu_us"] / max(b["cpu_us"], 1e-9))
+                  for a, b in zip(results["swallow"], results["smtp-sink"])]
+        spread = (min(r for r, _ in rounds), max(r for r, _ in rounds))
+        summary.append((name, ratio_rate, ratio_cpu, spread))
+        print(f"{'':<28} {'ratio':<10} {ratio_rate:>8.2f}x {ratio_cpu:>10.2f}x   (msg/s per round {spread[0]:.2f}-{spread[1]:.2f}x)", flush=True)
     print()
     print("ratios swallow / smtp-sink (msg/s higher is better; cpu lower is better)")
-    for name, rate, cpu in summary:
-        print(f"  {name:<28} msg/s {rate:5.2f}x   cpu/msg {cpu:5.2f}x")
+    for name, rate, cpu, spread in summary:
+        print(f"  {name:<28} msg/s {rate:5.2f}x ({spread[0]:.2f}-{spread[1]:.2f})   cpu/msg {cpu:5.2f}x")
 
 
 if __name__ == "__main__":

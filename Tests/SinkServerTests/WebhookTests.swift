@@ -184,6 +184,7 @@ struct WebhookTests {
         let sink = try SinkProcess(arguments: [
             "--webhook", receiver.url("/one"), "--webhook-mailbox", "job1",
             "--webhook=\(receiver.url("/all"))", "--webhook-events", "message,fault", "--faults", directory + "/rules.yaml",
+            "--webhook", receiver.url("/query"), "--webhook-query", "subject:two",
         ])
         defer { sink.signal(SIGTERM); _ = sink.wait() }
         let result = try await python("""
@@ -199,11 +200,15 @@ struct WebhookTests {
         #expect(result.status == 0, "\(result.stderr)")
         let base = "http://127.0.0.1:\(sink.httpPort)"
         let counts = try await Self.webhookCounts(base) { hooks in
-            hooks.count == 2 && (hooks[0]["Delivered"] as? Int) == 1 && (hooks[1]["Delivered"] as? Int) == 3
+            hooks.count == 3 && (hooks[0]["Delivered"] as? Int) == 1 && (hooks[1]["Delivered"] as? Int) == 3
+                && (hooks[2]["Delivered"] as? Int) == 1
         }
-        #expect(counts.map { $0["Delivered"] as? Int } == [1, 3])
+        #expect(counts.map { $0["Delivered"] as? Int } == [1, 3, 1])
         let requests = try await receiver.log()
         #expect(requests.filter { $0.path == "/one" }.map { $0.header("X-Swallow-Event") } == ["message"])
+        let queried = requests.filter { $0.path == "/query" }
+        #expect(queried.count == 1)
+        #expect(((try? jsonObject(queried.first?.body ?? ""))?["envelope"] as? [String: Any]).map { "\($0)" }?.contains("job2") == true)
         let all = requests.filter { $0.path == "/all" }
         #expect(all.compactMap { $0.header("X-Swallow-Event") }.sorted() == ["fault", "message", "message"])
         let fault = try #require(all.first { $0.header("X-Swallow-Event") == "fault" })

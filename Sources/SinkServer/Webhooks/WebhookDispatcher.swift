@@ -70,7 +70,8 @@ final class WebhookDispatcher: Sendable {
             guard settings.events.contains(event.kind) else { return }
             if let mailbox = hook.mailbox, !Mailboxes.names(for: message).contains(mailbox) { return }
         case .fault:
-            guard settings.events.contains(.fault), hook.mailbox == nil else { return }
+            // A firing belongs to a session, not to a message: a filtered webhook does not get it.
+            guard settings.events.contains(.fault), hook.mailbox == nil, hook.query == nil else { return }
         }
         let waiter = state.withLock { state -> CheckedContinuation<SinkEvent?, Never>? in
             guard !state.closed else { return nil }
