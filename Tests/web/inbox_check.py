@@ -161,8 +161,20 @@ def main():
         browser.wait_for("document.getElementById('total').textContent === '6'", "the live panel's accepted count")
         check(browser.evaluate("document.getElementById('codes').textContent").find("421") >= 0, "the live panel lists reply codes (421 counted)")
 
-        # 8. 360 px wide: no horizontal scrolling, list then message.
+        # 8. Tags: a tagged message shows its tag; clicking the tag filters the list by it.
         browser.evaluate("document.querySelector('.tab[data-panel=inbox]').click()")
+        with smtplib.SMTP("127.0.0.1", options.smtp, timeout=10) as smtp:
+            smtp.sendmail("app@shop.example", ["bob@example.com"],
+                          b"From: app@shop.example\r\nTo: bob@example.com\r\nSubject: Tagged release notes\r\nX-Tags: release\r\n\r\nHello\r\n")
+        browser.wait_for("[...document.querySelectorAll('#rows button.tag')].some(b => b.textContent === 'release')", "the tag shown in the list")
+        browser.evaluate("[...document.querySelectorAll('#rows button.tag')].find(b => b.textContent === 'release').click()")
+        browser.wait_for("document.querySelectorAll('#rows tr').length === 1", "the tag filtered the list")
+        check(rows(browser)[0].startswith("Tagged release notes"), "clicking a tag shows the messages with that tag")
+        check(browser.evaluate("document.getElementById('search').value") == "tag:release", "the search box shows the tag query")
+        browser.evaluate("document.getElementById('clear-search').click()")
+        browser.wait_for("document.querySelectorAll('#rows tr').length > 1", "the whole list again")
+
+        # 9. 360 px wide: no horizontal scrolling, list then message.
         browser.viewport(360, 740, mobile=True)
         browser.evaluate("document.getElementById('back').click()")
         browser.wait_for("getComputedStyle(document.getElementById('list-pane')).display !== 'none'", "the list at 360 px")
