@@ -6,9 +6,8 @@ import Testing
 struct SendmailTests {
     static var binary: String { productsDirectory().appendingPathComponent("swallow").path }
 
-    static func sendmail(_ arguments: [String], port: Int, stdin: String, program: String? = nil) async throws -> ProcessResult {
-        if let program { return try await run([program, "--smtp-addr", "127.0.0.1:\(port)"] + arguments, stdin: stdin) }
-        return try await run([binary, "sendmail", "--smtp-addr", "127.0.0.1:\(port)"] + arguments, stdin: stdin)
+    static func sendmail(_ arguments: [String], port: Int, stdin: String) async throws -> ProcessResult {
+        try await run([binary, "sendmail", "--smtp-addr", "127.0.0.1:\(port)"] + arguments, stdin: stdin)
     }
 
     /// The newest message's capture metadata and raw bytes, over the API.

@@ -42,7 +42,7 @@ struct SendRequest {
         }
         let fields = Dictionary(object.map { ($0.key.lowercased(), $0.value) }, uniquingKeysWith: { first, _ in first })
 
-        func string(_ key: String, _ value: Any?, field: String) throws(Invalid) -> String? {
+        func string(_ value: Any?, field: String) throws(Invalid) -> String? {
             switch value {
             case nil, is NSNull: return nil
             case let text as String: return text
@@ -53,8 +53,8 @@ struct SendRequest {
             if let text = value as? String { return try Self.checked(Address(email: text, name: ""), field: field) }
             guard let object = value as? [String: Any] else { throw Invalid(field: field, problem: "expected {\"Email\", \"Name\"}") }
             let lowered = Dictionary(object.map { ($0.key.lowercased(), $0.value) }, uniquingKeysWith: { first, _ in first })
-            let email = try string("email", lowered["email"], field: field + ".Email") ?? ""
-            let name = try string("name", lowered["name"], field: field + ".Name") ?? ""
+            let email = try string(lowered["email"], field: field + ".Email") ?? ""
+            let name = try string(lowered["name"], field: field + ".Name") ?? ""
             return try Self.checked(Address(email: email, name: name), field: field)
         }
         func list(_ key: String, field: String) throws(Invalid) -> [Any] {
@@ -79,10 +79,10 @@ struct SendRequest {
         guard !to.isEmpty || !cc.isEmpty || !bcc.isEmpty else {
             throw Invalid(field: "To", problem: "at least one recipient is needed (To, Cc or Bcc)")
         }
-        subject = try string("subject", fields["subject"], field: "Subject") ?? ""
+        subject = try string(fields["subject"], field: "Subject") ?? ""
         guard !Self.breaksLine(subject) else { throw Invalid(field: "Subject", problem: "no line breaks") }
-        text = try string("text", fields["text"], field: "Text")
-        html = try string("html", fields["html"], field: "HTML")
+        text = try string(fields["text"], field: "Text")
+        html = try string(fields["html"], field: "HTML")
 
         switch fields["headers"] {
         case nil, is NSNull: break
@@ -113,17 +113,17 @@ struct SendRequest {
             let field = "Attachments[\(index)]"
             guard let object = item as? [String: Any] else { throw Invalid(field: field, problem: "expected an object") }
             let lowered = Dictionary(object.map { ($0.key.lowercased(), $0.value) }, uniquingKeysWith: { first, _ in first })
-            guard let encoded = try string("content", lowered["content"], field: field + ".Content"),
+            guard let encoded = try string(lowered["content"], field: field + ".Content"),
                   let content = Data(base64Encoded: encoded.filter { !$0.isWhitespace })
             else { throw Invalid(field: field + ".Content", problem: "expected base64") }
-            guard let filename = try string("filename", lowered["filename"], field: field + ".Filename"), !filename.isEmpty else {
+            guard let filename = try string(lowered["filename"], field: field + ".Filename"), !filename.isEmpty else {
                 throw Invalid(field: field + ".Filename", problem: "a file name is needed")
             }
-            let type = try string("contenttype", lowered["contenttype"], field: field + ".ContentType").flatMap { $0.isEmpty ? nil : $0 }
+            let type = try string(lowered["contenttype"], field: field + ".ContentType").flatMap { $0.isEmpty ? nil : $0 }
             if let type, !type.utf8.allSatisfy({ $0 > 32 && $0 < 127 && $0 != UInt8(ascii: ";") }) {
                 throw Invalid(field: field + ".ContentType", problem: "expected a media type such as image/png")
             }
-            var contentID = try string("contentid", lowered["contentid"], field: field + ".ContentID").flatMap { $0.isEmpty ? nil : $0 }
+            var contentID = try string(lowered["contentid"], field: field + ".ContentID").flatMap { $0.isEmpty ? nil : $0 }
             if let id = contentID {
                 contentID = id.hasPrefix("<") && id.hasSuffix(">") ? String(id.dropFirst().dropLast()) : id
                 guard contentID!.utf8.allSatisfy({ $0 > 32 && $0 < 127 && $0 != UInt8(ascii: "<") && $0 != UInt8(ascii: ">") }) else {
