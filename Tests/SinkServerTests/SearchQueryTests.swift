@@ -24,6 +24,19 @@ struct SearchQueryTests {
         #expect(SearchQuery.parseDate(input) == Self.utc(expected))
     }
 
+    @Test("sizes too large, negative or not numbers are refused, never a crash", arguments: [
+        // Found by Fuzz/FuzzSearch: Int(Double) trapped past Int.max (a crash of the sink).
+        "smaller:" + String(repeating: "1", count: 60), "larger:1e400", "larger:1e300K", "larger:nan", "larger:inf", "smaller:-5K",
+    ])
+    func hostileSizes(_ query: String) {
+        #expect(throws: (any Error).self) { try SearchQuery(query) }
+    }
+
+    @Test("sizes in their units", arguments: [("2M", 2 * 1024 * 1024), ("500K", 500 * 1024), ("1.5kb", 1536), ("200", 200), ("0b", 0)])
+    func sizes(_ text: String, _ bytes: Int) {
+        #expect(SearchQuery.parseSize(text) == bytes)
+    }
+
     @Test("impossible or hostile dates are refused, never a crash", arguments: [
         "2026-13-01", "2026-02-30", "2026-11-24T25:00:00", "2026-11-24T10:00:00+1", "2026-11-24X", "13/45/2026", "24-Foo-2026",
         // Found by Fuzz/FuzzSearch: DateFormatter trapped on the combining mark (a crash of the sink).

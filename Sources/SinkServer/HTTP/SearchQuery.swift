@@ -109,10 +109,17 @@ public struct SearchQuery: Sendable {
         }
     }
 
+    /// `2M`, `500K`, `1.5MB`, `200`: bytes; nil for anything negative, not finite, or past
+    /// 2^53 bytes (a size no message has: converting a larger Double to Int would trap; found
+    /// by Fuzz/FuzzSearch with `smaller:` and sixty 1s).
     static func parseSize(_ text: String) -> Int? {
+        let text = text.lowercased()
         let units: [(String, Double)] = [("kb", 1024), ("k", 1024), ("mb", 1024 * 1024), ("m", 1024 * 1024), ("b", 1), ("", 1)]
         for (suffix, scale) in units where text.hasSuffix(suffix) {
-            if let value = Double(text.dropLast(suffix.count)) { return Int(value * scale) }
+            guard let value = Double(text.dropLast(suffix.count)) else { continue }
+            let bytes = value * scale
+            guard bytes.isFinite, bytes >= 0, bytes <= 9_007_199_254_740_992 else { return nil }
+            return Int(bytes)
         }
         return nil
     }
