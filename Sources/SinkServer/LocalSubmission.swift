@@ -72,14 +72,10 @@ enum LocalSubmission {
         let idleTimeout = context.configuration.idleTimeout
         let server: any Channel
         do {
-            server = try await ClientBootstrap(group: group)
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: idleTimeout))
-                        try channel.pipeline.syncOperations.addHandler(SMTPServerHandler(context))
-                    }
-                }
-                .withConnectedSocket(fds[0]).get()
+            server = try await adopt(fds[0], group: group) { pipeline in
+                try pipeline.addHandler(IdleStateHandler(readTimeout: idleTimeout))
+                try pipeline.addHandler(SMTPServerHandler(context))
+            }
         } catch {
             close(fds[0])
             close(fds[1])
@@ -88,13 +84,7 @@ enum LocalSubmission {
         let collected = group.next().makePromise(of: ByteBuffer.self)
         let client: any Channel
         do {
-            client = try await ClientBootstrap(group: group)
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(Collector(promise: collected))
-                    }
-                }
-                .withConnectedSocket(fds[1]).get()
+            client = try await adopt(fds[1], group: group) { try $0.addHandler(Collector(promise: collected)) }
         } catch {
             close(fds[1])
             server.close(promise: nil)
@@ -115,6 +105,18 @@ enum LocalSubmission {
         client.close(promise: nil)
         server.close(promise: nil)
         return Outcome(replies: parse(received), recipientCount: recipients.count)
+    }
+
+    /// A channel on one end of the socket pair, its pipeline set up by `handlers`.
+    private static func adopt(
+        _ fd: Int32, group: any EventLoopGroup,
+        _ handlers: @escaping @Sendable (ChannelPipeline.SynchronousOperations) throws -> Void
+    ) async throws -> any Channel {
+        try await ClientBootstrap(group: group)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try handlers(channel.pipeline.syncOperations) }
+            }
+            .withConnectedSocket(fd).get()
     }
 
     /// Every complete reply in the bytes; what does not parse ends the list.

@@ -50,14 +50,9 @@ enum SendRoute {
         }
     }
 
+    /// Errors are JSON, as Mailpit's send API answers them (`SinkAPI.json` with the status).
     static func errorResponse(_ status: HTTPResponse.Status, _ body: [String: AnyEncodable]) -> Response {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        let data = (try? encoder.encode(body)) ?? Data("{}".utf8)
-        return Response(
-            status: status, headers: [.contentType: "application/json"],
-            body: .init(byteBuffer: ByteBuffer(bytes: data))
-        )
+        (try? SinkAPI.json(body, sortedKeys: true, status: status)) ?? Response(status: status)
     }
 
     static func errorResponse(_ status: HTTPResponse.Status, _ body: [String: String]) -> Response {

@@ -66,6 +66,7 @@ public struct Tagging: Sendable {
 
     /// The tags a newly received message gets.
     func tags(for message: CapturedMessage, raw: ByteBuffer?) -> [String] {
+        // Once per stored message: nothing is allocated unless something tags it.
         var tags: [String] = []
         if let raw { tags += Self.headerTags(raw) }
         if fromPlus {
@@ -81,17 +82,19 @@ public struct Tagging: Sendable {
                 tags.append(rule.tag)
             }
         }
-        return Self.normalized(tags)
+        return tags.isEmpty ? tags : Self.normalized(tags)
     }
 
     /// The values of `X-Tags` fields in the header section, split at commas. Reads the header
     /// lines only, and parses nothing unless one starts with `X-Tags:`.
+    private static let headerName = Array("x-tags:".utf8)
+
     static func headerTags(_ raw: ByteBuffer) -> [String] {
         raw.withUnsafeReadableBytes { bytes -> [String] in
             var values: [String] = []
             var index = 0
             var collecting: [UInt8]?
-            let name = Array("x-tags:".utf8)
+            let name = Self.headerName
             while index < bytes.count {
                 var end = index
                 while end < bytes.count && bytes[end] != UInt8(ascii: "\n") { end += 1 }
@@ -105,7 +108,7 @@ public struct Tagging: Sendable {
                     if let value = collecting { values.append(String(decoding: value, as: UTF8.self)) }
                     collecting = nil
                     if contentEnd - index >= name.count,
-                       zip(bytes[index..<(index + name.count)], name).allSatisfy({ $0 | 0x20 == $1 || $0 == $1 }) {
+                       zip(bytes[index..<(index + name.count)], name).allSatisfy({ $0 | 0x20 == $1 }) {
                         collecting = Array(bytes[(index + name.count)..<contentEnd])
                     }
                 }
