@@ -7,7 +7,7 @@ import Testing
 @testable import LoadGen
 
 /// Several targets, source addresses, and shards that start together.
-@Suite("Targets, source addresses and a shared start", .timeLimit(.minutes(1)))
+@Suite("Targets, source addresses and a shared start", .timeLimit(.minutes(3)))
 struct SpreadTests {
     static func startSink() async throws -> (Sink, Task<Void, any Error>) {
         var configuration = SinkConfiguration()

@@ -4,7 +4,7 @@ import Testing
 @testable import SinkServer
 
 /// The live rule set over HTTP (curl), Mailpit's chaos and MailHog's Jim, and `--faults`.
-@Suite("Fault rules over the API", .timeLimit(.minutes(2)))
+@Suite("Fault rules over the API", .timeLimit(.minutes(4)))
 struct FaultAPITests {
     static func rcpt(_ port: Int, _ recipients: [String]) async throws -> [Int] {
         try await onThread { try FaultInjectionTests.codes(port, ["EHLO c", "MAIL FROM:<a@x>"] + recipients.map { "RCPT TO:<\($0)>" }) }

@@ -7,7 +7,7 @@ import Testing
 @testable import SinkServer
 
 /// Fault rules acting on real connections on loopback: every phase and every action.
-@Suite("Fault injection over SMTP", .timeLimit(.minutes(2)))
+@Suite("Fault injection over SMTP", .timeLimit(.minutes(4)))
 struct FaultInjectionTests {
     static func withRules<T: Sendable>(
         _ yaml: String, seed: UInt64 = 1, _ body: @Sendable (Sink) async throws -> T

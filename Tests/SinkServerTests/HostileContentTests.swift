@@ -7,7 +7,7 @@ import Testing
 /// Captured mail served over HTTP is data, never a page of ours; names from mail are
 /// sanitised where they enter a header; the live rule set round-trips; MailHog's v1 message
 /// routes answer; storage failures are reported, not hidden. Real HTTP on loopback.
-@Suite("Hostile content over HTTP", .timeLimit(.minutes(2)))
+@Suite("Hostile content over HTTP", .timeLimit(.minutes(4)))
 struct HostileContentTests {
     /// A message built to attack whoever opens it: script in its HTML, an HTML attachment,
     /// and attachment names that try path traversal, header injection and control characters.

@@ -5,7 +5,7 @@ import Testing
 @testable import SinkServer
 
 /// metadata.jsonl stays bounded when messages are evicted or deleted.
-@Suite("Journal compaction", .timeLimit(.minutes(2)))
+@Suite("Journal compaction", .timeLimit(.minutes(5)))
 struct JournalCompactionTests {
     static func line(_ id: String, transcript: Bool = false) throws -> Data {
         let message = CapturedMessage(

@@ -6,7 +6,7 @@ import SinkServer
 import Testing
 
 /// The sink over real sockets on 127.0.0.1, driven byte by byte.
-@Suite("SMTP over loopback: raw sockets", .timeLimit(.minutes(1)))
+@Suite("SMTP over loopback: raw sockets", .timeLimit(.minutes(3)))
 struct LoopbackProtocolTests {
     static func greet(_ client: RawSMTPClient) throws {
         #expect(try client.readReply().code == 220)

@@ -11,7 +11,7 @@ import Glibc
 #endif
 
 /// `--data DIR` across restarts and crashes of the real `swallow serve` process.
-@Suite("Persistence: restart and kill -9", .timeLimit(.minutes(2)), .serialized)
+@Suite("Persistence: restart and kill -9", .timeLimit(.minutes(4)), .serialized)
 struct PersistenceTests {
     static func body(_ n: Int) -> String {
         "Subject: message \(n)\r\nX-Seq: \(n)\r\n\r\n" + String(repeating: "line of message \(n)\r\n", count: 20) + ".dot\r\n"

@@ -88,9 +88,12 @@ final class RawSMTPClient {
         return poll(&entry, 1, 0) > 0
     }
 
-    /// True when the server has closed the connection (reads end-of-file).
+    /// True when the server has closed the connection: a read finds end-of-file, or a reset
+    /// (a byte the client sent in the instant between the server's reply and its close makes
+    /// the kernel answer with a reset, which is still the server's close).
     func isClosedByServer() -> Bool {
         var byte: UInt8 = 0
-        return recv(fd, &byte, 1, 0) == 0
+        let count = recv(fd, &byte, 1, 0)
+        return count == 0 || (count < 0 && errno == ECONNRESET)
     }
 }

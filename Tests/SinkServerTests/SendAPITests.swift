@@ -3,7 +3,7 @@ import SinkServer
 import Testing
 
 /// `POST /api/v1/send` over real HTTP (curl), as Mailpit documents it.
-@Suite("Send API", .timeLimit(.minutes(2)))
+@Suite("Send API", .timeLimit(.minutes(4)))
 struct SendAPITests {
     /// POSTs `body`; returns the status and the answer.
     static func send(_ base: String, _ body: String) async throws -> (status: Int, answer: [String: Any]) {

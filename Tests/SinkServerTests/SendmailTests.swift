@@ -2,7 +2,7 @@ import Foundation
 import Testing
 
 /// `swallow sendmail` against a `swallow serve` child, as PHP's mail() or cron would call it.
-@Suite("swallow sendmail", .serialized, .timeLimit(.minutes(2)))
+@Suite("swallow sendmail", .serialized, .timeLimit(.minutes(4)))
 struct SendmailTests {
     static var binary: String { productsDirectory().appendingPathComponent("swallow").path }
 

@@ -83,7 +83,7 @@ final class WebhookReceiver: @unchecked Sendable {
     }
 }
 
-@Suite("Webhooks", .serialized, .timeLimit(.minutes(2)))
+@Suite("Webhooks", .serialized, .timeLimit(.minutes(4)))
 struct WebhookTests {
     /// Polls `/api/v1/stats` until `done` holds for the webhooks' counts (deadline 20 s): the
     /// deliveries happen on their own schedule, behind the SMTP replies.
