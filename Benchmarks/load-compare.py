@@ -1,14 +1,20 @@
 #!/usr/bin/env python3
-"""The load generator against Postfix: raw speed next to smtp-source, and rate accuracy.
+"""The load generator against Postfix's smtp-source, with Postfix's smtp-sink as the server.
 
-1. Raw speed: 20 connections, 1 KiB messages, as fast as the server answers, against
-   Postfix's smtp-sink: `smtp-source -d -s 20 -l 1024 -m N` and `swallow load` with a closed
-   scenario of 20 senders (one template padded to 1 KiB), alternating, ROUNDS rounds; prints
-   messages/s of each and the ratio (whole commands timed, process start included).
-2. Rate accuracy: a constant 2 000 msg/s scenario for 20 s against smtp-sink; prints the
-   achieved rate against the target and the schedule lag (scheduled time to first byte).
+Cases (each: smtp-source and `swallow load` alternating, ROUNDS rounds, whole commands timed,
+process start included; the median of each and the ratio, with every round's figures):
 
-    python3 Benchmarks/load-compare.py [--count 20000] [--rounds 3]
+  persistent   20 connections kept open, 1 KiB messages (`smtp-source -d -s 20 -l 1024`;
+               swallow: a closed scenario of 20 senders, PIPELINING as the server offers it)
+  per-message  a new connection per message, 20 at a time (`smtp-source -s 20 -l 1024`;
+               swallow: `per_connection: 1`)
+  200k         20 connections, 200 KiB messages (`smtp-source -d -s 20 -l 204800`; swallow: an
+               invoice template with a 150 KiB PDF attachment, 200 KiB in base64)
+  cpu          CPU (user + system) per message of each program in the persistent case
+  open-loop    a constant 20 000 msg/s for 10 s: achieved rate against the target and the
+               schedule lag (scheduled time to first byte)
+
+    python3 Benchmarks/load-compare.py [--count 20000] [--rounds 5] [--cases persistent,per-message,200k,open-loop]
 
 Needs a release build (built if missing) and Postfix's smtp-sink/smtp-source (Debian's
 postfix). Everything listens on 127.0.0.1; every run is bounded by count or duration.
@@ -44,59 +50,95 @@ def start_sink():
     raise SystemExit("smtp-sink did not start")
 
 
+def timed(command):
+    """Runs a command to the end: (wall seconds, CPU seconds of user + system)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{command[0]} exited {proc.returncode}")
+    return wall, usage.ru_utime + usage.ru_stime
+
+
+def scenario(path, count, template, connection="pool: 20, per_connection: 0"):
+    with open(path, "w") as f:
+        f.write(f"""count: {count}
+arrival: {{kind: closed, senders: 20}}
+connection: {{{connection}}}
+templates:
+  {template}
+""")
+    return path
+
+
+def compare(name, rounds, count, source_command, load_command):
+    source, load = [], []
+    for _ in range(rounds):
+        source.append(timed(source_command))
+        load.append(timed(load_command))
+    source_rate = statistics.median(count / wall for wall, _ in source)
+    load_rate = statistics.median(count / wall for wall, _ in load)
+    source_cpu = statistics.median(cpu / count * 1e6 for _, cpu in source)
+    load_cpu = statistics.median(cpu / count * 1e6 for _, cpu in load)
+    spread = lambda runs: ", ".join(f"{count / wall:.0f}" for wall, _ in runs)
+    print(f"{name}: {count} messages, median of {rounds} alternating rounds")
+    print(f"  smtp-source   {source_rate:8.0f} msg/s  {source_cpu:6.1f} us CPU/msg   rounds: {spread(source)}")
+    print(f"  swallow load  {load_rate:8.0f} msg/s  {load_cpu:6.1f} us CPU/msg   rounds: {spread(load)}")
+    print(f"  ratio         {load_rate / source_rate:8.2f}x msg/s  {load_cpu / source_cpu:6.2f}x CPU/msg")
+    return {"source_msgs": source_rate, "load_msgs": load_rate, "ratio": load_rate / source_rate,
+            "source_cpu_us": source_cpu, "load_cpu_us": load_cpu, "cpu_ratio": load_cpu / source_cpu}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--cases", default="persistent,per-message,200k,open-loop")
     options = parser.parse_args()
+    cases = options.cases.split(",")
     binary = os.path.join(ROOT, ".build", "release", "swallow")
     if not os.path.exists(binary):
         subprocess.run(["swift", "build", "-c", "release", "--product", "swallow"], cwd=ROOT, check=True)
     work = tempfile.mkdtemp(prefix="swallow-load-bench-")
-    closed = os.path.join(work, "closed.yaml")
-    with open(closed, "w") as f:
-        f.write(f"""count: {options.count}
-arrival: {{kind: closed, senders: 20}}
-connection: {{pool: 20, per_connection: 0}}
-templates:
-  filler: {{from: a@bench.example, to: b@bench.example, subject: "Load {{seq}}", size: 1KiB}}
-""")
-    constant = os.path.join(work, "constant.yaml")
-    with open(constant, "w") as f:
-        f.write("""duration: 20s
-arrival: {kind: constant, rate: 2000/s}
-connection: {pool: 20, per_connection: 0}
-templates:
-  filler: {from: a@bench.example, to: b@bench.example, subject: "Load {seq}", size: 1KiB}
-""")
+    filler = 'filler: {from: a@bench.example, to: b@bench.example, subject: "Load {seq}", size: 1KiB}'
     sink, port = start_sink()
+    target = f"127.0.0.1:{port}"
+    load = lambda path: [binary, "load", path, "--target", target, "--quiet", "--seed", "1"]
     try:
-        source_rates, load_rates = [], []
-        for _ in range(options.rounds):
-            started = time.perf_counter()
-            subprocess.run(["smtp-source", "-d", "-s", "20", "-l", "1024", "-m", str(options.count), f"127.0.0.1:{port}"],
-                           check=True, timeout=600)
-            source_rates.append(options.count / (time.perf_counter() - started))
-            started = time.perf_counter()
-            subprocess.run([binary, "load", closed, "--target", f"127.0.0.1:{port}", "--quiet", "--seed", "1"],
-                           check=True, stdout=subprocess.DEVNULL, timeout=600)
-            load_rates.append(options.count / (time.perf_counter() - started))
-        source, load = statistics.median(source_rates), statistics.median(load_rates)
-        print(f"raw speed, 20 connections x 1 KiB, {options.count} messages, median of {options.rounds}:")
-        print(f"  smtp-source   {source:8.0f} msg/s")
-        print(f"  swallow load  {load:8.0f} msg/s   ratio {load / source:.2f}x")
-
-        report = os.path.join(work, "constant.json")
-        subprocess.run([binary, "load", constant, "--target", f"127.0.0.1:{port}", "--quiet", "--seed", "1", "--report", report],
-                       check=True, stdout=subprocess.DEVNULL, timeout=120)
-        with open(report) as f:
-            data = json.load(f)
-        achieved, target = data["rate"]["achieved"], data["rate"]["target"]
-        lag = data["schedule_lag_ms"]
-        print(f"rate accuracy, constant 2000/s for 20 s: sent {data['sent']}, achieved {achieved}/s "
-              f"({(achieved / target - 1) * 100:+.2f}% of the target)")
-        print(f"  schedule lag ms: p50 {lag['p50']}  p99 {lag['p99']}  max {lag['max']};  "
-              f"submit latency ms: p50 {data['submit_latency_ms']['p50']}  p99 {data['submit_latency_ms']['p99']}")
+        if "persistent" in cases:
+            path = scenario(os.path.join(work, "persistent.yaml"), options.count, filler)
+            compare("persistent, 20 connections x 1 KiB", options.rounds, options.count,
+                    ["smtp-source", "-d", "-s", "20", "-l", "1024", "-m", str(options.count), target], load(path))
+        if "per-message" in cases:
+            count = options.count // 2
+            path = scenario(os.path.join(work, "per-message.yaml"), count, filler, "pool: 20, per_connection: 1")
+            compare("a connection per message, 20 at a time, 1 KiB", options.rounds, count,
+                    ["smtp-source", "-s", "20", "-l", "1024", "-m", str(count), target], load(path))
+        if "200k" in cases:
+            count = max(500, options.count // 10)
+            invoice = ('invoice: {from: billing@bench.example, to: "{user}", subject: "Invoice {seq}", '
+                       'text: "Your invoice {seq} is attached.", '
+                       'attachments: [{kind: pdf, name: "invoice-{seq}.pdf", size: 150KiB}]}')
+            path = scenario(os.path.join(work, "invoice.yaml"), count, invoice)
+            compare("20 connections x 200 KiB (a PDF invoice)", options.rounds, count,
+                    ["smtp-source", "-d", "-s", "20", "-l", "204800", "-m", str(count), target], load(path))
+        if "open-loop" in cases:
+            path = os.path.join(work, "constant.yaml")
+            with open(path, "w") as f:
+                f.write("duration: 10s\narrival: {kind: constant, rate: 20000/s}\nconnection: {pool: 20, per_connection: 0}\n"
+                        f"templates:\n  {filler}\n")
+            report = os.path.join(work, "constant.json")
+            subprocess.run(load(path) + ["--report", report], check=True, stdout=subprocess.DEVNULL, timeout=120)
+            with open(report) as f:
+                data = json.load(f)
+            achieved, rate = data["rate"]["achieved"], data["rate"]["target"]
+            lag = data["schedule_lag_ms"]
+            print(f"open loop, constant 20 000/s for 10 s: sent {data['sent']}, achieved {achieved}/s "
+                  f"({(achieved / rate - 1) * 100:+.2f}% of the target)")
+            print(f"  schedule lag ms: p50 {lag['p50']}  p99 {lag['p99']}  max {lag['max']};  "
+                  f"submit latency ms: p50 {data['submit_latency_ms']['p50']}  p99 {data['submit_latency_ms']['p99']}")
     finally:
         sink.kill()
         sink.wait()

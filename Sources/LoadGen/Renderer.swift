@@ -21,13 +21,30 @@ public struct SeededRandom: RandomNumberGenerator, Sendable {
 public struct Renderer: Sendable {
     public var runID: String
     public var seed: UInt64
+    /// Per template with a `size`: the padding that brings its messages to about that size,
+    /// measured once (`calibrate`), so a message is rendered once and not twice.
+    private var padding: [String: Int] = [:]
 
     public init(runID: String, seed: UInt64) {
         self.runID = runID
         self.seed = seed
     }
 
+    /// Measures each sized template's padding on one message. Messages then differ from the
+    /// size by the length of their varying values (a sequence number's digits), a few bytes.
+    public mutating func calibrate(_ templates: some Sequence<Template>, seq: Int, now: Date) {
+        for template in templates where template.size != nil && template.eml == nil {
+            let unpadded = render(template, seq: seq, now: now, padding: 0)
+            padding[template.name] = max(0, template.size! - unpadded.data.count)
+        }
+    }
+
     public func render(_ template: Template, seq: Int, now: Date = Date()) -> RenderedMessage {
+        render(template, seq: seq, now: now, padding: padding[template.name])
+    }
+
+    /// `padding`: bytes of filler for a sized template; nil measures it on this message.
+    private func render(_ template: Template, seq: Int, now: Date, padding: Int?) -> RenderedMessage {
         var context = Context(seq: seq, runID: runID, users: template.users, now: now,
                               random: SeededRandom(seed: seed ^ (UInt64(seq) &* 0x2545_F491_4F6C_DD1D)))
         let traceID = "\(runID)/\(seq)"
@@ -74,8 +91,9 @@ public struct Renderer: Sendable {
             }
         }
         if text == nil && html == nil { text = "" }
+        if let padding, padding > 0 { text = (text ?? "") + MIMEWriter.padding(padding) }
         var message = MIMEWriter.message(headers: headers, text: text, html: html, attachments: attachments, seq: seq)
-        if let size = template.size, message.count < size {
+        if padding == nil, let size = template.size, message.count < size {
             text = (text ?? "") + MIMEWriter.padding(size - message.count)
             message = MIMEWriter.message(headers: headers, text: text, html: html, attachments: attachments, seq: seq)
         }
@@ -107,7 +125,7 @@ public struct Renderer: Sendable {
         var otp: String?
 
         mutating func fill(_ text: String) -> String {
-            guard text.contains("{") else { return text }
+            guard text.utf8.contains(UInt8(ascii: "{")) else { return text }
             var result = ""
             var rest = Substring(text)
             while let open = rest.firstIndex(of: "{") {

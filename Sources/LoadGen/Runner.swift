@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import NIOPosix
+import NIOSSL
 import SMTPProtocol
 import SwallowConfig
 import Synchronization
@@ -56,69 +57,6 @@ public struct LoadRunner: Sendable {
         var attempt = 0
     }
 
-    /// Jobs waiting for a free connection; workers wait on it.
-    final class JobQueue: Sendable {
-        private struct State {
-            var jobs: [Job] = []
-            var head = 0
-            var waiters: [CheckedContinuation<Job?, Never>] = []
-            var closed = false
-            var pendingRetries = 0
-        }
-
-        private let state = Mutex(State())
-
-        func push(_ job: Job) {
-            let waiter = state.withLock { state -> CheckedContinuation<Job?, Never>? in
-                if !state.waiters.isEmpty { return state.waiters.removeFirst() }
-                state.jobs.append(job)
-                return nil
-            }
-            waiter?.resume(returning: job)
-        }
-
-        func retryScheduled() { state.withLock { $0.pendingRetries += 1 } }
-        func retryDone(_ job: Job) {
-            push(job)
-            let finish = state.withLock { state -> [CheckedContinuation<Job?, Never>] in
-                state.pendingRetries -= 1
-                return state.closed && state.pendingRetries == 0 && state.head >= state.jobs.count ? state.waiters.removeAllReturning() : []
-            }
-            for waiter in finish { waiter.resume(returning: nil) }
-        }
-
-        /// No more jobs except retries already scheduled.
-        func close() {
-            let waiters = state.withLock { state -> [CheckedContinuation<Job?, Never>] in
-                state.closed = true
-                return state.pendingRetries == 0 ? state.waiters.removeAllReturning() : []
-            }
-            for waiter in waiters { waiter.resume(returning: nil) }
-        }
-
-        func next() async -> Job? {
-            await withCheckedContinuation { continuation in
-                let result: Job?? = state.withLock { state in
-                    if state.head < state.jobs.count {
-                        let job = state.jobs[state.head]
-                        state.head += 1
-                        if state.head > 4096 && state.head * 2 > state.jobs.count {
-                            state.jobs.removeFirst(state.head)
-                            state.head = 0
-                        }
-                        return .some(job)
-                    }
-                    if state.closed && state.pendingRetries == 0 { return .some(nil) }
-                    state.waiters.append(continuation)
-                    return nil
-                }
-                if let result { continuation.resume(returning: result) }
-            }
-        }
-
-        var depth: Int { state.withLock { $0.jobs.count - $0.head } }
-    }
-
     /// Runs to the end; returns the report.
     public func run() async throws(InputError) -> LoadReport {
         let trace: [(Double, String?)]
@@ -132,18 +70,17 @@ public struct LoadRunner: Sendable {
             trace = []
         }
         let recorder = Recorder()
-        let queue = JobQueue()
-        let renderer = Renderer(runID: runID, seed: seed)
+        var renderer = Renderer(runID: runID, seed: seed)
+        renderer.calibrate(scenario.templates.values, seq: 0, now: startAt ?? Date())
         let group = MultiThreadedEventLoopGroup.singleton
         // Time zero as uptime nanoseconds and as a wall-clock instant (deliveries are timed on it).
         let wallNow = Date()
         let startedDate = startAt ?? wallNow
         let startOffset = startedDate.timeIntervalSince(wallNow)
-        let uptimeNow = SMTPClientConnection.now()
+        let uptimeNow = LoadConnection.now()
         let started = startOffset >= 0 ? uptimeNow + UInt64(startOffset * 1e9) : uptimeNow - min(uptimeNow, UInt64(-startOffset * 1e9))
         let lateMs = startAt == nil ? nil : max(0, -startOffset * 1000)
-        if started > SMTPClientConnection.now() { try? await Task.sleep(for: .nanoseconds(Int64(started - SMTPClientConnection.now()))) }
-        var picker = TemplatePicker(mix: scenario.mix, seed: seed)
+        if started > LoadConnection.now() { try? await Task.sleep(for: .nanoseconds(Int64(started - LoadConnection.now()))) }
         let shard = self.shard ?? Shard(index: 0, count: 1)
         // Closed loop: the senders are split between the shards (the first take the remainder).
         let closedSenders: Int? = if case .closed(let senders) = scenario.arrival {
@@ -166,122 +103,61 @@ public struct LoadRunner: Sendable {
         }
         defer { consumer.cancel() }
 
-        var sendingEnded = started
-        await withTaskGroup(of: Void.self) { tasks in
-            // Progress.
-            let progressTask = Task { [onProgress] in
-                while !Task.isCancelled {
-                    try? await Task.sleep(for: .seconds(1))
-                    onProgress?(recorder, Double(SMTPClientConnection.now() - started) / 1e9, tracker?.deliveredCount)
-                }
-            }
-            // Workers: one connection each, reopened after `per_connection` messages or an error.
-            for worker in 0..<workers {
-                let target = targets[worker % targets.count]
-                let endpoint = SMTPClientConnection.Target(
-                    host: target.host, port: target.port, bind: bind.isEmpty ? nil : bind[worker % bind.count]
-                )
-                let targetName = target.description
-                tasks.addTask {
-                    var connection: SMTPClientConnection?
-                    var closedPicker = TemplatePicker(mix: scenario.mix, seed: seed &+ UInt64(worker))
-                    while true {
-                        let job: Job
-                        if closedSenders != nil {
-                            // This shard's sequence numbers: index, index + N, index + 2N, ...
-                            let seq = counter.next() * shard.count + shard.index
-                            let now = SMTPClientConnection.now()
-                            if let count = scenario.count, seq >= count { break }
-                            if let deadline, now >= deadline { break }
-                            job = Job(seq: seq, template: closedPicker.next(), due: now, offset: Double(now - started) / 1e9)
-                            tracker?.scheduled(seq: seq, offset: job.offset, template: job.template)
-                        } else {
-                            guard let next = await queue.next() else { break }
-                            job = next
-                        }
-                        guard let template = scenario.templates[job.template] else { continue }
-                        let message = renderer.render(template, seq: job.seq, now: startedDate.addingTimeInterval(job.offset))
-                        tracker?.rendered(seq: job.seq, otp: message.otp)
-                        recorder.started()
-                        var times = SMTPClientConnection.PhaseTimes()
-                        let sendStart = SMTPClientConnection.now()
-                        let lag = sendStart - min(job.due, sendStart)
-                        var outcome: SMTPClientConnection.Outcome
-                        do {
-                            if connection == nil || connection?.isActive == false {
-                                connection = try await SMTPClientConnection.open(to: endpoint, settings: settings, group: group, times: &times)
-                            }
-                            outcome = await connection!.send(sender: message.sender, recipients: message.recipients, data: message.data, times: &times)
-                        } catch let error as SMTPClientError {
-                            outcome = .failed(error)
-                        } catch {
-                            outcome = .failed(.connect("\(error)"))
-                        }
-                        let finished = SMTPClientConnection.now()
-                        var record = Recorder.Outcome(
-                            template: job.template, target: targetName, scheduledOffset: job.offset, latency: finished - min(job.due, finished), lag: lag,
-                            reply: nil, phase: "data-end", error: nil, phases: times
-                        )
-                        switch outcome {
-                        case .reply(let reply, let phase):
-                            record.reply = reply
-                            record.phase = phase
-                        case .failed(let error):
-                            record.error = "\(error)"
-                            record.phase = error.phase
-                            connection?.close()
-                            connection = nil
-                        }
-                        let tempfail = record.reply.map { $0.code.rawValue / 100 == 4 } ?? false
-                        if tempfail && job.attempt < scenario.retry.on4xx && closedSenders == nil {
-                            recorder.record(record, final: false)
-                            recorder.retried()
-                            var retry = job
-                            retry.attempt += 1
-                            queue.retryScheduled()
-                            let backoff = scenario.retry.backoff * pow(2, Double(job.attempt))
-                            Task {
-                                try? await Task.sleep(for: .seconds(backoff))
-                                queue.retryDone(retry)
-                            }
-                        } else {
-                            recorder.record(record, final: true)
-                            if let code = record.reply?.code.rawValue, code / 100 == 2 { tracker?.accepted(seq: job.seq) }
-                        }
-                        if let open = connection, settings.perConnection > 0, open.messagesSent >= settings.perConnection {
-                            await open.quit()
-                            connection = nil
-                        }
-                    }
-                    await connection?.quit()
-                }
-            }
-            // The open-loop scheduler.
-            if closedSenders == nil {
-                var schedule = Schedule(arrival: scenario.arrival, duration: scenario.duration, count: scenario.count, seed: seed, trace: trace)
-                var seq = 0
-                while let entry = schedule.next() {
-                    // Every shard walks the whole schedule (and template choices), and sends
-                    // every Nth message of it: together they send exactly the unsharded run.
-                    let template = entry.template ?? picker.next()
-                    defer { seq += 1 }
-                    guard shard.owns(seq) else { continue }
-                    let due = started + UInt64(entry.offset * 1e9)
-                    let now = SMTPClientConnection.now()
-                    if due > now + 200_000 {
-                        try? await Task.sleep(for: .nanoseconds(Int64(due - now)))
-                    }
-                    let job = Job(seq: seq, template: template, due: due, offset: entry.offset)
-                    tracker?.scheduled(seq: seq, offset: job.offset, template: job.template)
-                    queue.push(job)
-                }
-                queue.close()
-            }
-            await tasks.waitForAll()
-            sendingEnded = SMTPClientConnection.now()
-            await tracker?.waitForDeliveries(grace: grace)
-            progressTask.cancel()
+        // The senders, spread over the event loops (one per core), the targets and the source
+        // addresses; each loop runs its part of the schedule and its senders' connections.
+        let loops = Array(group.makeIterator())
+        let activeLoops = max(1, min(loops.count, workers))
+        // Resolved once; a name that does not resolve fails each connection as a connect error.
+        let addresses = targets.map { target in Result { try SocketAddress.makeAddressResolvingHost(target.host, port: target.port) } }
+        let bindAddresses: [SocketAddress]
+        do {
+            bindAddresses = try bind.map { try SocketAddress(ipAddress: $0, port: 0) }
+        } catch {
+            throw InputError(file: "--bind", line: nil, field: "bind", message: "not an IP address: \(error)")
         }
+        let tlsContext: NIOSSLContext? = if settings.tls == .none {
+            nil
+        } else {
+            try? {
+                var configuration = TLSConfiguration.makeClientConfiguration()
+                // A sandbox sink's certificate is self-signed: load generation checks timing, not trust.
+                configuration.certificateVerification = .none
+                return try NIOSSLContext(configuration: configuration)
+            }()
+        }
+        let plan = RunPlan(
+            scenario: scenario, renderer: renderer, recorder: recorder, tracker: tracker,
+            setup: .init(helo: settings.helo, tls: settings.tls, tlsContext: tlsContext, auth: settings.auth,
+                         pipelining: settings.pipelining, replyTimeout: UInt64(settings.replyTimeout * 1e9)),
+            connectTimeout: .milliseconds(Int64(settings.connectTimeout * 1000)), perConnection: settings.perConnection,
+            shard: shard, started: started, startedDate: startedDate, closed: closedSenders != nil, counter: counter,
+            deadline: deadline, trace: trace, seed: seed
+        )
+        let targetNames = targets.map(\.description)
+        var finished: [EventLoopFuture<Void>] = []
+        for (index, loop) in loops.prefix(activeLoops).enumerated() {
+            let mine = Swift.stride(from: index, to: workers, by: activeLoops).map { $0 }
+            finished.append(loop.flatSubmit {
+                let work = LoopWork(eventLoop: loop, plan: plan, index: index, of: activeLoops)
+                let senders = mine.map { worker in
+                    LoadSender(work: work, address: addresses[worker % addresses.count],
+                               bind: bindAddresses.isEmpty ? nil : bindAddresses[worker % bindAddresses.count],
+                               targetName: targetNames[worker % targetNames.count], index: worker)
+                }
+                work.start(senders)
+                return work.done
+            })
+        }
+        let progressTask = Task { [onProgress] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(1))
+                onProgress?(recorder, Double(LoadConnection.now() - started) / 1e9, tracker?.deliveredCount)
+            }
+        }
+        for future in finished { try? await future.get() }
+        let sendingEnded = LoadConnection.now()
+        await tracker?.waitForDeliveries(grace: grace)
+        progressTask.cancel()
         // The achieved rate counts the sending only, not the grace period for deliveries.
         let elapsed = Double(sendingEnded - started) / 1e9
         var report = LoadReport(scenario: scenario, runID: runID, recorder: recorder, elapsed: elapsed, seed: seed, deliveries: tracker)

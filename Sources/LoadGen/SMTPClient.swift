@@ -94,7 +94,7 @@ final class SMTPClientConnection {
         self.replyTimeout = replyTimeout
     }
 
-    static func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
+    static func now() -> UInt64 { NIODeadline.now().uptimeNanoseconds }
 
     /// Opens a connection and readies it for mail: banner, EHLO, TLS, AUTH.
     static func open(to target: Target, settings: Scenario.ConnectionSettings, group: any EventLoopGroup,

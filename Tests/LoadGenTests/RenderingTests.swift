@@ -61,6 +61,24 @@ struct RenderingTests {
         try Self.checkPDF(pdf)
     }
 
+    @Test("a calibrated renderer renders a sized message once, within a few bytes of a measured one, and the same bytes for the same seed")
+    func calibrated() throws {
+        let scenario = try Scenario.parse(Self.scenario)
+        let invoice = scenario.templates["invoice"]!
+        let now = Date(timeIntervalSince1970: 1_800_000_000)
+        var renderer = Renderer(runID: "run1", seed: 9)
+        renderer.calibrate(scenario.templates.values, seq: 0, now: now)
+        for seq in [0, 7, 123_456] {
+            let message = renderer.render(invoice, seq: seq, now: now)
+            // As near the size as measuring each message would come (line ends make both overshoot a little).
+            let measured = Renderer(runID: "run1", seed: 9).render(invoice, seq: seq, now: now)
+            #expect(abs(message.data.count - measured.data.count) < 64, "\(message.data.count) against \(measured.data.count) bytes for seq \(seq)")
+            #expect(abs(message.data.count - 200 * 1024) < 2048)
+            #expect(ParsedMessage(bytes: message.data).attachments.count == 1)
+        }
+        #expect(renderer.render(invoice, seq: 0, now: now).data == Renderer(runID: "run1", seed: 9).render(invoice, seq: 0, now: now).data)
+    }
+
     /// The header, the trailer, and every cross-reference offset pointing at its object.
     static func checkPDF(_ pdf: [UInt8]) throws {
         let text = String(decoding: pdf, as: UTF8.self)

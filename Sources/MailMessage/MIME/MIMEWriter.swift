@@ -78,40 +78,53 @@ public enum MIMEWriter {
         return "\(key)=\"\(encodedWord(name))\"; \(key)*=utf-8''\(percent)"
     }
 
-    /// Quoted-printable, soft line breaks before 76 characters, CRLF line ends. Works on bytes:
-    /// building it as a `String` piece by piece was most of the cost of rendering a message.
+    /// Quoted-printable, soft line breaks before 76 characters, CRLF line ends. Written byte by
+    /// byte into the result's own storage: it was the largest cost of rendering a message.
     public static func quotedPrintable(_ text: String) -> String {
-        let input = Array(text.utf8)
-        var out: [UInt8] = []
-        out.reserveCapacity(input.count + input.count / 8 + 8)
-        let hex = Array("0123456789ABCDEF".utf8)
-        var lineLength = 0
-        var index = 0
-        while index < input.count {
-            let byte = input[index]
-            if byte == 13 || byte == 10 {
-                // CRLF, a bare LF or a bare CR: one line break.
-                out += [13, 10]
-                lineLength = 0
-                index += (byte == 13 && index + 1 < input.count && input[index + 1] == 10) ? 2 : 1
-                continue
+        var text = text
+        return text.withUTF8 { input in
+            // At worst every byte becomes `=XX`, with a soft break (`=` CRLF) per 24 of them.
+            String(unsafeUninitializedCapacity: input.count * 4 + 8) { out in
+                @inline(__always) func hex(_ value: UInt8) -> UInt8 { value < 10 ? 48 + value : 55 + value }
+                var written = 0
+                var lineLength = 0
+                var index = 0
+                let count = input.count
+                while index < count {
+                    let byte = input[index]
+                    if byte == 13 || byte == 10 {
+                        // CRLF, a bare LF or a bare CR: one line break.
+                        out[written] = 13
+                        out[written + 1] = 10
+                        written += 2
+                        lineLength = 0
+                        index += (byte == 13 && index + 1 < count && input[index + 1] == 10) ? 2 : 1
+                        continue
+                    }
+                    let nextIsBreak = index + 1 >= count || input[index + 1] == 13 || input[index + 1] == 10
+                    let literal = (byte >= 33 && byte <= 126 && byte != 61) || ((byte == 32 || byte == 9) && !nextIsBreak)
+                    let width = literal ? 1 : 3
+                    if lineLength + width > 75 {
+                        out[written] = 61
+                        out[written + 1] = 13
+                        out[written + 2] = 10
+                        written += 3
+                        lineLength = 0
+                    }
+                    if literal {
+                        out[written] = byte
+                    } else {
+                        out[written] = 61
+                        out[written + 1] = hex(byte >> 4)
+                        out[written + 2] = hex(byte & 0xF)
+                    }
+                    written += width
+                    lineLength += width
+                    index += 1
+                }
+                return written
             }
-            let nextIsBreak = index + 1 >= input.count || input[index + 1] == 13 || input[index + 1] == 10
-            let literal = (byte >= 33 && byte <= 126 && byte != 61) || ((byte == 32 || byte == 9) && !nextIsBreak)
-            let width = literal ? 1 : 3
-            if lineLength + width > 75 {
-                out += [61, 13, 10]
-                lineLength = 0
-            }
-            if literal {
-                out.append(byte)
-            } else {
-                out += [61, hex[Int(byte >> 4)], hex[Int(byte & 0xF)]]
-            }
-            lineLength += width
-            index += 1
         }
-        return String(decoding: out, as: UTF8.self)
     }
 
     public static func base64Lines(_ bytes: [UInt8]) -> String {
