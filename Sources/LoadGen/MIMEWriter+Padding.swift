@@ -4,6 +4,7 @@ import Synchronization
 // Filler text for templates that ask for a message size: the load generator's own addition
 // to the MIME writer.
 private let paddingCache = Mutex<[Int: String]>([:])
+private let encodedPaddingCache = Mutex<[Int: String]>([:])
 
 extension MIMEWriter {
     /// About `bytes` of plain filler text, in lines of 64 characters (cached: a template pads
@@ -12,6 +13,18 @@ extension MIMEWriter {
         if let cached = paddingCache.withLock({ $0[bytes] }) { return cached }
         let text = makePadding(bytes)
         paddingCache.withLock { cache in
+            if cache.count > 1024 { cache.removeAll() }
+            cache[bytes] = text
+        }
+        return text
+    }
+
+    /// `padding(bytes)` as quoted-printable (cached too); it begins with a line break, so it
+    /// can follow any encoded text (`message(…, encodedTextTail:)`).
+    static func encodedPadding(_ bytes: Int) -> String {
+        if let cached = encodedPaddingCache.withLock({ $0[bytes] }) { return cached }
+        let text = quotedPrintable(padding(bytes))
+        encodedPaddingCache.withLock { cache in
             if cache.count > 1024 { cache.removeAll() }
             cache[bytes] = text
         }

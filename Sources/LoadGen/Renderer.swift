@@ -91,8 +91,12 @@ public struct Renderer: Sendable {
             }
         }
         if text == nil && html == nil { text = "" }
-        if let padding, padding > 0 { text = (text ?? "") + MIMEWriter.padding(padding) }
-        var message = MIMEWriter.message(headers: headers, text: text, html: html, attachments: attachments, seq: seq)
+        var tail = ""
+        if let padding, padding > 0 {
+            text = text ?? ""
+            tail = MIMEWriter.encodedPadding(padding)
+        }
+        var message = MIMEWriter.message(headers: headers, text: text, html: html, attachments: attachments, seq: seq, encodedTextTail: tail)
         if padding == nil, let size = template.size, message.count < size {
             text = (text ?? "") + MIMEWriter.padding(size - message.count)
             message = MIMEWriter.message(headers: headers, text: text, html: html, attachments: attachments, seq: seq)
@@ -105,10 +109,12 @@ public struct Renderer: Sendable {
 
     /// The address inside `Name <addr>`, or the text itself.
     static func address(_ text: String) -> String {
-        if let open = text.lastIndex(of: "<"), let close = text.lastIndex(of: ">"), open < close {
-            return String(text[text.index(after: open)..<close])
+        let utf8 = text.utf8
+        if let open = utf8.lastIndex(of: UInt8(ascii: "<")), let close = utf8.lastIndex(of: UInt8(ascii: ">")), open < close {
+            return String(text[utf8.index(after: open)..<close])
         }
-        guard text.first == " " || text.last == " " else { return text }
+        let blank: (UInt8?) -> Bool = { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }
+        guard blank(utf8.first) || blank(utf8.last) else { return text }
         return String(text.drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
     }
 

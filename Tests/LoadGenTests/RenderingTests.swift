@@ -59,6 +59,13 @@ struct RenderingTests {
         let pdf = parsed.decodedBody(try #require(parsed.part(id: attachment.partID)))
         #expect(abs(pdf.count - 120 * 1024) < 1024)
         try Self.checkPDF(pdf)
+        // The message's own lines, in the cached layout's slots.
+        #expect(String(decoding: pdf, as: UTF8.self).contains("(Reference: run1/3 "))
+        let next = ParsedMessage(bytes: Renderer(runID: "run1", seed: 9).render(scenario.templates["invoice"]!, seq: 4).data)
+        let other = next.decodedBody(try #require(next.part(id: attachment.partID)))
+        #expect(String(decoding: other, as: UTF8.self).contains("(Reference: run1/4 "))
+        #expect(other.count == pdf.count)
+        try Self.checkPDF(other)
     }
 
     @Test("a calibrated renderer renders a sized message once, within a few bytes of a measured one, and the same bytes for the same seed")
@@ -131,5 +138,15 @@ struct MIMEWriterTests {
         #expect(encoded.hasPrefix("a=3Db =C3=BC\r\n"))
         #expect(encoded.components(separatedBy: "\r\n").allSatisfy { $0.utf8.count <= 76 })
         #expect(encoded.contains("=20\r\nend"))
+    }
+
+    @Test("base64 in 76-character CRLF lines: the same text as Foundation's encoder, at every length around a line")
+    func base64Lines() {
+        var random = SeededRandom(seed: 5)
+        for count in [0, 1, 2, 3, 4, 56, 57, 58, 113, 114, 115, 1000, 150 * 1024] {
+            let bytes = (0..<count).map { _ in UInt8(truncatingIfNeeded: random.next()) }
+            let expected = Data(bytes).base64EncodedString(options: [.lineLength76Characters, .endLineWithCarriageReturn, .endLineWithLineFeed]) + "\r\n"
+            #expect(MIMEWriter.base64Lines(bytes) == expected, "\(count) bytes")
+        }
     }
 }
