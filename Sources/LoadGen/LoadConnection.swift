@@ -63,6 +63,8 @@ final class LoadConnection: ChannelInboundHandler {
         var auth: Scenario.ConnectionSettings.Auth?
         var pipelining: Bool
         var replyTimeout: UInt64
+        /// Messages per connection (0: no limit); with PIPELINING, QUIT follows the last one's data.
+        var perConnection: Int
     }
 
     private enum Expect {
@@ -97,7 +99,11 @@ final class LoadConnection: ChannelInboundHandler {
     private var cumulation: ByteBuffer?
     /// The reply being read: its code, and its lines while they are kept.
     private var replyLines: [String] = []
-    private var extensions: Set<String> = []
+    /// What the last EHLO reply offered.
+    private var offersPipelining = false
+    private var offersStartTLS = false
+    /// QUIT went out behind the last message's data (its reply is read after the data's).
+    private var quitQueued = false
     private var tlsStarted = false
     private var pipelining = false
     private(set) var ready = false
@@ -202,7 +208,11 @@ final class LoadConnection: ChannelInboundHandler {
         if keep { replyLines.append(String(decoding: line, as: UTF8.self)) }
         guard last else { return }
         let reply: SMTPReply
-        if keep {
+        if keep && code < 400 {
+            // A banner or EHLO reply: its lines without the code (what the parser would give).
+            reply = SMTPReply(code: ReplyCode(rawValue: code), lines: replyLines.map { String($0.utf8.dropFirst(4)) ?? "" })
+            replyLines.removeAll(keepingCapacity: true)
+        } else if keep {
             var parser = SMTPReplyParser()
             var parsed: SMTPReply?
             for line in replyLines where parsed == nil { parsed = try? parser.feed(line: line) }
@@ -233,7 +243,15 @@ final class LoadConnection: ChannelInboundHandler {
             ehlo(now)
         case .ehlo:
             guard code == 250 else { return fail(.protocolError("EHLO: \(reply)")) }
-            extensions = Set(reply.lines.dropFirst().compactMap { $0.split(separator: " ").first.map { $0.uppercased() } })
+            func offers(_ keyword: String) -> Bool {
+                reply.lines.dropFirst().contains { line in
+                    line.utf8.count >= keyword.utf8.count
+                        && zip(line.utf8, keyword.utf8).allSatisfy { $0 & 0xDF == $1 }
+                        && (line.utf8.count == keyword.utf8.count || line.utf8.dropFirst(keyword.utf8.count).first == UInt8(ascii: " "))
+                }
+            }
+            offersPipelining = offers("PIPELINING")
+            offersStartTLS = offers("STARTTLS")
             if setup.tls == .starttls && tlsStarted {
                 setupTimes.tls = now - phaseStarted
             } else {
@@ -241,7 +259,7 @@ final class LoadConnection: ChannelInboundHandler {
             }
             phaseStarted = now
             if setup.tls == .starttls && !tlsStarted {
-                guard extensions.contains("STARTTLS") else { return fail(.protocolError("the server does not offer STARTTLS")) }
+                guard offersStartTLS else { return fail(.protocolError("the server does not offer STARTTLS")) }
                 write("STARTTLS\r\n", expecting: .starttls)
             } else if let auth = setup.auth {
                 authenticate(auth)
@@ -330,7 +348,7 @@ final class LoadConnection: ChannelInboundHandler {
     }
 
     private func becomeReady() {
-        pipelining = setup.pipelining && extensions.contains("PIPELINING")
+        pipelining = setup.pipelining && offersPipelining
         ready = true
         delegate?.connectionReady(self)
     }
@@ -385,6 +403,14 @@ final class LoadConnection: ChannelInboundHandler {
             transactions += 1
             appendCommands(next, to: &buffer)
             context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+        } else if pipelining, setup.perConnection > 0, transactions >= setup.perConnection {
+            // The connection's last message: QUIT goes in the same write.
+            var buffer = context.channel.allocator.buffer(capacity: transaction.data.readableBytes + 6)
+            buffer.writeImmutableBuffer(transaction.data)
+            buffer.writeStaticString("QUIT\r\n")
+            quitQueued = true
+            expect(.quit)
+            context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
         } else {
             context.writeAndFlush(wrapOutboundOut(transaction.data), promise: nil)
         }
@@ -411,10 +437,9 @@ final class LoadConnection: ChannelInboundHandler {
     /// Says QUIT and closes when it is answered (or the reply times out); the delegate hears
     /// nothing more but the close.
     func quit() {
-        guard let context, !quitting, !failed else { return }
+        guard context != nil, !quitting, !failed else { return }
         quitting = true
-        write("QUIT\r\n", expecting: .quit)
-        _ = context
+        if !quitQueued { write("QUIT\r\n", expecting: .quit) }
     }
 
     /// Closes at once.

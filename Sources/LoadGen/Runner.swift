@@ -128,7 +128,8 @@ public struct LoadRunner: Sendable {
         let plan = RunPlan(
             scenario: scenario, renderer: renderer, recorder: recorder, tracker: tracker,
             setup: .init(helo: settings.helo, tls: settings.tls, tlsContext: tlsContext, auth: settings.auth,
-                         pipelining: settings.pipelining, replyTimeout: UInt64(settings.replyTimeout * 1e9)),
+                         pipelining: settings.pipelining, replyTimeout: UInt64(settings.replyTimeout * 1e9),
+                         perConnection: settings.perConnection),
             connectTimeout: .milliseconds(Int64(settings.connectTimeout * 1000)), perConnection: settings.perConnection,
             shard: shard, started: started, startedDate: startedDate, closed: closedSenders != nil, counter: counter,
             deadline: deadline, trace: trace, seed: seed
