@@ -1,4 +1,5 @@
 import Foundation
+import MailMessage
 import Synchronization
 
 /// A minimal, valid PDF 1.4 document: one A4 page with a few lines of text in Helvetica, padded
@@ -15,27 +16,54 @@ public enum PDFDocument {
         var bytes: [UInt8]
         /// Offsets of the line slots (inside the parentheses).
         var slots: [Int]
+        /// `bytes` in base64 lines (`MIMEWriter.base64Lines`).
+        var base64: [UInt8]
     }
 
     private static let layouts = Mutex<[Int: Layout]>([:])
 
     public static func make(lines: [String], size: Int = 0) -> [UInt8] {
-        let key = size &* 64 &+ lines.count
-        let layout = layouts.withLock { $0[key] } ?? {
-            let built = build(lineCount: lines.count, size: size)
-            layouts.withLock { cache in
-                if cache.count > 64 { cache.removeAll() }
-                cache[key] = built
-            }
-            return built
-        }()
+        let layout = layout(lineCount: lines.count, size: size)
         var output = layout.bytes
-        output.withUnsafeMutableBufferPointer { buffer in
-            for (line, offset) in zip(lines, layout.slots) {
-                for (index, byte) in fitted(line).utf8.enumerated() { buffer[offset + index] = byte }
+        fill(&output, lines: lines, slots: layout.slots, from: 0)
+        return output
+    }
+
+    /// `make(lines:size:)` in base64 lines, as a MIME part carries it: the cached layout's
+    /// encoding with only the lines that hold the text encoded again (base64 maps each 57
+    /// bytes to one 76-character line, so the rest is unchanged).
+    public static func base64(lines: [String], size: Int = 0) -> String {
+        let layout = layout(lineCount: lines.count, size: size)
+        guard let first = layout.slots.first, let last = layout.slots.last else { return String(decoding: layout.base64, as: UTF8.self) }
+        let start = first / 57 * 57
+        let end = min(layout.bytes.count, (last + slotWidth + 56) / 57 * 57)
+        var block = Array(layout.bytes[start..<end])
+        fill(&block, lines: lines, slots: layout.slots, from: start)
+        let encoded = MIMEWriter.base64Lines(block).utf8
+        var output = layout.base64
+        let at = start / 57 * 78
+        output.replaceSubrange(at..<(at + encoded.count), with: encoded)
+        return String(decoding: output, as: UTF8.self)
+    }
+
+    private static func layout(lineCount: Int, size: Int) -> Layout {
+        let key = size &* 64 &+ lineCount
+        if let cached = layouts.withLock({ $0[key] }) { return cached }
+        let built = build(lineCount: lineCount, size: size)
+        layouts.withLock { cache in
+            if cache.count > 64 { cache.removeAll() }
+            cache[key] = built
+        }
+        return built
+    }
+
+    /// Writes each line into its slot; `bytes` starts at offset `from` of the document.
+    private static func fill(_ bytes: inout [UInt8], lines: [String], slots: [Int], from: Int) {
+        bytes.withUnsafeMutableBufferPointer { buffer in
+            for (line, offset) in zip(lines, slots) {
+                for (index, byte) in fitted(line).utf8.enumerated() { buffer[offset - from + index] = byte }
             }
         }
-        return output
     }
 
     /// The line escaped and cut to the slot (never inside an escape).
@@ -99,7 +127,7 @@ public enum PDFDocument {
         }
         table += "trailer\n<< /Size \(objects.count + 1) /Root 1 0 R >>\nstartxref\n\(xref)\n%%EOF\n"
         output += Array(table.utf8)
-        return Layout(bytes: output, slots: slots)
+        return Layout(bytes: output, slots: slots, base64: Array(MIMEWriter.base64Lines(output).utf8))
     }
 
     /// PDF string literal escapes; non-Latin characters become `?` (Helvetica's WinAnsi has none).

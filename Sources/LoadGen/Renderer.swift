@@ -78,16 +78,19 @@ public struct Renderer: Sendable {
         ]
         headers += template.headers.map { ($0.0, context.fill($0.1)) }
         var attachments: [(name: String, type: String, bytes: [UInt8])] = []
+        var encoded: [String?] = []
         for attachment in template.attachments {
             let name = context.fill(attachment.name)
             switch attachment.kind {
             case .pdf:
                 let lines = [subject, "Reference: \(traceID)", "Date: \(context.fill("{date}"))"]
-                attachments.append((name, "application/pdf", PDFDocument.make(lines: lines, size: attachment.size)))
+                attachments.append((name, "application/pdf", []))
+                encoded.append(PDFDocument.base64(lines: lines, size: attachment.size))
             case .bytes:
                 var bytes = [UInt8](repeating: 0, count: attachment.size)
                 for index in bytes.indices { bytes[index] = UInt8(truncatingIfNeeded: context.random.next()) }
                 attachments.append((name, "application/octet-stream", bytes))
+                encoded.append(nil)
             }
         }
         if text == nil && html == nil { text = "" }
@@ -96,10 +99,10 @@ public struct Renderer: Sendable {
             text = text ?? ""
             tail = MIMEWriter.encodedPadding(padding)
         }
-        var message = MIMEWriter.message(headers: headers, text: text, html: html, attachments: attachments, seq: seq, encodedTextTail: tail)
+        var message = MIMEWriter.message(headers: headers, text: text, html: html, attachments: attachments, seq: seq, encodedTextTail: tail, encodedAttachments: encoded)
         if padding == nil, let size = template.size, message.count < size {
             text = (text ?? "") + MIMEWriter.padding(size - message.count)
-            message = MIMEWriter.message(headers: headers, text: text, html: html, attachments: attachments, seq: seq)
+            message = MIMEWriter.message(headers: headers, text: text, html: html, attachments: attachments, seq: seq, encodedAttachments: encoded)
         }
         return RenderedMessage(
             seq: seq, template: template.name, sender: Self.address(from), recipients: (to + cc).map(Self.address),

@@ -140,6 +140,15 @@ struct MIMEWriterTests {
         #expect(encoded.contains("=20\r\nend"))
     }
 
+    @Test("a PDF's base64 patched from the cached layout is the base64 of the document built whole")
+    func pdfBase64() {
+        for size in [0, 1000, 150 * 1024] {
+            for lines in [["Invoice 1", "Reference: r/1", "Date: 2026-12-03"], ["(parens) and \\ and ü", String(repeating: "long ", count: 40), ""]] {
+                #expect(PDFDocument.base64(lines: lines, size: size) == MIMEWriter.base64Lines(PDFDocument.make(lines: lines, size: size)), "size \(size)")
+            }
+        }
+    }
+
     @Test("base64 in 76-character CRLF lines: the same text as Foundation's encoder, at every length around a line")
     func base64Lines() {
         var random = SeededRandom(seed: 5)

@@ -23,9 +23,12 @@ public enum MIMEWriter {
     /// inline parts with the HTML in a multipart/related, attachments in a multipart/mixed.
     /// `encodedTextTail`: quoted-printable already encoded, appended to the text part; it must
     /// begin with a line break (then encoding text and tail together gives the same bytes).
+    /// `encodedAttachments[i]`, when given, is attachment `i`'s body already in base64 lines
+    /// (its `bytes` are then not read).
     public static func message(headers: [(String, String)], text: String?, html: String?,
                                attachments: [(name: String, type: String, bytes: [UInt8])],
-                               inline: [InlinePart] = [], seq: Int, encodedTextTail: String = "") -> [UInt8] {
+                               inline: [InlinePart] = [], seq: Int, encodedTextTail: String = "",
+                               encodedAttachments: [String?] = []) -> [UInt8] {
         var out = ""
         for (name, value) in headers { out += "\(name): \(value)\r\n" }
         let alternative = "=_alt_\(seq)_swallow"
@@ -58,10 +61,11 @@ public enum MIMEWriter {
         }
         if !attachments.isEmpty {
             var parts = "Content-Type: multipart/mixed; boundary=\"\(mixed)\"\r\n\r\n--\(mixed)\r\n" + body
-            for attachment in attachments {
+            for (index, attachment) in attachments.enumerated() {
+                let encoded = index < encodedAttachments.count ? encodedAttachments[index] : nil
                 parts += "--\(mixed)\r\nContent-Type: \(attachment.type); \(fileParameter("name", attachment.name))\r\n"
                     + "Content-Disposition: attachment; \(fileParameter("filename", attachment.name))\r\n"
-                    + "Content-Transfer-Encoding: base64\r\n\r\n" + base64Lines(attachment.bytes)
+                    + "Content-Transfer-Encoding: base64\r\n\r\n" + (encoded ?? base64Lines(attachment.bytes))
             }
             body = parts + "--\(mixed)--\r\n"
         }
