@@ -52,7 +52,7 @@ let package = Package(
             dependencies: [.product(name: "Yams", package: "Yams")],
             swiftSettings: swiftSettings
         ),
-        // System calls Glibc's module leaves out (syncfs, SCHED_IDLE), with fallbacks elsewhere.
+        // System calls Glibc's module leaves out (syncfs, SCHED_IDLE, mallopt), with fallbacks elsewhere.
         .target(name: "CSwallowSystem"),
         .target(
             name: "SinkServer",
@@ -115,6 +115,7 @@ let package = Package(
         .executableTarget(
             name: "swallow",
             dependencies: [
+                "CSwallowSystem",
                 "SinkServer",
                 "SMTPProtocol",
                 "MailMessage",

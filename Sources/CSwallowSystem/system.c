@@ -4,6 +4,10 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #if defined(__linux__)
 #include <sched.h>
 #include <sys/syscall.h>
@@ -41,5 +45,15 @@ void swallow_restore_scheduling(int token) {
     sched_setscheduler(thread, token, &parameters);
 #else
     (void)token;
+#endif
+}
+
+void swallow_keep_large_allocations(unsigned long mmap_threshold, unsigned long trim_threshold) {
+#if defined(__GLIBC__)
+    mallopt(M_MMAP_THRESHOLD, (int)mmap_threshold);
+    mallopt(M_TRIM_THRESHOLD, (int)trim_threshold);
+#else
+    (void)mmap_threshold;
+    (void)trim_threshold;
 #endif
 }

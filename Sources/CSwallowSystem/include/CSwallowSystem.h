@@ -16,4 +16,10 @@ int swallow_enter_idle_scheduling(void);
 /// Undoes `swallow_enter_idle_scheduling` with its token.
 void swallow_restore_scheduling(int token);
 
+/// Keeps allocations up to `mmap_threshold` bytes on the heap and lets the heap keep up to
+/// `trim_threshold` free bytes (glibc's `mallopt`; nothing elsewhere). With glibc's defaults a
+/// process that allocates and frees 200 KiB buffers at a high rate maps, faults in and
+/// unmaps fresh pages for each one.
+void swallow_keep_large_allocations(unsigned long mmap_threshold, unsigned long trim_threshold);
+
 #endif
