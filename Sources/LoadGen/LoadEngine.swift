@@ -71,7 +71,7 @@ final class LoopWork {
         eventLoop.assertInEventLoop()
         self.senders = senders
         liveSenders = senders.count
-        if senders.isEmpty { return finished.succeed() }
+        if senders.isEmpty { return finishIfDone() }
         if plan.closed {
             for sender in senders { sender.next() }
         } else {
@@ -200,8 +200,12 @@ final class LoopWork {
         finishIfDone()
     }
 
+    private var succeeded = false
+
     private func finishIfDone() {
-        if liveSenders == 0 && openConnections == 0 { finished.succeed() }
+        guard liveSenders == 0, openConnections == 0, !succeeded else { return }
+        succeeded = true
+        finished.succeed()
     }
 }
 
