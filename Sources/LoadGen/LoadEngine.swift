@@ -152,13 +152,7 @@ final class LoopWork {
         if plan.closed { return sender.makeClosedJob().map(Next.job) ?? .finish }
         let horizon = LoadConnection.now() + 200_000
         if head < jobs.count, jobs[head].due <= horizon {
-            let job = jobs[head]
-            head += 1
-            if head > 4096 && head * 2 > jobs.count {
-                jobs.removeFirst(head)
-                head = 0
-            }
-            return .job(job)
+            return .job(popJob())
         }
         guard !scheduleDone || pendingRetries > 0 || head < jobs.count else { return .finish }
         idle.append(sender)
@@ -169,8 +163,18 @@ final class LoopWork {
     func takeReadyJob(for sender: LoadSender) -> LoadRunner.Job? {
         if plan.closed { return sender.makeClosedJob() }
         guard head < jobs.count, jobs[head].due <= LoadConnection.now() + 200_000 else { return nil }
+        return popJob()
+    }
+
+    /// The job at the head; the queue's taken part is dropped now and then, so a run of any
+    /// length keeps only the jobs not yet taken.
+    private func popJob() -> LoadRunner.Job {
         let job = jobs[head]
         head += 1
+        if head > 4096 && head * 2 > jobs.count {
+            jobs.removeFirst(head)
+            head = 0
+        }
         return job
     }
 
