@@ -30,6 +30,19 @@ public enum SinkHTTP {
         return (Int(response.status.code), Array(body.readableBytesView))
     }
 
+    /// POST `body` (JSON) to `url`; the status and the whole body. `token` as for `get`.
+    public static func post(_ url: String, json body: String, timeout: TimeAmount = .seconds(30),
+                            token: String? = nil) async throws -> (status: Int, body: [UInt8]) {
+        var request = HTTPClientRequest(url: url)
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+        request.body = .bytes(ByteBuffer(string: body))
+        let response = try await client.execute(request, timeout: timeout)
+        let answer = try await response.body.collect(upTo: 1024 * 1024)
+        return (Int(response.status.code), Array(answer.readableBytesView))
+    }
+
     /// `application/x-www-form-urlencoded`-style percent-encoding of a query value (a `+` is
     /// encoded, so the sink does not read it as a space).
     public static func queryValue(_ text: String) -> String {

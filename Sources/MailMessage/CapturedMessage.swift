@@ -20,6 +20,9 @@ public struct CapturedMessage: Codable, Hashable, Sendable, Identifiable {
     public var faults: [String]
     /// The `X-Swallow-Trace` header value, when present.
     public var traceID: String?
+    /// The `X-Swallow-Mailbox` header value, when present: files the message under that
+    /// mailbox (besides its recipients' plus tags and its AUTH user).
+    public var mailbox: String?
     /// False when the sink ran with `--discard`: metadata and timings only.
     public var bodyStored: Bool
     /// The session's SMTP transcript up to this message's final reply (with `--transcripts`).
@@ -35,6 +38,7 @@ public struct CapturedMessage: Codable, Hashable, Sendable, Identifiable {
         anomalies: [String] = [],
         faults: [String] = [],
         traceID: String? = nil,
+        mailbox: String? = nil,
         bodyStored: Bool = true,
         transcript: [TranscriptEntry]? = nil
     ) {
@@ -47,6 +51,7 @@ public struct CapturedMessage: Codable, Hashable, Sendable, Identifiable {
         self.anomalies = anomalies
         self.faults = faults
         self.traceID = traceID
+        self.mailbox = mailbox
         self.bodyStored = bodyStored
         self.transcript = transcript
     }

@@ -51,7 +51,7 @@ public enum AuthPolicy: Hashable, Sendable {
     }
 }
 
-private func constantTimeEqual(_ a: String, _ b: String) -> Bool {
+func constantTimeEqual(_ a: String, _ b: String) -> Bool {
     let x = Array(a.utf8)
     let y = Array(b.utf8)
     guard x.count == y.count else { return false }

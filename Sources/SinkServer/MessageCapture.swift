@@ -78,10 +78,13 @@ struct MessageCapture {
     ) -> CapturedMessage {
         var anomalies: [String] = []
         var traceID: String?
+        var mailbox: String?
         if var bytes = body {
             bytes.moveReaderIndex(forwardBy: headerLength)
             anomalies = MessageAnomalies.scan(bytes, maxLineBytes: limits.maxTextLineBytes, eightBitDeclared: transaction.eightBitDeclared).names
             traceID = bytes.withUnsafeReadableBytes { HeaderLookup.firstValue(named: "X-Swallow-Trace", in: $0) }
+            mailbox = bytes.withUnsafeReadableBytes { HeaderLookup.firstValue(named: "X-Swallow-Mailbox", in: $0) }
+                .flatMap { $0.isEmpty ? nil : $0 }
         }
         let envelope = Envelope(
             mailFrom: transaction.reversePath.address,
@@ -113,6 +116,7 @@ struct MessageCapture {
             receivedHeaderLength: headerLength,
             anomalies: anomalies,
             traceID: traceID,
+            mailbox: mailbox,
             bodyStored: body != nil,
             transcript: transcript
         )

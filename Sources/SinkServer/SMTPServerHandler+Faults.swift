@@ -67,12 +67,13 @@ extension SMTPServerHandler {
         let rules = shared.faults.rules(for: phase)
         guard !rules.isEmpty else { return nil }
         let transaction = session.transaction
-        let event = FaultEvent(
+        var event = FaultEvent(
             phase: phase, client: peer.remoteIP, helo: command?.helo ?? session.helo, authUser: session.authUser,
             sender: command?.sender ?? transaction?.reversePath.address,
             recipients: command?.recipient.map { [$0] } ?? transaction?.recipients.map(\.path.address) ?? [],
             message: message
         )
+        event.mailboxes = Self.mailboxes(of: event)
         guard let decision = shared.faults.decide(event, rules: rules) else { return nil }
         switch phase {
         case .connect, .greeting, .ehlo, .starttls, .auth:
@@ -88,6 +89,22 @@ extension SMTPServerHandler {
             )))
         }
         return decision
+    }
+
+    /// The mailboxes an event is known to belong to, for a mailbox's own fault rules: the AUTH
+    /// user from `mail` on, the recipients' plus tags from `rcpt`, the header at `data-end`.
+    static func mailboxes(of event: FaultEvent) -> [String] {
+        var names: [String] = []
+        switch event.phase {
+        case .mail, .rcpt, .data, .dataEnd, .quit: break
+        default: return names
+        }
+        if let user = event.authUser, !user.isEmpty { names.append(user) }
+        for recipient in event.recipients where recipient.contains("@") {
+            if let detail = Mailbox.detail(ofAddress: recipient), !names.contains(String(detail)) { names.append(String(detail)) }
+        }
+        if let header = event.header("X-Swallow-Mailbox"), !header.isEmpty, !names.contains(header) { names.append(header) }
+        return names
     }
 
     /// Runs `body` after `seconds`, reading and processing nothing meanwhile (later pipelined

@@ -29,6 +29,8 @@ public final class Sink: Service, Sendable {
     /// without AUTH or STARTTLS.
     private let localContext: SMTPServerContext
     private let eventLoopGroup: any EventLoopGroup
+    /// The certificate and key of STARTTLS and `--smtps`, which `--http-tls` serves too.
+    let tlsConfiguration: TLSConfiguration?
     /// `--webhook`s, when any are given.
     let webhooks: Webhooks?
     private let logger: Logger
@@ -36,8 +38,10 @@ public final class Sink: Service, Sendable {
 
     private init(
         configuration: SinkConfiguration, store: MessageStore, listeners: [any Channel], connections: ConnectionRegistry,
-        metrics: SinkMetrics, faults: FaultEngine, logger: Logger, localContext: SMTPServerContext, eventLoopGroup: any EventLoopGroup
+        metrics: SinkMetrics, faults: FaultEngine, logger: Logger, localContext: SMTPServerContext, eventLoopGroup: any EventLoopGroup,
+        tlsConfiguration: TLSConfiguration?
     ) {
+        self.tlsConfiguration = tlsConfiguration
         self.localContext = localContext
         self.eventLoopGroup = eventLoopGroup
         self.webhooks = configuration.webhooks.hooks.isEmpty
@@ -59,13 +63,18 @@ public final class Sink: Service, Sendable {
         logger: Logger = Logger(label: "swallow.sink"),
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> Sink {
-        let tlsContext = try configuration.tls.map { try TLSSetup.makeContext($0, hostname: configuration.hostname) }
+        let tlsConfiguration = try configuration.tls.map { try TLSSetup.makeConfiguration($0, hostname: configuration.hostname) }
+        let tlsContext = try tlsConfiguration.map { try NIOSSLContext(configuration: $0) }
+        if configuration.httpTLS && tlsConfiguration == nil {
+            throw ConfigurationError(message: "--http-tls needs TLS, which is turned off (--no-tls)")
+        }
         if configuration.smtps != nil && tlsContext == nil {
             throw ConfigurationError(message: "--smtps needs TLS, which is turned off")
         }
         let store = try MessageStore.open(
             dataDirectory: configuration.dataDirectory, policy: configuration.fsync,
-            maxMessages: configuration.maxMessages, tagging: configuration.tagging, logger: logger
+            maxMessages: configuration.maxMessages, tagging: configuration.tagging, mailboxQuota: configuration.mailboxQuota,
+            logger: logger
         )
         let hostname = configuration.hostname
         let sessionConfiguration = SMTPSession.Configuration(
@@ -107,7 +116,7 @@ public final class Sink: Service, Sendable {
         local.session.requireAuth = false
         return Sink(
             configuration: configuration, store: store, listeners: listeners, connections: connections, metrics: metrics, faults: faults,
-            logger: logger, localContext: local, eventLoopGroup: eventLoopGroup
+            logger: logger, localContext: local, eventLoopGroup: eventLoopGroup, tlsConfiguration: tlsConfiguration
         )
     }
 
@@ -145,6 +154,15 @@ public final class Sink: Service, Sendable {
 
     /// Serves until `shutdown()` or a graceful shutdown, then waits for queued disk writes.
     public func run() async throws {
+        // Retention: TTLs and --max-age, checked every second.
+        let store = self.store
+        let maxAge = configuration.maxAge
+        let sweeper = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(1))
+                store.expire(nowNanos: WallClock.nanos(), maxAge: maxAge)
+            }
+        }
         await withGracefulShutdownHandler {
             for listener in listeners {
                 try? await listener.closeFuture.get()
@@ -152,6 +170,7 @@ public final class Sink: Service, Sendable {
         } onGracefulShutdown: {
             self.shutdown()
         }
+        sweeper.cancel()
         await store.drain()
         await webhooks?.finish()
         logger.info("sink stopped", metadata: ["messages": "\(store.count)"])
@@ -169,7 +188,25 @@ public final class Sink: Service, Sendable {
     /// `/metrics` text.
     public func metricsText() -> [UInt8] {
         metrics.render(storedMessages: store.count, openConnections: connections.count) + Array(store.health.metricsText().utf8)
-            + Array((webhooks?.metricsText() ?? "").utf8)
+            + Array((webhooks?.metricsText() ?? "").utf8) + Array(mailboxMetricsText().utf8)
+    }
+
+    /// Per mailbox: stored messages and quota evictions, at most `--metrics-mailboxes` names
+    /// (the rest summed as `other`).
+    func mailboxMetricsText() -> String {
+        let counts = store.mailboxCounts(limit: configuration.metricsMailboxes)
+        var text = "# HELP swallow_mailbox_messages Messages stored per mailbox.\n# TYPE swallow_mailbox_messages gauge\n"
+        for entry in counts { text += "swallow_mailbox_messages{mailbox=\"\(Self.labelValue(entry.name))\"} \(entry.messages)\n" }
+        text += "# HELP swallow_mailbox_evictions_total Messages evicted by their mailbox's quota.\n"
+        text += "# TYPE swallow_mailbox_evictions_total counter\n"
+        for entry in counts { text += "swallow_mailbox_evictions_total{mailbox=\"\(Self.labelValue(entry.name))\"} \(entry.evicted)\n" }
+        return text
+    }
+
+    /// A Prometheus label value: backslash, quote and newline escaped.
+    static func labelValue(_ text: String) -> String {
+        text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+            .replacingOccurrences(of: "\n", with: "\\n")
     }
 
     /// Stops accepting and closes every open connection. Messages already answered with `250`

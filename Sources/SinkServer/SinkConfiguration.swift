@@ -25,6 +25,14 @@ public struct ListenAddress: Hashable, Sendable, CustomStringConvertible {
     }
 
     public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+    /// True for `localhost`, 127.0.0.0/8 and `::1`: only this machine can connect.
+    public var isLoopback: Bool {
+        let host = host.lowercased()
+        if host == "localhost" || host == "::1" || host == "0:0:0:0:0:0:0:1" { return true }
+        let octets = host.split(separator: ".", omittingEmptySubsequences: false)
+        return octets.count == 4 && octets[0] == "127" && octets.allSatisfy { UInt8($0) != nil }
+    }
 }
 
 /// Everything `swallow serve` can be told. The defaults are a safe local sandbox: loopback
@@ -76,6 +84,22 @@ public struct SinkConfiguration: Sendable {
     public var tagging = Tagging()
     /// `--webhook` and its options.
     public var webhooks = WebhookSettings()
+    /// `--mailbox-quota`: messages kept per mailbox (created or implicit) without a quota of
+    /// its own; its own oldest are evicted past it. 0: none.
+    public var mailboxQuota = 0
+    /// `--max-age`: messages older than this many seconds are removed. nil: kept.
+    public var maxAge: Double?
+    /// `--api-token`: Bearer tokens with admin rights on the HTTP API.
+    public var apiTokens: [String] = []
+    /// `--api-auth FILE`: `user:password` pairs for HTTP Basic with admin rights.
+    public var apiCredentials: [String: String]?
+    /// `--http-tls`: the API and web inbox over HTTPS with the sink's certificate.
+    public var httpTLS = false
+    /// `--metrics-mailboxes`: mailboxes named in `/metrics` and stats; the rest are summed as `other`.
+    public var metricsMailboxes = 100
+
+    /// True when the API needs a credential (`--api-token` or `--api-auth`).
+    public var apiAuthRequired: Bool { !apiTokens.isEmpty || apiCredentials != nil }
 
     public init() {}
 }

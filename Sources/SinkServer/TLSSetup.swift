@@ -14,6 +14,11 @@ public enum TLSSource: Hashable, Sendable {
 
 enum TLSSetup {
     static func makeContext(_ source: TLSSource, hostname: String) throws -> NIOSSLContext {
+        try NIOSSLContext(configuration: makeConfiguration(source, hostname: hostname))
+    }
+
+    /// The server configuration for `source` (a self-signed certificate is made here).
+    static func makeConfiguration(_ source: TLSSource, hostname: String) throws -> TLSConfiguration {
         let configuration: TLSConfiguration
         switch source {
         case .selfSigned:
@@ -28,7 +33,7 @@ enum TLSSetup {
                 throw ConfigurationError(message: "cannot load TLS certificate \(certificatePath) / key \(keyPath): \(error)")
             }
         }
-        return try NIOSSLContext(configuration: configuration)
+        return configuration
     }
 
     /// A self-signed certificate valid for a year, with `hostname`, `localhost` and the

@@ -15,6 +15,7 @@ struct Assert: AsyncParsableCommand {
 
               code=$(swallow assert --to alice@example.com --subject code --within 10s --extract '([0-9]{6})')
               swallow assert --to bob@example.com --count '==0' --within 5s
+              read -r box token < <(swallow assert --mailbox new)    # a mailbox of one's own
             """
     )
 
@@ -36,8 +37,11 @@ struct Assert: AsyncParsableCommand {
     @Option(help: "More Mailpit search syntax, added as is (e.g. 'has:attachment').")
     var query: String?
 
-    @Option(help: "Only this mailbox (an AUTH user or a recipient's plus tag).")
+    @Option(help: "Only this mailbox (an AUTH user, a recipient's plus tag or an X-Swallow-Mailbox header); 'new' creates a mailbox, prints 'NAME TOKEN' and exits.")
     var mailbox: String?
+
+    @Option(help: "An API token (a mailbox's, or an admin --api-token), sent as Authorization: Bearer.")
+    var token: String?
 
     @Option(help: "How many messages must match: N, >=N, >N, ==N, <=N, <N.")
     var count = ">=1"
@@ -64,13 +68,14 @@ struct Assert: AsyncParsableCommand {
         guard let components = URLComponents(string: api), components.host != nil, ["http", "https"].contains(components.scheme ?? "") else {
             throw fail(2, "--api: not a URL: \(api)")
         }
+        if mailbox == "new" { return try await createMailbox() }
         var items = [("query", terms.joined(separator: " ")), ("count", count), ("timeout", within)]
         if let mailbox { items.append(("mailbox", mailbox)) }
         if let extract { items.append(("extract", extract)) }
         let data: Data
         let status: Int
         do {
-            let answer = try await SinkHTTP.get(SinkHTTP.url(api, "/api/v1/wait", items))
+            let answer = try await SinkHTTP.get(SinkHTTP.url(api, "/api/v1/wait", items), token: token)
             (data, status) = (Data(answer.body), answer.status)
         } catch {
             throw fail(2, "cannot reach the sink's API at \(api): \(error)")
@@ -105,6 +110,22 @@ struct Assert: AsyncParsableCommand {
         var account = (answer["Error"] as? String) ?? "the expectation does not hold"
         for message in messages.prefix(5) { account += "\n  " + Self.line(message) }
         throw fail(1, account)
+    }
+
+    /// `--mailbox new`: `POST /api/v1/mailboxes`; prints `NAME TOKEN` (the sink's JSON with `--json`).
+    private func createMailbox() async throws {
+        let answer: (status: Int, body: [UInt8])
+        do {
+            answer = try await SinkHTTP.post(SinkHTTP.url(api, "/api/v1/mailboxes"), json: "{}", token: token)
+        } catch {
+            throw fail(2, "cannot reach the sink's API at \(api): \(error)")
+        }
+        let text = String(decoding: answer.body, as: UTF8.self)
+        guard answer.status == 201,
+              let object = try? JSONSerialization.jsonObject(with: Data(answer.body)) as? [String: Any],
+              let name = object["Name"] as? String, let token = object["Token"] as? String
+        else { throw fail(2, "the sink answered \(answer.status): \(text.trimmingCharacters(in: .whitespacesAndNewlines))") }
+        print(json ? text : "\(name) \(token)")
     }
 
     /// `http(s)://host/...` with a host, or `mailto:address`.

@@ -116,6 +116,27 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Events sent to webhooks: message, drop, fault (comma-separated).")
     var webhookEvents = "message"
 
+    @Option(help: "Messages kept per mailbox without a quota of its own (created or implicit); its own oldest are evicted (0: no limit).")
+    var mailboxQuota = 0
+
+    @Option(help: "Remove messages older than this (e.g. 30m, 24h; 0: keep them), checked every second.")
+    var maxAge = "0"
+
+    @Option(name: .customLong("api-token"), help: ArgumentHelp("An admin Bearer token for the HTTP API (repeatable); with it or --api-auth every route but the health checks needs a credential.", valueName: "TOKEN"))
+    var apiTokens: [String] = []
+
+    @Option(help: ArgumentHelp("Admin users of the HTTP API, for HTTP Basic: a file of user:password lines (as --auth FILE).", valueName: "FILE"))
+    var apiAuth: String?
+
+    @Flag(help: "Allow --http on an address that is not loopback without --api-token or --api-auth.")
+    var apiInsecure = false
+
+    @Flag(help: "Serve the HTTP API and web inbox over HTTPS with the sink's certificate (--tls-cert/--tls-key, or the self-signed one).")
+    var httpTls = false
+
+    @Option(help: "Mailboxes named in /metrics and /api/v1/stats; the rest are summed as 'other'.")
+    var metricsMailboxes = 100
+
     @Option(help: "I/O threads (default: half the cores, at least 1, leaving the rest to the senders that share the machine).")
     var threads: Int?
 
@@ -159,6 +180,23 @@ struct Serve: AsyncParsableCommand {
         case (let cert?, let key?): configuration.tls = .files(certificate: cert, key: key)
         default: throw ValidationError("--tls-cert and --tls-key go together")
         }
+        guard mailboxQuota >= 0 else { throw ValidationError("--mailbox-quota must be 0 or more") }
+        configuration.mailboxQuota = mailboxQuota
+        if maxAge != "0" {
+            guard let seconds = Quantity.duration(maxAge) ?? (maxAge.hasSuffix("d") ? Double(maxAge.dropLast()).map { $0 * 86_400 } : nil),
+                  seconds >= 0, seconds.isFinite
+            else { throw ValidationError("--max-age: expected a duration such as 30m or 24h (0: off), got \(maxAge)") }
+            configuration.maxAge = seconds > 0 ? seconds : nil
+        }
+        guard metricsMailboxes >= 1 else { throw ValidationError("--metrics-mailboxes must be at least 1") }
+        configuration.metricsMailboxes = metricsMailboxes
+        guard !apiTokens.contains(where: \.isEmpty) else { throw ValidationError("--api-token must not be empty") }
+        configuration.apiTokens = apiTokens
+        if let apiAuth {
+            guard case .credentials(let users) = try AuthPolicy.load(file: apiAuth) else { throw ValidationError("--api-auth: no users") }
+            configuration.apiCredentials = users
+        }
+        configuration.httpTLS = httpTls
         configuration.discardBodies = discard
         configuration.transcripts = transcripts
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
@@ -229,6 +267,21 @@ struct Serve: AsyncParsableCommand {
             }
         }
         configuration.faultSeed = seed
+        let httpAddress: ListenAddress
+        do {
+            httpAddress = try ListenAddress(parsing: http)
+        } catch {
+            throw ValidationError("--http: \(error)")
+        }
+        // Anyone who reaches a public port could read every message and change the faults.
+        if !httpAddress.isLoopback && !configuration.apiAuthRequired && !apiInsecure {
+            FileHandle.standardError.write(Data("""
+                swallow serve: --http \(http) is not a loopback address and the API has no authentication: \
+                give --api-token TOKEN or --api-auth FILE, or --api-insecure to serve it open anyway
+
+                """.utf8))
+            throw ExitCode(2)
+        }
         let sink: Sink
         do {
             sink = try await Sink.bind(configuration, logger: logger)
@@ -236,13 +289,7 @@ struct Serve: AsyncParsableCommand {
             FileHandle.standardError.write(Data("swallow serve: \(error)\n".utf8))
             throw ExitCode(2)
         }
-        let httpAddress: ListenAddress
-        do {
-            httpAddress = try ListenAddress(parsing: http)
-        } catch {
-            throw ValidationError("--http: \(error)")
-        }
-        let app = sink.application(http: httpAddress, logger: logger) { line in
+        let app = try sink.application(http: httpAddress, logger: logger) { line in
             // Unbuffered: scripts wait for this line.
             FileHandle.standardOutput.write(Data((line + "\n").utf8))
         }

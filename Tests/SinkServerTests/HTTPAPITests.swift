@@ -15,7 +15,7 @@ func withSinkApplication<T: Sendable>(
     let sink = try await bindTestSink(configure)
     let logger = testLogger
     let (ready, readyContinuation) = AsyncStream<String>.makeStream()
-    let app = sink.application(http: ListenAddress(host: "127.0.0.1", port: 0), logger: logger) { line in
+    let app = try sink.application(http: ListenAddress(host: "127.0.0.1", port: 0), logger: logger) { line in
         readyContinuation.yield(line)
     }
     let group = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [], logger: logger))
@@ -23,10 +23,13 @@ func withSinkApplication<T: Sendable>(
         tasks.addTask { try await group.run() }
         defer { tasks.cancelAll() }
         var iterator = ready.makeAsyncIterator()
-        guard let line = await iterator.next(), let http = line.split(separator: " ").first(where: { $0.hasPrefix("http=") }) else {
+        guard let line = await iterator.next(),
+              let http = line.split(separator: " ").first(where: { $0.hasPrefix("http=") || $0.hasPrefix("https=") })
+        else {
             throw SinkProcess.Failure(description: "the application never became ready")
         }
-        let base = "http://" + http.dropFirst("http=".count)
+        let scheme = http.hasPrefix("https=") ? "https" : "http"
+        let base = scheme + "://" + http.dropFirst(scheme.count + 1)
         do {
             let result = try await body(sink, base)
             await group.triggerGracefulShutdown()

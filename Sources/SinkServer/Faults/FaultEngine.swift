@@ -15,6 +15,9 @@ struct FaultEvent {
     var recipients: [String] = []
     /// At `data-end`: the message as received, for `header` matches.
     var message: ByteBuffer?
+    /// The mailboxes known at this phase (the AUTH user from `mail`, plus tags from `rcpt`,
+    /// the `X-Swallow-Mailbox` header at `data-end`): a mailbox's own rules match only these.
+    var mailboxes: [String] = []
 
     /// The first value of the message's header `name`.
     func header(_ name: String) -> String? {
@@ -43,6 +46,8 @@ final class ActiveRule: Sendable {
     let salt: UInt64
     /// Monotonic nanoseconds when the rule was put in force (`after`/`until` count from here).
     let loaded: UInt64
+    /// A mailbox's own rule (`?mailbox=N`): matches only transactions filed under it.
+    let scope: String?
     private let state = Mutex(State())
 
     struct State {
@@ -65,9 +70,10 @@ final class ActiveRule: Sendable {
     /// Bounds on what a rule remembers per key, so traffic from many clients cannot grow memory.
     static let maxKeys = 100_000
 
-    init(_ rule: FaultRule, now: UInt64) {
+    init(_ rule: FaultRule, now: UInt64, scope: String? = nil) {
         self.rule = rule
         self.loaded = now
+        self.scope = scope
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         for byte in rule.name.utf8 {
             hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3
@@ -81,6 +87,7 @@ final class ActiveRule: Sendable {
     /// The stateless part: phase, time window and patterns.
     func matches(_ event: FaultEvent, now: UInt64) -> Bool {
         let match = rule.match
+        if let scope, !event.mailboxes.contains(scope) { return false }
         let elapsed = Double(now &- loaded) / 1e9
         if let after = rule.after, elapsed < after { return false }
         if let until = rule.until, elapsed >= until { return false }
@@ -175,13 +182,15 @@ public final class FaultEngine: Sendable {
         var chaos = MailpitChaos()
         var jim: MailHogJim?
         var compat: [ActiveRule] = []
+        /// Per mailbox: its own rule set and "next N" rules, consulted before the global ones.
+        var scoped: [String: (rules: [ActiveRule], next: [ActiveRule])] = [:]
         /// Per phase, every active rule in consulting order.
         var byPhase: [[ActiveRule]] = Array(repeating: [], count: FaultPhase.allCases.count)
         var nextCounter = 0
 
         /// `byPhase` made again, and the phases that have rules as a bitmask.
         mutating func reindex() -> UInt32 {
-            let all = next + rules + compat
+            let all = scoped.values.flatMap { $0.next + $0.rules } + next + rules + compat
             byPhase = FaultPhase.allCases.map { phase in all.filter { $0.rule.match.phases.contains(phase) } }
             var mask: UInt32 = 0
             for (index, rules) in byPhase.enumerated() where !rules.isEmpty { mask |= 1 << UInt32(index) }
@@ -194,8 +203,10 @@ public final class FaultEngine: Sendable {
     /// Bit `phase.index` set while some rule is in force at that phase: read without the lock,
     /// so a phase with no rules costs one atomic load.
     private let phaseMask = Atomic<UInt32>(0)
-    /// Fired counts by rule name since start, across rule set changes.
+    /// Fired counts by rule name since start, across rule set changes (a mailbox's own rules:
+    /// per mailbox in `scopedTotals`).
     private let totals = Mutex<[String: Int]>([:])
+    private let scopedTotals = Mutex<[String: [String: Int]]>([:])
     /// `--seed`: when given, a rule set's own `seed:` does not override it.
     private let fixedSeed: Bool
 
@@ -225,20 +236,34 @@ public final class FaultEngine: Sendable {
         let seed = self.seed
         for rule in rules where rule.matches(event, now: now) {
             guard let (decision, retired) = rule.decide(event, seed: seed, now: now) else { continue }
-            totals.withLock { $0[decision.rule, default: 0] += 1 }
+            if let scope = rule.scope {
+                scopedTotals.withLock { $0[scope, default: [:]][decision.rule, default: 0] += 1 }
+            } else {
+                totals.withLock { $0[decision.rule, default: 0] += 1 }
+            }
             if retired { retire(rule) }
             return decision
         }
         return nil
     }
 
-    /// Fired counts by rule name since start.
-    public var firedCounts: [String: Int] { totals.withLock { $0 } }
+    /// Fired counts by rule name since start: the global rules', or a mailbox's own.
+    public func firedCounts(mailbox: String? = nil) -> [String: Int] {
+        guard let mailbox else { return totals.withLock { $0 } }
+        return scopedTotals.withLock { $0[mailbox] ?? [:] }
+    }
+
+    public var firedCounts: [String: Int] { firedCounts() }
 
     private func retire(_ rule: ActiveRule) {
         update { state in
-            state.next.removeAll { $0 === rule }
-            state.rules.removeAll { $0 === rule }
+            if let scope = rule.scope {
+                state.scoped[scope]?.next.removeAll { $0 === rule }
+                state.scoped[scope]?.rules.removeAll { $0 === rule }
+            } else {
+                state.next.removeAll { $0 === rule }
+                state.rules.removeAll { $0 === rule }
+            }
         }
     }
 
@@ -263,42 +288,70 @@ public final class FaultEngine: Sendable {
         }
     }
 
-    /// Replaces the rule set (not the "next N" rules, not the compatibility triggers).
-    public func replace(_ set: FaultRuleSet) {
+    /// Replaces the rule set (not the "next N" rules, not the compatibility triggers); with
+    /// `mailbox`, that mailbox's own set (its `seed:` is ignored: the sink has one seed).
+    public func replace(_ set: FaultRuleSet, mailbox: String? = nil) {
         let now = Self.now()
         update { state in
-            if let seed = set.seed, !fixedSeed { currentSeed.store(seed, ordering: .relaxed) }
-            state.rules = set.rules.map { ActiveRule($0, now: now) }
+            let rules = set.rules.map { ActiveRule($0, now: now, scope: mailbox) }
+            if let mailbox {
+                state.scoped[mailbox, default: ([], [])].rules = rules
+            } else {
+                if let seed = set.seed, !fixedSeed { currentSeed.store(seed, ordering: .relaxed) }
+                state.rules = rules
+            }
         }
     }
 
-    /// Clears the rule set and the "next N" rules.
-    public func clear() {
+    /// Clears the rule set and the "next N" rules (of `mailbox` only, when given).
+    public func clear(mailbox: String? = nil) {
         update { state in
-            state.rules = []
-            state.next = []
+            if let mailbox {
+                state.scoped[mailbox] = nil
+            } else {
+                state.rules = []
+                state.next = []
+            }
         }
+    }
+
+    /// Forgets a deleted mailbox's rules and counts.
+    func removeMailbox(_ name: String) {
+        clear(mailbox: name)
+        scopedTotals.withLock { $0[name] = nil }
     }
 
     /// `rule` fires for exactly the next `count` events it matches, then retires. Returns the
     /// rule's name (`next-N` when it has none).
     @discardableResult
-    public func addNext(_ rule: FaultRule, count: Int) -> String {
+    public func addNext(_ rule: FaultRule, count: Int, mailbox: String? = nil) -> String {
         var rule = rule
         rule.times = count
         let now = Self.now()
         return update { state in
             state.nextCounter += 1
             if rule.name.isEmpty { rule.name = "next-\(state.nextCounter)" }
-            state.next.append(ActiveRule(rule, now: now))
+            let active = ActiveRule(rule, now: now, scope: mailbox)
+            if let mailbox {
+                state.scoped[mailbox, default: ([], [])].next.append(active)
+            } else {
+                state.next.append(active)
+            }
             return rule.name
         }
     }
 
     /// The rules in force, for `GET /api/v1/faults`.
-    var snapshot: (seed: UInt64, rules: [ActiveRule], next: [ActiveRule], compat: [ActiveRule]) {
+    var snapshot: (seed: UInt64, rules: [ActiveRule], next: [ActiveRule], compat: [ActiveRule]) { snapshot(mailbox: nil) }
+
+    /// The rules in force, or a mailbox's own (no compatibility rules: those are global).
+    func snapshot(mailbox: String?) -> (seed: UInt64, rules: [ActiveRule], next: [ActiveRule], compat: [ActiveRule]) {
         let seed = self.seed
-        return state.withLock { (seed, $0.rules, $0.next, $0.compat) }
+        return state.withLock { state in
+            guard let mailbox else { return (seed, state.rules, state.next, state.compat) }
+            let scoped = state.scoped[mailbox]
+            return (seed, scoped?.rules ?? [], scoped?.next ?? [], [])
+        }
     }
 
     // MARK: Mailpit chaos and MailHog Jim

@@ -15,29 +15,42 @@ import SwallowConfig
 ///   events the rule matches fire, then it retires ("fail the next send").
 /// - Mailpit's `GET/PUT /api/v1/chaos` and MailHog's `GET/POST/PUT/DELETE /api/v2/jim`, in
 ///   their own shapes, mapped onto the same engine.
+///
+/// `?mailbox=N` (on the first four; implied by a mailbox token) works on mailbox N's own rules,
+/// consulted before the global set for its transactions; N must have been created (404).
 enum FaultRoutes {
-    static func add(to router: Router<BasicRequestContext>, engine: FaultEngine) {
-        router.get("/api/v1/faults") { _, _ -> Response in
-            try describe(engine)
+    static func add(to router: Router<BasicRequestContext>, engine: FaultEngine, mailboxes: MailboxRegistry) {
+        /// The `mailbox` parameter: nil for the global set, 404 for a mailbox never created.
+        @Sendable func scope(_ request: Request) throws -> String? {
+            guard let name = request.uri.queryParameters.get("mailbox") else { return nil }
+            guard mailboxes.record(name) != nil else { throw HTTPError(.notFound, message: "unknown mailbox \(name)") }
+            return name
+        }
+
+        router.get("/api/v1/faults") { request, _ -> Response in
+            try describe(engine, mailbox: try scope(request))
         }
 
         router.put("/api/v1/faults") { request, _ -> Response in
+            let mailbox = try scope(request)
             var request = request
             let body = try await request.collectBody(upTo: SinkAPI.maxBodyBytes)
             do {
-                engine.replace(try FaultRuleSet.parse(String(buffer: body), file: "request body", acceptingReadOnlyKeys: true))
+                engine.replace(try FaultRuleSet.parse(String(buffer: body), file: "request body", acceptingReadOnlyKeys: true), mailbox: mailbox)
             } catch let error as InputError {
                 throw HTTPError(.badRequest, message: error.description)
             }
-            return try describe(engine)
+            return try describe(engine, mailbox: mailbox)
         }
 
-        router.delete("/api/v1/faults") { _, _ -> Response in
-            engine.clear()
-            return try describe(engine)
+        router.delete("/api/v1/faults") { request, _ -> Response in
+            let mailbox = try scope(request)
+            engine.clear(mailbox: mailbox)
+            return try describe(engine, mailbox: mailbox)
         }
 
         router.post("/api/v1/faults/next") { request, _ -> Response in
+            let mailbox = try scope(request)
             var request = request
             let body = try await request.collectBody(upTo: SinkAPI.maxBodyBytes)
             let (rule, count): (FaultRule, Int)
@@ -46,7 +59,7 @@ enum FaultRoutes {
             } catch let error as InputError {
                 throw HTTPError(.badRequest, message: error.description)
             }
-            let name = engine.addNext(rule, count: count)
+            let name = engine.addNext(rule, count: count, mailbox: mailbox)
             return try SinkAPI.json(["name": AnyEncodable(name), "count": AnyEncodable(count)], sortedKeys: true, status: .created)
         }
 
@@ -114,8 +127,8 @@ enum FaultRoutes {
         return (rule, count)
     }
 
-    private static func describe(_ engine: FaultEngine) throws -> Response {
-        let snapshot = engine.snapshot
+    private static func describe(_ engine: FaultEngine, mailbox: String?) throws -> Response {
+        let snapshot = engine.snapshot(mailbox: mailbox)
         func list(_ rules: [ActiveRule]) -> JSONValue {
             .array(rules.map { active in
                 guard case .object(var entries) = active.rule.source else { return active.rule.source }
@@ -125,13 +138,15 @@ enum FaultRoutes {
                 return .object(entries)
             })
         }
-        let value = JSONValue.object([
+        var entries: [(String, JSONValue)] = [
             ("seed", .int(Int(bitPattern: UInt(snapshot.seed)))),
             ("rules", list(snapshot.rules)),
             ("next", list(snapshot.next)),
             ("compat", list(snapshot.compat)),
-            ("fired", .object(engine.firedCounts.sorted { $0.key < $1.key }.map { ($0.key, .int($0.value)) })),
-        ])
+            ("fired", .object(engine.firedCounts(mailbox: mailbox).sorted { $0.key < $1.key }.map { ($0.key, .int($0.value)) })),
+        ]
+        if let mailbox { entries.append(("mailbox", .string(mailbox))) }
+        let value = JSONValue.object(entries)
         return try SinkAPI.json(value)
     }
 }

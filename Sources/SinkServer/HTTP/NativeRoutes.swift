@@ -78,7 +78,10 @@ enum NativeRoutes {
             return try SinkAPI.json(["deliveries": sink.webhooks?.attempts(messageID: listing.message.id) ?? []])
         }
 
-        router.get("/api/v1/stats") { _, _ -> Response in
+        router.get("/api/v1/stats") { request, _ -> Response in
+            if let mailbox = request.uri.queryParameters.get("mailbox") {
+                return try await mailboxStats(mailbox, sink: sink)
+            }
             let stored = store.counts()
             let counts = sink.metrics.counts.withLock { $0 }
             let stats: [String: AnyEncodable] = [
@@ -86,6 +89,12 @@ enum NativeRoutes {
                 // Since the start: with `messages`, every accepted message is accounted for.
                 "evicted": AnyEncodable(store.removedCounts.evicted),
                 "deleted": AnyEncodable(store.removedCounts.deleted),
+                // Removed by a mailbox's TTL or --max-age.
+                "expired": AnyEncodable(store.removedCounts.expired),
+                // Per mailbox (at most --metrics-mailboxes names, the rest as "other").
+                "mailboxes": AnyEncodable(Dictionary(uniqueKeysWithValues: store.mailboxCounts(limit: sink.configuration.metricsMailboxes).map {
+                    ($0.name, ["messages": $0.messages, "evicted": $0.evicted])
+                })),
                 "unread": AnyEncodable(stored.unread),
                 "openConnections": AnyEncodable(sink.openConnections),
                 "smtp": AnyEncodable(counts),
@@ -117,6 +126,22 @@ enum NativeRoutes {
                 body: .init(byteBuffer: ByteBuffer(bytes: sink.metricsText()))
             )
         }
+    }
+
+    /// `/api/v1/stats?mailbox=N` (and every stats request with N's token): N's counts only.
+    static func mailboxStats(_ mailbox: String, sink: Sink) async throws -> Response {
+        let page = try await sink.store.page(mailbox: mailbox, search: nil, start: 0, limit: 1)
+        let record = sink.store.mailboxes.record(mailbox)
+        let stats: [String: AnyEncodable] = [
+            "mailbox": AnyEncodable(mailbox),
+            "messages": AnyEncodable(page.total),
+            "unread": AnyEncodable(page.unread),
+            "evicted": AnyEncodable(sink.store.mailboxCounts()[mailbox]?.evicted ?? 0),
+            "quota": AnyEncodable(record?.quota ?? sink.store.mailboxes.defaultQuota),
+            "ttl": AnyEncodable(record?.ttl ?? ""),
+            "faults": AnyEncodable(sink.faults.firedCounts(mailbox: mailbox)),
+        ]
+        return try SinkAPI.json(stats, sortedKeys: true)
     }
 
     /// One server-sent event.

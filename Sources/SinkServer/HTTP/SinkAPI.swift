@@ -19,6 +19,10 @@ public enum SinkAPI {
         let router = Router()
         let store = sink.store
         let started = Date()
+        // Before every route: a route's responder is built with the middleware added before it.
+        router.add(middleware: APIAccess(
+            adminTokens: sink.configuration.apiTokens, credentials: sink.configuration.apiCredentials, registry: store.mailboxes
+        ))
 
         // MARK: Mailpit v1: messages
 
@@ -59,7 +63,7 @@ public enum SinkAPI {
             let mailbox = request.uri.queryParameters.get("mailbox")
             let ids: [String]
             if let given = update.ids, !given.isEmpty {
-                ids = given
+                ids = APIScope.filter(given, store: store)
             } else if let text = update.search {
                 ids = try await store.matchingIDs(mailbox: mailbox, search: try searchQuery(text))
             } else {
@@ -75,7 +79,7 @@ public enum SinkAPI {
             let mailbox = request.uri.queryParameters.get("mailbox")
             // Mailpit deletes everything on a malformed body; Swallow answers 400 instead.
             if let ids = try bodyFields(body)["ids"], !ids.isEmpty {
-                store.delete(ids: ids)
+                store.delete(ids: APIScope.filter(ids, store: store))
                 return plain("ok")
             }
             if mailbox == nil {
@@ -242,7 +246,8 @@ public enum SinkAPI {
         TagRoutes.add(to: router, store: store)
         SendRoute.add(to: router, sink: sink)
         NativeRoutes.add(to: router, sink: sink, started: started)
-        FaultRoutes.add(to: router, engine: sink.faults)
+        FaultRoutes.add(to: router, engine: sink.faults, mailboxes: store.mailboxes)
+        MailboxRoutes.add(to: router, sink: sink)
         WebInbox.add(to: router)
 
         for path in ["/healthz", "/livez", "/readyz"] {
@@ -357,6 +362,7 @@ public enum SinkAPI {
             return newest
         }
         guard let listing = store.listing(id: id) else { throw HTTPError(.notFound, message: "Message not found") }
+        try APIScope.check(listing)
         return listing
     }
 

@@ -3,7 +3,7 @@ import SMTPProtocol
 
 /// Mailbox names let many CI jobs share one sink without seeing each other's mail: a message
 /// is filed under its AUTH user and under the plus tag of each recipient
-/// (`app+job42@example.com` is in mailbox `job42`).
+/// (`app+job42@example.com` is in mailbox `job42`), and under its `X-Swallow-Mailbox` header.
 enum Mailboxes {
     static func names(for message: CapturedMessage) -> [String] {
         var names: [String] = []
@@ -13,6 +13,7 @@ enum Mailboxes {
             let tag = String(detail)
             if !names.contains(tag) { names.append(tag) }
         }
+        if let header = message.mailbox, !names.contains(header) { names.append(header) }
         return names
     }
 }

@@ -38,10 +38,35 @@ public final class MessageStore: Sendable {
         /// Ids in arrival order; `order[head...]` are live.
         var order: [String] = []
         var head = 0
-        /// Messages evicted by `maxMessages`, and deleted over the API, since the start: with
-        /// the stored count they account for every accepted message.
+        /// Messages evicted by `maxMessages` and mailbox quotas, removed by age (TTL,
+        /// `--max-age`), and deleted over the API, since the start: with the stored count they
+        /// account for every accepted message.
         var evicted = 0
+        var expired = 0
         var deleted = 0
+        /// Per mailbox name with messages: their count and ids (see MessageStore+Mailboxes).
+        var boxes: [String: Box] = [:]
+        /// Per mailbox name: messages evicted by its quota since the start.
+        var boxEvictions: [String: Int] = [:]
+
+        /// Adds an entry as the newest.
+        mutating func append(_ entry: Entry) {
+            entries[entry.message.id] = entry
+            order.append(entry.message.id)
+            for name in entry.mailboxes { boxes[name, default: Box()].append(entry.message.id) }
+        }
+
+        /// Removes an entry, from its mailboxes too.
+        @discardableResult
+        mutating func remove(_ id: String) -> Entry? {
+            guard let entry = entries.removeValue(forKey: id) else { return nil }
+            for name in entry.mailboxes {
+                guard var box = boxes[name] else { continue }
+                box.count -= 1
+                boxes[name] = box.count > 0 ? box : nil
+            }
+            return entry
+        }
 
         mutating func evict(keeping limit: Int) -> [String] {
             guard limit > 0 else { return [] }
@@ -49,14 +74,18 @@ public final class MessageStore: Sendable {
             while entries.count > limit, head < order.count {
                 let id = order[head]
                 head += 1
-                if entries.removeValue(forKey: id) != nil { evicted.append(id) }
+                if remove(id) != nil { evicted.append(id) }
             }
             self.evicted += evicted.count
+            compactOrder()
+            return evicted
+        }
+
+        mutating func compactOrder() {
             if head > 1024 && head * 2 > order.count {
                 order.removeFirst(head)
                 head = 0
             }
-            return evicted
         }
     }
 
@@ -64,8 +93,10 @@ public final class MessageStore: Sendable {
     public let maxMessages: Int
     /// How new messages get their tags.
     public let tagging: Tagging
+    /// The mailboxes created over the API, with their quotas and TTLs.
+    public let mailboxes: MailboxRegistry
     let state = Mutex(State())
-    private let disk: DiskStore?
+    let disk: DiskStore?
     /// The SQLite search index, with `--data`.
     var index: MessageIndex? { disk?.index }
     /// Every insert is announced here (the event stream, waiters).
@@ -74,13 +105,15 @@ public final class MessageStore: Sendable {
     public let health: StorageHealth
 
     /// A memory store.
-    public convenience init(maxMessages: Int, tagging: Tagging = Tagging()) {
-        self.init(maxMessages: maxMessages, tagging: tagging, disk: nil)
+    public convenience init(maxMessages: Int, tagging: Tagging = Tagging(), mailboxQuota: Int = 0) {
+        let registry = MailboxRegistry(defaultQuota: mailboxQuota, dataDirectory: nil, logger: Logger(label: "swallow.store"))
+        self.init(maxMessages: maxMessages, tagging: tagging, mailboxes: registry, disk: nil)
     }
 
-    init(maxMessages: Int, tagging: Tagging, disk: DiskStore?) {
+    init(maxMessages: Int, tagging: Tagging, mailboxes: MailboxRegistry, disk: DiskStore?) {
         self.maxMessages = maxMessages
         self.tagging = tagging
+        self.mailboxes = mailboxes
         self.disk = disk
         self.health = disk?.index?.health ?? StorageHealth(logger: Logger(label: "swallow.store"))
         state.withLock { $0.entries.reserveCapacity(min(maxMessages == 0 ? 10_000 : maxMessages, 100_000)) }
@@ -90,9 +123,10 @@ public final class MessageStore: Sendable {
     /// (`DIR/index.sqlite`) is used when it holds every stored message; otherwise (missing,
     /// damaged, behind) it is rebuilt from the message files.
     static func open(
-        dataDirectory: String?, policy: FsyncPolicy, maxMessages: Int, tagging: Tagging = Tagging(), logger: Logger
+        dataDirectory: String?, policy: FsyncPolicy, maxMessages: Int, tagging: Tagging = Tagging(), mailboxQuota: Int = 0,
+        logger: Logger
     ) throws -> MessageStore {
-        guard let dataDirectory else { return MessageStore(maxMessages: maxMessages, tagging: tagging) }
+        guard let dataDirectory else { return MessageStore(maxMessages: maxMessages, tagging: tagging, mailboxQuota: mailboxQuota) }
         let health = StorageHealth(logger: logger)
         do {
             try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
@@ -109,7 +143,8 @@ public final class MessageStore: Sendable {
             index = try MessageIndex(path: indexPath, health: health)
         }
         let disk = try DiskStore(root: dataDirectory, policy: policy, index: index)
-        let store = MessageStore(maxMessages: maxMessages, tagging: tagging, disk: disk)
+        let registry = MailboxRegistry(defaultQuota: mailboxQuota, dataDirectory: dataDirectory, logger: logger)
+        let store = MessageStore(maxMessages: maxMessages, tagging: tagging, mailboxes: registry, disk: disk)
 
         var loaded: [(CapturedMessage, read: Bool, tags: [String])] = []
         if index.count == disk.storedCount(), let fromIndex = try? index.loadAll() {
@@ -137,10 +172,9 @@ public final class MessageStore: Sendable {
                 var entry = Entry(message: message, raw: nil)
                 entry.read = read
                 entry.tags = tags
-                state.entries[message.id] = entry
-                state.order.append(message.id)
+                state.append(entry)
             }
-            return state.evict(keeping: maxMessages)
+            return state.evict(keeping: maxMessages) + store.enforceQuotas(&state)
         }
         disk.delete(ids: evicted)
         logger.info("opened data directory", metadata: ["path": "\(disk.directory)", "messages": "\(loaded.count - evicted.count)"])
@@ -164,10 +198,10 @@ public final class MessageStore: Sendable {
         let keepRaw = disk == nil || disk?.policy == .never
         var entry = Entry(message: message, raw: keepRaw ? raw : nil)
         entry.tags = tags
+        let quotas = mailboxes.quotas(for: entry.mailboxes)
         let evicted = state.withLock { state in
-            state.entries[message.id] = entry
-            state.order.append(message.id)
-            return state.evict(keeping: maxMessages)
+            state.append(entry)
+            return state.evict(keeping: maxMessages) + Self.enforce(quotas, names: entry.mailboxes, &state)
         }
         disk?.delete(ids: evicted)
         events.publish(message)
@@ -195,8 +229,9 @@ public final class MessageStore: Sendable {
 
     public var count: Int { state.withLock { $0.entries.count } }
 
-    /// Messages evicted to keep `maxMessages`, and deleted over the API, since the start.
-    public var removedCounts: (evicted: Int, deleted: Int) { state.withLock { ($0.evicted, $0.deleted) } }
+    /// Messages evicted (`maxMessages`, quotas), expired (TTL, `--max-age`) and deleted over the
+    /// API, since the start.
+    public var removedCounts: (evicted: Int, expired: Int, deleted: Int) { state.withLock { ($0.evicted, $0.expired, $0.deleted) } }
 
     /// All messages, oldest first.
     public func messages() -> [CapturedMessage] {
@@ -229,7 +264,7 @@ public final class MessageStore: Sendable {
     public func removeAll() {
         let ids = state.withLock { state in
             let ids = Array(state.entries.keys)
-            state = State(evicted: state.evicted, deleted: state.deleted + ids.count)
+            state = State(evicted: state.evicted, expired: state.expired, deleted: state.deleted + ids.count, boxEvictions: state.boxEvictions)
             return ids
         }
         index?.later { try $0.deleteAll() }
@@ -240,7 +275,7 @@ public final class MessageStore: Sendable {
     @discardableResult
     public func delete(ids: [String]) -> Int {
         let removed = state.withLock { state in
-            let removed = ids.filter { state.entries.removeValue(forKey: $0) != nil }
+            let removed = ids.filter { state.remove($0) != nil }
             state.deleted += removed.count
             return removed
         }

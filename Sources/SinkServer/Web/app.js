@@ -24,7 +24,22 @@ const state = {
 
 // MARK: API
 
+// `/?mailbox=NAME` shows one mailbox: every list, search, event stream and fault panel request
+// is narrowed to it (the sink narrows them anyway for a mailbox token).
+const MAILBOX = new URLSearchParams(location.search).get("mailbox");
+
+if (MAILBOX) {
+  document.title = `Swallow inbox · ${MAILBOX}`;
+  window.addEventListener("DOMContentLoaded", () => { document.querySelector(".brand").textContent = `Swallow · ${MAILBOX}`; });
+}
+
+function scoped(path) {
+  if (!MAILBOX || !path.startsWith("/api/") || path.startsWith("/api/v1/stats")) return path;
+  return `${path}${path.includes("?") ? "&" : "?"}mailbox=${encodeURIComponent(MAILBOX)}`;
+}
+
 async function api(method, path, body) {
+  path = scoped(path);
   const options = { method, headers: {} };
   if (body !== undefined) {
     options.body = typeof body === "string" ? body : JSON.stringify(body);
@@ -463,6 +478,8 @@ async function pollStats() {
     status(`Stats: ${error.message}`);
     return;
   }
+  // A mailbox token gets its mailbox's counts only: the sink-wide panel has nothing to show.
+  if (!stats.smtp) return;
   const now = performance.now();
   const accepted = stats.smtp.accepted;
   if (live.previous) {
@@ -500,7 +517,7 @@ function showPanel(panel) {
 }
 
 function connectEvents() {
-  const events = new EventSource("/api/v1/events");
+  const events = new EventSource(scoped("/api/v1/events"));
   // On every (re)connection the list is fetched again: mail captured before the stream was
   // subscribed, or while it was down, appears too.
   events.onopen = () => { status("Live"); scheduleRefresh(); };
