@@ -113,7 +113,9 @@ struct SharedSinkTests {
                 #expect(mine.status == 200 && theirs.status == 404, "\(route): own \(mine.status), other \(theirs.status)")
             }
             // Lists and searches, whatever mailbox the request names.
-            #expect(try await Self.subjects(base, token: a.token, query: "?mailbox=job-b") == ["mine"])
+            #expect(try await Self.subjects(base, token: a.token) == ["mine"])
+            #expect(try await Self.subjects(base, token: a.token, query: "?mailbox=job-a") == ["mine"])
+            #expect(try await Self.request("GET", base + "/api/v1/messages?mailbox=job-b", headers: token).status == 404)
             let (_, search, _) = try await Self.request("GET", base + "/api/v1/search?query=subject:theirs", headers: token)
             #expect(try jsonObject(search)["messages_count"] as? Int == 0)
             let (_, mailHog, _) = try await Self.request("GET", base + "/api/v2/messages", headers: token)
@@ -126,6 +128,10 @@ struct SharedSinkTests {
             let (_, stats, _) = try await Self.request("GET", base + "/api/v1/stats", headers: token)
             let statsObject = try jsonObject(stats)
             #expect(statsObject["mailbox"] as? String == "job-a" && statsObject["messages"] as? Int == 1 && statsObject["smtp"] == nil)
+            // The event stream, replaying what it holds: only its own mailbox's messages.
+            let events = try await run(["curl", "--silent", "--max-time", "2", "-H", "Authorization: Bearer \(a.token)",
+                                        base + "/api/v1/events?lastEventId=0"])
+            #expect(events.stdout.contains("id: \(own)") && !events.stdout.contains(other), "\(events.stdout)")
             // Changes by id touch only its own.
             _ = try await Self.request("PUT", base + "/api/v1/messages", body: "{\"IDs\": [\"\(other)\"], \"Read\": true}", headers: token)
             _ = try await Self.request("DELETE", base + "/api/v1/messages", body: "{\"IDs\": [\"\(other)\"]}", headers: token)
@@ -144,6 +150,21 @@ struct SharedSinkTests {
             for header in ["Authorization: Bearer nope", "Authorization: Bearer", "Authorization: Basic !!!", "Authorization: Digest x"] {
                 #expect(try await Self.request("GET", base + "/api/v1/messages", headers: [header]).status == 401, "\(header)")
             }
+        }
+    }
+
+    @Test("with --data, created mailboxes and their tokens survive a restart")
+    func registryPersists() async throws {
+        let directory = try temporaryDirectory()
+        let job = try await withSinkApplication({ $0.dataDirectory = directory }) { sink, base in
+            let job = try await Self.create(base, #"{"Name": "kept", "Quota": 7}"#)
+            try await Self.send(sink.smtpAddress.port, [("app+kept@example.com", "k")])
+            return job
+        }
+        try await withSinkApplication({ $0.dataDirectory = directory }) { _, base in
+            #expect(try await Self.subjects(base, token: job.token) == ["k"])
+            let (_, shown, _) = try await Self.request("GET", base + "/api/v1/mailboxes/kept", headers: Self.bearer(job.token))
+            #expect(try jsonObject(shown)["Quota"] as? Int == 7)
         }
     }
 

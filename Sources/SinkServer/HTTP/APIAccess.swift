@@ -25,7 +25,7 @@ enum APIScope {
 ///   (HTTP Basic with a `user:password` of the file). A browser can send a token too, as the
 ///   password of Basic with any user name, so the web inbox works with tokens alone.
 /// - A mailbox's token (Bearer, or Basic's password) narrows every route to that mailbox: the
-///   routes that take `mailbox=` get it (whatever the request said), the routes by message id
+///   routes that take `mailbox=` get it (naming another mailbox is `404`), the routes by message id
 ///   answer `404` for another mailbox's message, and routes that cannot be narrowed (tags,
 ///   send, MailHog v1, chaos, info, metrics, the mailbox list) answer `403`.
 /// - Without admin credentials configured, a request without `Authorization` is an admin (a
@@ -60,6 +60,9 @@ struct APIAccess: RouterMiddleware {
         guard case .mailbox(let name) = principal else { return try await next(request, context) }
         guard Self.allowsMailboxToken(method: request.method, path: path) else {
             return Self.error(.forbidden, "a mailbox token cannot use \(request.method.rawValue) \(path)")
+        }
+        if let asked = request.uri.queryParameters.get("mailbox"), asked != name {
+            return Self.error(.notFound, "unknown mailbox \(asked)")
         }
         return try await APIScope.$mailbox.withValue(name) {
             try await next(Self.narrowed(request, to: name), context)
