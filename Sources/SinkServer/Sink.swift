@@ -84,8 +84,7 @@ public final class Sink: Service, Sendable {
             auth: configuration.auth,
             requireAuth: configuration.requireAuth,
             authRequiresTLS: configuration.authRequiresTLS,
-            makeChallenge: { "<\(UInt64.random(in: 1...UInt64.max)).\(WallClock.nanos() / 1_000_000_000)@\(hostname)>" },
-            magicAddresses: configuration.magicAddresses
+            makeChallenge: { "<\(UInt64.random(in: 1...UInt64.max)).\(WallClock.nanos() / 1_000_000_000)@\(hostname)>" }
         )
         let connections = ConnectionRegistry(limit: configuration.maxConnections)
         let metrics = SinkMetrics()

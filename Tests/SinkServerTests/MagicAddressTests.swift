@@ -54,7 +54,7 @@ struct MagicAddressTests {
     @Test("X-Swallow-Fault: a reply refuses the message after its dot, a delay postpones the final reply")
     func headerFault() async throws {
         #expect(HeaderFault("data-end: 451 4.3.0 Busy; delay 50ms")?.reply?.code.rawValue == 451)
-        #expect(HeaderFault("data-end: 451 4.3.0 Busy; delay 50ms")?.delay == 0.05)
+        #expect(HeaderFault("data-end: 451 4.3.0 Busy; delay 50ms")?.delay == .milliseconds(50))
         #expect(HeaderFault("rcpt: 451") == nil)
         #expect(HeaderFault("nonsense") == nil)
         try await withSink { sink in

@@ -23,7 +23,7 @@ struct SMTPSessionTests {
     static func code(_ action: SMTPSession.Action) -> Int? {
         switch action {
         case .reply(let reply), .replyAndClose(let reply): reply.code.rawValue
-        case .deliver, .none, .close, .hang: nil
+        case .deliver, .none, .close: nil
         }
     }
 

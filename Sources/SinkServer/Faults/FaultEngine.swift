@@ -4,41 +4,6 @@ import NIOCore
 import SMTPProtocol
 import Synchronization
 
-/// What the sink knows at a phase, for matching.
-struct FaultEvent {
-    var phase: FaultPhase
-    var client: String
-    var helo: String?
-    var authUser: String?
-    var sender: String?
-    /// At `rcpt` the command's recipient; at `data` and `data-end` every accepted one.
-    var recipients: [String] = []
-    /// At `data-end`: the message as received, for `header` matches.
-    var message: ByteBuffer?
-    /// The mailboxes known at this phase (the AUTH user from `mail`, plus tags from `rcpt`,
-    /// the `X-Swallow-Mailbox` header at `data-end`): a mailbox's own rules match only these.
-    var mailboxes: [String] = []
-
-    /// The first value of the message's header `name`.
-    func header(_ name: String) -> String? {
-        Self.header(name, in: message)
-    }
-
-    static func header(_ name: String, in message: ByteBuffer?) -> String? {
-        message.flatMap { body in body.withUnsafeReadableBytes { HeaderLookup.firstValue(named: name, in: $0) } }
-    }
-}
-
-/// A rule that fired: its name, how long to wait, and what to do then.
-public struct FaultDecision: Sendable {
-    public var rule: String
-    public var phase: FaultPhase
-    /// Seconds to wait before the effect (or before going on as normal).
-    public var delay: Double
-    /// nil: only the delay.
-    public var effect: FaultAction.Effect?
-}
-
 /// One rule in force, with its counters.
 final class ActiveRule: Sendable {
     let rule: FaultRule
@@ -134,7 +99,8 @@ final class ActiveRule: Sendable {
             }
             state.fired += 1
             if let times = rule.times, state.fired >= times { state.retired = true }
-            let delay = rule.action.delay?.sample(FaultEngine.draw(seed, salt, n, 1), FaultEngine.draw(seed, salt, n, 2)) ?? 0
+            let seconds = rule.action.delay?.sample(FaultEngine.draw(seed, salt, n, 1), FaultEngine.draw(seed, salt, n, 2)) ?? 0
+            let delay = Duration.seconds(exactly: seconds)
             var effect = rule.action.effect
             if case .greylist(let retryAfter) = effect {
                 effect = .reply(SMTPReply(451, "4.7.1", "Greylisted, try again in \(Int(retryAfter.rounded(.up))) seconds"))
@@ -210,14 +176,17 @@ public final class FaultEngine: Sendable {
     /// `--seed`: when given, a rule set's own `seed:` does not override it.
     private let fixedSeed: Bool
 
+    /// Where `after`/`until`, rate windows and greylisting read the time.
+    let clock: SinkClock
+
     /// `seed`: from `--seed`; nil picks one at random (shown by `GET /api/v1/faults`).
-    public init(seed: UInt64? = nil, rules: FaultRuleSet = FaultRuleSet()) {
+    /// `clock`: the system's, or a `ManualClock`'s in tests.
+    public init(seed: UInt64? = nil, rules: FaultRuleSet = FaultRuleSet(), clock: SinkClock = .system) {
+        self.clock = clock
         fixedSeed = seed != nil
         currentSeed = Atomic(seed ?? rules.seed ?? UInt64.random(in: 0...UInt64(Int64.max)))
         replace(rules)
     }
-
-    static func now() -> UInt64 { NIODeadline.now().uptimeNanoseconds }
 
     // MARK: Consulting
 
@@ -229,10 +198,15 @@ public final class FaultEngine: Sendable {
 
     var seed: UInt64 { currentSeed.load(ordering: .relaxed) }
 
-    /// The decision for `event`, or nil when no rule fires.
+    /// The decision for `event` by the rules in force at its phase, or nil when none fires.
+    func decide(_ event: FaultEvent) -> FaultDecision? {
+        decide(event, rules: rules(for: event.phase))
+    }
+
+    /// The decision of the first of `rules` that fires for `event`.
     func decide(_ event: FaultEvent, rules: [ActiveRule]) -> FaultDecision? {
         guard !rules.isEmpty else { return nil }
-        let now = Self.now()
+        let now = clock.monotonicNanos()
         let seed = self.seed
         for rule in rules where rule.matches(event, now: now) {
             guard let (decision, retired) = rule.decide(event, seed: seed, now: now) else { continue }
@@ -291,7 +265,7 @@ public final class FaultEngine: Sendable {
     /// Replaces the rule set (not the "next N" rules, not the compatibility triggers); with
     /// `mailbox`, that mailbox's own set (its `seed:` is ignored: the sink has one seed).
     public func replace(_ set: FaultRuleSet, mailbox: String? = nil) {
-        let now = Self.now()
+        let now = clock.monotonicNanos()
         update { state in
             let rules = set.rules.map { ActiveRule($0, now: now, scope: mailbox) }
             if let mailbox {
@@ -327,7 +301,7 @@ public final class FaultEngine: Sendable {
     public func addNext(_ rule: FaultRule, count: Int, mailbox: String? = nil) -> String {
         var rule = rule
         rule.times = count
-        let now = Self.now()
+        let now = clock.monotonicNanos()
         return update { state in
             state.nextCounter += 1
             if rule.name.isEmpty { rule.name = "next-\(state.nextCounter)" }
@@ -369,7 +343,7 @@ public final class FaultEngine: Sendable {
     }
 
     private func updateCompat(_ change: (inout State) -> Void) {
-        let now = Self.now()
+        let now = clock.monotonicNanos()
         update { state in
             change(&state)
             state.compat = (state.chaos.rules + (state.jim?.rules ?? [])).map { ActiveRule($0, now: now) }

@@ -186,7 +186,7 @@ final class WebhookDispatcher: Sendable {
         var status: Int?
         var error: String?
         do {
-            let response = try await client.execute(request, timeout: .nanoseconds(Int64(settings.timeout.nanoseconds)))
+            let response = try await client.execute(request, timeout: .nanoseconds(settings.timeout.wholeNanoseconds))
             status = Int(response.status.code)
             // The answer's body is not needed; reading a little of it lets the connection be reused.
             _ = try? await response.body.collect(upTo: 64 * 1024)
@@ -196,15 +196,6 @@ final class WebhookDispatcher: Sendable {
         let elapsed = ContinuousClock.now - started
         return Attempt(url: hook.url, event: kind, attempt: attempt, status: status, error: error, at: at, durationMs: elapsed.milliseconds)
     }
-}
-
-extension Duration {
-    var nanoseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
-    }
-
-    var milliseconds: Double { Double(nanoseconds) / 1e6 }
 }
 
 extension SinkEvent {

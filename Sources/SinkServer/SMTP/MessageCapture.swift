@@ -3,41 +3,6 @@ import MailMessage
 import NIOCore
 import SMTPProtocol
 
-/// The connection's side of every message's session metadata, described once per connection.
-struct Peer {
-    var sessionID = ""
-    var remote = "unknown"
-    var local = "unknown"
-    var remoteIP = "unknown"
-    /// A message of the HTTP send API.
-    var viaHTTP = false
-
-    init() {}
-
-    /// The peer of a `POST /api/v1/send` session: named `http-api`, for fault rules too.
-    static func httpAPI(sessionID: String) -> Peer {
-        var peer = Peer()
-        peer.sessionID = sessionID
-        peer.remote = "http-api"
-        peer.local = "http-api"
-        peer.remoteIP = "http-api"
-        peer.viaHTTP = true
-        return peer
-    }
-
-    init(sessionID: String, remote: SocketAddress?, local: SocketAddress?) {
-        self.sessionID = sessionID
-        self.remote = remote.map(Self.describe) ?? "unknown"
-        self.local = local.map(Self.describe) ?? "unknown"
-        self.remoteIP = remote?.ipAddress ?? "unknown"
-    }
-
-    static func describe(_ address: SocketAddress) -> String {
-        guard let ip = address.ipAddress, let port = address.port else { return "\(address)" }
-        return ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
-    }
-}
-
 /// One message being received: its id, its bytes (the `Received:` header first), and the
 /// facts the capture metadata needs. Made at the message's first bytes, turned into a
 /// `CapturedMessage` at the end of its data.
@@ -124,57 +89,5 @@ struct MessageCapture {
 
     private static func dictionary(_ parameters: [ESMTPParameter]) -> [String: String] {
         Dictionary(parameters.map { ($0.keyword, $0.value ?? "") }, uniquingKeysWith: { first, _ in first })
-    }
-}
-
-/// A session's transcript, kept only with `--transcripts`. AUTH secrets never enter it.
-struct Transcript {
-    let enabled: Bool
-    private var entries: [TranscriptEntry] = []
-
-    init(enabled: Bool) { self.enabled = enabled }
-
-    mutating func client(_ command: SMTPCommand) {
-        guard enabled else { return }
-        if case .auth(let mechanism, let initial) = command {
-            client(initial == nil ? "AUTH \(mechanism)" : "AUTH \(mechanism) (initial response redacted)")
-        } else {
-            var buffer = ByteBuffer()
-            buffer.writeSMTPCommand(command)
-            client(String(buffer.readString(length: buffer.readableBytes - 2) ?? ""))
-        }
-    }
-
-    mutating func client(_ text: String) {
-        guard enabled else { return }
-        entries.append(TranscriptEntry(nanos: WallClock.nanos(), direction: .client, text: text))
-    }
-
-    mutating func server(_ reply: SMTPReply) {
-        guard enabled else { return }
-        var buffer = ByteBuffer()
-        buffer.writeSMTPReply(reply)
-        let text = String(buffer.readString(length: buffer.readableBytes) ?? "").replacingCRLF()
-        entries.append(TranscriptEntry(nanos: WallClock.nanos(), direction: .server, text: text))
-    }
-
-    mutating func note(_ text: String) {
-        guard enabled else { return }
-        entries.append(TranscriptEntry(nanos: WallClock.nanos(), direction: .server, text: "(\(text))"))
-    }
-
-    /// The entries since the last message, handed to that message.
-    mutating func take() -> [TranscriptEntry]? {
-        guard enabled else { return nil }
-        defer { entries.removeAll(keepingCapacity: true) }
-        return entries
-    }
-}
-
-extension String {
-    fileprivate func replacingCRLF() -> String {
-        var lines = split(separator: "\r\n", omittingEmptySubsequences: true).map(String.init)
-        if lines.isEmpty { lines = [""] }
-        return lines.joined(separator: "\n")
     }
 }

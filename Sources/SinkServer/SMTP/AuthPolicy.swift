@@ -59,10 +59,3 @@ func constantTimeEqual(_ a: String, _ b: String) -> Bool {
     for index in x.indices { difference |= x[index] ^ y[index] }
     return difference == 0
 }
-
-/// A configuration that cannot be used, with what is wrong and where.
-public struct ConfigurationError: Error, Hashable, Sendable, CustomStringConvertible {
-    public var message: String
-    public init(message: String) { self.message = message }
-    public var description: String { message }
-}

@@ -34,15 +34,28 @@ enum MagicAddress: Equatable, Sendable {
         }
     }
 
-    /// The answer at RCPT, if this address acts there.
-    var rcptAction: SMTPSession.Action? {
+    /// What this address does at RCPT, if it acts there.
+    var rcptEffect: FaultAction.Effect? {
         switch self {
         case .bounce: .reply(SMTPReply(550, "5.1.1", "Recipient address rejected (magic address bounce@)"))
         case .tempfail: .reply(SMTPReply(451, "4.3.0", "Temporary failure, try again later (magic address tempfail@)"))
         case .full: .reply(SMTPReply(452, "4.2.2", "Mailbox full (magic address full@)"))
-        case .disconnect: .close
+        case .disconnect: .disconnect(reply: nil, partial: nil)
         case .hang: .hang
         case .reject, .slow: nil
+        }
+    }
+
+    /// The name a decision of this address is recorded under.
+    var name: String {
+        switch self {
+        case .bounce: "bounce@"
+        case .tempfail: "tempfail@"
+        case .full: "full@"
+        case .disconnect: "disconnect@"
+        case .hang: "hang@"
+        case .reject: "reject@"
+        case .slow: "slow@"
         }
     }
 
@@ -92,9 +105,9 @@ enum PlusTagFault: Equatable, Sendable {
         return SMTPReply(code, enhanced, "Failure requested by the address's plus tag (fail-\(code))")
     }
 
-    var delay: Double {
-        if case .delay(let seconds) = self { return seconds }
-        return 0
+    var delay: Duration {
+        if case .delay(let seconds) = self { return .seconds(exactly: seconds) }
+        return .zero
     }
 }
 
@@ -105,7 +118,7 @@ enum PlusTagFault: Equatable, Sendable {
 /// final reply, whichever it is.
 struct HeaderFault: Equatable, Sendable {
     var reply: SMTPReply?
-    var delay: Double = 0
+    var delay: Duration = .zero
 
     init?(_ value: String) {
         var text = Substring(value.trimmingCharacters(in: .whitespaces))
@@ -116,7 +129,7 @@ struct HeaderFault: Equatable, Sendable {
         for part in text.split(separator: ";").map({ $0.trimmingCharacters(in: .whitespaces) }) where !part.isEmpty {
             let words = part.split(separator: " ", maxSplits: 2).map(String.init)
             if words[0].lowercased() == "delay", words.count > 1, let seconds = Quantity.duration(words[1]), seconds <= FaultDelay.limit {
-                delay = seconds
+                delay = .seconds(exactly: seconds)
             } else if let code = Int(words[0]), (400...599).contains(code) {
                 var rest = Array(words.dropFirst())
                 let enhanced = rest.first.flatMap { EnhancedStatusCode(Substring($0)) }
@@ -127,6 +140,6 @@ struct HeaderFault: Equatable, Sendable {
                 return nil
             }
         }
-        guard reply != nil || delay > 0 else { return nil }
+        guard reply != nil || delay > .zero else { return nil }
     }
 }

@@ -1,0 +1,80 @@
+import NIOCore
+import SMTPProtocol
+
+/// The faults that ship with the sink, decided like rules (on unless `--no-magic-addresses`):
+/// magic recipient addresses (`MagicAddress`), plus tags (`PlusTagFault`) and a message's own
+/// `X-Swallow-Fault` header (`HeaderFault`). They are consulted after the rule set: a rule
+/// that answers wins; a rule that only delays (or throttles) lets them answer after its delay.
+///
+/// | phase | what decides |
+/// |---|---|
+/// | `mail` | the sender's `+fail-NNN` |
+/// | `rcpt` | the recipient's `+fail-NNN`, then `bounce@`, `tempfail@`, `full@`, `disconnect@`, `hang@` |
+/// | `data-end` | `reject@` among the recipients; the `X-Swallow-Fault` header's reply and delay; the longest of `slow-D@`, `+delay-D` and the header's delay |
+///
+/// The connection asks at MAIL and RCPT only when the session would accept the command (in
+/// sequence, authenticated if required, under the recipient limit): a built-in fault never
+/// hides a protocol error. Parameter errors of a command that also carries a fault tag are
+/// answered by the fault (its address is the test's intent).
+struct BuiltInFaults: FaultSource {
+    /// The phases at which built-in faults can act.
+    static func acts(at phase: FaultPhase) -> Bool {
+        switch phase {
+        case .mail, .rcpt, .dataEnd: true
+        default: false
+        }
+    }
+
+    func decide(_ event: FaultEvent) -> FaultDecision? {
+        switch event.phase {
+        case .mail:
+            guard let path = event.senderPath, let tag = PlusTagFault(path), let reply = tag.reply else { return nil }
+            return FaultDecision(rule: tag.name, phase: .mail, delay: .zero, effect: .reply(reply), builtIn: true)
+        case .rcpt:
+            guard let path = event.recipientPaths.first else { return nil }
+            if let tag = PlusTagFault(path), let reply = tag.reply {
+                return FaultDecision(rule: tag.name, phase: .rcpt, delay: .zero, effect: .reply(reply), builtIn: true)
+            }
+            guard let magic = MagicAddress(path), let effect = magic.rcptEffect else { return nil }
+            return FaultDecision(rule: magic.name, phase: .rcpt, delay: .zero, effect: effect, builtIn: true)
+        case .dataEnd:
+            return decideAtDataEnd(event)
+        default:
+            return nil
+        }
+    }
+
+    private func decideAtDataEnd(_ event: FaultEvent) -> FaultDecision? {
+        let magic = event.recipientPaths.compactMap(MagicAddress.init)
+        if magic.contains(.reject) {
+            return FaultDecision(rule: "reject@", phase: .dataEnd, delay: .zero, effect: .reply(MagicAddress.rejectReply), builtIn: true)
+        }
+        let header = FaultEvent.header("X-Swallow-Fault", in: event.message).flatMap(HeaderFault.init)
+        if let header, let reply = header.reply {
+            return FaultDecision(rule: "X-Swallow-Fault", phase: .dataEnd, delay: header.delay, effect: .reply(reply), builtIn: true)
+        }
+        var delay = header?.delay ?? .zero
+        var name = "X-Swallow-Fault"
+        for case .slow(let seconds) in magic where .seconds(exactly: seconds) > delay {
+            delay = .seconds(exactly: seconds)
+            name = "slow@"
+        }
+        let tagged = [event.senderPath.flatMap(PlusTagFault.init)] + event.recipientPaths.map(PlusTagFault.init)
+        for case let tag? in tagged where tag.delay > delay {
+            delay = tag.delay
+            name = tag.name
+        }
+        guard delay > .zero else { return nil }
+        return FaultDecision(rule: name, phase: .dataEnd, delay: delay, effect: nil, builtIn: true)
+    }
+}
+
+extension PlusTagFault {
+    /// The name a decision of this tag is recorded under.
+    var name: String {
+        switch self {
+        case .fail(let code): "+fail-\(code)"
+        case .delay: "+delay"
+        }
+    }
+}

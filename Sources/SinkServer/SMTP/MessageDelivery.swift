@@ -1,0 +1,123 @@
+import Logging
+import MailMessage
+import NIOCore
+import SMTPProtocol
+
+// The message-delivery step of a connection: at the end of a message's data, the faults at
+// `data-end` decide first (a refusal, a drop, a delay); then the store round-trip (at once in
+// memory, through the disk writer with `--fsync always|batch`), and the final reply once the
+// message is as durable as asked and any delay has passed.
+extension SMTPServerHandler {
+    /// A message's data begins (DATA answered 354, or its first BDAT): nothing gathered for an
+    /// earlier transaction can reach it, and its time runs from now.
+    func beginMessage(context: ChannelHandlerContext) {
+        capture = nil
+        startDataDeadline(context: context)
+    }
+
+    func keep(_ bytes: inout ByteBuffer, context: ChannelHandlerContext) {
+        guard session.messageBytes(bytes.readableBytes) else { return }
+        if capture == nil {
+            capture = MessageCapture(
+                session: session, peer: peer, configuration: shared.configuration,
+                allocator: context.channel.allocator, sizeHint: session.declaredSize ?? bytes.readableBytes
+            )
+        }
+        capture!.append(&bytes)
+    }
+
+    func deliver(_ transaction: SMTPSession.Transaction, context: ChannelHandlerContext) {
+        let current = capture ?? MessageCapture(
+            session: session, peer: peer, configuration: shared.configuration,
+            allocator: context.channel.allocator, sizeHint: 0
+        )
+        capture = nil
+        let decision = consult(.dataEnd, message: current.body)
+        let delay = decision?.delay ?? .zero
+        switch decision?.effect {
+        case .reply(let reply):
+            return after(delay, context: context) { handler, context in
+                handler.transactionFaults = []
+                handler.act(handler.session.refuse(reply), context: context)
+            }
+        case .disconnect(let reply, let partial):
+            return after(delay, context: context) { handler, context in
+                handler.disconnect(reply: reply, partial: partial, context: context)
+            }
+        case .hang:
+            return hang()
+        case .drop:
+            let message = makeMessage(transaction, current)
+            return after(delay, context: context) { handler, context in
+                handler.shared.metrics.droppedMessage()
+                handler.shared.store.events.publish(.dropped(message))
+                handler.act(handler.session.stored(id: message.id), context: context)
+            }
+        case .throttle(let rate):
+            startThrottle(rate, context: context)
+        case .greylist, nil:
+            break
+        }
+        store(makeMessage(transaction, current), raw: current.body, after: delay, context: context)
+    }
+
+    private func store(_ message: CapturedMessage, raw: ByteBuffer?, after delay: Duration, context: ChannelHandlerContext) {
+        let store = shared.store
+        guard store.insertWaitsForDisk || delay > .zero else {
+            store.insertNow(message, raw: raw)
+            return stored(message, .success(()), context: context)
+        }
+        paused = true
+        let loop = context.eventLoop
+        let bound = NIOLoopBound((self, context), eventLoop: loop)
+        // The delay counts from the message's recorded end of data, whatever the store takes.
+        let deadline = NIODeadline.now() + .nanoseconds(delay.wholeNanoseconds)
+        let delayed = delay > .zero
+        let handoff = self.handoff ?? shared.handoffs.handoff(for: loop)
+        store.insert(message, raw: raw) { result in
+            // A delayed reply: later commands wait behind it.
+            guard delayed else {
+                return handoff.post {
+                    let (handler, context) = bound.value
+                    handler.storeFinished(message, result, context: context)
+                }
+            }
+            loop.scheduleTask(deadline: deadline) {
+                let (handler, context) = bound.value
+                handler.storeFinished(message, result, context: context)
+            }
+        }
+    }
+
+    private func makeMessage(_ transaction: SMTPSession.Transaction, _ capture: MessageCapture) -> CapturedMessage {
+        var message = capture.makeMessage(
+            transaction, session: session, peer: peer, tls: tls, connectedNanos: connectedNanos,
+            limits: shared.configuration.limits, transcript: transcript.take()
+        )
+        if !sessionFaults.isEmpty || !transactionFaults.isEmpty {
+            message.faults = sessionFaults + transactionFaults.filter { !sessionFaults.contains($0) }
+            transactionFaults = []
+        }
+        return message
+    }
+
+    private func storeFinished(_ message: CapturedMessage, _ result: Result<Void, any Error>, context: ChannelHandlerContext) {
+        paused = false
+        stored(message, result, context: context)
+        resume(context: context)
+    }
+
+    private func stored(_ message: CapturedMessage, _ result: Result<Void, any Error>, context: ChannelHandlerContext) {
+        switch result {
+        case .success:
+            shared.metrics.accepted(bytes: message.size)
+            act(session.stored(id: message.id), context: context)
+            let sent = WallClock.nanos()
+            shared.store.setReplySent(id: message.id, nanos: sent)
+            shared.metrics.observe(message.timestamps, replySent: sent)
+        case .failure(let error):
+            shared.logger.error("cannot store message", metadata: ["id": "\(message.id)", "error": "\(error)"])
+            act(session.storeFailed(), context: context)
+        }
+    }
+}

@@ -1,0 +1,18 @@
+import Logging
+import NIOSSL
+
+/// What every connection of one listener shares.
+struct SMTPServerContext: Sendable {
+    var session: SMTPSession.Configuration
+    var configuration: SinkConfiguration
+    var store: MessageStore
+    var connections: ConnectionRegistry
+    var startTLS: NIOSSLContext?
+    var implicitTLS: Bool
+    var logger: Logger
+    var metrics: SinkMetrics
+    var faults: FaultEngine
+    var handoffs: LoopHandoffs
+    /// Sessions of the HTTP send API (`LocalSubmission`), not of a network client.
+    var viaHTTP = false
+}

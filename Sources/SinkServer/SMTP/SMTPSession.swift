@@ -1,0 +1,395 @@
+import SMTPProtocol
+
+/// The server side of one SMTP session as a pure state machine (RFC 5321 §4.1.4 ordering,
+/// RFC 3030 BDAT, RFC 3207 STARTTLS, RFC 4954 AUTH).
+///
+/// No I/O, no clock and no faults: inputs are method calls (time passed in as wall-clock
+/// nanoseconds), outputs are `Action`s the connection executes. Message bytes never enter the
+/// session; it only hears their lengths and decides whether they are kept. Faults are decided
+/// in front of it (`Faults/`); it only hears their refusals (`refuse(_:)`, `answer(_:to:)`).
+/// AUTH is in `SMTPSession+Auth.swift`, the EHLO keywords and ESMTP parameters in
+/// `SMTPSession+Parameters.swift`, the replies in `SMTPReply+Server.swift`.
+struct SMTPSession {
+    struct Configuration: Sendable {
+        var hostname: String
+        var limits: SMTPLimits
+        /// STARTTLS is offered (a TLS context exists and the session is not yet encrypted).
+        var startTLSAvailable: Bool
+        var auth: AuthPolicy?
+        var requireAuth: Bool
+        var authRequiresTLS: Bool
+        /// Makes the CRAM-MD5 challenge (RFC 2195: unique, `<...@hostname>`).
+        var makeChallenge: @Sendable () -> String
+    }
+
+    struct AcceptedRecipient: Hashable, Sendable {
+        var path: ForwardPath
+        var parameters: [ESMTPParameter]
+    }
+
+    /// One mail transaction, MAIL to final reply.
+    struct Transaction: Hashable, Sendable {
+        var reversePath: ReversePath
+        var parameters: [ESMTPParameter]
+        var recipients: [AcceptedRecipient] = []
+        var mailNanos: Int64
+        var dataStartNanos: Int64 = 0
+        var receivedBytes = 0
+        var tooBig = false
+        var usedBDAT = false
+
+        var eightBitDeclared: Bool { parameters.body == "8BITMIME" || parameters.smtpUTF8 }
+    }
+
+    enum Action: Equatable, Sendable {
+        case reply(SMTPReply)
+        case replyAndClose(SMTPReply)
+        /// Close the connection without a reply.
+        case close
+        /// The message is complete: store it, then call `stored(id:)` or `storeFailed()`.
+        case deliver(Transaction)
+        case none
+    }
+
+    enum AuthStep: Equatable {
+        case plain
+        case loginUser
+        case loginPassword(user: String)
+        case cramMD5(challenge: String)
+    }
+
+    enum State: Equatable {
+        /// Greeted, no EHLO/HELO yet (also after STARTTLS).
+        case connected
+        /// EHLO/HELO done, no transaction.
+        case ready
+        case mail(Transaction)
+        case data(Transaction)
+        /// Inside a BDAT chunk; `last` when it carries LAST. `rejection` is replied after the
+        /// chunk's bytes have been read (BDAT without a valid transaction).
+        case chunk(Transaction?, last: Bool, rejection: SMTPReply?)
+        /// Between BDAT chunks.
+        case chunked(Transaction)
+        case auth(AuthStep, resume: AuthResume)
+        case storing(Transaction)
+        case closed
+    }
+
+    /// Where an AUTH exchange returns to.
+    enum AuthResume: Equatable { case connected, ready }
+
+    let configuration: Configuration
+    // Internal for the session's extensions in other files (AUTH).
+    var state: State = .connected
+    private(set) var helo: String?
+    private(set) var esmtp = false
+    private(set) var tlsActive: Bool
+    var authUser: String?
+    private(set) var badCommands = 0
+    /// Whether the pending chunk rejection counts as a client error (not for fault rules).
+    private var rejectionCounts = true
+
+    init(configuration: Configuration, tlsActive: Bool = false) {
+        self.configuration = configuration
+        self.tlsActive = tlsActive
+    }
+
+    var isClosed: Bool { state == .closed }
+
+    /// The SIZE the client declared for the message being received, if any (RFC 1870).
+    var declaredSize: Int? {
+        switch state {
+        case .data(let transaction), .chunk(let transaction?, _, _), .chunked(let transaction): transaction.parameters.declaredSize
+        default: nil
+        }
+    }
+    /// The transaction under way (MAIL given), if any.
+    var transaction: Transaction? {
+        switch state {
+        case .mail(let transaction), .data(let transaction), .chunked(let transaction), .storing(let transaction), .chunk(let transaction?, _, _):
+            transaction
+        default:
+            nil
+        }
+    }
+
+    var isInAuthExchange: Bool { if case .auth = state { true } else { false } }
+
+    /// The client is sending a message's bytes: DATA after `354`, or a BDAT transaction not yet
+    /// ended (inside a chunk that is kept, or between chunks). Every way a transaction ends
+    /// without storing (a 552, RSET between chunks, a refused chunk, a refusal at data-end)
+    /// leaves this state, and the connection drops what it gathered then.
+    var isReceivingMessage: Bool {
+        switch state {
+        case .data, .chunk(.some, _, _), .chunked: true
+        default: false
+        }
+    }
+
+    var authOffered: Bool {
+        configuration.auth != nil && (tlsActive || !configuration.authRequiresTLS)
+    }
+
+    // MARK: Greeting and TLS
+
+    func greeting() -> SMTPReply {
+        .greeting(hostname: configuration.hostname)
+    }
+
+    /// The TLS handshake finished (after STARTTLS, or at once for implicit TLS).
+    /// RFC 3207 §4.2: everything learned before it is forgotten.
+    mutating func tlsEstablished() {
+        tlsActive = true
+        helo = nil
+        esmtp = false
+        authUser = nil
+        state = .connected
+    }
+
+    // MARK: Commands
+
+    mutating func receive(_ command: SMTPCommand, at now: Int64) -> Action {
+        switch (state, command) {
+        case (.closed, _):
+            return .none
+        case (_, .quit):
+            state = .closed
+            return .replyAndClose(.bye)
+        case (_, .noop):
+            return .reply(.ok)
+        case (_, .help):
+            return .reply(.help)
+        case (_, .vrfy):
+            return .reply(.cannotVerify)
+        case (_, .expn):
+            return .reply(.expnNotImplemented)
+
+        case (.chunked, .ehlo), (.chunked, .helo), (.chunked, .mail), (.chunked, .data), (.chunked, .starttls), (.chunked, .auth):
+            return badSequence("finish the BDAT transaction with BDAT LAST or RSET first")
+        case (_, .ehlo(let domain)), (_, .helo(let domain)):
+            let extended = if case .ehlo = command { true } else { false }
+            helo = domain
+            esmtp = extended
+            state = .ready
+            return .reply(extended ? ehloReply(domain) : .helo(hostname: configuration.hostname))
+        case (_, .rset):
+            if state != .connected { state = .ready }
+            return .reply(.reset)
+
+        case (.connected, .mail), (.connected, .rcpt), (.connected, .data), (.connected, .bdat):
+            if case .bdat(let size, _) = command { return rejectChunk(.outOfSequence("send EHLO or HELO first"), size: size) }
+            return badSequence("send EHLO or HELO first")
+
+        case (.ready, .mail(let path, let parameters)):
+            if configuration.requireAuth && authUser == nil {
+                return error(.authenticationRequired)
+            }
+            if let reply = checkMailParameters(parameters) { return error(reply) }
+            if case .mailbox(let mailbox) = path, mailbox.needsSMTPUTF8, !parameters.smtpUTF8 {
+                return error(.needsSMTPUTF8)
+            }
+            state = .mail(Transaction(reversePath: path, parameters: parameters, mailNanos: now))
+            return .reply(.senderOK)
+        case (.mail, .mail), (.data, .mail), (.storing, .mail):
+            return badSequence("nested MAIL command")
+        case (.ready, .rcpt):
+            return badSequence("need MAIL before RCPT")
+
+        case (.mail(var transaction), .rcpt(let path, let parameters)):
+            guard transaction.recipients.count < configuration.limits.maxRecipients else {
+                return .reply(.tooManyRecipients(limit: configuration.limits.maxRecipients))
+            }
+            if let reply = checkRecipientParameters(parameters) { return error(reply) }
+            if case .mailbox(let mailbox) = path, mailbox.needsSMTPUTF8, !transaction.parameters.smtpUTF8 {
+                return error(.needsSMTPUTF8)
+            }
+            transaction.recipients.append(AcceptedRecipient(path: path, parameters: parameters))
+            state = .mail(transaction)
+            return .reply(.recipientOK)
+
+        case (.mail(var transaction), .data):
+            guard !transaction.recipients.isEmpty else { return badSequence("need RCPT before DATA") }
+            transaction.dataStartNanos = now
+            state = .data(transaction)
+            return .reply(.startMailInput)
+        case (.ready, .data):
+            return badSequence("need MAIL before DATA")
+
+        case (.mail(var transaction), .bdat(let size, let last)):
+            guard !transaction.recipients.isEmpty else {
+                return rejectChunk(.outOfSequence("need RCPT before BDAT"), size: size)
+            }
+            transaction.dataStartNanos = now
+            transaction.usedBDAT = true
+            state = .chunk(transaction, last: last, rejection: nil)
+            return size == 0 ? finishChunk() : .none
+        case (.chunked(let transaction), .bdat(let size, let last)):
+            state = .chunk(transaction, last: last, rejection: nil)
+            return size == 0 ? finishChunk() : .none
+        case (_, .bdat(let size, _)):
+            return rejectChunk(.outOfSequence("need MAIL and RCPT before BDAT"), size: size)
+
+        case (.connected, .starttls), (.ready, .starttls):
+            guard configuration.startTLSAvailable, !tlsActive else {
+                return tlsActive ? badSequence("TLS already active") : .reply(.tlsNotAvailable)
+            }
+            // The handler switches to TLS when this 220 is written.
+            return .reply(.readyToStartTLS)
+
+        case (.connected, .auth(let mechanism, let initial)):
+            return startAuth(mechanism, initial, resume: .connected)
+        case (.ready, .auth(let mechanism, let initial)):
+            return startAuth(mechanism, initial, resume: .ready)
+
+        default:
+            return badSequence("\(command.verb) not allowed now")
+        }
+    }
+
+    /// A line that did not parse as a command.
+    mutating func receive(_ error: SMTPParseError) -> Action {
+        self.error(SMTPReply(for: error))
+    }
+
+    // MARK: Message bytes
+
+    /// Message bytes arrived; returns whether to keep them (false once over the size limit,
+    /// or for a rejected BDAT chunk).
+    mutating func messageBytes(_ count: Int) -> Bool {
+        switch state {
+        case .data(var transaction):
+            let keep = account(&transaction, count)
+            state = .data(transaction)
+            return keep
+        case .chunk(var transaction?, let last, nil):
+            let keep = account(&transaction, count)
+            state = .chunk(transaction, last: last, rejection: nil)
+            return keep
+        default:
+            return false
+        }
+    }
+
+    private func account(_ transaction: inout Transaction, _ count: Int) -> Bool {
+        transaction.receivedBytes += count
+        if transaction.receivedBytes > configuration.limits.maxMessageBytes { transaction.tooBig = true }
+        return !transaction.tooBig
+    }
+
+    /// The `CRLF.CRLF` ending DATA arrived.
+    mutating func messageEnd() -> Action {
+        guard case .data(let transaction) = state else { return .none }
+        return complete(transaction)
+    }
+
+    /// The bytes of the current BDAT chunk are all read.
+    mutating func chunkComplete() -> Action {
+        finishChunk()
+    }
+
+    private mutating func finishChunk() -> Action {
+        guard case .chunk(let transaction, let last, let rejection) = state else { return .none }
+        if let rejection {
+            state = helo == nil ? .connected : .ready
+            defer { rejectionCounts = true }
+            return rejectionCounts ? error(rejection) : .reply(rejection)
+        }
+        guard let transaction else { return .none }
+        if last { return complete(transaction) }
+        if transaction.tooBig { return complete(transaction) }
+        state = .chunked(transaction)
+        return .reply(.chunkReceived(totalBytes: transaction.receivedBytes))
+    }
+
+    private mutating func complete(_ transaction: Transaction) -> Action {
+        if transaction.tooBig {
+            state = .ready
+            return .reply(.messageTooBig(limit: configuration.limits.maxMessageBytes))
+        }
+        state = .storing(transaction)
+        return .deliver(transaction)
+    }
+
+    /// The delivered message is stored (and as durable as `--fsync` demands).
+    mutating func stored(id: String) -> Action {
+        guard case .storing = state else { return .none }
+        state = .ready
+        return .reply(.queued(id: id))
+    }
+
+    /// The message is refused after its final dot (by a fault): nothing is stored. A `421`
+    /// also ends the session.
+    mutating func refuse(_ reply: SMTPReply) -> Action {
+        guard case .storing = state else { return .none }
+        state = .ready
+        return closingIf421(reply)
+    }
+
+    /// A fault answered `command` in the session's place: the session's state stays as it was
+    /// (the command did not happen), except that a refused BDAT's chunk is read and thrown away
+    /// first, and a `421` or an answered QUIT ends the session.
+    mutating func answer(_ reply: SMTPReply, to command: SMTPCommand) -> Action {
+        switch command {
+        case .bdat(let size, _):
+            return refuseChunk(reply, size: size)
+        case .quit:
+            state = .closed
+            return .replyAndClose(reply)
+        default:
+            return closingIf421(reply)
+        }
+    }
+
+    /// Whether the session would accept this MAIL or RCPT: in sequence, authenticated if that
+    /// is required, under the recipient limit. The built-in faults act only on such commands.
+    func admits(_ command: SMTPCommand) -> Bool {
+        switch (state, command) {
+        case (.ready, .mail): !configuration.requireAuth || authUser != nil
+        case (.mail(let transaction), .rcpt): transaction.recipients.count < configuration.limits.maxRecipients
+        default: false
+        }
+    }
+
+    private mutating func closingIf421(_ reply: SMTPReply) -> Action {
+        guard reply.code.rawValue == 421 else { return .reply(reply) }
+        state = .closed
+        return .replyAndClose(reply)
+    }
+
+    /// A fault refused a BDAT: its chunk of `size` bytes is read and thrown away, then
+    /// `reply` is sent; the transaction is over. Not counted as a client error.
+    private mutating func refuseChunk(_ reply: SMTPReply, size: Int) -> Action {
+        state = .chunk(nil, last: false, rejection: reply)
+        rejectionCounts = false
+        return size == 0 ? finishChunk() : .none
+    }
+
+    /// Storing failed: the client must retry, nothing was accepted.
+    mutating func storeFailed() -> Action {
+        guard case .storing = state else { return .none }
+        state = .ready
+        return .reply(.notStored)
+    }
+
+    // MARK: Errors
+
+    mutating func badSequence(_ detail: String) -> Action {
+        error(.outOfSequence(detail))
+    }
+
+    /// A chunk that is read and thrown away, then answered with `reply`.
+    private mutating func rejectChunk(_ reply: SMTPReply, size: Int = 0) -> Action {
+        state = .chunk(nil, last: false, rejection: reply)
+        return size == 0 ? finishChunk() : .none
+    }
+
+    /// Replies `reply` and counts a bad command; too many end the session.
+    mutating func error(_ reply: SMTPReply) -> Action {
+        badCommands += 1
+        if badCommands >= configuration.limits.maxBadCommands {
+            state = .closed
+            return .replyAndClose(.tooManyErrors)
+        }
+        return .reply(reply)
+    }
+}
