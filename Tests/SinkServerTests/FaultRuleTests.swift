@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import SMTPProtocol
 import SwallowConfig
 import Testing
@@ -177,5 +178,96 @@ struct FaultRuleTests {
             "rules:\n  - {name: grey, match: {phase: rcpt}, action: {greylist: {retry_after: 0s}}}\n"))
         #expect(Self.fires(passing, .rcpt) == "grey")
         #expect(Self.fires(passing, .rcpt) == nil)
+    }
+
+    // MARK: Time, on a manual clock
+
+    static func engine(_ yaml: String, clock: ManualClock) throws -> FaultEngine {
+        FaultEngine(seed: 1, rules: try FaultRuleSet.parse(yaml), clock: clock.clock)
+    }
+
+    @Test("greylisting on a manual clock: refused until retry_after has passed for that triple, then let through")
+    func greylistManualClock() throws {
+        let clock = ManualClock()
+        let engine = try Self.engine("rules:\n  - {name: grey, match: {phase: rcpt}, action: {greylist: {retry_after: 5m}}}\n", clock: clock)
+        #expect(Self.fires(engine, .rcpt, recipient: "a@x") == "grey")
+        clock.advance(by: .seconds(299))
+        #expect(Self.fires(engine, .rcpt, recipient: "a@x") == "grey")
+        // Another triple starts its own wait.
+        #expect(Self.fires(engine, .rcpt, recipient: "b@x") == "grey")
+        clock.advance(by: .seconds(1))
+        #expect(Self.fires(engine, .rcpt, recipient: "a@x") == nil)
+        #expect(Self.fires(engine, .rcpt, recipient: "b@x") == "grey")
+        clock.advance(by: .seconds(300))
+        #expect(Self.fires(engine, .rcpt, recipient: "b@x") == nil)
+    }
+
+    @Test("rate on a manual clock: the window slides, and an idle window forgets")
+    func rateManualClock() throws {
+        let clock = ManualClock()
+        let engine = try Self.engine(
+            "rules:\n  - {name: limit, match: {phase: mail, rate: {over: 2/m, per: total}}, action: {reply: \"451 4.7.0 Slow\"}}\n", clock: clock)
+        #expect((0..<4).map { _ in Self.fires(engine, .mail) } == [nil, nil, "limit", "limit"])
+        // Two minutes later the earlier window no longer counts.
+        clock.advance(by: .seconds(120))
+        #expect((0..<3).map { _ in Self.fires(engine, .mail) } == [nil, nil, "limit"])
+    }
+
+    @Test("after and until on a manual clock: a rule acts only inside its window from when it was loaded")
+    func afterUntilManualClock() throws {
+        let clock = ManualClock()
+        let engine = try Self.engine(
+            "rules:\n  - {name: window, match: {phase: rcpt}, after: 10s, until: 20s, action: {reply: \"451 4.3.0 Later\"}}\n", clock: clock)
+        #expect(Self.fires(engine, .rcpt) == nil)
+        clock.advance(by: .milliseconds(9_999))
+        #expect(Self.fires(engine, .rcpt) == nil)
+        clock.advance(by: .milliseconds(1))
+        #expect(Self.fires(engine, .rcpt) == "window")
+        clock.advance(by: .milliseconds(9_999))
+        #expect(Self.fires(engine, .rcpt) == "window")
+        clock.advance(by: .milliseconds(1))
+        #expect(Self.fires(engine, .rcpt) == nil)
+    }
+
+    @Test("times and a delay's draw are decided by the rule alone, whatever the clock says")
+    func timesAndDelayManualClock() throws {
+        let clock = ManualClock()
+        let engine = try Self.engine(
+            "rules:\n  - {name: thrice, match: {phase: rcpt}, times: 3, action: {delay: {distribution: uniform, min: 1s, max: 2s}}}\n", clock: clock)
+        var delays: [Duration] = []
+        for _ in 0..<5 {
+            if let decision = engine.decide(FaultEvent(phase: .rcpt, client: "c", recipients: ["a@x"])) { delays.append(decision.delay) }
+            clock.advance(by: .seconds(3600))
+        }
+        #expect(delays.count == 3)
+        #expect(delays.allSatisfy { $0 >= .seconds(1) && $0 <= .seconds(2) })
+        #expect(engine.snapshot.rules.isEmpty)
+    }
+
+    @Test("the built-in faults decide from the event alone, with the phase and address the table names")
+    func builtIns() throws {
+        func decide(_ phase: FaultPhase, sender: String = "a@x", recipients: [String], message: String? = nil) throws -> FaultDecision? {
+            func mailbox(_ address: String) -> Mailbox {
+                let at = address.lastIndex(of: "@")!
+                return Mailbox(localPart: String(address[..<at]), domain: String(address[address.index(after: at)...]))
+            }
+            let reverse = ReversePath.mailbox(mailbox(sender))
+            let forward = recipients.map { ForwardPath.mailbox(mailbox($0)) }
+            return BuiltInFaults().decide(FaultEvent(
+                phase: phase, client: "c", helo: nil, authUser: nil, senderPath: reverse, recipientPaths: forward,
+                message: message.map { ByteBuffer(string: $0) }
+            ))
+        }
+        #expect(try decide(.mail, sender: "app+fail-421@x", recipients: [])?.rule == "+fail-421")
+        #expect(try decide(.rcpt, recipients: ["Bounce@x"])?.rule == "bounce@")
+        #expect(try decide(.rcpt, recipients: ["tempfail+fail-550@x"])?.rule == "+fail-550")
+        #expect(try decide(.rcpt, recipients: ["reject@x"]) == nil)
+        #expect(try decide(.mail, recipients: ["bounce@x"]) == nil)
+        #expect(try decide(.dataEnd, recipients: ["b@x", "reject@x"])?.rule == "reject@")
+        let slow = try decide(.dataEnd, recipients: ["slow-2s@x", "c+delay-3s@x"], message: "X-Swallow-Fault: delay 1s\r\n\r\n")
+        #expect(slow?.delay == .seconds(3) && slow?.effect == nil)
+        let header = try decide(.dataEnd, recipients: ["b@x"], message: "X-Swallow-Fault: 451 4.3.0 No; delay 2s\r\n\r\n")
+        #expect(header?.delay == .seconds(2) && header?.answers == true)
+        #expect(try decide(.dataEnd, recipients: ["b@x"], message: "Subject: plain\r\n\r\n") == nil)
     }
 }

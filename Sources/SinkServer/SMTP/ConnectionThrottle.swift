@@ -41,7 +41,7 @@ extension SMTPServerHandler {
     /// Whether the throttle holds this read back; if so, the read is scheduled for when the
     /// budget allows it.
     func throttleDefersRead(context: ChannelHandlerContext) -> Bool {
-        guard let deadline = throttle.readDeadline(now: .now()) else { return false }
+        guard throttle.isOn, let deadline = throttle.readDeadline(now: context.eventLoop.now) else { return false }
         guard !throttledReadScheduled else { return true }
         throttledReadScheduled = true
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
@@ -54,7 +54,7 @@ extension SMTPServerHandler {
     }
 
     func startThrottle(_ bytesPerSecond: Int, context: ChannelHandlerContext) {
-        throttle.start(bytesPerSecond: bytesPerSecond, now: .now())
+        throttle.start(bytesPerSecond: bytesPerSecond, now: context.eventLoop.now)
         ConnectionThrottle.configure(context.channel, bytesPerSecond: bytesPerSecond)
     }
 }

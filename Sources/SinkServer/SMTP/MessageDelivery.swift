@@ -71,7 +71,7 @@ extension SMTPServerHandler {
         let loop = context.eventLoop
         let bound = NIOLoopBound((self, context), eventLoop: loop)
         // The delay counts from the message's recorded end of data, whatever the store takes.
-        let deadline = NIODeadline.now() + .nanoseconds(delay.wholeNanoseconds)
+        let deadline = loop.now + .nanoseconds(delay.wholeNanoseconds)
         let delayed = delay > .zero
         let handoff = self.handoff ?? shared.handoffs.handoff(for: loop)
         store.insert(message, raw: raw) { result in

@@ -11,7 +11,7 @@ extension SMTPServerHandler {
         shared.metrics.replied(code)
         var buffer = context.channel.allocator.buffer(capacity: 64)
         buffer.writeSMTPReply(reply)
-        throttle.spend(buffer.readableBytes, now: .now())
+        if throttle.isOn { throttle.spend(buffer.readableBytes, now: context.eventLoop.now) }
         context.write(wrapOutboundOut(buffer), promise: nil)
         unflushed = true
     }

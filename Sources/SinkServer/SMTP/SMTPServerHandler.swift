@@ -109,7 +109,7 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         // Hung: what arrives is dropped, so memory stays bounded.
         guard !hung else { return }
         var bytes = unwrapInboundIn(data)
-        throttle.spend(bytes.readableBytes, now: .now())
+        if throttle.isOn { throttle.spend(bytes.readableBytes, now: context.eventLoop.now) }
         if cumulation == nil || cumulation!.readableBytes == 0 {
             cumulation = bytes
         } else {

@@ -89,7 +89,7 @@ public struct LoadRunner: Sendable {
             nil
         }
         let workers = closedSenders ?? scenario.connection.pool
-        let counter = Counter()
+        let counter = RunPlan.Counter()
         let settings = scenario.connection
         let scenario = self.scenario
         let targets = self.targets
@@ -168,63 +168,5 @@ public struct LoadRunner: Sendable {
             report.startLateMs = lateMs.map { ($0 * 1000).rounded() / 1000 }
         }
         return report
-    }
-}
-
-/// One part of a run split over N processes: this one sends every Nth message of the schedule
-/// (sequence numbers `index`, `index + N`, ...), so the parts are disjoint and together are
-/// the whole run; each part's JSON report merges with the others (`swallow report merge`).
-public struct Shard: Sendable, Equatable, CustomStringConvertible {
-    /// 0-based.
-    public var index: Int
-    public var count: Int
-
-    public init(index: Int, count: Int) {
-        self.index = index
-        self.count = count
-    }
-
-    /// `K/N`, K from 1 to N.
-    public init?(parsing text: String) {
-        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
-        guard parts.count == 2, let k = Int(parts[0]), let n = Int(parts[1]), n >= 1, n <= 10_000, (1...n).contains(k) else { return nil }
-        self.init(index: k - 1, count: n)
-    }
-
-    func owns(_ seq: Int) -> Bool { seq % count == index }
-
-    public var description: String { "\(index + 1)/\(count)" }
-}
-
-final class Counter: Sendable {
-    private let value = Atomic<Int>(0)
-
-    func next() -> Int { value.wrappingAdd(1, ordering: .relaxed).oldValue }
-}
-
-/// Picks templates by weight, repeatably.
-struct TemplatePicker: Sendable {
-    private let names: [String]
-    private let cumulative: [Double]
-    private var random: SeededRandom
-
-    init(mix: [(template: String, weight: Double)], seed: UInt64) {
-        names = mix.map(\.template)
-        var total = 0.0
-        cumulative = mix.map { total += $0.weight; return total }
-        random = SeededRandom(seed: seed ^ 0x1111_2222)
-    }
-
-    mutating func next() -> String {
-        guard let total = cumulative.last, total > 0 else { return names.first ?? "" }
-        let point = Double(random.next() >> 11) / Double(1 << 53) * total
-        return names[cumulative.firstIndex { point < $0 } ?? names.count - 1]
-    }
-}
-
-extension Array {
-    mutating func removeAllReturning() -> [Element] {
-        defer { removeAll() }
-        return self
     }
 }
