@@ -177,6 +177,7 @@ let package = Package(
                 "SwallowConfig",
                 "SMTPProtocol",
                 "MailMessage",
+                "SwallowTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),

@@ -22,7 +22,7 @@ func sendCorpus(_ files: [String], port: Int) throws {
     #expect(process.terminationStatus == 0)
 }
 
-@Suite("Mailboxes: the in-process TestSink and a sink's HTTP API")
+@Suite("Mailboxes: the in-process TestSink and a sink's HTTP API", .enabled(if: Peers.available("python3"), Comment(rawValue: Peers.reason("python3"))))
 struct MailboxTests {
     @Test("TestSink: wait for the OTP mail, extract the code; a query that never matches times out with an account")
     func testSink() async throws {

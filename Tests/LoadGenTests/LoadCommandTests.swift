@@ -144,7 +144,9 @@ struct ShippedScenarioTests {
         #expect(FileManager.default.fileExists(atPath: Self.root.appendingPathComponent("scenarios/trace-replay.csv").path))
     }
 
-    @Test("every shipped scenario runs with no other argument against the in-process sink and passes", arguments: shipped)
+    @Test(
+        "every shipped scenario runs with no other argument against the in-process sink and passes",
+        .enabled(if: Tier.runsLong, Comment(rawValue: Tier.longReason)), arguments: shipped)
     func runs(_ name: String) throws {
         let result = try LoadCommandTests.run(["load", Self.root.appendingPathComponent("scenarios/\(name)").path, "--quiet"])
         #expect(result.status == 0, "\(name):\n\(result.stdout)\(result.stderr)")

@@ -5,6 +5,7 @@ import NIOCore
 import NIOPosix
 import SinkServer
 import SwallowConfig
+import SwallowTestSupport
 import Testing
 
 @testable import LoadGen
@@ -285,7 +286,10 @@ struct LoadRunTests {
         }
     }
 
-    @Test("Postfix's smtp-sink as the server; a failing expectation fails the run and its JUnit case")
+    @Test(
+        "Postfix's smtp-sink as the server; a failing expectation fails the run and its JUnit case",
+        .enabled(if: Peers.available("smtp-sink"), Comment(rawValue: Peers.reason("smtp-sink")))
+    )
     func againstPostfixSmtpSink() async throws {
         let port = try freePort()
         let process = Process()

@@ -1,5 +1,6 @@
 import Foundation
 import SinkServer
+import SwallowTestSupport
 import Testing
 
 @testable import LoadGen
@@ -71,7 +72,7 @@ final class PostfixRelay {
     }
 }
 
-@Suite("Delivery timing through a real relay")
+@Suite("Delivery timing through a real relay", .enabled(if: Peers.available("postfix", "python3"), Comment(rawValue: Peers.reason("postfix", "python3"))))
 struct RelayTests {
     @Test("Postfix relays to the sink: every forwarded message is matched, discarded ones are lost",
           .enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/sbin/postfix"), "needs root and Debian's postfix (scripts/test installs it)"))

@@ -1,10 +1,11 @@
 import Foundation
+import SwallowTestSupport
 import Testing
 
 @testable import SinkServer
 
 /// The live rule set over HTTP (curl), Mailpit's chaos and MailHog's Jim, and `--faults`.
-@Suite("Fault rules over the API", .timeLimit(.minutes(4)))
+@Suite("Fault rules over the API", .timeLimit(.minutes(4)), .enabled(if: Peers.available("curl", "python3"), Comment(rawValue: Peers.reason("curl", "python3"))))
 struct FaultAPITests {
     static func rcpt(_ port: Int, _ recipients: [String]) async throws -> [Int] {
         try await onThread { try FaultInjectionTests.codes(port, ["EHLO c", "MAIL FROM:<a@x>"] + recipients.map { "RCPT TO:<\($0)>" }) }

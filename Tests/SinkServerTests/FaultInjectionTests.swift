@@ -2,12 +2,13 @@ import Foundation
 import MailMessage
 import SwallowConfig
 import Synchronization
+import SwallowTestSupport
 import Testing
 
 @testable import SinkServer
 
 /// Fault rules acting on real connections on loopback: every phase and every action.
-@Suite("Fault injection over SMTP", .timeLimit(.minutes(4)))
+@Suite("Fault injection over SMTP", .timeLimit(.minutes(4)), .enabled(if: Peers.available("python3"), Comment(rawValue: Peers.reason("python3"))))
 struct FaultInjectionTests {
     static func withRules<T: Sendable>(
         _ yaml: String, seed: UInt64 = 1, _ body: @Sendable (Sink) async throws -> T

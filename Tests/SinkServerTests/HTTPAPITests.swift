@@ -4,6 +4,7 @@ import Logging
 import MailMessage
 import SinkServer
 import ServiceLifecycle
+import SwallowTestSupport
 import Testing
 
 /// Starts the whole sink application (SMTP and HTTP on free ports), runs `body` with the
@@ -53,7 +54,7 @@ func jsonObject(_ text: String) throws -> [String: Any] {
 }
 
 /// The HTTP API over real HTTP on loopback, after real mail from smtplib.
-@Suite("HTTP API: Mailpit and MailHog compatible", .timeLimit(.minutes(4)))
+@Suite("HTTP API: Mailpit and MailHog compatible", .timeLimit(.minutes(4)), .enabled(if: Peers.available("curl", "python3"), Comment(rawValue: Peers.reason("curl", "python3"))))
 struct HTTPAPITests {
     static let corpus = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared/corpus").path
@@ -338,7 +339,7 @@ struct HTTPAPITests {
 
 /// `--data DIR`: the SQLite index answers lists and searches, survives a restart, and is
 /// rebuilt from the message files when it is lost.
-@Suite("HTTP API over the on-disk index", .timeLimit(.minutes(4)), .serialized)
+@Suite("HTTP API over the on-disk index", .timeLimit(.minutes(4)), .serialized, .enabled(if: Peers.available("curl", "python3"), Comment(rawValue: Peers.reason("curl", "python3"))))
 struct IndexedAPITests {
     static func search(_ base: String, _ query: String) async throws -> [String: Any] {
         try jsonObject(try await curl(["--get", "--data-urlencode", "query=\(query)", "\(base)/api/v1/search"]))

@@ -2,12 +2,13 @@ import Foundation
 import MailMessage
 import NIOCore
 import SinkServer
+import SwallowTestSupport
 import Testing
 
 /// Captured mail served over HTTP is data, never a page of ours; names from mail are
 /// sanitised where they enter a header; the live rule set round-trips; MailHog's v1 message
 /// routes answer; storage failures are reported, not hidden. Real HTTP on loopback.
-@Suite("Hostile content over HTTP", .timeLimit(.minutes(4)))
+@Suite("Hostile content over HTTP", .timeLimit(.minutes(4)), .enabled(if: Peers.available("curl", "python3"), Comment(rawValue: Peers.reason("curl", "python3"))))
 struct HostileContentTests {
     /// A message built to attack whoever opens it: script in its HTML, an HTML attachment,
     /// and attachment names that try path traversal, header injection and control characters.

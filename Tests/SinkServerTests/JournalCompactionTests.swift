@@ -1,11 +1,12 @@
 import Foundation
 import MailMessage
+import SwallowTestSupport
 import Testing
 
 @testable import SinkServer
 
 /// metadata.jsonl stays bounded when messages are evicted or deleted.
-@Suite("Journal compaction", .timeLimit(.minutes(5)))
+@Suite("Journal compaction", .timeLimit(.minutes(5)), .enabled(if: Peers.available("python3"), Comment(rawValue: Peers.reason("python3"))))
 struct JournalCompactionTests {
     static func line(_ id: String, transcript: Bool = false) throws -> Data {
         let message = CapturedMessage(

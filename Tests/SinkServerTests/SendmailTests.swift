@@ -1,8 +1,9 @@
 import Foundation
+import SwallowTestSupport
 import Testing
 
 /// `swallow sendmail` against a `swallow serve` child, as PHP's mail() or cron would call it.
-@Suite("swallow sendmail", .serialized, .timeLimit(.minutes(4)))
+@Suite("swallow sendmail", .serialized, .timeLimit(.minutes(4)), .enabled(if: Peers.available("curl"), Comment(rawValue: Peers.reason("curl"))))
 struct SendmailTests {
     static var binary: String { productsDirectory().appendingPathComponent("swallow").path }
 

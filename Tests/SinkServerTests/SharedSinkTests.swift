@@ -1,12 +1,13 @@
 import Foundation
 import MailMessage
+import SwallowTestSupport
 import Testing
 
 @testable import SinkServer
 
 /// One sink shared by many jobs: mailboxes with tokens, quotas, retention and faults of their
 /// own, API authentication and HTTPS, over real HTTP (curl) and SMTP (smtplib).
-@Suite("Shared sink: mailboxes, tokens, API auth, HTTPS", .timeLimit(.minutes(4)))
+@Suite("Shared sink: mailboxes, tokens, API auth, HTTPS", .timeLimit(.minutes(4)), .enabled(if: Peers.available("curl", "openssl", "python3"), Comment(rawValue: Peers.reason("curl", "openssl", "python3"))))
 struct SharedSinkTests {
     /// curl with optional headers: the status, the body and the response headers.
     static func request(

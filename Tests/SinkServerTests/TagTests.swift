@@ -1,10 +1,11 @@
 import Foundation
 import SinkServer
+import SwallowTestSupport
 import Testing
 
 /// Mailpit's tags: set by `X-Tags:`, `--tag NAME=SEARCH` and `--tags-from-plus`, changed over
 /// the API, searched with `tag:`, kept across a restart with `--data`.
-@Suite("Tags", .timeLimit(.minutes(4)))
+@Suite("Tags", .timeLimit(.minutes(4)), .enabled(if: Peers.available("curl", "python3"), Comment(rawValue: Peers.reason("curl", "python3"))))
 struct TagTests {
     /// Sends (subject, recipient, extra header lines) messages with smtplib.
     static func send(_ messages: [(subject: String, to: String, headers: String)], port: Int) async throws {

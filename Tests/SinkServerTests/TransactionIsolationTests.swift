@@ -3,13 +3,14 @@ import MailMessage
 import NIOCore
 import SMTPProtocol
 import SwallowConfig
+import SwallowTestSupport
 import Testing
 
 @testable import SinkServer
 
 /// Every way a transaction can end without storing leaves nothing behind: the message sent
 /// after it, in the same session, is stored byte-exact (DESIGN.md, "Behaviour on bad input").
-@Suite("A refused or abandoned transaction leaves nothing behind", .timeLimit(.minutes(3)))
+@Suite("A refused or abandoned transaction leaves nothing behind", .timeLimit(.minutes(3)), .enabled(if: Peers.available("curl", "python3"), Comment(rawValue: Peers.reason("curl", "python3"))))
 struct TransactionIsolationTests {
     /// The bytes of the clean message each test sends after the refused one.
     static func cleanBody(_ marker: String) -> String {
@@ -210,7 +211,7 @@ struct TransactionIsolationTests {
 
 /// `--idle-timeout` bounds a command line from its first byte, `--data-timeout` a message's
 /// data; both answer `421 4.4.2` and close.
-@Suite("Slow clients are timed out", .timeLimit(.minutes(3)))
+@Suite("Slow clients are timed out", .timeLimit(.minutes(3)), .enabled(if: Peers.available("curl", "python3"), Comment(rawValue: Peers.reason("curl", "python3"))))
 struct SlowClientTests {
     /// Sends `text` one byte every `interval`, stopping at the first failed send; returns the
     /// reply the server sent (nil if none) and how long it took.

@@ -1,9 +1,10 @@
 import Foundation
+import SwallowTestSupport
 import Testing
 
 @testable import SinkServer
 
-@Suite("GET /api/v1/wait")
+@Suite("GET /api/v1/wait", .enabled(if: Peers.available("curl"), Comment(rawValue: Peers.reason("curl"))))
 struct WaitRouteTests {
     @Test("waits for a matching message, then answers with it, its links and its code")
     func waitsThenAnswers() async throws {

@@ -1,5 +1,6 @@
 import Foundation
 import SinkServer
+import SwallowTestSupport
 import Testing
 
 /// The web inbox in headless Chromium (Tests/web/inbox_check.py over the DevTools protocol),
@@ -9,7 +10,7 @@ import Testing
 /// Its screenshots go to a temporary directory: a test run changes no tracked file. The
 /// README's screenshots are made on purpose with
 /// `python3 Tests/web/inbox_check.py --base URL --smtp PORT --corpus ../shared/corpus --docs docs`.
-@Suite("Web inbox in Chromium", .timeLimit(.minutes(3)))
+@Suite("Web inbox in Chromium", .timeLimit(.minutes(3)), .enabled(if: Peers.available("chromium", "python3"), Comment(rawValue: Peers.reason("chromium", "python3"))))
 struct WebInboxTests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 

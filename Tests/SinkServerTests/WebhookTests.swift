@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import MailMessage
 import SinkServer
+import SwallowTestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -83,7 +84,7 @@ final class WebhookReceiver: @unchecked Sendable {
     }
 }
 
-@Suite("Webhooks", .serialized, .timeLimit(.minutes(4)))
+@Suite("Webhooks", .serialized, .timeLimit(.minutes(4)), .enabled(if: Peers.available("python3"), Comment(rawValue: Peers.reason("python3"))))
 struct WebhookTests {
     /// Polls `/api/v1/stats` until `done` holds for the webhooks' counts (deadline 20 s): the
     /// deliveries happen on their own schedule, behind the SMTP replies.
