@@ -1,7 +1,9 @@
 import Logging
 import NIOCore
 import NIOEmbedded
+import MailMessage
 import SwallowConfig
+import Synchronization
 import Testing
 
 @testable import SinkServer
@@ -64,6 +66,23 @@ struct SMTPServerHandlerTests {
         #expect(try harness.codes() == [250, 250, 250, 354, 250, 221])
         #expect(harness.store.messages().count == 1)
         #expect(!harness.channel.isActive)
+    }
+
+    @Test("a message is published once, after its 250, with the time of that reply")
+    func publishedAfterReply() throws {
+        let harness = try Harness()
+        let published = Mutex<[CapturedMessage]>([])
+        harness.store.events.addListener { event in
+            if case .message(let message) = event { published.withLock { $0.append(message) } }
+        }
+        _ = try harness.replies()
+        try harness.send("EHLO c\r\n" + Self.message)
+        #expect(try harness.codes() == [250, 250, 250, 354, 250])
+        let events = published.withLock { $0 }
+        #expect(events.count == 1)
+        let sent = try #require(events.first?.timestamps.replySentNanos)
+        #expect(sent >= events[0].timestamps.dataEndNanos)
+        #expect(harness.store.messages().first?.timestamps.replySentNanos == sent)
     }
 
     @Test("a delay at data-end holds the 250 and every pipelined command behind it until the loop's clock passes it")

@@ -113,7 +113,7 @@ extension SMTPServerHandler {
             shared.metrics.accepted(bytes: message.size)
             act(session.stored(id: message.id), context: context)
             let sent = WallClock.nanos()
-            shared.store.setReplySent(id: message.id, nanos: sent)
+            shared.store.announce(message, replySentNanos: sent)
             shared.metrics.observe(message.timestamps, replySent: sent)
         case .failure(let error):
             shared.logger.error("cannot store message", metadata: ["id": "\(message.id)", "error": "\(error)"])

@@ -18,11 +18,16 @@ import Darwin
 /// appended line instead of a `.json` file per message halves the files created per message,
 /// which on ext4 is most of the cost of storing it. Per-message `<id>.json` files written by
 /// earlier versions are still read.
+///
+/// It knows nothing of the search index: its owner (`MessageStore`) is told of every batch of
+/// messages written (`onWritten`, on the writer thread) and indexes them.
 final class DiskStore: Sendable {
     let directory: String
     let policy: FsyncPolicy
-    /// The search index, kept in step with the files (nil in tests of the files alone).
-    let index: MessageIndex?
+    /// Where failures the caller cannot be told of (a deletion's journal line) are reported.
+    private let health: StorageHealth?
+    /// Called on the writer with each batch of messages now in the files.
+    private let onWritten: @Sendable ([WrittenMessage]) -> Void
     /// Reads.
     private let queue = DispatchQueue(label: "swallow.disk", qos: .utility, attributes: .concurrent)
     /// Writes, deletions and syncs, in order, on one thread.
@@ -49,10 +54,14 @@ final class DiskStore: Sendable {
     private let journalLines = Atomic<Int>(0)
     private let deadLines = Atomic<Int>(0)
 
-    init(root: String, policy: FsyncPolicy, index: MessageIndex?) throws {
+    init(
+        root: String, policy: FsyncPolicy, health: StorageHealth? = nil,
+        onWritten: @escaping @Sendable ([WrittenMessage]) -> Void = { _ in }
+    ) throws {
         self.directory = (root as NSString).appendingPathComponent("messages")
         self.policy = policy
-        self.index = index
+        self.health = health
+        self.onWritten = onWritten
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch {
@@ -140,7 +149,7 @@ final class DiskStore: Sendable {
     }
 
     /// Runs `body` on the writer once every write submitted so far has been written (and
-    /// handed to the index).
+    /// handed to `onWritten`).
     func afterQueuedWrites(_ body: @escaping @Sendable () -> Void) {
         writer.async(execute: body)
     }
@@ -172,7 +181,6 @@ final class DiskStore: Sendable {
 
     func delete(ids: [String]) {
         guard !ids.isEmpty else { return }
-        index?.later { try $0.delete(ids: ids) }
         // On the writer: after every write queued before it.
         writer.async {
             do {
@@ -183,7 +191,7 @@ final class DiskStore: Sendable {
                 // The deletion record and each deleted message's line are dead.
                 self.deadLines.add(1 + ids.count, ordering: .relaxed)
             } catch {
-                self.index?.health.failed(.disk, "record the deletion of \(ids.count) messages in the journal", error)
+                self.health?.failed(.disk, "record the deletion of \(ids.count) messages in the journal", error)
             }
             self.compactWhenWorthwhile()
             for id in ids {
@@ -241,7 +249,7 @@ final class DiskStore: Sendable {
             guard !batch.isEmpty else { return }
             var results: [Result<Void, any Error>] = []
             results.reserveCapacity(batch.count)
-            var written: [MessageIndex.Queued] = []
+            var written: [WrittenMessage] = []
             for write in batch {
                 let result = Result {
                     var line = try write.metadata.get()
@@ -251,7 +259,7 @@ final class DiskStore: Sendable {
                     line.append(UInt8(ascii: "\n"))
                     try append(line)
                     journalLines.add(1, ordering: .relaxed)
-                    written.append(MessageIndex.Queued(message: write.message, raw: write.raw, metadata: line.dropLast(), path: emlPath(write.message.id), tags: write.tags))
+                    written.append(WrittenMessage(message: write.message, raw: write.raw, metadata: line.dropLast(), path: emlPath(write.message.id), tags: write.tags))
                 }
                 if policy == .always {
                     results.append(result)
@@ -270,7 +278,7 @@ final class DiskStore: Sendable {
             }
             if policy == .batch, flushDue() { flush() }
             // Indexed behind the 250; the index is rebuildable from the files.
-            index?.enqueue(written)
+            if !written.isEmpty { onWritten(written) }
         }
     }
 
@@ -337,6 +345,18 @@ final class DiskStore: Sendable {
 /// `syncfs(2)` on Linux (through the C shim: Glibc's module leaves it out), a full fsync elsewhere.
 private func systemSyncfs(_ fd: Int32) -> Int32 {
     swallow_syncfs(fd)
+}
+
+/// A message as the disk writer left it in the files: what the search index is fed.
+struct WrittenMessage: Sendable {
+    var message: CapturedMessage
+    /// Kept while the index's backlog of bodies fits its bound; past that the indexer reads the
+    /// `.eml` back (from the page cache, usually).
+    var raw: ByteBuffer?
+    /// The message's metadata line, as written to the journal.
+    var metadata: Data
+    var path: String
+    var tags: [String] = []
 }
 
 struct DiskError: Error, CustomStringConvertible {

@@ -20,18 +20,8 @@ final class MessageIndex: Sendable {
 
     // Indexing happens behind the `250`, in batches, on one queue: parsing and SQLite cost
     // nothing on the SMTP path. `flush()` gives the API read-your-writes.
-    struct Queued: Sendable {
-        var message: CapturedMessage
-        /// Kept while the backlog's bodies fit `maxPendingBodyBytes`; past that the indexer
-        /// reads the `.eml` back (from the page cache, usually).
-        var raw: ByteBuffer?
-        var metadata: Data
-        var path: String
-        var tags: [String] = []
-    }
-
     private struct Pending {
-        var messages = CircularBuffer<Queued>()
+        var messages = CircularBuffer<WrittenMessage>()
         var metadataBytes = 0
         var bodyBytes = 0
         var waiters = 0
@@ -86,7 +76,7 @@ final class MessageIndex: Sendable {
             self.mailboxes = Mailboxes.names(for: captured)
         }
 
-        init(_ queued: Queued) {
+        init(_ queued: WrittenMessage) {
             let raw: [UInt8]? = if let raw = queued.raw {
                 Array(raw.readableBytesView)
             } else if queued.message.bodyStored {
@@ -146,7 +136,7 @@ final class MessageIndex: Sendable {
     }
 
     /// Queues stored messages for indexing; waits while the backlog is full.
-    func enqueue(_ messages: [Queued]) {
+    func enqueue(_ messages: [WrittenMessage]) {
         guard !messages.isEmpty else { return }
         let metadataBytes = messages.reduce(0) { $0 + $1.metadata.count }
         while true {

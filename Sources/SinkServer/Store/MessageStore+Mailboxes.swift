@@ -94,7 +94,7 @@ extension MessageStore {
             state.expired += removed.count
             return removed
         }
-        if !removed.isEmpty { disk?.delete(ids: removed) }
+        forget(removed)
         return removed.count
     }
 

@@ -96,9 +96,11 @@ public final class MessageStore: Sendable {
     /// The mailboxes created over the API, with their quotas and TTLs.
     public let mailboxes: MailboxRegistry
     let state = Mutex(State())
+    /// The files and the journal, with `--data`.
     let disk: DiskStore?
-    /// The SQLite search index, with `--data`.
-    var index: MessageIndex? { disk?.index }
+    /// The SQLite search index, with `--data`: fed by this store alone (messages as the disk
+    /// writer finishes them, deletions as they happen).
+    let index: MessageIndex?
     /// Every insert is announced here (the event stream, waiters).
     public let events = MessageEvents()
     /// Storage failures: logged, counted, shown as `degraded`.
@@ -107,15 +109,16 @@ public final class MessageStore: Sendable {
     /// A memory store.
     public convenience init(maxMessages: Int, tagging: Tagging = Tagging(), mailboxQuota: Int = 0) {
         let registry = MailboxRegistry(defaultQuota: mailboxQuota, dataDirectory: nil, logger: Logger(label: "swallow.store"))
-        self.init(maxMessages: maxMessages, tagging: tagging, mailboxes: registry, disk: nil)
+        self.init(maxMessages: maxMessages, tagging: tagging, mailboxes: registry, disk: nil, index: nil)
     }
 
-    init(maxMessages: Int, tagging: Tagging, mailboxes: MailboxRegistry, disk: DiskStore?) {
+    init(maxMessages: Int, tagging: Tagging, mailboxes: MailboxRegistry, disk: DiskStore?, index: MessageIndex?) {
         self.maxMessages = maxMessages
         self.tagging = tagging
         self.mailboxes = mailboxes
         self.disk = disk
-        self.health = disk?.index?.health ?? StorageHealth(logger: Logger(label: "swallow.store"))
+        self.index = index
+        self.health = index?.health ?? StorageHealth(logger: Logger(label: "swallow.store"))
         state.withLock { $0.entries.reserveCapacity(min(maxMessages == 0 ? 10_000 : maxMessages, 100_000)) }
     }
 
@@ -142,9 +145,9 @@ public final class MessageStore: Sendable {
             for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: indexPath + suffix) }
             index = try MessageIndex(path: indexPath, health: health)
         }
-        let disk = try DiskStore(root: dataDirectory, policy: policy, index: index)
+        let disk = try DiskStore(root: dataDirectory, policy: policy, health: health) { index.enqueue($0) }
         let registry = MailboxRegistry(defaultQuota: mailboxQuota, dataDirectory: dataDirectory, logger: logger)
-        let store = MessageStore(maxMessages: maxMessages, tagging: tagging, mailboxes: registry, disk: disk)
+        let store = MessageStore(maxMessages: maxMessages, tagging: tagging, mailboxes: registry, disk: disk, index: index)
 
         var loaded: [(CapturedMessage, read: Bool, tags: [String])] = []
         if index.count == disk.storedCount(), let fromIndex = try? index.loadAll() {
@@ -176,7 +179,7 @@ public final class MessageStore: Sendable {
             }
             return state.evict(keeping: maxMessages) + store.enforceQuotas(&state)
         }
-        disk.delete(ids: evicted)
+        store.forget(evicted)
         logger.info("opened data directory", metadata: ["path": "\(disk.directory)", "messages": "\(loaded.count - evicted.count)"])
         return store
     }
@@ -185,7 +188,8 @@ public final class MessageStore: Sendable {
     /// `always` or `batch`); otherwise `insertNow` stores at once.
     var insertWaitsForDisk: Bool { disk != nil && disk?.policy != .never }
 
-    /// Stores a message at once; with `--fsync never` its disk write is queued.
+    /// Stores a message at once; with `--fsync never` its disk write is queued. It is announced
+    /// (`announce`) once its reply is out.
     /// Use only when `insertWaitsForDisk` is false, or after the disk write.
     func insertNow(_ message: CapturedMessage, raw: ByteBuffer?) {
         insertNow(message, raw: raw, tags: tagging.tags(for: message, raw: raw))
@@ -203,8 +207,7 @@ public final class MessageStore: Sendable {
             state.append(entry)
             return state.evict(keeping: maxMessages) + Self.enforce(quotas, names: entry.mailboxes, &state)
         }
-        disk?.delete(ids: evicted)
-        events.publish(message)
+        forget(evicted)
     }
 
     /// Stores a message with the disk write off the caller's thread; `completion` runs on the
@@ -222,9 +225,15 @@ public final class MessageStore: Sendable {
         }
     }
 
-    /// Sets the time the final reply went out, in memory (the disk copy was written before it).
-    func setReplySent(id: String, nanos: Int64) {
-        state.withLock { $0.entries[id]?.message.timestamps.replySentNanos = nanos }
+    /// Announces a stored message once its final reply went out: the time of the reply is set
+    /// in memory (the disk copy was written before it) and the message, with it, goes to the
+    /// event stream, waiters and webhooks. A message is published once, and never before its
+    /// `250`.
+    func announce(_ message: CapturedMessage, replySentNanos: Int64) {
+        var message = message
+        message.timestamps.replySentNanos = replySentNanos
+        state.withLock { $0.entries[message.id]?.message.timestamps.replySentNanos = replySentNanos }
+        events.publish(message)
     }
 
     public var count: Int { state.withLock { $0.entries.count } }
@@ -279,7 +288,7 @@ public final class MessageStore: Sendable {
             state.deleted += removed.count
             return removed
         }
-        disk?.delete(ids: removed)
+        forget(removed)
         return removed.count
     }
 
@@ -366,8 +375,15 @@ public final class MessageStore: Sendable {
     /// Runs a change to the index after every write queued so far has reached it (with
     /// `--fsync never` a message reaches the index through the disk writer's queue).
     func updateIndex(_ change: @escaping @Sendable (MessageIndex) throws -> Void) {
-        guard let disk, let index = disk.index else { return }
+        guard let disk, let index else { return }
         disk.afterQueuedWrites { index.later(change) }
+    }
+
+    /// Removes messages already gone from memory from the index and the files.
+    func forget(_ ids: [String]) {
+        guard !ids.isEmpty else { return }
+        index?.later { try $0.delete(ids: ids) }
+        disk?.delete(ids: ids)
     }
 
     /// Waits for queued disk writes and indexing (graceful shutdown).
