@@ -5,7 +5,7 @@ import MailMessage
 import NIOCore
 import SinkServer
 
-/// A Swallow sink in the test's own process, on a free loopback port, readable as a `Mailbox`:
+/// A Swallow sink in the test's own process, on a free loopback port, readable as an `Inbox`:
 ///
 ///     let sink = try await TestSink.start()
 ///     defer { sink.stop() }
@@ -14,7 +14,7 @@ import SinkServer
 ///     let code = try mail.extract(#"(\d{6})"#)
 ///
 /// Waiting listens to the sink's event stream: it returns the moment the mail is captured.
-public final class TestSink: Mailbox {
+public final class TestSink: Inbox {
     public let sink: Sink
     private let serving: Task<Void, any Error>
 
@@ -77,7 +77,7 @@ public final class TestSink: Mailbox {
         if arrived.count >= count { return arrived }
         found = try await messages(matching: query)
         guard found.count >= count else {
-            throw MailboxError.timedOut(query: query, expected: count, found: found.count, newest: found.prefix(3).map(\.subject))
+            throw InboxError.timedOut(query: query, expected: count, found: found.count, newest: found.prefix(3).map(\.subject))
         }
         return found
     }

@@ -54,7 +54,7 @@ enum NativeRoutes {
                             }
                             switch event {
                             case .message(let message), .dropped(let message):
-                                if let mailbox, !Mailboxes.names(for: message).contains(mailbox) { continue }
+                                if let mailbox, !MailboxFiling.names(for: message).contains(mailbox) { continue }
                             case .fault:
                                 // Faults belong to sessions, not mailboxes.
                                 if mailbox != nil { continue }

@@ -90,7 +90,7 @@ enum WaitRoute {
                     group.addTask {
                         var count = initial
                         for await message in events {
-                            if let mailbox, !Mailboxes.names(for: message).contains(mailbox) { continue }
+                            if let mailbox, !MailboxFiling.names(for: message).contains(mailbox) { continue }
                             guard let listing = store.listing(id: message.id) else { continue }
                             if let search {
                                 guard let summary = await store.summary(id: message.id),

@@ -9,9 +9,10 @@ import SMTPProtocol
 /// feeds the commands to an `SMTPSession` and carries out its actions.
 ///
 /// This file is the channel adapter: connection lifecycle, input, framing and output. The
-/// steps it calls live beside it: fault decisions and carrying them out (`FaultExecution`),
-/// the message's store round-trip (`MessageDelivery`), the deadlines (`ConnectionDeadlines`),
-/// the throttle (`ConnectionThrottle`), STARTTLS (`StartTLS`) and writing (`+Output`).
+/// steps it calls live beside it: asking the fault engine and carrying out its decisions
+/// (`+Faults`), the message's store round-trip and final reply (`+Delivery`), the deadlines
+/// (`ConnectionDeadlines`), the throttle (`ConnectionThrottle`), STARTTLS (`+StartTLS`) and
+/// writing (`+Output`).
 ///
 /// Everything but the disk write runs synchronously on the event loop: replies to pipelined
 /// commands are written together and flushed once per read, and the framer's mode follows

@@ -5,7 +5,7 @@ import Synchronization
 
 /// The mailboxes created over the API (`POST /api/v1/mailboxes`): each with its token, quota
 /// and retention. Mail is filed under a mailbox by name whether or not it was created (see
-/// `Mailboxes.names`); a created one adds a token that narrows the API to it, its own quota and
+/// `MailboxFiling.names`); a created one adds a token that narrows the API to it, its own quota and
 /// TTL. With `--data DIR` the registry is kept in `DIR/mailboxes.json`, so tokens survive a
 /// restart.
 public final class MailboxRegistry: Sendable {

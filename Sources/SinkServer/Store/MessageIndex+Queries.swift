@@ -91,7 +91,7 @@ extension MessageIndex {
                 let summary = try decoder.decode(MessageSummary.self, from: row["summary"] as Data)
                 let tags = (try? decoder.decode([String].self, from: Data((row["tags"] as String).utf8))) ?? []
                 let listing = MessageStore.Listing(
-                    message: captured, read: (row["read"] as Int) != 0, tags: tags, mailboxes: Mailboxes.names(for: captured)
+                    message: captured, read: (row["read"] as Int) != 0, tags: tags, mailboxes: MailboxFiling.names(for: captured)
                 )
                 items.append(MessageStore.Page.Item(listing: listing, summary: summary))
             }

@@ -73,7 +73,7 @@ final class MessageIndex: Sendable {
             self.tags = tags
             self.capturedJSON = capturedJSON
             self.summary = MessageSummary(captured: captured, parsed: raw.map { ParsedMessage(bytes: $0) })
-            self.mailboxes = Mailboxes.names(for: captured)
+            self.mailboxes = MailboxFiling.names(for: captured)
         }
 
         init(_ queued: WrittenMessage) {

@@ -21,7 +21,7 @@ public final class MessageStore: Sendable {
         init(message: CapturedMessage, raw: ByteBuffer?) {
             self.message = message
             self.raw = raw
-            self.mailboxes = Mailboxes.names(for: message)
+            self.mailboxes = MailboxFiling.names(for: message)
         }
     }
 

@@ -68,7 +68,7 @@ final class WebhookDispatcher: Sendable {
         switch event {
         case .message(let message), .dropped(let message):
             guard settings.events.contains(event.kind) else { return }
-            if let mailbox = hook.mailbox, !Mailboxes.names(for: message).contains(mailbox) { return }
+            if let mailbox = hook.mailbox, !MailboxFiling.names(for: message).contains(mailbox) { return }
         case .fault:
             // A firing belongs to a session, not to a message: a filtered webhook does not get it.
             guard settings.events.contains(.fault), hook.mailbox == nil, hook.query == nil else { return }

@@ -4,7 +4,7 @@ import SMTPProtocol
 /// Mailbox names let many CI jobs share one sink without seeing each other's mail: a message
 /// is filed under its AUTH user and under the plus tag of each recipient
 /// (`app+job42@example.com` is in mailbox `job42`), and under its `X-Swallow-Mailbox` header.
-enum Mailboxes {
+enum MailboxFiling {
     static func names(for message: CapturedMessage) -> [String] {
         var names: [String] = []
         if let user = message.session.authUser, !user.isEmpty { names.append(user) }

@@ -2,16 +2,16 @@ import Foundation
 import MailMessage
 
 /// Where checks find delivered mail: a sink in the same process (`SwallowTesting.TestSink`) or
-/// a running sink's HTTP API (`HTTPMailbox`).
-public protocol Mailbox: Sendable {
+/// a running sink's HTTP API (`HTTPInbox`).
+public protocol Inbox: Sendable {
     /// Every delivered message matching the query now, newest first.
     func messages(matching query: MailQuery) async throws -> [DeliveredMessage]
     /// Waits until at least `count` messages match, at most `within`; returns them, newest first.
-    /// Throws `MailboxError.timedOut` with what was found instead.
+    /// Throws `InboxError.timedOut` with what was found instead.
     func waitFor(_ query: MailQuery, count: Int, within: Duration) async throws -> [DeliveredMessage]
 }
 
-extension Mailbox {
+extension Inbox {
     /// Waits for one matching message and returns the newest.
     @discardableResult
     public func waitFor(_ query: MailQuery, within: Duration = .seconds(5)) async throws -> DeliveredMessage {
@@ -22,11 +22,11 @@ extension Mailbox {
     public func expectNone(_ query: MailQuery, within: Duration) async throws {
         try await Task.sleep(for: within)
         let found = try await messages(matching: query)
-        guard found.isEmpty else { throw MailboxError.unexpected(query: query, found: found.map(\.subject)) }
+        guard found.isEmpty else { throw InboxError.unexpected(query: query, found: found.map(\.subject)) }
     }
 }
 
-public enum MailboxError: Error, CustomStringConvertible {
+public enum InboxError: Error, CustomStringConvertible {
     case timedOut(query: MailQuery, expected: Int, found: Int, newest: [String])
     case unexpected(query: MailQuery, found: [String])
     case api(String)
@@ -41,3 +41,10 @@ public enum MailboxError: Error, CustomStringConvertible {
         }
     }
 }
+
+/// The names of an earlier release, kept for one more: `Mailbox` now means only the SMTP
+/// address (`SMTPProtocol.Mailbox`) and the sink's mailboxes.
+@available(*, deprecated, renamed: "HTTPInbox")
+public typealias HTTPMailbox = HTTPInbox
+@available(*, deprecated, renamed: "InboxError")
+public typealias MailboxError = InboxError

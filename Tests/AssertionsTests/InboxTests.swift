@@ -22,8 +22,8 @@ func sendCorpus(_ files: [String], port: Int) throws {
     #expect(process.terminationStatus == 0)
 }
 
-@Suite("Mailboxes: the in-process TestSink and a sink's HTTP API", .enabled(if: Peers.available("python3"), Comment(rawValue: Peers.reason("python3"))))
-struct MailboxTests {
+@Suite("Inboxes: the in-process TestSink and a sink's HTTP API", .enabled(if: Peers.available("python3"), Comment(rawValue: Peers.reason("python3"))))
+struct InboxTests {
     @Test("TestSink: wait for the OTP mail, extract the code; a query that never matches times out with an account")
     func testSink() async throws {
         let sink = try await TestSink.start()
@@ -42,18 +42,18 @@ struct MailboxTests {
         do {
             try await sink.waitFor(.subject(containing: "never sent"), within: .milliseconds(200))
             Issue.record("a query that matches nothing did not time out")
-        } catch let error as MailboxError {
+        } catch let error as InboxError {
             #expect(error.description.hasPrefix("expected 1 message(s) matching"))
         }
         try await sink.expectNone(.to("mallory@example.com"), within: .milliseconds(50))
-        await #expect(throws: MailboxError.self) { try await sink.expectNone(.to("bob@example.com"), within: .milliseconds(10)) }
+        await #expect(throws: InboxError.self) { try await sink.expectNone(.to("bob@example.com"), within: .milliseconds(10)) }
     }
 
-    @Test("HTTPMailbox against `swallow serve`: the same checks over the API, criteria Mailpit cannot express included")
+    @Test("HTTPInbox against `swallow serve`: the same checks over the API, criteria Mailpit cannot express included")
     func overHTTP() async throws {
         let serve = try ServeProcess()
         let smtp = serve.smtpPort, http = serve.httpPort
-        let mailbox = HTTPMailbox(baseURL: URL(string: "http://127.0.0.1:\(http)")!)
+        let mailbox = HTTPInbox(baseURL: URL(string: "http://127.0.0.1:\(http)")!)
         async let mail = mailbox.waitFor(.to("bob@example.com").text(matching: #"code is \d{6}"#), within: .seconds(20))
         try await Task.detached { try sendCorpus(["03-invoice-pdf.eml", "02-otp-alternative.eml"], port: smtp) }.value
         let otp = try await mail
@@ -61,7 +61,7 @@ struct MailboxTests {
         #expect(otp.traceID == nil)
         let pdf = try await mailbox.messages(matching: MailQuery().attachment(named: ".pdf"))
         #expect(pdf.count == 1)
-        await #expect(throws: MailboxError.self) {
+        await #expect(throws: InboxError.self) {
             try await mailbox.waitFor(.subject(containing: "never sent"), within: .seconds(1))
         }
     }

@@ -1,10 +1,10 @@
 import Foundation
 import MailMessage
 
-/// A running sink's HTTP API as a `Mailbox`. Waiting is the sink's `GET /api/v1/wait` (it
+/// A running sink's HTTP API as an `Inbox`. Waiting is the sink's `GET /api/v1/wait` (it
 /// waits on its event stream); messages are read as raw bytes and parsed here, so every
 /// criterion of a `MailQuery` is checked, also those Mailpit's search syntax cannot express.
-public struct HTTPMailbox: Mailbox {
+public struct HTTPInbox: Inbox {
     public var baseURL: URL
     /// Only this mailbox of the sink (an AUTH user or a plus tag), when set.
     public var mailbox: String?
@@ -30,7 +30,7 @@ public struct HTTPMailbox: Mailbox {
             if matched.count >= count { return matched }
             // Messages matched the search but not every criterion: wait for the next one.
             guard ContinuousClock.now < deadline, total > seen else {
-                throw MailboxError.timedOut(query: query, expected: count, found: matched.count, newest: matched.prefix(3).map(\.subject))
+                throw InboxError.timedOut(query: query, expected: count, found: matched.count, newest: matched.prefix(3).map(\.subject))
             }
             seen = total
         }
@@ -43,7 +43,7 @@ public struct HTTPMailbox: Mailbox {
         let (data, status) = try await get(url)
         guard status == 200 || status == 408,
               let answer = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-            throw MailboxError.api("GET /api/v1/wait answered \(status): \(String(decoding: data, as: UTF8.self))")
+            throw InboxError.api("GET /api/v1/wait answered \(status): \(String(decoding: data, as: UTF8.self))")
         }
         var matched: [DeliveredMessage] = []
         for item in answer["Messages"] as? [[String: Any]] ?? [] {
