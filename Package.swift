@@ -109,7 +109,10 @@ let package = Package(
         ),
         .target(
             name: "SwallowTesting",
-            dependencies: ["SinkServer", "Assertions", "MailMessage", .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [
+                "SinkServer", "Assertions", "MailMessage", .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings
         ),
         .executableTarget(

@@ -25,6 +25,6 @@ let package = Package(
             ],
             path: "Benchmarks/Protocol",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
-        ),
+        )
     ]
 )

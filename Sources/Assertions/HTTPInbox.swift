@@ -37,12 +37,15 @@ public struct HTTPInbox: Inbox {
     }
 
     private func fetch(_ query: MailQuery, count: String, timeout: Double) async throws -> (matched: [DeliveredMessage], total: Int) {
-        let url = SinkHTTP.url(baseURL.absoluteString, "/api/v1/wait", [
-            ("query", query.mailpitSearch), ("count", count), ("timeout", "\(Int(min(300, timeout)))s"),
-        ] + (mailbox.map { [("mailbox", $0)] } ?? []))
+        let url = SinkHTTP.url(
+            baseURL.absoluteString, "/api/v1/wait",
+            [
+                ("query", query.mailpitSearch), ("count", count), ("timeout", "\(Int(min(300, timeout)))s"),
+            ] + (mailbox.map { [("mailbox", $0)] } ?? []))
         let (data, status) = try await get(url)
         guard status == 200 || status == 408,
-              let answer = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            let answer = try JSONSerialization.jsonObject(with: data) as? [String: Any]
+        else {
             throw InboxError.api("GET /api/v1/wait answered \(status): \(String(decoding: data, as: UTF8.self))")
         }
         var matched: [DeliveredMessage] = []
@@ -50,9 +53,10 @@ public struct HTTPInbox: Inbox {
             guard let id = item["ID"] as? String else { continue }
             let (raw, rawStatus) = try await get(SinkHTTP.url(baseURL.absoluteString, "/api/v1/message/\(id)/raw"))
             guard rawStatus == 200 else { continue }
-            let created = (item["Created"] as? String).flatMap {
-                try? Date.ISO8601FormatStyle(includingFractionalSeconds: true).parse($0)
-            } ?? Date()
+            let created =
+                (item["Created"] as? String).flatMap {
+                    try? Date.ISO8601FormatStyle(includingFractionalSeconds: true).parse($0)
+                } ?? Date()
             let message = DeliveredMessage(id: id, raw: Array(raw), received: created)
             if query.matches(message) { matched.append(message) }
         }
@@ -79,4 +83,3 @@ extension DeliveredMessage {
         self.init(captured: empty, parsed: parsed, received: received)
     }
 }
-

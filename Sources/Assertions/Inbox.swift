@@ -34,7 +34,8 @@ public enum InboxError: Error, CustomStringConvertible {
     public var description: String {
         switch self {
         case .timedOut(let query, let expected, let found, let newest):
-            "expected \(expected) message(s) matching \(query), found \(found)" + (newest.isEmpty ? "" : "; newest: \(newest.joined(separator: " | "))")
+            "expected \(expected) message(s) matching \(query), found \(found)"
+                + (newest.isEmpty ? "" : "; newest: \(newest.joined(separator: " | "))")
         case .unexpected(let query, let found):
             "expected no message matching \(query), found \(found.count): \(found.joined(separator: " | "))"
         case .api(let text): text

@@ -66,7 +66,8 @@ public struct MailQuery: Sendable, CustomStringConvertible {
             case .html(let text): has(message.html, text)
             case .textMatching(let pattern):
                 (try? Regex(pattern)).map { message.text.contains($0) || (message.text.isEmpty && message.html.contains($0)) } ?? false
-            case .header(let name, let value): message.headers.contains { $0.name.caseInsensitiveCompare(name) == .orderedSame && has($0.value, value) }
+            case .header(let name, let value):
+                message.headers.contains { $0.name.caseInsensitiveCompare(name) == .orderedSame && has($0.value, value) }
             case .attachment(let name): message.attachmentNames.contains { has($0, name) }
             case .attachmentType(let type): message.attachmentTypes.contains { has($0, type) }
             case .traceID(let id): message.traceID == id

@@ -21,8 +21,10 @@ public enum SinkHTTP {
 
     /// GET `url`; the status and the whole body (at most `maxBytes`). `token` is sent as
     /// `Authorization: Bearer`.
-    public static func get(_ url: String, timeout: TimeAmount = .seconds(330), maxBytes: Int = 256 * 1024 * 1024,
-                           token: String? = nil) async throws -> (status: Int, body: [UInt8]) {
+    public static func get(
+        _ url: String, timeout: TimeAmount = .seconds(330), maxBytes: Int = 256 * 1024 * 1024,
+        token: String? = nil
+    ) async throws -> (status: Int, body: [UInt8]) {
         var request = HTTPClientRequest(url: url)
         if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
         let response = try await client.execute(request, timeout: timeout)
@@ -31,8 +33,10 @@ public enum SinkHTTP {
     }
 
     /// POST `body` (JSON) to `url`; the status and the whole body. `token` as for `get`.
-    public static func post(_ url: String, json body: String, timeout: TimeAmount = .seconds(30),
-                            token: String? = nil) async throws -> (status: Int, body: [UInt8]) {
+    public static func post(
+        _ url: String, json body: String, timeout: TimeAmount = .seconds(30),
+        token: String? = nil
+    ) async throws -> (status: Int, body: [UInt8]) {
         var request = HTTPClientRequest(url: url)
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")
@@ -50,7 +54,7 @@ public enum SinkHTTP {
         for byte in text.utf8 {
             switch byte {
             case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-                 UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: "~"):
+                UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: "~"):
                 out.unicodeScalars.append(UnicodeScalar(byte))
             default:
                 let hex = Array("0123456789ABCDEF".utf8)

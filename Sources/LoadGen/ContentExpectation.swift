@@ -44,12 +44,13 @@ public struct ContentExpectation: Sendable {
             text.replacingOccurrences(of: "{seq}", with: String(seq)).replacingOccurrences(of: "{run}", with: runID)
                 .replacingOccurrences(of: "{otp}", with: otp ?? "{otp}")
         }
-        let haystack = switch part {
-        case "subject": parsed.subject
-        case "text": parsed.text
-        case "html": parsed.html
-        default: [parsed.subject, parsed.text, parsed.html].joined(separator: "\n")
-        }
+        let haystack =
+            switch part {
+            case "subject": parsed.subject
+            case "text": parsed.text
+            case "html": parsed.html
+            default: [parsed.subject, parsed.text, parsed.html].joined(separator: "\n")
+            }
         if let contains { return haystack.contains(fill(contains)) }
         if let notContains { return !haystack.contains(fill(notContains)) }
         return true

@@ -5,7 +5,12 @@ import SwallowConfig
 /// `submit_latency.p99 < 500ms`, `delivered >= 99.9%` or `errors == 0`.
 public struct Expectation: Sendable, Equatable {
     public enum Comparison: String, Sendable, CaseIterable {
-        case atLeast = ">=", atMost = "<=", equal = "==", notEqual = "!=", above = ">", below = "<"
+        case atLeast = ">="
+        case atMost = "<="
+        case equal = "=="
+        case notEqual = "!="
+        case above = ">"
+        case below = "<"
 
         func holds(_ actual: Double, _ expected: Double) -> Bool {
             switch self {
@@ -38,8 +43,10 @@ public struct Expectation: Sendable, Equatable {
     /// Reads `comparison value`, the value a count, a percentage or a duration.
     public static func parse(expression: String, metric: String) -> Expectation? {
         let text = expression.trimmingCharacters(in: .whitespaces)
-        guard let comparison = Comparison.allCases.sorted(by: { $0.rawValue.count > $1.rawValue.count })
-            .first(where: { text.hasPrefix($0.rawValue) }) else { return nil }
+        guard
+            let comparison = Comparison.allCases.sorted(by: { $0.rawValue.count > $1.rawValue.count })
+                .first(where: { text.hasPrefix($0.rawValue) })
+        else { return nil }
         let operand = text.dropFirst(comparison.rawValue.count).trimmingCharacters(in: .whitespaces)
         if operand.hasSuffix("%"), let percent = Double(operand.dropLast()), (0...100).contains(percent) {
             return Expectation(metric: metric, comparison: comparison, value: percent, unit: .percent, expression: text)
@@ -62,7 +69,8 @@ public struct Expectation: Sendable, Equatable {
                         throw threshold.error("unknown percentile (expected one of: \(percentiles.sorted().joined(separator: ", ")))")
                     }
                     guard let expectation = parse(expression: try threshold.string(), metric: "\(metric).\(percentile)"),
-                          expectation.unit == .seconds else {
+                        expectation.unit == .seconds
+                    else {
                         throw threshold.error("expected a comparison with a duration, such as \"< 500ms\"")
                     }
                     result.append(expectation)

@@ -1,5 +1,5 @@
-import AsyncHTTPClient
 import Assertions
+import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
@@ -78,10 +78,10 @@ public struct HTTPDeliveries: DeliverySource {
         if let kind = lines.first(where: { $0.hasPrefix("event: ") }), kind != "event: message" { return }
         for line in lines where line.hasPrefix("data: ") {
             guard let object = try? JSONSerialization.jsonObject(with: Data(line.dropFirst(6).utf8)) as? [String: Any],
-                  let trace = object["traceID"] as? String,
-                  let id = object["id"] as? String,
-                  let timestamps = object["timestamps"] as? [String: Any],
-                  let end = (timestamps["dataEndNanos"] as? NSNumber)?.int64Value
+                let trace = object["traceID"] as? String,
+                let id = object["id"] as? String,
+                let timestamps = object["timestamps"] as? [String: Any],
+                let end = (timestamps["dataEndNanos"] as? NSNumber)?.int64Value
             else { continue }
             let capturedAt = Date(timeIntervalSince1970: Double(end) / 1e9)
             guard bodies else {

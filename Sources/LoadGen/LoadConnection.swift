@@ -24,7 +24,10 @@ final class LoadConnection: ChannelInboundHandler {
 
     enum Expect {
         case banner, ehlo, starttls, authLoginUser, authLoginPassword, authResult
-        case mail(LoadTransaction), rcpt(LoadTransaction), data(LoadTransaction), dataEnd(LoadTransaction)
+        case mail(LoadTransaction)
+        case rcpt(LoadTransaction)
+        case data(LoadTransaction)
+        case dataEnd(LoadTransaction)
         /// The `.` after a 354 that came although MAIL or every RCPT was refused.
         case emptyData
         case rset(LoadTransaction?)
@@ -156,10 +159,11 @@ final class LoadConnection: ChannelInboundHandler {
             return fail(.protocolError("a reply nobody asked for: \(code)"))
         }
         // The text is kept where it is used: EHLO's extensions, and replies that are not successes.
-        let keep: Bool = switch expects[expectHead] {
-        case .ehlo, .banner: true
-        default: code >= 400
-        }
+        let keep: Bool =
+            switch expects[expectHead] {
+            case .ehlo, .banner: true
+            default: code >= 400
+            }
         if keep { replyLines.append(String(decoding: line, as: UTF8.self)) }
         guard last else { return }
         let reply: SMTPReply

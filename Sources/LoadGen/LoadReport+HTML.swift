@@ -16,7 +16,12 @@ extension LoadReport {
             body += "<table><tr><th>expectation</th><th>actual</th><th></th></tr>\n"
             for verdict in expectations {
                 body += "<tr><td>\(escape("\(verdict.name) \(verdict.expr)"))</td><td>\(escape(verdict.actual))</td>"
-                let (style, word) = switch verdict.passed { case true?: ("pass", "pass"); case false?: ("fail", "FAIL"); case nil: ("skip", "skipped") }
+                let (style, word) =
+                    switch verdict.passed {
+                    case true?: ("pass", "pass")
+                    case false?: ("fail", "FAIL")
+                    case nil: ("skip", "skipped")
+                    }
                 body += "<td class=\"\(style)\">\(word)</td></tr>\n"
             }
             body += "</table>\n"
@@ -24,7 +29,8 @@ extension LoadReport {
         body += "<h2>Submission latency (ms, scheduled time to final reply)</h2>\n<table><tr><th></th>"
         body += ["p50", "p90", "p99", "p99.9", "max", "mean"].map { "<th>\($0)</th>" }.joined() + "</tr>\n"
         func row(_ name: String, _ latency: Latency) -> String {
-            "<tr><td>\(escape(name))</td>" + [latency.p50, latency.p90, latency.p99, latency.p999, latency.max, latency.mean]
+            "<tr><td>\(escape(name))</td>"
+                + [latency.p50, latency.p90, latency.p99, latency.p999, latency.max, latency.mean]
                 .map { String(format: "<td>%.2f</td>", $0) }.joined() + "</tr>\n"
         }
         body += row("all", submitLatencyMs)
@@ -36,8 +42,9 @@ extension LoadReport {
 
         let seconds = timeline.map { Double($0.t) }
         body += "<h2>Latency over time</h2>\n"
-        body += Plot.lines(x: seconds, series: [("p50", timeline.map(\.p50Ms)), ("p99", timeline.map(\.p99Ms))],
-                           xLabel: "seconds into the run", yLabel: "ms")
+        body += Plot.lines(
+            x: seconds, series: [("p50", timeline.map(\.p50Ms)), ("p99", timeline.map(\.p99Ms))],
+            xLabel: "seconds into the run", yLabel: "ms")
         body += "<h2>Latency distribution</h2>\n"
         if let histogram = histograms["submit_latency_us"], histogram.totalCount > 0 {
             var points: [(Double, Double)] = []
@@ -45,19 +52,22 @@ extension LoadReport {
                 let percentile = min(value.percentile, 99.9999)
                 points.append((log10(100 / (100 - percentile)), Double(value.value) / 1000))
             }
-            body += Plot.lines(x: points.map(\.0), series: [("latency", points.map(\.1))],
-                               xLabel: "percentile (0, 90, 99, 99.9, 99.99: 0 to 4 on a log scale)", yLabel: "ms")
+            body += Plot.lines(
+                x: points.map(\.0), series: [("latency", points.map(\.1))],
+                xLabel: "percentile (0, 90, 99, 99.9, 99.99: 0 to 4 on a log scale)", yLabel: "ms")
         }
         body += "<h2>Throughput over time</h2>\n"
         var throughput = [("sent/s", timeline.map { Double($0.sent) }), ("accepted/s", timeline.map { Double($0.accepted) })]
         if deliveryLatencyMs != nil { throughput.append(("delivered/s", timeline.map { Double($0.delivered ?? 0) })) }
-        body += Plot.lines(x: seconds, series: throughput,
-                           xLabel: "seconds into the run", yLabel: "messages per second")
+        body += Plot.lines(
+            x: seconds, series: throughput,
+            xLabel: "seconds into the run", yLabel: "messages per second")
         body += "<h2>Errors</h2>\n"
         if errors.isEmpty {
             body += "<p>None.</p>\n"
         } else {
-            body += Plot.lines(x: seconds, series: [("errors/s", timeline.map { Double($0.errors) })], xLabel: "seconds into the run", yLabel: "errors")
+            body += Plot.lines(
+                x: seconds, series: [("errors/s", timeline.map { Double($0.errors) })], xLabel: "seconds into the run", yLabel: "errors")
             body += "<table><tr><th>phase and reply</th><th>count</th></tr>\n"
             for (error, count) in errors.sorted(by: { $0.value > $1.value }) {
                 body += "<tr><td>\(escape(error))</td><td>\(count)</td></tr>\n"
@@ -99,15 +109,21 @@ enum Plot {
         var svg = "<svg viewBox=\"0 0 \(Int(width)) \(Int(height))\" role=\"img\" aria-label=\"\(yLabel) against \(xLabel)\">"
         for tick in 0...4 {
             let value = maxY * Double(tick) / 4
-            svg += String(format: "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#e4e4e4\"/>", left, width - right, py(value), py(value))
-            svg += String(format: "<text x=\"%.0f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\">", left - 6, py(value) + 4) + format(value) + "</text>"
+            svg += String(
+                format: "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#e4e4e4\"/>", left, width - right, py(value), py(value))
+            svg +=
+                String(format: "<text x=\"%.0f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\">", left - 6, py(value) + 4) + format(value)
+                + "</text>"
         }
         for tick in 0...4 {
             let value = minX + (maxX - minX) * Double(tick) / 4
-            svg += String(format: "<text x=\"%.1f\" y=\"%.0f\" font-size=\"11\" text-anchor=\"middle\">", px(value), height - bottom + 16) + format(value) + "</text>"
+            svg +=
+                String(format: "<text x=\"%.1f\" y=\"%.0f\" font-size=\"11\" text-anchor=\"middle\">", px(value), height - bottom + 16)
+                + format(value) + "</text>"
         }
         svg += "<text x=\"\(Int((width + left) / 2))\" y=\"\(Int(height - 6))\" font-size=\"12\" text-anchor=\"middle\">\(xLabel)</text>"
-        svg += "<text x=\"14\" y=\"\(Int(height / 2))\" font-size=\"12\" text-anchor=\"middle\" transform=\"rotate(-90 14 \(Int(height / 2)))\">\(yLabel)</text>"
+        svg +=
+            "<text x=\"14\" y=\"\(Int(height / 2))\" font-size=\"12\" text-anchor=\"middle\" transform=\"rotate(-90 14 \(Int(height / 2)))\">\(yLabel)</text>"
         for (index, (name, values)) in series.enumerated() {
             let colour = colours[index % colours.count]
             let points = zip(x, values).map { String(format: "%.1f,%.1f", px($0), py($1)) }.joined(separator: " ")

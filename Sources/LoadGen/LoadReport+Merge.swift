@@ -16,17 +16,20 @@ extension LoadReport {
                 throw InputError(file: file, line: nil, field: "scenario", message: "is \(report.scenario), \(firstFile) is \(first.scenario)")
             }
             guard report.seed == first.seed else {
-                throw InputError(file: file, line: nil, field: "seed", message: "is \(report.seed), \(firstFile) has \(first.seed): shards must share --seed")
+                throw InputError(
+                    file: file, line: nil, field: "seed", message: "is \(report.seed), \(firstFile) has \(first.seed): shards must share --seed")
             }
         }
         let shards = reports.compactMap(\.report.shard)
         if Set(shards).count != shards.count, let duplicate = shards.first(where: { shard in shards.filter { $0 == shard }.count > 1 }) {
-            throw InputError(file: reports.first { $0.report.shard == duplicate }!.file, line: nil, field: "shard", message: "\(duplicate) is given twice")
+            throw InputError(
+                file: reports.first { $0.report.shard == duplicate }!.file, line: nil, field: "shard", message: "\(duplicate) is given twice")
         }
         // Shards of one run share time zero (`--start-at`), or none has one.
         for (file, report) in reports.dropFirst() where report.startedAt != first.startedAt {
-            throw InputError(file: file, line: nil, field: "started_at",
-                             message: "is \(report.startedAt ?? "none"), \(firstFile) has \(first.startedAt ?? "none"): start shards with the same --start-at")
+            throw InputError(
+                file: file, line: nil, field: "started_at",
+                message: "is \(report.startedAt ?? "none"), \(firstFile) has \(first.startedAt ?? "none"): start shards with the same --start-at")
         }
         var merged = first
         let all = reports.map(\.report)
@@ -121,7 +124,8 @@ extension LoadReport {
             var checked = 0, good = 0, measured = true
             for report in all {
                 guard let match = report.expectations.first(where: { $0.name == verdict.name && $0.expr == verdict.expr }),
-                      let counts = Self.contentCounts(match.actual) else {
+                    let counts = Self.contentCounts(match.actual)
+                else {
                     measured = false
                     continue
                 }
@@ -129,8 +133,9 @@ extension LoadReport {
                 checked += counts.checked
             }
             guard measured else { return Verdict(name: verdict.name, expr: verdict.expr, actual: Verdict.notMeasured, passed: nil) }
-            return Verdict(name: verdict.name, expr: verdict.expr, actual: "\(good) of \(checked) delivered messages",
-                           passed: checked > 0 && good == checked)
+            return Verdict(
+                name: verdict.name, expr: verdict.expr, actual: "\(good) of \(checked) delivered messages",
+                passed: checked > 0 && good == checked)
         }
         merged.evaluate(strict: false)
         return merged

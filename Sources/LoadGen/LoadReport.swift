@@ -47,7 +47,9 @@ public struct LoadReport: Codable, Sendable {
         public var deliveryLatencyMs: Latency?
 
         enum CodingKeys: String, CodingKey {
-            case sent, accepted, submitLatencyMs = "submit_latency_ms", deliveryLatencyMs = "delivery_latency_ms"
+            case sent, accepted
+            case submitLatencyMs = "submit_latency_ms"
+            case deliveryLatencyMs = "delivery_latency_ms"
         }
 
         /// `delivery_latency_ms` is `null` when nothing measured it, never absent.
@@ -68,7 +70,8 @@ public struct LoadReport: Codable, Sendable {
         public var submitLatencyMs: Latency
 
         enum CodingKeys: String, CodingKey {
-            case sent, accepted, rejected, failed, submitLatencyMs = "submit_latency_ms"
+            case sent, accepted, rejected, failed
+            case submitLatencyMs = "submit_latency_ms"
         }
     }
 
@@ -83,7 +86,9 @@ public struct LoadReport: Codable, Sendable {
         public var p99Ms: Double
 
         enum CodingKeys: String, CodingKey {
-            case t, sent, accepted, errors, delivered, p50Ms = "p50_ms", p99Ms = "p99_ms"
+            case t, sent, accepted, errors, delivered
+            case p50Ms = "p50_ms"
+            case p99Ms = "p99_ms"
         }
     }
 
@@ -150,11 +155,21 @@ public struct LoadReport: Codable, Sendable {
     // DESIGN.md's snake_case keys, spelled out: a key strategy would also rewrite the keys of
     // the dictionaries (template names, error texts) and could not read them back.
     enum CodingKeys: String, CodingKey {
-        case scenario, runId = "run_id", seed, elapsedSeconds = "elapsed_seconds", scheduled, sent, accepted, rejected, failed
-        case delivered, lost, duplicates, retries, replies, errors, rate, submitLatencyMs = "submit_latency_ms"
-        case deliveryLatencyMs = "delivery_latency_ms", scheduleLagMs = "schedule_lag_ms", phases
-        case perTemplate = "per_template", timeline, expectations, passed, histograms, shard
-        case perTarget = "per_target", startedAt = "started_at", startLateMs = "start_late_ms"
+        case scenario
+        case runId = "run_id"
+        case seed
+        case elapsedSeconds = "elapsed_seconds"
+        case scheduled, sent, accepted, rejected, failed
+        case delivered, lost, duplicates, retries, replies, errors, rate
+        case submitLatencyMs = "submit_latency_ms"
+        case deliveryLatencyMs = "delivery_latency_ms"
+        case scheduleLagMs = "schedule_lag_ms"
+        case phases
+        case perTemplate = "per_template"
+        case timeline, expectations, passed, histograms, shard
+        case perTarget = "per_target"
+        case startedAt = "started_at"
+        case startLateMs = "start_late_ms"
     }
 
     static func rfc3339(_ date: Date) -> String {
@@ -225,10 +240,11 @@ public struct LoadReport: Codable, Sendable {
         retries = state.retries
         replies = Dictionary(uniqueKeysWithValues: state.replies.map { (String($0.key), $0.value) })
         errors = state.errors
-        let target: Double? = switch scenario.arrival {
-        case .constant(let rate), .poisson(let rate): rate
-        default: nil
-        }
+        let target: Double? =
+            switch scenario.arrival {
+            case .constant(let rate), .poisson(let rate): rate
+            default: nil
+            }
         rate = Rate(target: target, achieved: elapsed > 0 ? (Double(state.sent) / elapsed * 10).rounded() / 10 : 0)
         submitLatencyMs = Latency(state.latency)
         deliveryLatencyMs = nil
@@ -237,8 +253,9 @@ public struct LoadReport: Codable, Sendable {
         perTemplate = state.perTemplate.mapValues { TemplateFigures(sent: $0.sent, accepted: $0.accepted, submitLatencyMs: Latency($0.latency)) }
         timeline = state.timeline.keys.sorted().map { second in
             let bucket = state.timeline[second]!
-            return Second(t: second, sent: bucket.sent, accepted: bucket.accepted, errors: bucket.errors, delivered: nil,
-                          p50Ms: Double(bucket.latency.valueAtPercentile(50)) / 1000, p99Ms: Double(bucket.latency.valueAtPercentile(99)) / 1000)
+            return Second(
+                t: second, sent: bucket.sent, accepted: bucket.accepted, errors: bucket.errors, delivered: nil,
+                p50Ms: Double(bucket.latency.valueAtPercentile(50)) / 1000, p99Ms: Double(bucket.latency.valueAtPercentile(99)) / 1000)
         }
         histograms = ["submit_latency_us": state.latency, "schedule_lag_us": state.lag]
         perTarget = state.perTarget.mapValues {
@@ -277,8 +294,10 @@ public struct LoadReport: Codable, Sendable {
             let checked = tracked?.checked[index] ?? 0
             let failed = tracked?.failed[index] ?? 0
             let actual = tracked == nil ? Verdict.notMeasured : "\(checked - failed) of \(checked) delivered messages"
-            expectations.append(Verdict(name: check.name, expr: "every delivered message", actual: actual,
-                                        passed: tracked == nil ? nil : checked > 0 && failed == 0))
+            expectations.append(
+                Verdict(
+                    name: check.name, expr: "every delivered message", actual: actual,
+                    passed: tracked == nil ? nil : checked > 0 && failed == 0))
         }
         evaluate(strict: false)
     }
@@ -293,17 +312,18 @@ public struct LoadReport: Codable, Sendable {
             actual = latency?.value(parts.count > 1 ? parts[1] : "p99").map { $0 / 1000 }
             shown = actual.map { Quantity.format(seconds: $0) } ?? Verdict.notMeasured
         default:
-            let count: Int? = switch parts[0] {
-            case "delivered": delivered
-            case "accepted": accepted
-            case "errors": rejected + failed
-            case "rejected": rejected
-            case "failed": failed
-            case "lost": deliveriesMeasured ? lost : nil
-            case "duplicates": deliveriesMeasured ? duplicates : nil
-            case "sent": sent
-            default: nil
-            }
+            let count: Int? =
+                switch parts[0] {
+                case "delivered": delivered
+                case "accepted": accepted
+                case "errors": rejected + failed
+                case "rejected": rejected
+                case "failed": failed
+                case "lost": deliveriesMeasured ? lost : nil
+                case "duplicates": deliveriesMeasured ? duplicates : nil
+                case "sent": sent
+                default: nil
+                }
             if expectation.unit == .percent {
                 actual = count.map { scheduled > 0 ? Double($0) / Double(scheduled) * 100 : 0 }
                 shown = actual.map { String(format: "%.3f%%", $0) } ?? Verdict.notMeasured
@@ -320,74 +340,5 @@ public struct LoadReport: Codable, Sendable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         return try encoder.encode(self)
-    }
-
-    /// The final summary table.
-    public func summary() -> String {
-        var lines: [String] = []
-        lines.append("scenario \(scenario)  run \(runId)  seed \(seed)  \(String(format: "%.1f", elapsedSeconds))s")
-        lines.append("sent \(sent)  accepted \(accepted)  rejected \(rejected)  failed \(failed)  retries \(retries)  rate \(rate.achieved)/s"
-            + (rate.target.map { " (target \($0)/s)" } ?? ""))
-        func row(_ name: String, _ latency: Latency) -> String {
-            name.padding(toLength: 18, withPad: " ", startingAt: 0)
-                + [latency.p50, latency.p90, latency.p99, latency.p999, latency.max]
-                .map { String(format: "%10.2f", $0) }.joined()
-        }
-        lines.append("latency ms".padding(toLength: 18, withPad: " ", startingAt: 0)
-            + ["p50", "p90", "p99", "p99.9", "max"].map { $0.leftPadded(10) }.joined())
-        lines.append(row("submit", submitLatencyMs))
-        for name in perTemplate.keys.sorted() { lines.append(row("  \(name)", perTemplate[name]!.submitLatencyMs)) }
-        if let delivery = deliveryLatencyMs {
-            lines.append(row("delivery", delivery))
-            for name in perTemplate.keys.sorted() {
-                if let latency = perTemplate[name]!.deliveryLatencyMs { lines.append(row("  \(name)", latency)) }
-            }
-            lines.append("delivered \(delivered)  lost \(lost)  duplicates \(duplicates)")
-        }
-        lines.append(row("schedule lag", scheduleLagMs))
-        if scheduleLagMs.p99 > 100 {
-            lines.append("note: the generator fell behind its schedule (lag p99 \(scheduleLagMs.p99) ms): more connections (`pool`) or a lower rate")
-        }
-        if !replies.isEmpty {
-            lines.append("replies " + replies.keys.sorted().map { "\($0): \(replies[$0]!)" }.joined(separator: "  "))
-        }
-        for (error, count) in errors.sorted(by: { $0.value > $1.value }).prefix(10) { lines.append("error \(count)x \(error)") }
-        for verdict in expectations {
-            let word = switch verdict.passed { case true?: "PASS"; case false?: "FAIL"; case nil: "SKIP" }
-            let actual = verdict.passed == nil ? verdict.actual : "actual \(verdict.actual)"
-            lines.append("\(word) \(verdict.name) \(verdict.expr) (\(actual))")
-        }
-        lines.append(passed ? "passed" : "FAILED")
-        return lines.joined(separator: "\n")
-    }
-
-    /// JUnit XML: one test case per expectation (a failure each that does not hold).
-    public func junit() -> String {
-        func escape(_ text: String) -> String {
-            text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
-                .replacingOccurrences(of: ">", with: "&gt;").replacingOccurrences(of: "\"", with: "&quot;")
-        }
-        let failures = expectations.filter { $0.passed == false }.count
-        let skipped = expectations.filter { $0.passed == nil }.count
-        var xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-        xml += "<testsuites tests=\"\(expectations.count)\" failures=\"\(failures)\" skipped=\"\(skipped)\">\n"
-        xml += "  <testsuite name=\"swallow load \(escape(scenario))\" tests=\"\(expectations.count)\" failures=\"\(failures)\" skipped=\"\(skipped)\" time=\"\(elapsedSeconds)\">\n"
-        for verdict in expectations {
-            xml += "    <testcase classname=\"\(escape(scenario))\" name=\"\(escape("\(verdict.name) \(verdict.expr)"))\">"
-            if verdict.passed == false {
-                xml += "\n      <failure message=\"\(escape("\(verdict.name) \(verdict.expr), actual \(verdict.actual)"))\"/>\n    "
-            } else if verdict.passed == nil {
-                xml += "\n      <skipped message=\"\(escape(verdict.actual))\"/>\n    "
-            }
-            xml += "</testcase>\n"
-        }
-        xml += "  </testsuite>\n</testsuites>\n"
-        return xml
-    }
-}
-
-extension String {
-    func leftPadded(_ width: Int) -> String {
-        count >= width ? self : String(repeating: " ", count: width - count) + self
     }
 }

@@ -83,11 +83,12 @@ public struct LoadRunner: Sendable {
         if started > LoadConnection.now() { try? await Task.sleep(for: .nanoseconds(Int64(started - LoadConnection.now()))) }
         let shard = self.shard ?? Shard(index: 0, count: 1)
         // Closed loop: the senders are split between the shards (the first take the remainder).
-        let closedSenders: Int? = if case .closed(let senders) = scenario.arrival {
-            senders / shard.count + (shard.index < senders % shard.count ? 1 : 0)
-        } else {
-            nil
-        }
+        let closedSenders: Int? =
+            if case .closed(let senders) = scenario.arrival {
+                senders / shard.count + (shard.index < senders % shard.count ? 1 : 0)
+            } else {
+                nil
+            }
         let workers = closedSenders ?? scenario.connection.pool
         let counter = RunPlan.Counter()
         let settings = scenario.connection
@@ -115,21 +116,23 @@ public struct LoadRunner: Sendable {
         } catch {
             throw InputError(file: "--bind", line: nil, field: "bind", message: "not an IP address: \(error)")
         }
-        let tlsContext: NIOSSLContext? = if settings.tls == .none {
-            nil
-        } else {
-            try? {
-                var configuration = TLSConfiguration.makeClientConfiguration()
-                // A sandbox sink's certificate is self-signed: load generation checks timing, not trust.
-                configuration.certificateVerification = .none
-                return try NIOSSLContext(configuration: configuration)
-            }()
-        }
+        let tlsContext: NIOSSLContext? =
+            if settings.tls == .none {
+                nil
+            } else {
+                try? {
+                    var configuration = TLSConfiguration.makeClientConfiguration()
+                    // A sandbox sink's certificate is self-signed: load generation checks timing, not trust.
+                    configuration.certificateVerification = .none
+                    return try NIOSSLContext(configuration: configuration)
+                }()
+            }
         let plan = RunPlan(
             scenario: scenario, renderer: renderer, recorder: recorder, tracker: tracker,
-            setup: .init(helo: settings.helo, tls: settings.tls, tlsContext: tlsContext, auth: settings.auth,
-                         pipelining: settings.pipelining, replyTimeout: UInt64(settings.replyTimeout * 1e9),
-                         perConnection: settings.perConnection),
+            setup: .init(
+                helo: settings.helo, tls: settings.tls, tlsContext: tlsContext, auth: settings.auth,
+                pipelining: settings.pipelining, replyTimeout: UInt64(settings.replyTimeout * 1e9),
+                perConnection: settings.perConnection),
             connectTimeout: .milliseconds(Int64(settings.connectTimeout * 1000)), perConnection: settings.perConnection,
             shard: shard, started: started, startedDate: startedDate, closed: closedSenders != nil, counter: counter,
             deadline: deadline, trace: trace, seed: seed
@@ -138,16 +141,18 @@ public struct LoadRunner: Sendable {
         var finished: [EventLoopFuture<Void>] = []
         for (index, loop) in loops.prefix(activeLoops).enumerated() {
             let mine = Swift.stride(from: index, to: workers, by: activeLoops).map { $0 }
-            finished.append(loop.flatSubmit {
-                let work = LoopWork(eventLoop: loop, plan: plan, index: index, of: activeLoops)
-                let senders = mine.map { worker in
-                    LoadSender(work: work, address: addresses[worker % addresses.count],
-                               bind: bindAddresses.isEmpty ? nil : bindAddresses[worker % bindAddresses.count],
-                               targetName: targetNames[worker % targetNames.count], index: worker)
-                }
-                work.start(senders)
-                return work.done
-            })
+            finished.append(
+                loop.flatSubmit {
+                    let work = LoopWork(eventLoop: loop, plan: plan, index: index, of: activeLoops)
+                    let senders = mine.map { worker in
+                        LoadSender(
+                            work: work, address: addresses[worker % addresses.count],
+                            bind: bindAddresses.isEmpty ? nil : bindAddresses[worker % bindAddresses.count],
+                            targetName: targetNames[worker % targetNames.count], index: worker)
+                    }
+                    work.start(senders)
+                    return work.done
+                })
         }
         let progressTask = Task { [onProgress] in
             while !Task.isCancelled {

@@ -153,7 +153,8 @@ final class LoadSender: LoadConnectionDelegate {
 
     func nextTransaction(_ connection: LoadConnection) -> LoadTransaction? {
         guard !finished, plan.perConnection == 0 || connection.transactions < plan.perConnection,
-              let job = work.takeReadyJob(for: self) else { return nil }
+            let job = work.takeReadyJob(for: self)
+        else { return nil }
         return transaction(for: job)
     }
 

@@ -38,8 +38,9 @@ final class LoopWork {
             scheduleDone = true
         } else {
             scheduleDone = false
-            schedule = Schedule(arrival: plan.scenario.arrival, duration: plan.scenario.duration, count: plan.scenario.count,
-                                seed: plan.seed, trace: plan.trace)
+            schedule = Schedule(
+                arrival: plan.scenario.arrival, duration: plan.scenario.duration, count: plan.scenario.count,
+                seed: plan.seed, trace: plan.trace)
         }
     }
 

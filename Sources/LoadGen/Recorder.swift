@@ -101,9 +101,11 @@ public final class Recorder: Sendable {
                 state.errors["\(outcome.phase) \(outcome.error ?? "error")", default: 0] += 1
             }
             let phases = outcome.phases
-            for (name, value) in [("connect", phases.connect), ("banner", phases.banner), ("ehlo", phases.ehlo), ("tls", phases.tls),
-                                  ("auth", phases.auth), ("mail", phases.mail), ("rcpt", phases.rcpt), ("data", phases.data),
-                                  ("final", phases.final)] {
+            for (name, value) in [
+                ("connect", phases.connect), ("banner", phases.banner), ("ehlo", phases.ehlo), ("tls", phases.tls),
+                ("auth", phases.auth), ("mail", phases.mail), ("rcpt", phases.rcpt), ("data", phases.data),
+                ("final", phases.final),
+            ] {
                 guard let value else { continue }
                 _ = state.phases[name, default: Recorder.histogram()].record(Swift.max(1, value / 1000))
             }
@@ -113,8 +115,10 @@ public final class Recorder: Sendable {
     /// A snapshot for the progress line: sent, in flight, errors, p50 and p99 in ms.
     public var progress: (sent: Int, inFlight: Int, errors: Int, p50: Double, p99: Double) {
         state.withLock { state in
-            (state.sent, state.inFlight, state.rejected + state.failed,
-             Double(state.latency.valueAtPercentile(50)) / 1000, Double(state.latency.valueAtPercentile(99)) / 1000)
+            (
+                state.sent, state.inFlight, state.rejected + state.failed,
+                Double(state.latency.valueAtPercentile(50)) / 1000, Double(state.latency.valueAtPercentile(99)) / 1000
+            )
         }
     }
 }

@@ -45,8 +45,9 @@ public struct Renderer: Sendable {
 
     /// `padding`: bytes of filler for a sized template; nil measures it on this message.
     private func render(_ template: Template, seq: Int, now: Date, padding: Int?) -> RenderedMessage {
-        var context = Context(seq: seq, runID: runID, users: template.users, now: now,
-                              random: SeededRandom(seed: seed ^ (UInt64(seq) &* 0x2545_F491_4F6C_DD1D)))
+        var context = Context(
+            seq: seq, runID: runID, users: template.users, now: now,
+            random: SeededRandom(seed: seed ^ (UInt64(seq) &* 0x2545_F491_4F6C_DD1D)))
         let traceID = "\(runID)/\(seq)"
         let messageID = "<\(runID).\(seq)@swallow.load>"
         if let eml = template.eml {
@@ -56,8 +57,9 @@ public struct Renderer: Sendable {
             text = "X-Swallow-Trace: \(traceID)\r\nMessage-ID: \(messageID)\r\n" + Self.crlf(lines.joined(separator: "\n"))
             let sender = template.from.isEmpty ? "load@swallow.load" : Self.address(context.fill(template.from))
             let recipients = template.to.isEmpty ? ["sink@swallow.load"] : template.to.map { Self.address(context.fill($0)) }
-            return RenderedMessage(seq: seq, template: template.name, sender: sender, recipients: recipients,
-                                   data: Array(text.utf8), messageID: messageID, traceID: traceID, otp: context.otp)
+            return RenderedMessage(
+                seq: seq, template: template.name, sender: sender, recipients: recipients,
+                data: Array(text.utf8), messageID: messageID, traceID: traceID, otp: context.otp)
         }
         let from = context.fill(template.from)
         let to = template.to.map { context.fill($0) }
@@ -99,7 +101,8 @@ public struct Renderer: Sendable {
             text = text ?? ""
             tail = MIMEWriter.encodedPadding(padding)
         }
-        var message = MIMEWriter.message(headers: headers, text: text, html: html, attachments: attachments, seq: seq, encodedTextTail: tail, encodedAttachments: encoded)
+        var message = MIMEWriter.message(
+            headers: headers, text: text, html: html, attachments: attachments, seq: seq, encodedTextTail: tail, encodedAttachments: encoded)
         if padding == nil, let size = template.size, message.count < size {
             text = (text ?? "") + MIMEWriter.padding(size - message.count)
             message = MIMEWriter.message(headers: headers, text: text, html: html, attachments: attachments, seq: seq, encodedAttachments: encoded)

@@ -97,20 +97,26 @@ final class SMTPClientConnection {
     static func now() -> UInt64 { NIODeadline.now().uptimeNanoseconds }
 
     /// Opens a connection and readies it for mail: banner, EHLO, TLS, AUTH.
-    static func open(to target: Target, settings: Scenario.ConnectionSettings, group: any EventLoopGroup,
-                     times: inout PhaseTimes) async throws -> SMTPClientConnection {
+    static func open(
+        to target: Target, settings: Scenario.ConnectionSettings, group: any EventLoopGroup,
+        times: inout PhaseTimes
+    ) async throws -> SMTPClientConnection {
         var start = now()
-        let tlsContext: NIOSSLContext? = settings.tls == .none ? nil : try {
-            var configuration = TLSConfiguration.makeClientConfiguration()
-            // A sandbox sink's certificate is self-signed: load generation checks timing, not trust.
-            configuration.certificateVerification = .none
-            return try NIOSSLContext(configuration: configuration)
-        }()
+        let tlsContext: NIOSSLContext? =
+            settings.tls == .none
+            ? nil
+            : try {
+                var configuration = TLSConfiguration.makeClientConfiguration()
+                // A sandbox sink's certificate is self-signed: load generation checks timing, not trust.
+                configuration.certificateVerification = .none
+                return try NIOSSLContext(configuration: configuration)
+            }()
         let channel: NIOAsyncChannel<String, ByteBuffer>
         do {
             var bootstrap = ClientBootstrap(group: group)
             if let bind = target.bind { bootstrap = bootstrap.bind(to: try SocketAddress(ipAddress: bind, port: 0)) }
-            channel = try await bootstrap
+            channel =
+                try await bootstrap
                 .connectTimeout(.milliseconds(Int64(settings.connectTimeout * 1000)))
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .connect(host: target.host, port: target.port) { channel in
@@ -140,7 +146,8 @@ final class SMTPClientConnection {
                 guard extensions.contains("STARTTLS") else { throw SMTPClientError.protocolError("the server does not offer STARTTLS") }
                 let reply = try await connection.command(.starttls, phase: "starttls")
                 guard reply.code.rawValue == 220 else { throw SMTPClientError.protocolError("STARTTLS: \(reply)") }
-                try await channel.channel.pipeline.addHandler(try NIOSSLClientHandler(context: tlsContext, serverHostname: nil), position: .first).get()
+                try await channel.channel.pipeline.addHandler(try NIOSSLClientHandler(context: tlsContext, serverHostname: nil), position: .first)
+                    .get()
                 extensions = try await connection.ehlo(settings.helo)
                 times.tls = now() - start
             }

@@ -119,7 +119,8 @@ extension Scenario {
             mix = [(only, 1)]
         }
         let expectReader = try root.optional("expect")
-        let content = try expectReader.flatMap { (reader: YAMLReader) throws(InputError) in try reader.optional("content") }
+        let content =
+            try expectReader.flatMap { (reader: YAMLReader) throws(InputError) in try reader.optional("content") }
             .map { (reader: YAMLReader) throws(InputError) in try ContentExpectation.parse(reader, templates: Set(templates.keys)) } ?? []
         var scenario = Scenario(
             name: name,
@@ -182,7 +183,9 @@ extension Scenario {
         _ = try reader.keys(allowed: ["pool", "per_connection", "pipelining", "tls", "auth", "helo", "connect_timeout", "timeout", "targets", "bind"])
         for key in ["targets", "bind"] {
             guard let list = try reader.optional(key) else { continue }
-            let values = list.isSequence ? try list.items().map { (item: YAMLReader) throws(InputError) in try item.string() }
+            let values =
+                list.isSequence
+                ? try list.items().map { (item: YAMLReader) throws(InputError) in try item.string() }
                 : try list.string().split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
             guard !values.isEmpty, values.allSatisfy({ !$0.isEmpty }) else { throw list.error("expected a list of addresses") }
             if key == "targets" {

@@ -71,9 +71,10 @@ public struct Template: Sendable {
                 }
                 let size = try item.optional("size")?.size() ?? 0
                 guard size <= 50 * 1024 * 1024 else { throw item.error("attachments are limited to 50MiB") }
-                template.attachments.append(Attachment(
-                    kind: kind, name: try item.optional("name")?.string() ?? "attachment.\(kind == .pdf ? "pdf" : "bin")", size: size
-                ))
+                template.attachments.append(
+                    Attachment(
+                        kind: kind, name: try item.optional("name")?.string() ?? "attachment.\(kind == .pdf ? "pdf" : "bin")", size: size
+                    ))
             }
         }
         if let size = try reader.optional("size") {

@@ -9,7 +9,10 @@ struct TemplatePicker: Sendable {
     init(mix: [(template: String, weight: Double)], seed: UInt64) {
         names = mix.map(\.template)
         var total = 0.0
-        cumulative = mix.map { total += $0.weight; return total }
+        cumulative = mix.map {
+            total += $0.weight
+            return total
+        }
         random = SeededRandom(seed: seed ^ 0x1111_2222)
     }
 

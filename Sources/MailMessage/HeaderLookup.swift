@@ -13,7 +13,8 @@ public enum HeaderLookup {
             let contentEnd = lineEnd > lineStart && message[lineEnd - 1] == UInt8(ascii: "\r") ? lineEnd - 1 : lineEnd
             if contentEnd == lineStart { return nil }  // end of the header section
             if contentEnd - lineStart > wanted.count, message[lineStart + wanted.count] == UInt8(ascii: ":"),
-               Self.matches(wanted, message, at: lineStart) {
+                Self.matches(wanted, message, at: lineStart)
+            {
                 var value = [UInt8](UnsafeRawBufferPointer(rebasing: message[(lineStart + wanted.count + 1)..<contentEnd]))
                 // Unfold continuation lines (RFC 5322 §2.2.3).
                 var next = lineEnd + 1

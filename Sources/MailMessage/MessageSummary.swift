@@ -51,7 +51,9 @@ public struct MessageSummary: Codable, Hashable, Sendable {
         cc = parsed.cc
         replyTo = parsed.replyTo
         let named = Set((parsed.to + parsed.cc + parsed.bcc).map { $0.address.lowercased() })
-        bcc = parsed.bcc + captured.envelope.recipients.filter { !named.contains($0.address.lowercased()) }
+        bcc =
+            parsed.bcc
+            + captured.envelope.recipients.filter { !named.contains($0.address.lowercased()) }
             .map { MailAddress(name: "", address: $0.address) }
         subject = parsed.subject
         date = parsed.date
@@ -60,7 +62,10 @@ public struct MessageSummary: Codable, Hashable, Sendable {
         snippet = parsed.snippet
         var search: [String] = []
         func add(_ addresses: [MailAddress]) {
-            for address in addresses { search.append(address.name); search.append(address.address) }
+            for address in addresses {
+                search.append(address.name)
+                search.append(address.address)
+            }
         }
         add(from.map { [$0] } ?? [])
         search.append(subject)

@@ -29,7 +29,8 @@ extension ByteBuffer {
                 }
             }
         }
-        let endsWithCRLF = message.readableBytes >= 2
+        let endsWithCRLF =
+            message.readableBytes >= 2
             && message.getInteger(at: message.writerIndex - 2, as: UInt16.self) == 0x0D0A
         if !endsWithCRLF && message.readableBytes > 0 {
             writeStaticString("\r\n")

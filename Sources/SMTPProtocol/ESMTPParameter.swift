@@ -27,7 +27,7 @@ public struct ESMTPParameter: Hashable, Sendable, CustomStringConvertible {
                 || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
         }
         guard let first = keyword.utf8.first, isAlphanumeric(first),
-              keyword.utf8.allSatisfy({ isAlphanumeric($0) || $0 == UInt8(ascii: "-") })
+            keyword.utf8.allSatisfy({ isAlphanumeric($0) || $0 == UInt8(ascii: "-") })
         else { throw .syntax("invalid parameter keyword: \(token.prefix(40))") }
         if let value {
             // esmtp-value: %d33-60 / %d62-126, and UTF-8 under SMTPUTF8 (RFC 6531 §3.3).

@@ -14,9 +14,9 @@ public struct EnhancedStatusCode: Hashable, Sendable, CustomStringConvertible {
     public init?(_ text: some StringProtocol) {
         let parts = text.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 3,
-              parts.allSatisfy({ (1...3).contains($0.count) && $0.allSatisfy(\.isASCIIDigit) }),
-              let c = Int(parts[0]), let s = Int(parts[1]), let d = Int(parts[2]),
-              [2, 4, 5].contains(c)
+            parts.allSatisfy({ (1...3).contains($0.count) && $0.allSatisfy(\.isASCIIDigit) }),
+            let c = Int(parts[0]), let s = Int(parts[1]), let d = Int(parts[2]),
+            [2, 4, 5].contains(c)
         else { return nil }
         self.init(c, s, d)
     }

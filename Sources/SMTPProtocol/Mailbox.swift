@@ -44,12 +44,16 @@ public struct Mailbox: Hashable, Sendable, CustomStringConvertible {
         if local.utf8.first == UInt8(ascii: "\"") {
             guard local.utf8.count >= 2, local.utf8.last == UInt8(ascii: "\"") else { throw .syntax("unterminated quoted local part") }
         } else {
-            guard local.utf8.allSatisfy(Self.isAtomOrDot), Self.isDotSeparated(local.utf8) else { throw .syntax("invalid local part: \(local.prefix(64))") }
+            guard local.utf8.allSatisfy(Self.isAtomOrDot), Self.isDotSeparated(local.utf8) else {
+                throw .syntax("invalid local part: \(local.prefix(64))")
+            }
         }
         if domain.utf8.first == UInt8(ascii: "[") {
             guard domain.utf8.last == UInt8(ascii: "]"), domain.utf8.count > 2 else { throw .syntax("invalid address literal: \(domain.prefix(64))") }
         } else {
-            guard domain.utf8.allSatisfy(Self.isDomainByte), Self.isDotSeparated(domain.utf8) else { throw .syntax("invalid domain: \(domain.prefix(64))") }
+            guard domain.utf8.allSatisfy(Self.isDomainByte), Self.isDotSeparated(domain.utf8) else {
+                throw .syntax("invalid domain: \(domain.prefix(64))")
+            }
         }
         return Mailbox(localPart: String(local), domain: String(domain))
     }
@@ -107,7 +111,7 @@ public struct Mailbox: Hashable, Sendable, CustomStringConvertible {
     static func isDomainByte(_ byte: UInt8) -> Bool {
         switch byte {
         case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-             UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), 0x80...:
+            UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), 0x80...:
             true
         default:
             false

@@ -54,7 +54,7 @@ extension SMTPCommand {
         case "BDAT":
             let parts = argument.split(separator: " ")
             guard (1...2).contains(parts.count), parts[0].allSatisfy(\.isASCIIDigit), parts[0].count <= 18,
-                  let size = Int(parts[0])
+                let size = Int(parts[0])
             else { throw .syntax("BDAT needs a chunk size: BDAT <size> [LAST]") }
             if parts.count == 2 {
                 guard parts[1].uppercased() == "LAST" else { throw .syntax("BDAT's second argument can only be LAST") }

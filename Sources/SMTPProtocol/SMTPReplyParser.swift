@@ -16,9 +16,9 @@ public struct SMTPReplyParser: Sendable {
     public mutating func feed(line: String) throws(SMTPParseError) -> SMTPReply? {
         let bytes = Array(line.utf8)
         guard bytes.count >= 3,
-              bytes[0...2].allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }),
-              let value = Int(String(decoding: bytes[0...2], as: UTF8.self)),
-              (200...599).contains(value)
+            bytes[0...2].allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }),
+            let value = Int(String(decoding: bytes[0...2], as: UTF8.self)),
+            (200...599).contains(value)
         else { throw .syntax("reply line must start with a three-digit code: \(line.prefix(40))") }
         let separator = bytes.count > 3 ? bytes[3] : UInt8(ascii: " ")
         guard separator == UInt8(ascii: " ") || separator == UInt8(ascii: "-") else {
@@ -31,7 +31,8 @@ public struct SMTPReplyParser: Sendable {
         self.code = code
         var text = bytes.count > 4 ? String(decoding: bytes[4...], as: UTF8.self) : ""
         if parseEnhanced, let space = text.firstIndex(of: " ") ?? (text.isEmpty ? nil : text.endIndex),
-           let status = EnhancedStatusCode(text[..<space]) {
+            let status = EnhancedStatusCode(text[..<space])
+        {
             enhanced = enhanced ?? status
             text = space == text.endIndex ? "" : String(text[text.index(after: space)...])
         }

@@ -44,7 +44,8 @@ public final class Sink: Service, Sendable {
         self.tlsConfiguration = tlsConfiguration
         self.localContext = localContext
         self.eventLoopGroup = eventLoopGroup
-        self.webhooks = configuration.webhooks.hooks.isEmpty
+        self.webhooks =
+            configuration.webhooks.hooks.isEmpty
             ? nil : Webhooks(settings: configuration.webhooks, store: store, group: eventLoopGroup)
         self.metrics = metrics
         self.faults = faults

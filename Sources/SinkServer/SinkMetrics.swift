@@ -94,7 +94,8 @@ public final class SinkMetrics: Sendable {
             registry.makeDurationHistogram(
                 descriptor: MetricNameDescriptor(
                     namespace: "swallow", subsystem: "smtp", metricName: "phase", unitName: "seconds",
-                    helpText: "Accepted messages' SMTP phases: envelope (MAIL to DATA), data (DATA to the final dot), reply (the dot to the reply), transaction (MAIL to the reply)"
+                    helpText:
+                        "Accepted messages' SMTP phases: envelope (MAIL to DATA), data (DATA to the final dot), reply (the dot to the reply), transaction (MAIL to the reply)"
                 ),
                 labels: [("phase", phase)], buckets: buckets
             )

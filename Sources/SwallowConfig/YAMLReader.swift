@@ -129,7 +129,8 @@ public struct YAMLReader {
         return value
     }
 
-    public func double(in range: ClosedRange<Double> = -Double.greatestFiniteMagnitude...Double.greatestFiniteMagnitude) throws(InputError) -> Double {
+    public func double(in range: ClosedRange<Double> = -Double.greatestFiniteMagnitude...Double.greatestFiniteMagnitude) throws(InputError) -> Double
+    {
         guard let value = node.float ?? node.int.map(Double.init), value.isFinite else { throw error("expected a number") }
         guard range.contains(value) else { throw error("must be between \(range.lowerBound) and \(range.upperBound)") }
         return value

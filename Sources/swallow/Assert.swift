@@ -37,7 +37,10 @@ struct Assert: AsyncParsableCommand {
     @Option(help: "More Mailpit search syntax, added as is (e.g. 'has:attachment').")
     var query: String?
 
-    @Option(help: "Only this mailbox (an AUTH user, a recipient's plus tag or an X-Swallow-Mailbox header); 'new' creates a mailbox, prints 'NAME TOKEN' and exits.")
+    @Option(
+        help:
+            "Only this mailbox (an AUTH user, a recipient's plus tag or an X-Swallow-Mailbox header); 'new' creates a mailbox, prints 'NAME TOKEN' and exits."
+    )
     var mailbox: String?
 
     @Option(help: "An API token (a mailbox's, or an admin --api-token), sent as Authorization: Bearer.")
@@ -122,8 +125,8 @@ struct Assert: AsyncParsableCommand {
         }
         let text = String(decoding: answer.body, as: UTF8.self)
         guard answer.status == 201,
-              let object = try? JSONSerialization.jsonObject(with: Data(answer.body)) as? [String: Any],
-              let name = object["Name"] as? String, let token = object["Token"] as? String
+            let object = try? JSONSerialization.jsonObject(with: Data(answer.body)) as? [String: Any],
+            let name = object["Name"] as? String, let token = object["Token"] as? String
         else { throw fail(2, "the sink answered \(answer.status): \(text.trimmingCharacters(in: .whitespacesAndNewlines))") }
         print(json ? text : "\(name) \(token)")
     }

@@ -22,13 +22,22 @@ struct Load: AsyncParsableCommand {
     @Argument(help: "The scenario file (YAML).")
     var scenario: String
 
-    @Option(help: "HOST:PORT of the SMTP server, or several (HOST:PORT,HOST:PORT): connections are spread evenly over them (default: the scenario's connection.targets, else an in-process sink).")
+    @Option(
+        help:
+            "HOST:PORT of the SMTP server, or several (HOST:PORT,HOST:PORT): connections are spread evenly over them (default: the scenario's connection.targets, else an in-process sink)."
+    )
     var target: String?
 
-    @Option(help: "Local addresses to connect from (ADDR,ADDR,...), spread evenly over the connections (default: the scenario's connection.bind, else any).")
+    @Option(
+        help:
+            "Local addresses to connect from (ADDR,ADDR,...), spread evenly over the connections (default: the scenario's connection.bind, else any)."
+    )
     var bind: String?
 
-    @Option(help: "Time zero of the schedule: an RFC 3339 instant (2026-12-03T10:00:00Z) or +DURATION from now (+10s); shards given the same instant start together.")
+    @Option(
+        help:
+            "Time zero of the schedule: an RFC 3339 instant (2026-12-03T10:00:00Z) or +DURATION from now (+10s); shards given the same instant start together."
+    )
     var startAt: String?
 
     @Option(help: "Override the rate of a constant or poisson arrival (200/s, 12000/m).")
@@ -43,7 +52,10 @@ struct Load: AsyncParsableCommand {
     @Option(help: "Seed for every random choice (same seed, same traffic).")
     var seed: UInt64?
 
-    @Option(help: "Measure delivery through a relay: 'embedded' or 'embedded:HOST:PORT' starts a sink in this process for the relay to forward to; a URL (http://HOST:8025) reads a running sink's event stream.")
+    @Option(
+        help:
+            "Measure delivery through a relay: 'embedded' or 'embedded:HOST:PORT' starts a sink in this process for the relay to forward to; a URL (http://HOST:8025) reads a running sink's event stream."
+    )
     var sink: String?
 
     @Option(help: "How long after the last send a message may still arrive before it counts as lost.")
@@ -61,10 +73,16 @@ struct Load: AsyncParsableCommand {
     @Flag(help: "No progress lines; the summary only.")
     var quiet = false
 
-    @Flag(help: "Fail the run when an expectation cannot be measured (content checks, delivery latency, lost or duplicates without --sink); by default they are skipped.")
+    @Flag(
+        help:
+            "Fail the run when an expectation cannot be measured (content checks, delivery latency, lost or duplicates without --sink); by default they are skipped."
+    )
     var strict = false
 
-    @Option(help: "Send only part K of N of the run (every Nth message of the schedule, e.g. 3/8); give every shard the same --seed, then merge the JSON reports with `swallow report merge`.")
+    @Option(
+        help:
+            "Send only part K of N of the run (every Nth message of the schedule, e.g. 3/8); give every shard the same --seed, then merge the JSON reports with `swallow report merge`."
+    )
     var shard: String?
 
     @Option(help: "The run id in trace headers (run/seq); default random. Shards may share one.")
@@ -86,7 +104,9 @@ struct Load: AsyncParsableCommand {
     private func execute() async throws {
         var scenario = try Scenario.load(path: self.scenario)
         if let rate {
-            guard let value = Quantity.rate(rate), value > 0 else { throw InputError(file: "--rate", line: nil, field: "", message: "expected a rate such as 200/s") }
+            guard let value = Quantity.rate(rate), value > 0 else {
+                throw InputError(file: "--rate", line: nil, field: "", message: "expected a rate such as 200/s")
+            }
             switch scenario.arrival {
             case .constant: scenario.arrival = .constant(rate: value)
             case .poisson: scenario.arrival = .poisson(rate: value)
@@ -94,7 +114,9 @@ struct Load: AsyncParsableCommand {
             }
         }
         if let duration {
-            guard let value = Quantity.duration(duration) else { throw InputError(file: "--duration", line: nil, field: "", message: "expected a duration such as 60s") }
+            guard let value = Quantity.duration(duration) else {
+                throw InputError(file: "--duration", line: nil, field: "", message: "expected a duration such as 60s")
+            }
             scenario.duration = value
         }
         if let count { scenario.count = count }
@@ -149,7 +171,9 @@ struct Load: AsyncParsableCommand {
                 startInstant = formatter.date(from: startAt) ?? ISO8601DateFormatter().date(from: startAt)
             }
             guard startInstant != nil else {
-                throw InputError(file: "--start-at", line: nil, field: "", message: "expected an RFC 3339 instant (2026-12-03T10:00:00Z) or +DURATION (+10s), got \(startAt)")
+                throw InputError(
+                    file: "--start-at", line: nil, field: "",
+                    message: "expected an RFC 3339 instant (2026-12-03T10:00:00Z) or +DURATION (+10s), got \(startAt)")
             }
         }
         if let first = targets.first {
@@ -161,7 +185,7 @@ struct Load: AsyncParsableCommand {
                 remote = HTTPDeliveries(baseURL: url, bodies: !scenario.content.isEmpty)
             } else if let sink {
                 guard sink == "embedded" || sink.hasPrefix("embedded:"),
-                      let address = try? ListenAddress(parsing: sink == "embedded" ? "127.0.0.1:0" : String(sink.dropFirst("embedded:".count)))
+                    let address = try? ListenAddress(parsing: sink == "embedded" ? "127.0.0.1:0" : String(sink.dropFirst("embedded:".count)))
                 else {
                     throw InputError(file: "--sink", line: nil, field: "", message: "expected embedded or embedded:HOST:PORT, got \(sink)")
                 }
@@ -195,9 +219,10 @@ struct Load: AsyncParsableCommand {
         runner.onProgress = { recorder, elapsed, delivered in
             guard !quiet else { return }
             let progress = recorder.progress
-            var line = String(format: "%6.1fs  sent %d  in flight %d  errors %d  rate %.0f/s  p50 %.1fms  p99 %.1fms",
-                              elapsed, progress.sent, progress.inFlight, progress.errors,
-                              elapsed > 0 ? Double(progress.sent) / elapsed : 0, progress.p50, progress.p99)
+            var line = String(
+                format: "%6.1fs  sent %d  in flight %d  errors %d  rate %.0f/s  p50 %.1fms  p99 %.1fms",
+                elapsed, progress.sent, progress.inFlight, progress.errors,
+                elapsed > 0 ? Double(progress.sent) / elapsed : 0, progress.p50, progress.p99)
             if let delivered { line += "  delivered \(delivered)" }
             if terminal {
                 FileHandle.standardOutput.write(Data("\r\u{1B}[K\(line)".utf8))
@@ -216,7 +241,8 @@ struct Load: AsyncParsableCommand {
         if let html { try Data(result.html().utf8).write(to: URL(fileURLWithPath: html)) }
         if let junit { try Data(result.junit().utf8).write(to: URL(fileURLWithPath: junit)) }
         if result.sent > 0 && result.accepted == 0 && result.errors.keys.allSatisfy({ $0.hasPrefix("connect") }) {
-            FileHandle.standardError.write(Data("error: the target \(runner.targets.map(\.description).joined(separator: ", ")) could not be reached\n".utf8))
+            FileHandle.standardError.write(
+                Data("error: the target \(runner.targets.map(\.description).joined(separator: ", ")) could not be reached\n".utf8))
             throw ExitCode(2)
         }
         if !result.passed { throw ExitCode(1) }
@@ -237,7 +263,8 @@ struct StoreDeliveries: DeliverySource {
                 for await message in events {
                     guard let trace = message.traceID else { continue }
                     let raw = bodies ? (try? await store.receivedBytes(id: message.id)).flatMap { $0.map { Array($0.readableBytesView) } } : nil
-                    continuation.yield(Delivery(traceID: trace, capturedAt: Date(timeIntervalSince1970: Double(message.timestamps.dataEndNanos) / 1e9), raw: raw))
+                    continuation.yield(
+                        Delivery(traceID: trace, capturedAt: Date(timeIntervalSince1970: Double(message.timestamps.dataEndNanos) / 1e9), raw: raw))
                 }
                 continuation.finish()
             }

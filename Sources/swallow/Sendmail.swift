@@ -27,12 +27,12 @@ struct Sendmail: AsyncParsableCommand {
         abstract: "Submit a message read from stdin to a sink, as sendmail does.",
         usage: "swallow sendmail [-t] [-i] [-f FROM] [--smtp-addr HOST:PORT] [RECIPIENT...] < message",
         discussion: """
-        -t              add the recipients of the To, Cc and Bcc headers (Bcc is removed)
-        -i, -oi         a line with a single dot does not end the message
-        -f FROM, -r     the envelope sender (default: the From header's address)
-        --smtp-addr     the sink's SMTP address, HOST:PORT (default: $SWALLOW_SMTP, else 127.0.0.1:1025)
-        Exit status: 0 accepted, 75 on a 4xx reply, 69 on a 5xx reply or no connection, 2 on bad usage.
-        """
+            -t              add the recipients of the To, Cc and Bcc headers (Bcc is removed)
+            -i, -oi         a line with a single dot does not end the message
+            -f FROM, -r     the envelope sender (default: the From header's address)
+            --smtp-addr     the sink's SMTP address, HOST:PORT (default: $SWALLOW_SMTP, else 127.0.0.1:1025)
+            Exit status: 0 accepted, 75 on a 4xx reply, 69 on a 5xx reply or no connection, 2 on bad usage.
+            """
     )
 
     @Argument(parsing: .captureForPassthrough, help: "sendmail's flags and the recipients.")
@@ -79,8 +79,14 @@ struct Sendmail: AsyncParsableCommand {
                 invocation.recipients += argument.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
                 continue
             }
-            if argument == "--" { optionsEnded = true; continue }
-            if argument == "--help" || argument == "-h" { invocation.help = true; continue }
+            if argument == "--" {
+                optionsEnded = true
+                continue
+            }
+            if argument == "--help" || argument == "-h" {
+                invocation.help = true
+                continue
+            }
             if argument.hasPrefix("--smtp-addr") {
                 let attached = argument.dropFirst("--smtp-addr".count)
                 if attached.isEmpty {
@@ -190,7 +196,8 @@ struct Sendmail: AsyncParsableCommand {
             printError("no recipients: give them as arguments, or -t to read To, Cc and Bcc")
             return exitUsage
         }
-        let sender = invocation.sender
+        let sender =
+            invocation.sender
             ?? HeaderSection.parse(message[...]).0["From"].flatMap { MailAddress.parseList($0).first?.address }
             ?? "\(ProcessInfo.processInfo.environment["USER"] ?? "sendmail")@localhost"
 

@@ -92,7 +92,10 @@ struct Serve: AsyncParsableCommand {
     @Flag(help: "Tag messages with their recipients' plus tags (app+signup@x.example → signup).")
     var tagsFromPlus = false
 
-    @Option(help: ArgumentHelp("POST each stored message's event as JSON to URL (repeatable); a --webhook-mailbox or --webhook-query after it filters it.", valueName: "URL"))
+    @Option(
+        help: ArgumentHelp(
+            "POST each stored message's event as JSON to URL (repeatable); a --webhook-mailbox or --webhook-query after it filters it.",
+            valueName: "URL"))
     var webhook: [String] = []
 
     @Option(help: ArgumentHelp("Only messages of this mailbox, for the --webhook before it.", valueName: "NAME"))
@@ -122,7 +125,11 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Remove messages older than this (e.g. 30m, 24h; 0: keep them), checked every second.")
     var maxAge = "0"
 
-    @Option(name: .customLong("api-token"), help: ArgumentHelp("An admin Bearer token for the HTTP API (repeatable); with it or --api-auth every route but the health checks needs a credential.", valueName: "TOKEN"))
+    @Option(
+        name: .customLong("api-token"),
+        help: ArgumentHelp(
+            "An admin Bearer token for the HTTP API (repeatable); with it or --api-auth every route but the health checks needs a credential.",
+            valueName: "TOKEN"))
     var apiTokens: [String] = []
 
     @Option(help: ArgumentHelp("Admin users of the HTTP API, for HTTP Basic: a file of user:password lines (as --auth FILE).", valueName: "FILE"))
@@ -184,7 +191,7 @@ struct Serve: AsyncParsableCommand {
         configuration.mailboxQuota = mailboxQuota
         if maxAge != "0" {
             guard let seconds = Quantity.duration(maxAge) ?? (maxAge.hasSuffix("d") ? Double(maxAge.dropLast()).map { $0 * 86_400 } : nil),
-                  seconds >= 0, seconds.isFinite
+                seconds >= 0, seconds.isFinite
             else { throw ValidationError("--max-age: expected a duration such as 30m or 24h (0: off), got \(maxAge)") }
             configuration.maxAge = seconds > 0 ? seconds : nil
         }
@@ -275,11 +282,13 @@ struct Serve: AsyncParsableCommand {
         }
         // Anyone who reaches a public port could read every message and change the faults.
         if !httpAddress.isLoopback && !configuration.apiAuthRequired && !apiInsecure {
-            FileHandle.standardError.write(Data("""
-                swallow serve: --http \(http) is not a loopback address and the API has no authentication: \
-                give --api-token TOKEN or --api-auth FILE, or --api-insecure to serve it open anyway
+            FileHandle.standardError.write(
+                Data(
+                    """
+                    swallow serve: --http \(http) is not a loopback address and the API has no authentication: \
+                    give --api-token TOKEN or --api-auth FILE, or --api-insecure to serve it open anyway
 
-                """.utf8))
+                    """.utf8))
             throw ExitCode(2)
         }
         let sink: Sink

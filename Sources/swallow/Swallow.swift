@@ -1,6 +1,5 @@
 import ArgumentParser
 
-
 struct Swallow: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swallow",

@@ -2,8 +2,8 @@
 // for the application (it mails a code with Python's smtplib).
 import Assertions
 import Foundation
-import SwallowTesting
 import SwallowTestSupport
+import SwallowTesting
 import Testing
 
 // (The trait skips it where python3 is missing; the README's copy has none.)
@@ -11,7 +11,7 @@ import Testing
 func loginCodeArrives() async throws {
     let sink = try await TestSink.start()
     defer { sink.stop() }
-    try await sendLoginCode(to: "alice@example.com", smtpPort: sink.smtpPort)   // your app
+    try await sendLoginCode(to: "alice@example.com", smtpPort: sink.smtpPort)  // your app
     let mail = try await sink.waitFor(.to("alice@example.com").subject(containing: "code"), within: .seconds(5))
     let code = try #require(try mail.extract(#"(\d{6})"#))
     #expect(code.count == 6)

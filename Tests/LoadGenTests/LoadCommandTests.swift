@@ -74,11 +74,12 @@ struct RemoteDeliveryTests {
     func overHTTP() async throws {
         let serve = try ServeProcess()
         let smtp = try #require(serve.addresses["smtp"]), http = try #require(serve.addresses["http"])
-        let path = try LoadCommandTests.write(LoadCommandTests.scenario + """
+        let path = try LoadCommandTests.write(
+            LoadCommandTests.scenario + """
 
-              content:
-                - {template: otp, part: text, contains: "Code {otp}"}
-            """)
+                  content:
+                    - {template: otp, part: text, contains: "Code {otp}"}
+                """)
         defer { try? FileManager.default.removeItem(atPath: path) }
         let result = try LoadCommandTests.run(["load", path, "--quiet", "--target", smtp, "--sink", "http://\(http)", "--grace", "10s"])
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
@@ -112,8 +113,10 @@ struct RemoteDeliveryTests {
             // Each shard alone sends 15 of the 30 the scenario expects.
             #expect(result.status == 1, "\(result.stdout)\(result.stderr)")
         }
-        let merged = try LoadCommandTests.run(["report", "merge", "\(directory)/1.json", "\(directory)/2.json", "--json", "\(directory)/all.json",
-                                               "--junit", "\(directory)/all.xml"])
+        let merged = try LoadCommandTests.run([
+            "report", "merge", "\(directory)/1.json", "\(directory)/2.json", "--json", "\(directory)/all.json",
+            "--junit", "\(directory)/all.xml",
+        ])
         #expect(merged.status == 0, "\(merged.stdout)\(merged.stderr)")
         #expect(merged.stdout.contains("PASS accepted == 30"), "\(merged.stdout)")
         let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(directory)/all.json"))) as? [String: Any]
@@ -153,17 +156,20 @@ struct ShippedScenarioTests {
         #expect(!result.stdout.contains("SKIP"), "the in-process sink measures everything")
     }
 
-    @Test("without a delivery sink: unmeasurable expectations are skipped (exit 0, passed null, JUnit skipped, delivery_latency_ms null); --strict fails them")
+    @Test(
+        "without a delivery sink: unmeasurable expectations are skipped (exit 0, passed null, JUnit skipped, delivery_latency_ms null); --strict fails them"
+    )
     func unmeasurable() throws {
         let serve = try ServeProcess()
         let smtp = try #require(serve.addresses["smtp"])
-        let path = try LoadCommandTests.write(LoadCommandTests.scenario + """
+        let path = try LoadCommandTests.write(
+            LoadCommandTests.scenario + """
 
-              lost: "== 0"
-              delivery_latency: {p99: "< 5s"}
-              content:
-                - {template: otp, part: text, contains: "Code {otp}"}
-            """)
+                  lost: "== 0"
+                  delivery_latency: {p99: "< 5s"}
+                  content:
+                    - {template: otp, part: text, contains: "Code {otp}"}
+                """)
         let report = path + ".json", junit = path + ".xml"
         defer { for file in [path, report, junit] { try? FileManager.default.removeItem(atPath: file) } }
         let result = try LoadCommandTests.run(["load", path, "--quiet", "--target", smtp, "--report", report, "--junit", junit])

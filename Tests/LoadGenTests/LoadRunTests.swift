@@ -13,7 +13,8 @@ import Testing
 @Suite("Load runs over real sockets")
 struct LoadRunTests {
     static func scenario(count: Int, expect: String = "") -> Scenario {
-        try! Scenario.parse("""
+        try! Scenario.parse(
+            """
             name: loopback
             count: \(count)
             arrival: {kind: constant, rate: 2000/s}
@@ -31,8 +32,9 @@ struct LoadRunTests {
         let sink = try await Sink.bind(configuration)
         let serving = Task { try await sink.run() }
         defer { sink.shutdown() }
-        let runner = LoadRunner(scenario: Self.scenario(count: 60, expect: "expect: {delivered: \">= 100%\", errors: \"== 0\"}"),
-                                host: "127.0.0.1", port: sink.smtpAddress.port, seed: 5, runID: "looprun")
+        let runner = LoadRunner(
+            scenario: Self.scenario(count: 60, expect: "expect: {delivered: \">= 100%\", errors: \"== 0\"}"),
+            host: "127.0.0.1", port: sink.smtpAddress.port, seed: 5, runID: "looprun")
         let report = try await runner.run()
         #expect(report.sent == 60)
         #expect(report.accepted == 60)
@@ -80,7 +82,8 @@ struct LoadRunTests {
 
     @Test("the mix's weights hold in what the sink captured")
     func mixProportions() async throws {
-        let scenario = try Scenario.parse("""
+        let scenario = try Scenario.parse(
+            """
             count: 400
             arrival: {kind: constant, rate: 5000/s}
             connection: {pool: 8}
@@ -107,7 +110,8 @@ struct LoadRunTests {
 
     @Test("4xx replies (the sink's tempfail@) are retried as configured, then given up")
     func retries() async throws {
-        let scenario = try Scenario.parse("""
+        let scenario = try Scenario.parse(
+            """
             count: 5
             arrival: {kind: constant, rate: 1000/s}
             retry: {on_4xx: 2, backoff: 10ms}
@@ -138,7 +142,8 @@ struct LoadRunTests {
         let serving = Task { try await sink.run() }
         defer { sink.shutdown() }
         for (tls, mechanism, port) in [("starttls", "plain", sink.smtpAddress.port), ("implicit", "login", sink.smtpsAddress!.port)] {
-            let scenario = try Scenario.parse("""
+            let scenario = try Scenario.parse(
+                """
                 count: 3
                 arrival: {kind: constant, rate: 1000/s}
                 connection: {pool: 1, tls: \(tls), auth: {mechanism: \(mechanism), user: app, password: secret}}
@@ -154,7 +159,8 @@ struct LoadRunTests {
         #expect(messages.allSatisfy { $0.session.authUser == "app" && $0.session.tls != nil })
         #expect(messages.filter { $0.session.tls?.implicit == true }.count == 3)
         // A wrong password is an error of the connection, counted, not a hang.
-        let wrong = try Scenario.parse("""
+        let wrong = try Scenario.parse(
+            """
             count: 2
             arrival: {kind: constant, rate: 1000/s}
             connection: {pool: 1, tls: starttls, auth: {user: app, password: nope}}
@@ -176,12 +182,12 @@ struct LoadRunTests {
         try "From: x@y.example\nTo: z@y.example\nSubject: raw {seq}\nMessage-ID: <old@y.example>\n\nhello\n".write(
             toFile: directory + "/m.eml", atomically: true, encoding: .utf8)
         try """
-            arrival: {kind: trace, file: t.csv, speed: 2}
-            mix: [{template: a}]
-            templates:
-              a: {from: a@x.example, to: b@x.example, subject: "a {seq}", text: "t"}
-              raw: {eml: m.eml, from: x@y.example, to: z@y.example}
-            """.write(toFile: directory + "/s.yaml", atomically: true, encoding: .utf8)
+        arrival: {kind: trace, file: t.csv, speed: 2}
+        mix: [{template: a}]
+        templates:
+          a: {from: a@x.example, to: b@x.example, subject: "a {seq}", text: "t"}
+          raw: {eml: m.eml, from: x@y.example, to: z@y.example}
+        """.write(toFile: directory + "/s.yaml", atomically: true, encoding: .utf8)
         let scenario = try Scenario.load(path: directory + "/s.yaml")
         let subjects = try await Self.withSink { sink in
             let report = try await LoadRunner(scenario: scenario, host: "127.0.0.1", port: sink.smtpAddress.port, seed: 1, runID: "tr").run()
@@ -213,7 +219,8 @@ struct LoadRunTests {
                     for await message in events {
                         guard let trace = message.traceID, !(lossy && trace.hasSuffix("/3")) else { continue }
                         let raw = bodies ? (try? await store.receivedBytes(id: message.id)).flatMap { $0.map { Array($0.readableBytesView) } } : nil
-                        let delivery = Delivery(traceID: trace, capturedAt: Date(timeIntervalSince1970: Double(message.timestamps.dataEndNanos) / 1e9), raw: raw)
+                        let delivery = Delivery(
+                            traceID: trace, capturedAt: Date(timeIntervalSince1970: Double(message.timestamps.dataEndNanos) / 1e9), raw: raw)
                         continuation.yield(delivery)
                         if lossy && trace.hasSuffix("/5") { continuation.yield(delivery) }
                     }
@@ -225,9 +232,11 @@ struct LoadRunTests {
 
     @Test("delivery correlation: latency from the schedule, lost after the grace period, duplicates, delivery expectations")
     func deliveries() async throws {
-        let scenario = Self.scenario(count: 20, expect: """
-            expect: {delivered: ">= 100%", duplicates: "== 0", lost: "== 1", delivery_latency: {p99: "< 600s"}}
-            """)
+        let scenario = Self.scenario(
+            count: 20,
+            expect: """
+                expect: {delivered: ">= 100%", duplicates: "== 0", lost: "== 1", delivery_latency: {p99: "< 600s"}}
+                """)
         let report = try await Self.withSink { sink in
             var runner = LoadRunner(scenario: scenario, host: "127.0.0.1", port: sink.smtpAddress.port, seed: 2, runID: "dl")
             runner.deliveries = LossyDeliveries(store: sink.store)
@@ -247,7 +256,8 @@ struct LoadRunTests {
 
     @Test("content expectations check every delivered message against the values rendered for it")
     func contentExpectations() async throws {
-        let scenario = try Scenario.parse("""
+        let scenario = try Scenario.parse(
+            """
             count: 12
             arrival: {kind: constant, rate: 1000/s}
             templates:
@@ -277,7 +287,8 @@ struct LoadRunTests {
         strict.evaluate(strict: true)
         #expect(!strict.passed)
         #expect(throws: InputError.self) {
-            try Scenario.parse("""
+            try Scenario.parse(
+                """
                 count: 1
                 arrival: {kind: constant, rate: 1/s}
                 templates: {t: {from: a@x.example, to: b@x.example, subject: s, text: t}}
@@ -299,10 +310,14 @@ struct LoadRunTests {
         process.standardError = FileHandle.nullDevice
         try process.run()
         // SIGKILL: smtp-sink started from the test process ignores SIGTERM (an inherited signal mask).
-        defer { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
+        defer {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
         try await waitUntilListening(port: port)
-        let runner = LoadRunner(scenario: Self.scenario(count: 40, expect: "expect: {errors: \"== 0\", submit_latency: {p50: \"< 1us\"}}"),
-                                host: "127.0.0.1", port: port, seed: 1)
+        let runner = LoadRunner(
+            scenario: Self.scenario(count: 40, expect: "expect: {errors: \"== 0\", submit_latency: {p50: \"< 1us\"}}"),
+            host: "127.0.0.1", port: port, seed: 1)
         let report = try await runner.run()
         #expect(report.accepted == 40)
         #expect(!report.passed)
@@ -311,8 +326,10 @@ struct LoadRunTests {
         #expect(junit.contains("tests=\"2\" failures=\"1\""))
         #expect(junit.contains("<failure message=\"submit_latency.p50 &lt; 1us"))
         let json = try JSONSerialization.jsonObject(with: report.json()) as? [String: Any]
-        for key in ["scenario", "run_id", "scheduled", "sent", "accepted", "rejected", "failed", "delivered", "lost", "duplicates",
-                    "replies", "rate", "submit_latency_ms", "phases", "per_template", "timeline", "expectations", "passed"] {
+        for key in [
+            "scenario", "run_id", "scheduled", "sent", "accepted", "rejected", "failed", "delivered", "lost", "duplicates",
+            "replies", "rate", "submit_latency_ms", "phases", "per_template", "timeline", "expectations", "passed",
+        ] {
             #expect(json?[key] != nil, "missing \(key)")
         }
     }
@@ -339,7 +356,8 @@ func freePort() throws -> Int {
 func waitUntilListening(port: Int) async throws {
     for _ in 0..<500 {
         if let channel = try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .connect(host: "127.0.0.1", port: port).get() {
+            .connect(host: "127.0.0.1", port: port).get()
+        {
             try? await channel.close().get()
             return
         }

@@ -21,24 +21,24 @@ final class PostfixRelay {
         guard let account = getpwnam("postfix") else { throw CocoaError(.featureUnsupported) }
         chown("\(directory)/data", account.pointee.pw_uid, account.pointee.pw_gid)
         try """
-            compatibility_level = 3.6
-            queue_directory = \(directory)/spool
-            data_directory = \(directory)/data
-            mail_owner = postfix
-            inet_interfaces = 127.0.0.1
-            inet_protocols = ipv4
-            myhostname = relay.swallow.test
-            mydestination =
-            relayhost = [127.0.0.1]:\(sinkPort)
-            mynetworks = 127.0.0.0/8
-            smtpd_relay_restrictions = permit_mynetworks, reject
-            transport_maps = inline:{lost.example=discard:}
-            maillog_file = \(directory)/postfix.log
-            maillog_file_prefixes = \(directory)
-            smtp_tls_security_level = none
-            smtputf8_enable = no
-            biff = no
-            """.write(toFile: "\(directory)/etc/main.cf", atomically: true, encoding: .utf8)
+        compatibility_level = 3.6
+        queue_directory = \(directory)/spool
+        data_directory = \(directory)/data
+        mail_owner = postfix
+        inet_interfaces = 127.0.0.1
+        inet_protocols = ipv4
+        myhostname = relay.swallow.test
+        mydestination =
+        relayhost = [127.0.0.1]:\(sinkPort)
+        mynetworks = 127.0.0.0/8
+        smtpd_relay_restrictions = permit_mynetworks, reject
+        transport_maps = inline:{lost.example=discard:}
+        maillog_file = \(directory)/postfix.log
+        maillog_file_prefixes = \(directory)
+        smtp_tls_security_level = none
+        smtputf8_enable = no
+        biff = no
+        """.write(toFile: "\(directory)/etc/main.cf", atomically: true, encoding: .utf8)
         let services = [
             "127.0.0.1:\(port) inet n - n - - smtpd", "cleanup unix n - n - 0 cleanup", "qmgr unix n - n 300 1 qmgr",
             "rewrite unix - - n - - trivial-rewrite", "bounce unix - - n - 0 bounce", "defer unix - - n - 0 bounce",
@@ -72,10 +72,15 @@ final class PostfixRelay {
     }
 }
 
-@Suite("Delivery timing through a real relay", .enabled(if: Peers.available("postfix", "python3"), Comment(rawValue: Peers.reason("postfix", "python3"))))
+@Suite(
+    "Delivery timing through a real relay", .enabled(if: Peers.available("postfix", "python3"), Comment(rawValue: Peers.reason("postfix", "python3")))
+)
 struct RelayTests {
-    @Test("Postfix relays to the sink: every forwarded message is matched, discarded ones are lost",
-          .enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/sbin/postfix"), "needs root and Debian's postfix (scripts/test installs it)"))
+    @Test(
+        "Postfix relays to the sink: every forwarded message is matched, discarded ones are lost",
+        .enabled(
+            if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/sbin/postfix"),
+            "needs root and Debian's postfix (scripts/test installs it)"))
     func throughPostfix() async throws {
         var configuration = SinkConfiguration()
         configuration.smtp = ListenAddress(host: "127.0.0.1", port: 0)
@@ -87,7 +92,8 @@ struct RelayTests {
             sink.shutdown()
         }
         try await waitUntilListening(port: relay.port)
-        let scenario = try Scenario.parse("""
+        let scenario = try Scenario.parse(
+            """
             count: 60
             arrival: {kind: constant, rate: 60/s}
             connection: {pool: 4}

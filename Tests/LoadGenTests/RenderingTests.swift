@@ -143,8 +143,12 @@ struct MIMEWriterTests {
     @Test("a PDF's base64 patched from the cached layout is the base64 of the document built whole")
     func pdfBase64() {
         for size in [0, 1000, 150 * 1024] {
-            for lines in [["Invoice 1", "Reference: r/1", "Date: 2026-12-03"], ["(parens) and \\ and ü", String(repeating: "long ", count: 40), ""]] {
-                #expect(PDFDocument.base64(lines: lines, size: size) == MIMEWriter.base64Lines(PDFDocument.make(lines: lines, size: size)), "size \(size)")
+            for lines in [
+                ["Invoice 1", "Reference: r/1", "Date: 2026-12-03"], ["(parens) and \\ and ü", String(repeating: "long ", count: 40), ""],
+            ] {
+                #expect(
+                    PDFDocument.base64(lines: lines, size: size) == MIMEWriter.base64Lines(PDFDocument.make(lines: lines, size: size)), "size \(size)"
+                )
             }
         }
     }
@@ -154,7 +158,8 @@ struct MIMEWriterTests {
         var random = SeededRandom(seed: 5)
         for count in [0, 1, 2, 3, 4, 56, 57, 58, 113, 114, 115, 1000, 150 * 1024] {
             let bytes = (0..<count).map { _ in UInt8(truncatingIfNeeded: random.next()) }
-            let expected = Data(bytes).base64EncodedString(options: [.lineLength76Characters, .endLineWithCarriageReturn, .endLineWithLineFeed]) + "\r\n"
+            let expected =
+                Data(bytes).base64EncodedString(options: [.lineLength76Characters, .endLineWithCarriageReturn, .endLineWithLineFeed]) + "\r\n"
             #expect(MIMEWriter.base64Lines(bytes) == expected, "\(count) bytes")
         }
     }

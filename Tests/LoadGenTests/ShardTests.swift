@@ -23,7 +23,8 @@ struct ShardTests {
         configuration.smtp = ListenAddress(host: "127.0.0.1", port: 0)
         let sink = try await Sink.bind(configuration)
         let serving = Task { try await sink.run() }
-        let scenario = try Scenario.parse("""
+        let scenario = try Scenario.parse(
+            """
             name: sharded
             count: 31
             arrival: {kind: poisson, rate: 3000/s}

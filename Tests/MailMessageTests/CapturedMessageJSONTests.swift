@@ -12,8 +12,9 @@ struct CapturedMessageJSONTests {
                 mailParameters: ["SIZE": "123", "BODY": "8BITMIME"],
                 recipients: [.init(address: "ü@例え.jp", parameters: ["NOTIFY": "NEVER"]), .init(address: "b@x.example")]
             ),
-            session: SessionInfo(id: "s1", remoteAddress: "127.0.0.1:5000", localAddress: "127.0.0.1:1025",
-                                 helo: "tab\there\u{1}ctl\nnewline", esmtp: true, tls: tls, authUser: authUser),
+            session: SessionInfo(
+                id: "s1", remoteAddress: "127.0.0.1:5000", localAddress: "127.0.0.1:1025",
+                helo: "tab\there\u{1}ctl\nnewline", esmtp: true, tls: tls, authUser: authUser),
             timestamps: CaptureTimestamps(connectedNanos: 1, mailNanos: -2, dataStartNanos: Int64.max, dataEndNanos: 4, replySentNanos: replySent),
             size: 4096, receivedHeaderLength: 120, anomalies: ["bare-lf"], faults: [], traceID: traceID, bodyStored: false
         )

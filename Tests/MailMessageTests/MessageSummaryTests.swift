@@ -17,7 +17,9 @@ struct MessageSummaryTests {
         #expect(ParsedMessage(bytes: Array("Subject: x\r\n\r\n \r\n".utf8)).snippet == "")
     }
 
-    @Test("the direct JSON writer decodes to the same summary as JSONEncoder's", arguments: ["03-invoice-pdf.eml", "04-utf8-subject-and-name.eml", "10-headers-cc-replyto-trace.eml"])
+    @Test(
+        "the direct JSON writer decodes to the same summary as JSONEncoder's",
+        arguments: ["03-invoice-pdf.eml", "04-utf8-subject-and-name.eml", "10-headers-cc-replyto-trace.eml"])
     func json(file: String) throws {
         let bytes = try Array(Data(contentsOf: Self.corpus.appendingPathComponent(file)))
         let captured = CapturedMessage(

@@ -100,24 +100,31 @@ struct ParsedMessageTests {
         #expect(message.headers["X-Swallow-Trace"] != nil)
     }
 
-    @Test("address lists with quotes, comments and groups", arguments: [
-        ("a@b.example", [MailAddress(name: "", address: "a@b.example")]),
-        ("\"Last, First\" <f@l.example>, B <b@x.example>", [
-            MailAddress(name: "Last, First", address: "f@l.example"), MailAddress(name: "B", address: "b@x.example"),
-        ]),
-        ("c@d.example (Carol)", [MailAddress(name: "Carol", address: "c@d.example")]),
-        ("team: a@b.example, c@d.example;", [MailAddress(name: "", address: "a@b.example"), MailAddress(name: "", address: "c@d.example")]),
-    ])
+    @Test(
+        "address lists with quotes, comments and groups",
+        arguments: [
+            ("a@b.example", [MailAddress(name: "", address: "a@b.example")]),
+            (
+                "\"Last, First\" <f@l.example>, B <b@x.example>",
+                [
+                    MailAddress(name: "Last, First", address: "f@l.example"), MailAddress(name: "B", address: "b@x.example"),
+                ]
+            ),
+            ("c@d.example (Carol)", [MailAddress(name: "Carol", address: "c@d.example")]),
+            ("team: a@b.example, c@d.example;", [MailAddress(name: "", address: "a@b.example"), MailAddress(name: "", address: "c@d.example")]),
+        ])
     func addresses(_ text: String, _ expected: [MailAddress]) {
         #expect(MailAddress.parseList(text) == expected)
     }
 
-    @Test("dates in RFC 5322 form and its obsolete variants", arguments: [
-        ("Tue, 24 Nov 2026 09:05:00 +0000", 1_795_511_100.0),
-        ("24 Nov 2026 10:05:00 +0100", 1_795_511_100.0),
-        ("Tue, 24 Nov 2026 04:05:00 EST", 1_795_511_100.0),
-        ("Tue, 24 Nov 2026 09:05 GMT", 1_795_511_100.0),
-    ])
+    @Test(
+        "dates in RFC 5322 form and its obsolete variants",
+        arguments: [
+            ("Tue, 24 Nov 2026 09:05:00 +0000", 1_795_511_100.0),
+            ("24 Nov 2026 10:05:00 +0100", 1_795_511_100.0),
+            ("Tue, 24 Nov 2026 04:05:00 EST", 1_795_511_100.0),
+            ("Tue, 24 Nov 2026 09:05 GMT", 1_795_511_100.0),
+        ])
     func dates(_ text: String, _ epoch: Double) {
         #expect(MailDate.parse(text)?.timeIntervalSince1970 == epoch)
     }

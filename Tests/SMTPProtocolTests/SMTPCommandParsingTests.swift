@@ -38,59 +38,82 @@ struct SMTPCommandParsingTests {
 
     static let alice = Mailbox(localPart: "alice", domain: "example.com")
 
-    @Test("command lines", arguments: [
-        Case("EHLO client.example", .command(.ehlo("client.example"))),
-        Case("ehlo [127.0.0.1]", .command(.ehlo("[127.0.0.1]"))),
-        Case("HELO x", .command(.helo("x"))),
-        Case("EHLO", .rejectedWithReply(501)),
-        Case("MAIL FROM:<alice@example.com>", .command(.mail(.mailbox(alice), parameters: []))),
-        Case("mail from:<alice@example.com> SIZE=10 BODY=8BITMIME", .command(.mail(.mailbox(alice), parameters: [
-            ESMTPParameter("SIZE", "10"), ESMTPParameter("BODY", "8BITMIME"),
-        ]))),
-        Case("MAIL FROM: <alice@example.com>", .command(.mail(.mailbox(alice), parameters: []))),
-        Case("MAIL FROM:alice@example.com", .command(.mail(.mailbox(alice), parameters: []))),
-        Case("MAIL FROM:<>", .command(.mail(.null, parameters: []))),
-        Case("MAIL FROM:<@relay.example:alice@example.com>", .command(.mail(.mailbox(alice), parameters: []))),
-        Case("MAIL FROM:<\"john doe\"@example.com>", .command(.mail(.mailbox(Mailbox(localPart: "\"john doe\"", domain: "example.com")), parameters: []))),
-        Case("MAIL FROM:<用户@例子.广告> SMTPUTF8", .command(.mail(.mailbox(Mailbox(localPart: "用户", domain: "例子.广告")), parameters: [ESMTPParameter("SMTPUTF8")]))),
-        Case("MAIL FROM:<alice@example.com> RET=HDRS ENVID=abc", .command(.mail(.mailbox(alice), parameters: [
-            ESMTPParameter("RET", "HDRS"), ESMTPParameter("ENVID", "abc"),
-        ]))),
-        Case("MAIL TO:<alice@example.com>", .rejectedWithReply(501)),
-        Case("MAIL FROM:<alice@example.com", .rejectedWithReply(501)),
-        Case("MAIL FROM:<alice>", .rejectedWithReply(501)),
-        Case("MAIL FROM:<a..b@example.com>", .rejectedWithReply(501)),
-        Case("MAIL FROM:<alice@example.com> =x", .rejectedWithReply(501)),
-        Case("RCPT TO:<alice@example.com> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;alice@example.com", .command(.rcpt(.mailbox(alice), parameters: [
-            ESMTPParameter("NOTIFY", "SUCCESS,FAILURE"), ESMTPParameter("ORCPT", "rfc822;alice@example.com"),
-        ]))),
-        Case("RCPT TO:<Postmaster>", .command(.rcpt(.postmaster, parameters: []))),
-        Case("RCPT TO:<>", .rejectedWithReply(501)),
-        Case("DATA", .command(.data)),
-        Case("DATA now", .rejectedWithReply(501)),
-        Case("BDAT 1000", .command(.bdat(size: 1000, last: false))),
-        Case("BDAT 0 LAST", .command(.bdat(size: 0, last: true))),
-        Case("bdat 12 last", .command(.bdat(size: 12, last: true))),
-        Case("BDAT -1", .rejectedWithReply(501)),
-        Case("BDAT 10 FIRST", .rejectedWithReply(501)),
-        Case("BDAT 99999999999999999999999", .rejectedWithReply(501)),
-        Case("RSET", .command(.rset)),
-        Case("NOOP", .command(.noop(nil))),
-        Case("NOOP hello", .command(.noop("hello"))),
-        Case("QUIT", .command(.quit)),
-        Case("VRFY alice", .command(.vrfy("alice"))),
-        Case("EXPN list", .command(.expn("list"))),
-        Case("HELP", .command(.help(nil))),
-        Case("STARTTLS", .command(.starttls)),
-        Case("AUTH PLAIN", .command(.auth(mechanism: "PLAIN", initialResponse: nil))),
-        Case("auth plain AGFsaWNlAHNlY3JldA==", .command(.auth(mechanism: "PLAIN", initialResponse: "AGFsaWNlAHNlY3JldA=="))),
-        Case("AUTH", .rejectedWithReply(501)),
-        Case("FROB", .rejected(.unrecognizedCommand("FROB"))),
-        Case("", .rejected(.unrecognizedCommand(""))),
-        Case("NOOP " + String(repeating: "x", count: 600), .rejected(.lineTooLong(limit: 512))),
-        Case("AUTH PLAIN " + String(repeating: "A", count: 4000), .command(.auth(mechanism: "PLAIN", initialResponse: String(repeating: "A", count: 4000)))),
-        Case("NOOP a\rb", .rejected(.bareLineEnding)),
-    ])
+    @Test(
+        "command lines",
+        arguments: [
+            Case("EHLO client.example", .command(.ehlo("client.example"))),
+            Case("ehlo [127.0.0.1]", .command(.ehlo("[127.0.0.1]"))),
+            Case("HELO x", .command(.helo("x"))),
+            Case("EHLO", .rejectedWithReply(501)),
+            Case("MAIL FROM:<alice@example.com>", .command(.mail(.mailbox(alice), parameters: []))),
+            Case(
+                "mail from:<alice@example.com> SIZE=10 BODY=8BITMIME",
+                .command(
+                    .mail(
+                        .mailbox(alice),
+                        parameters: [
+                            ESMTPParameter("SIZE", "10"), ESMTPParameter("BODY", "8BITMIME"),
+                        ]))),
+            Case("MAIL FROM: <alice@example.com>", .command(.mail(.mailbox(alice), parameters: []))),
+            Case("MAIL FROM:alice@example.com", .command(.mail(.mailbox(alice), parameters: []))),
+            Case("MAIL FROM:<>", .command(.mail(.null, parameters: []))),
+            Case("MAIL FROM:<@relay.example:alice@example.com>", .command(.mail(.mailbox(alice), parameters: []))),
+            Case(
+                "MAIL FROM:<\"john doe\"@example.com>",
+                .command(.mail(.mailbox(Mailbox(localPart: "\"john doe\"", domain: "example.com")), parameters: []))),
+            Case(
+                "MAIL FROM:<用户@例子.广告> SMTPUTF8",
+                .command(.mail(.mailbox(Mailbox(localPart: "用户", domain: "例子.广告")), parameters: [ESMTPParameter("SMTPUTF8")]))),
+            Case(
+                "MAIL FROM:<alice@example.com> RET=HDRS ENVID=abc",
+                .command(
+                    .mail(
+                        .mailbox(alice),
+                        parameters: [
+                            ESMTPParameter("RET", "HDRS"), ESMTPParameter("ENVID", "abc"),
+                        ]))),
+            Case("MAIL TO:<alice@example.com>", .rejectedWithReply(501)),
+            Case("MAIL FROM:<alice@example.com", .rejectedWithReply(501)),
+            Case("MAIL FROM:<alice>", .rejectedWithReply(501)),
+            Case("MAIL FROM:<a..b@example.com>", .rejectedWithReply(501)),
+            Case("MAIL FROM:<alice@example.com> =x", .rejectedWithReply(501)),
+            Case(
+                "RCPT TO:<alice@example.com> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;alice@example.com",
+                .command(
+                    .rcpt(
+                        .mailbox(alice),
+                        parameters: [
+                            ESMTPParameter("NOTIFY", "SUCCESS,FAILURE"), ESMTPParameter("ORCPT", "rfc822;alice@example.com"),
+                        ]))),
+            Case("RCPT TO:<Postmaster>", .command(.rcpt(.postmaster, parameters: []))),
+            Case("RCPT TO:<>", .rejectedWithReply(501)),
+            Case("DATA", .command(.data)),
+            Case("DATA now", .rejectedWithReply(501)),
+            Case("BDAT 1000", .command(.bdat(size: 1000, last: false))),
+            Case("BDAT 0 LAST", .command(.bdat(size: 0, last: true))),
+            Case("bdat 12 last", .command(.bdat(size: 12, last: true))),
+            Case("BDAT -1", .rejectedWithReply(501)),
+            Case("BDAT 10 FIRST", .rejectedWithReply(501)),
+            Case("BDAT 99999999999999999999999", .rejectedWithReply(501)),
+            Case("RSET", .command(.rset)),
+            Case("NOOP", .command(.noop(nil))),
+            Case("NOOP hello", .command(.noop("hello"))),
+            Case("QUIT", .command(.quit)),
+            Case("VRFY alice", .command(.vrfy("alice"))),
+            Case("EXPN list", .command(.expn("list"))),
+            Case("HELP", .command(.help(nil))),
+            Case("STARTTLS", .command(.starttls)),
+            Case("AUTH PLAIN", .command(.auth(mechanism: "PLAIN", initialResponse: nil))),
+            Case("auth plain AGFsaWNlAHNlY3JldA==", .command(.auth(mechanism: "PLAIN", initialResponse: "AGFsaWNlAHNlY3JldA=="))),
+            Case("AUTH", .rejectedWithReply(501)),
+            Case("FROB", .rejected(.unrecognizedCommand("FROB"))),
+            Case("", .rejected(.unrecognizedCommand(""))),
+            Case("NOOP " + String(repeating: "x", count: 600), .rejected(.lineTooLong(limit: 512))),
+            Case(
+                "AUTH PLAIN " + String(repeating: "A", count: 4000),
+                .command(.auth(mechanism: "PLAIN", initialResponse: String(repeating: "A", count: 4000)))),
+            Case("NOOP a\rb", .rejected(.bareLineEnding)),
+        ])
     func parse(_ c: Case) { c.check() }
 
     @Test("invalid UTF-8 is rejected, not replaced")
@@ -101,15 +124,17 @@ struct SMTPCommandParsingTests {
         #expect(throws: SMTPParseError.invalidEncoding) { try SMTPCommand.parse(line) }
     }
 
-    @Test("encoding a command and parsing it again gives the same command", arguments: [
-        SMTPCommand.ehlo("client.example"),
-        .mail(.mailbox(alice), parameters: [ESMTPParameter("SIZE", "100")]),
-        .mail(.null, parameters: []),
-        .rcpt(.mailbox(alice), parameters: [ESMTPParameter("NOTIFY", "NEVER")]),
-        .bdat(size: 5, last: true),
-        .auth(mechanism: "LOGIN", initialResponse: "YWxpY2U="),
-        .quit,
-    ])
+    @Test(
+        "encoding a command and parsing it again gives the same command",
+        arguments: [
+            SMTPCommand.ehlo("client.example"),
+            .mail(.mailbox(alice), parameters: [ESMTPParameter("SIZE", "100")]),
+            .mail(.null, parameters: []),
+            .rcpt(.mailbox(alice), parameters: [ESMTPParameter("NOTIFY", "NEVER")]),
+            .bdat(size: 5, last: true),
+            .auth(mechanism: "LOGIN", initialResponse: "YWxpY2U="),
+            .quit,
+        ])
     func roundTrip(_ command: SMTPCommand) throws {
         var buffer = ByteBuffer()
         buffer.writeSMTPCommand(command)

@@ -13,9 +13,12 @@ struct SMTPFrameDecoderTests {
         try ByteToMessageDecoderVerifier.verifyDecoder(
             stringInputOutputPairs: [
                 ("EHLO a.example\r\n", [line("EHLO a.example")]),
-                ("MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n", [
-                    line("MAIL FROM:<a@b.example>"), line("RCPT TO:<c@d.example>"), line("DATA"),
-                ]),
+                (
+                    "MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n",
+                    [
+                        line("MAIL FROM:<a@b.example>"), line("RCPT TO:<c@d.example>"), line("DATA"),
+                    ]
+                ),
                 ("\r\n", [line("")]),
                 ("NOOP\n", [.invalidLine(.bareLineEnding)]),
             ],
@@ -72,16 +75,18 @@ struct SMTPFrameDecoderTests {
         return (body, ended, Array(buffer.readableBytesView))
     }
 
-    @Test("DATA is unstuffed and ended by CRLF.CRLF at every split point", arguments: [
-        ("Subject: x\r\n\r\nHello\r\n.\r\nQUIT\r\n", "Subject: x\r\n\r\nHello\r\n", "QUIT\r\n"),
-        ("..leading dot\r\n...two\r\n.\r\n", ".leading dot\r\n..two\r\n", ""),
-        (".\r\n", "", ""),
-        ("a\r\n.b\r\n.\r\n", "a\r\nb\r\n", ""),
-        ("bare\nLF.\n.\nstill data\r\n.\r\n", "bare\nLF.\n.\nstill data\r\n", ""),
-        ("bare\r.\r\nCR\r\n.\r\n", "bare\r.\r\nCR\r\n", ""),
-        ("smuggle\r\n.\nMAIL FROM:<x@y>\r\n.\r\n", "smuggle\r\n\nMAIL FROM:<x@y>\r\n", ""),
-        ("end.\r\n\r\n.\r\n", "end.\r\n\r\n", ""),
-    ])
+    @Test(
+        "DATA is unstuffed and ended by CRLF.CRLF at every split point",
+        arguments: [
+            ("Subject: x\r\n\r\nHello\r\n.\r\nQUIT\r\n", "Subject: x\r\n\r\nHello\r\n", "QUIT\r\n"),
+            ("..leading dot\r\n...two\r\n.\r\n", ".leading dot\r\n..two\r\n", ""),
+            (".\r\n", "", ""),
+            ("a\r\n.b\r\n.\r\n", "a\r\nb\r\n", ""),
+            ("bare\nLF.\n.\nstill data\r\n.\r\n", "bare\nLF.\n.\nstill data\r\n", ""),
+            ("bare\r.\r\nCR\r\n.\r\n", "bare\r.\r\nCR\r\n", ""),
+            ("smuggle\r\n.\nMAIL FROM:<x@y>\r\n.\r\n", "smuggle\r\n\nMAIL FROM:<x@y>\r\n", ""),
+            ("end.\r\n\r\n.\r\n", "end.\r\n\r\n", ""),
+        ])
     func messageMode(_ input: String, _ expected: String, _ rest: String) {
         let bytes = Array(input.utf8)
         for split in 0...bytes.count {
@@ -130,13 +135,15 @@ struct SMTPFrameDecoderTests {
 
     // MARK: Dot-stuffing on send
 
-    @Test("dot-stuffing then decoding gives back the message", arguments: [
-        "Subject: a\r\n\r\n.hidden\r\n..two\r\n.\r\nend\r\n",
-        "no final newline.",
-        ".",
-        "",
-        "bare\n.lf and\r.cr\r\n",
-    ])
+    @Test(
+        "dot-stuffing then decoding gives back the message",
+        arguments: [
+            "Subject: a\r\n\r\n.hidden\r\n..two\r\n.\r\nend\r\n",
+            "no final newline.",
+            ".",
+            "",
+            "bare\n.lf and\r.cr\r\n",
+        ])
     func stuffingRoundTrip(_ message: String) {
         var wire = ByteBuffer()
         wire.writeDotStuffedMessage(ByteBuffer(string: message))
@@ -150,15 +157,17 @@ struct SMTPFrameDecoderTests {
 
     // MARK: Anomalies
 
-    @Test("anomalies in message bytes are found", arguments: [
-        ("plain\r\nmail\r\n", [String]()),
-        ("bare\nlf\r\n", ["bare-lf"]),
-        ("bare\rcr\r\n", ["bare-cr"]),
-        (String(repeating: "x", count: 999) + "\r\n", ["long-line"]),
-        (String(repeating: "x", count: 998) + "\r\n", []),
-        ("caf\u{e9}\r\n", ["8bit-without-8bitmime"]),
-        ("nul\0\r\n", ["nul"]),
-    ])
+    @Test(
+        "anomalies in message bytes are found",
+        arguments: [
+            ("plain\r\nmail\r\n", [String]()),
+            ("bare\nlf\r\n", ["bare-lf"]),
+            ("bare\rcr\r\n", ["bare-cr"]),
+            (String(repeating: "x", count: 999) + "\r\n", ["long-line"]),
+            (String(repeating: "x", count: 998) + "\r\n", []),
+            ("caf\u{e9}\r\n", ["8bit-without-8bitmime"]),
+            ("nul\0\r\n", ["nul"]),
+        ])
     func anomalies(_ message: String, _ names: [String]) {
         #expect(MessageAnomalies.scan(ByteBuffer(string: message), eightBitDeclared: false).names == names)
     }

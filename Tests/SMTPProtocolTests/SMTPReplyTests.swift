@@ -18,12 +18,20 @@ struct SMTPReplyTests {
         #expect(String(buffer: buffer) == "250-host greets you\r\n250-PIPELINING\r\n250 HELP\r\n")
     }
 
-    @Test("encoding writes every digit of codes and enhanced codes", arguments: [
-        (SMTPReply(code: ReplyCode(rawValue: 451), enhanced: EnhancedStatusCode(4, 10, 100), lines: ["a", "b"]), "451-4.10.100 a\r\n451 4.10.100 b\r\n"),
-        (SMTPReply(code: ReplyCode(rawValue: 550), enhanced: EnhancedStatusCode(5, 7, 26), lines: ["Unauthenticated"]), "550 5.7.26 Unauthenticated\r\n"),
-        (SMTPReply(code: ReplyCode(rawValue: 220), lines: []), "220 \r\n"),
-        (SMTPReply(code: ReplyCode(rawValue: 1234), lines: ["odd"]), "1234 odd\r\n"),
-    ])
+    @Test(
+        "encoding writes every digit of codes and enhanced codes",
+        arguments: [
+            (
+                SMTPReply(code: ReplyCode(rawValue: 451), enhanced: EnhancedStatusCode(4, 10, 100), lines: ["a", "b"]),
+                "451-4.10.100 a\r\n451 4.10.100 b\r\n"
+            ),
+            (
+                SMTPReply(code: ReplyCode(rawValue: 550), enhanced: EnhancedStatusCode(5, 7, 26), lines: ["Unauthenticated"]),
+                "550 5.7.26 Unauthenticated\r\n"
+            ),
+            (SMTPReply(code: ReplyCode(rawValue: 220), lines: []), "220 \r\n"),
+            (SMTPReply(code: ReplyCode(rawValue: 1234), lines: ["odd"]), "1234 odd\r\n"),
+        ])
     func digits(reply: SMTPReply, wire: String) {
         var buffer = ByteBuffer()
         let written = buffer.writeSMTPReply(reply)
@@ -61,13 +69,15 @@ struct SMTPReplyTests {
         #expect(throws: SMTPParseError.self) { try multi.feed(line: "251 second") }
     }
 
-    @Test("parse errors map to the RFC replies", arguments: [
-        (SMTPParseError.unrecognizedCommand("FROB"), 500, "5.5.1"),
-        (.syntax("x"), 501, "5.5.4"),
-        (.lineTooLong(limit: 512), 500, "5.5.2"),
-        (.bareLineEnding, 500, "5.5.2"),
-        (.unsupportedParameter("X"), 555, "5.5.4"),
-    ])
+    @Test(
+        "parse errors map to the RFC replies",
+        arguments: [
+            (SMTPParseError.unrecognizedCommand("FROB"), 500, "5.5.1"),
+            (.syntax("x"), 501, "5.5.4"),
+            (.lineTooLong(limit: 512), 500, "5.5.2"),
+            (.bareLineEnding, 500, "5.5.2"),
+            (.unsupportedParameter("X"), 555, "5.5.4"),
+        ])
     func errorReplies(_ error: SMTPParseError, _ code: Int, _ enhanced: String) {
         let reply = SMTPReply(for: error)
         #expect(reply.code.rawValue == code)

@@ -45,7 +45,9 @@ struct APIRouterTests {
             }
             #expect(summary["total"] as? Int == 3 && summary["count"] as? Int == 2)
             let first = try #require((summary["messages"] as? [[String: Any]])?.first)
-            for key in ["ID", "MessageID", "Read", "From", "To", "Cc", "Bcc", "ReplyTo", "Subject", "Created", "Tags", "Size", "Attachments", "Snippet"] {
+            for key in [
+                "ID", "MessageID", "Read", "From", "To", "Cc", "Bcc", "ReplyTo", "Subject", "Created", "Tags", "Size", "Attachments", "Snippet",
+            ] {
                 #expect(first[key] != nil, "message summary key \(key)")
             }
             #expect(first["Subject"] as? String == "Pesanan Anda telah dikirim — été ☃", "newest first, RFC 2047 decoded")

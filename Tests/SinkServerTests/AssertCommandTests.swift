@@ -44,7 +44,9 @@ struct AssertCommandTests {
             let client = try RawSMTPClient(port: smtpPort)
             _ = try client.readReply()
             _ = try client.command("EHLO c")
-            _ = try sendMessage(client, body: "Subject: reset\r\nContent-Type: text/html\r\n\r\n<a href=\"/reset?t=1\">reset</a> <a href=\"https://ok.example/x\">ok</a>\r\n")
+            _ = try sendMessage(
+                client,
+                body: "Subject: reset\r\nContent-Type: text/html\r\n\r\n<a href=\"/reset?t=1\">reset</a> <a href=\"https://ok.example/x\">ok</a>\r\n")
         }
         let broken = try await Self.assert(["--subject", "reset", "--links-valid"], api: sink.httpPort)
         #expect(broken.status == 1)

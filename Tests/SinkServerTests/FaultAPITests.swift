@@ -5,7 +5,9 @@ import Testing
 @testable import SinkServer
 
 /// The live rule set over HTTP (curl), Mailpit's chaos and MailHog's Jim, and `--faults`.
-@Suite("Fault rules over the API", .timeLimit(.minutes(4)), .enabled(if: Peers.available("curl", "python3"), Comment(rawValue: Peers.reason("curl", "python3"))))
+@Suite(
+    "Fault rules over the API", .timeLimit(.minutes(4)),
+    .enabled(if: Peers.available("curl", "python3"), Comment(rawValue: Peers.reason("curl", "python3"))))
 struct FaultAPITests {
     static func rcpt(_ port: Int, _ recipients: [String]) async throws -> [Int] {
         try await onThread { try FaultInjectionTests.codes(port, ["EHLO c", "MAIL FROM:<a@x>"] + recipients.map { "RCPT TO:<\($0)>" }) }
@@ -33,7 +35,8 @@ struct FaultAPITests {
             #expect(((rules.first?["match"] as? [String: Any])?["recipient"] as? String) == "*@flaky.example")
             #expect(try await Self.rcpt(port, ["a@flaky.example", "a@ok.example"]) == [220, 250, 250, 451, 250])
 
-            let (badStatus, badBody) = try await Self.request("PUT", base + "/api/v1/faults", body: #"{"rules": [{"name": "x", "match": {"phase": "rcpt"}, "action": {"reply": {"code": 200}}}]}"#)
+            let (badStatus, badBody) = try await Self.request(
+                "PUT", base + "/api/v1/faults", body: #"{"rules": [{"name": "x", "match": {"phase": "rcpt"}, "action": {"reply": {"code": 200}}}]}"#)
             #expect(badStatus == 400)
             #expect(badBody.contains("rules[0].action.reply.code: must be between 400 and 599"), "\(badBody)")
             #expect(try await Self.rcpt(port, ["a@flaky.example"]) == [220, 250, 250, 451])
@@ -54,7 +57,8 @@ struct FaultAPITests {
     @Test("POST /api/v1/faults/next fails exactly the next N matching events, then the rule retires")
     func nextN() async throws {
         try await withSinkApplication { sink, base in
-            let (status, body) = try await Self.request("POST", base + "/api/v1/faults/next",
+            let (status, body) = try await Self.request(
+                "POST", base + "/api/v1/faults/next",
                 body: #"{"count": 2, "rule": {"match": {"phase": "rcpt", "recipient": "*@x"}, "action": {"reply": "452 4.2.2 Full"}}}"#)
             #expect(status == 201)
             #expect(try jsonObject(body)["name"] as? String == "next-1")
@@ -73,7 +77,8 @@ struct FaultAPITests {
             let port = sink.smtpAddress.port
             let initial = try jsonObject(try await curl([base + "/api/v1/chaos"]))
             #expect((initial["Recipient"] as? [String: Int]) == ["ErrorCode": 451, "Probability": 0])
-            let (status, body) = try await Self.request("PUT", base + "/api/v1/chaos", body: #"{"Recipient": {"ErrorCode": 452, "Probability": 100}}"#)
+            let (status, body) = try await Self.request(
+                "PUT", base + "/api/v1/chaos", body: #"{"Recipient": {"ErrorCode": 452, "Probability": 100}}"#)
             #expect(status == 200)
             #expect(((try jsonObject(body))["Recipient"] as? [String: Int]) == ["ErrorCode": 452, "Probability": 100])
             #expect(try await Self.rcpt(port, ["a@x"]) == [220, 250, 250, 452])
@@ -83,7 +88,8 @@ struct FaultAPITests {
             #expect(try await Self.rcpt(port, ["a@x"]) == [220, 250, 250, 250])
 
             #expect(try await Self.request("GET", base + "/api/v2/jim").0 == 404)
-            let jim = #"{"AcceptChance": 1, "DisconnectChance": 0, "LinkSpeedAffect": 0, "RejectSenderChance": 0, "RejectAuthChance": 0, "RejectRecipientChance": 1}"#
+            let jim =
+                #"{"AcceptChance": 1, "DisconnectChance": 0, "LinkSpeedAffect": 0, "RejectSenderChance": 0, "RejectAuthChance": 0, "RejectRecipientChance": 1}"#
             #expect(try await Self.request("POST", base + "/api/v2/jim", body: jim).0 == 201)
             let shown = try jsonObject(try await curl([base + "/api/v2/jim"]))
             #expect(shown["RejectRecipientChance"] as? Double == 1 && shown["LinkSpeedMin"] as? Double == 1024)

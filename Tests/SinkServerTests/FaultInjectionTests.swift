@@ -1,8 +1,8 @@
 import Foundation
 import MailMessage
 import SwallowConfig
-import Synchronization
 import SwallowTestSupport
+import Synchronization
 import Testing
 
 @testable import SinkServer
@@ -14,10 +14,11 @@ struct FaultInjectionTests {
         _ yaml: String, seed: UInt64 = 1, _ body: @Sendable (Sink) async throws -> T
     ) async throws -> T {
         let rules = try FaultRuleSet.parse(yaml)
-        return try await withSink({
-            $0.faultRules = rules
-            $0.faultSeed = seed
-        }, body)
+        return try await withSink(
+            {
+                $0.faultRules = rules
+                $0.faultSeed = seed
+            }, body)
     }
 
     /// Sends each line as a command and collects the reply codes; -1 once the server has
@@ -41,9 +42,11 @@ struct FaultInjectionTests {
 
     @Test("connect: disconnect before the banner; greeting: a delay, or a 554 banner and a close")
     func connectAndGreeting() async throws {
-        try await Self.withRules("rules:\n  - {name: gone, match: {phase: connect}, every: 2, action: {disconnect: true}}\n"
-                                 + "  - {name: slow-banner, match: {phase: greeting}, times: 1, action: {delay: 150ms}}\n"
-                                 + "  - {name: closed, match: {phase: greeting}, action: {reply: \"554 5.3.2 Not today\"}}\n") { sink in
+        try await Self.withRules(
+            "rules:\n  - {name: gone, match: {phase: connect}, every: 2, action: {disconnect: true}}\n"
+                + "  - {name: slow-banner, match: {phase: greeting}, times: 1, action: {delay: 150ms}}\n"
+                + "  - {name: closed, match: {phase: greeting}, action: {reply: \"554 5.3.2 Not today\"}}\n"
+        ) { sink in
             let port = sink.smtpAddress.port
             let (first, bannerAfter) = try await onThread { () -> ([Int], Duration) in
                 let started = ContinuousClock.now
@@ -60,7 +63,8 @@ struct FaultInjectionTests {
 
     @Test("ehlo, starttls, auth, mail, rcpt, data, quit: a reply in place of the session's, matched by pattern")
     func commandPhases() async throws {
-        try await Self.withRules("""
+        try await Self.withRules(
+            """
             rules:
               - {name: no-tls, match: {phase: starttls}, action: {reply: "454 4.7.0 TLS not available today"}}
               - {name: no-auth, match: {phase: auth}, action: {reply: "454 4.7.0 Try later"}}
@@ -69,14 +73,17 @@ struct FaultInjectionTests {
               - {name: big-data, match: {phase: data, recipient: "big@*"}, action: {reply: "452 4.3.1 Out of space"}}
               - {name: bye, match: {phase: quit, helo: "bye*"}, action: {reply: "421 4.3.2 Going down"}}
               - {name: no-ehlo, match: {phase: ehlo, client: "127.0.0.*"}, every: 2, action: {reply: "421 4.7.0 Busy"}}
-            """) { sink in
+            """
+        ) { sink in
             let port = sink.smtpAddress.port
             let codes = try await onThread {
-                try Self.codes(port, [
-                    "EHLO bye.example", "STARTTLS", "AUTH PLAIN AGFwcABzZWNyZXQ=", "MAIL FROM:<bulk1@x.example>",
-                    "MAIL FROM:<app@x.example>", "RCPT TO:<a@flaky.example>", "RCPT TO:<big@x.example>", "DATA", "RSET",
-                    "MAIL FROM:<app@x.example>", "RCPT TO:<a@ok.example>", "DATA", "Subject: ok\r\n\r\nbody\r\n.", "QUIT",
-                ])
+                try Self.codes(
+                    port,
+                    [
+                        "EHLO bye.example", "STARTTLS", "AUTH PLAIN AGFwcABzZWNyZXQ=", "MAIL FROM:<bulk1@x.example>",
+                        "MAIL FROM:<app@x.example>", "RCPT TO:<a@flaky.example>", "RCPT TO:<big@x.example>", "DATA", "RSET",
+                        "MAIL FROM:<app@x.example>", "RCPT TO:<a@ok.example>", "DATA", "Subject: ok\r\n\r\nbody\r\n.", "QUIT",
+                    ])
             }
             #expect(codes == [220, 250, 454, 454, 550, 250, 451, 250, 452, 250, 250, 250, 354, 250, 421])
             // The second connection's EHLO is the rule's second event.
@@ -124,13 +131,15 @@ struct FaultInjectionTests {
 
     @Test("data-end: reply refuses, disconnect loses, drop answers 250 and keeps nothing, delay postpones the 250")
     func dataEnd() async throws {
-        try await Self.withRules("""
+        try await Self.withRules(
+            """
             rules:
               - {name: refuse, match: {phase: data-end, header: {Subject: "refuse*"}}, action: {reply: "554 5.7.1 Spam"}}
               - {name: cut, match: {phase: data-end, header: {Subject: cut}}, action: {disconnect: {partial: "250 2.0.0 Ok: que"}}}
               - {name: lose, match: {phase: data-end, recipient: "lost@*"}, action: {delay: 50ms, drop: true}}
               - {name: slow, match: {phase: data-end, sender: "slow@*"}, action: {delay: 200ms}}
-            """) { sink in
+            """
+        ) { sink in
             let port = sink.smtpAddress.port
             let events = sink.store.events.subscribeAll()
             @Sendable func send(from: String = "a@x", to: String = "b@x", subject: String) throws -> ([Int], Duration) {
@@ -168,7 +177,8 @@ struct FaultInjectionTests {
                 }
                 if kinds.count == 6 { break }
             }
-            #expect(kinds == ["fault:refuse@data-end", "fault:cut@data-end", "fault:lose@data-end", "drop:lost@x", "fault:slow@data-end", "message:slow"])
+            #expect(
+                kinds == ["fault:refuse@data-end", "fault:cut@data-end", "fault:lose@data-end", "drop:lost@x", "fault:slow@data-end", "message:slow"])
         }
     }
 
@@ -176,8 +186,12 @@ struct FaultInjectionTests {
     func headerFault421() async throws {
         try await withSink { sink in
             let codes = try await onThread {
-                try Self.codes(sink.smtpAddress.port, ["EHLO c", "MAIL FROM:<a@x>", "RCPT TO:<b@x>", "DATA",
-                                                       "X-Swallow-Fault: data-end: 421 4.7.0 Closing\r\n\r\nx\r\n.", "NOOP"])
+                try Self.codes(
+                    sink.smtpAddress.port,
+                    [
+                        "EHLO c", "MAIL FROM:<a@x>", "RCPT TO:<b@x>", "DATA",
+                        "X-Swallow-Fault: data-end: 421 4.7.0 Closing\r\n\r\nx\r\n.", "NOOP",
+                    ])
             }
             #expect(codes == [220, 250, 250, 250, 354, 421, -1])
             #expect(sink.store.messages().isEmpty)
@@ -200,7 +214,8 @@ struct FaultInjectionTests {
             let body = String(repeating: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\r\n", count: 192)
             let (codes, elapsed) = try await onThread { () -> ([Int], Duration) in
                 let started = ContinuousClock.now
-                let codes = try Self.codes(sink.smtpAddress.port, ["EHLO c", "MAIL FROM:<a@x>", "RCPT TO:<b@x>", "DATA", "Subject: big\r\n\r\n" + body + "."])
+                let codes = try Self.codes(
+                    sink.smtpAddress.port, ["EHLO c", "MAIL FROM:<a@x>", "RCPT TO:<b@x>", "DATA", "Subject: big\r\n\r\n" + body + "."])
                 return (codes, ContinuousClock.now - started)
             }
             #expect(codes == [220, 250, 250, 250, 354, 250])
@@ -249,8 +264,11 @@ struct FaultInjectionTests {
 
     @Test("smtplib sees a rule's refusal as the exception it raises for a real server")
     func smtplib() async throws {
-        try await Self.withRules("rules:\n  - {match: {phase: rcpt, recipient: \"*@flaky.example\"}, action: {reply: \"451 4.3.0 Try again later\"}}\n") { sink in
-            let result = try await python("""
+        try await Self.withRules(
+            "rules:\n  - {match: {phase: rcpt, recipient: \"*@flaky.example\"}, action: {reply: \"451 4.3.0 Try again later\"}}\n"
+        ) { sink in
+            let result = try await python(
+                """
                 import smtplib
                 try:
                     with smtplib.SMTP('127.0.0.1', PORT, timeout=10) as s:

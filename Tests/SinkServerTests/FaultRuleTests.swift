@@ -20,7 +20,8 @@ struct FaultRuleTests {
 
     @Test("DESIGN.md's example reads as written")
     func designExample() throws {
-        let set = try FaultRuleSet.parse("""
+        let set = try FaultRuleSet.parse(
+            """
             seed: 42
             rules:
               - name: flaky-recipients
@@ -41,13 +42,22 @@ struct FaultRuleTests {
             """, file: "f.yaml")
         #expect(set.seed == 42)
         #expect(set.rules.map(\.name) == ["flaky-recipients", "slow-accept", "drop-some-connections", "rule-4"])
-        guard case .reply(let reply) = set.rules[0].action.effect else { Issue.record("not a reply"); return }
+        guard case .reply(let reply) = set.rules[0].action.effect else {
+            Issue.record("not a reply")
+            return
+        }
         #expect(reply.code.rawValue == 451 && reply.enhanced?.description == "4.3.0" && reply.lines == ["Try again later"])
-        guard case .lognormal(let median, let sigma, _, _) = set.rules[1].action.delay else { Issue.record("not lognormal"); return }
+        guard case .lognormal(let median, let sigma, _, _) = set.rules[1].action.delay else {
+            Issue.record("not lognormal")
+            return
+        }
         #expect(median == 0.2 && abs(sigma - log(10) / 2.326_347_874) < 1e-9)
         #expect(set.rules[2].every == 100)
         #expect(set.rules[3].match.phases == [.mail, .rcpt] && set.rules[3].after == 30 && set.rules[3].until == 120)
-        guard case .disconnect(let bye?, nil) = set.rules[3].action.effect else { Issue.record("not a disconnect"); return }
+        guard case .disconnect(let bye?, nil) = set.rules[3].action.effect else {
+            Issue.record("not a disconnect")
+            return
+        }
         #expect(bye.code.rawValue == 421 && set.rules[3].action.delay == .fixed(1))
     }
 
@@ -65,22 +75,31 @@ struct FaultRuleTests {
 
     @Test("mistakes name the file, the line and the field")
     func errors() {
-        #expect(Self.error("rules:\n  - match: {phase: rcpt}\n    action: {reply: {code: 250}}\n")
-            == "f.yaml:3: rules[0].action.reply.code: must be between 400 and 599")
-        #expect(Self.error("rules:\n  - match: {phase: rcpt, header: {X-A: b}}\n    action: {hang: true}\n")
-            .hasPrefix("f.yaml:2: rules[0].match.header: cannot be matched at phase rcpt"))
-        #expect(Self.error("rules:\n  - match: {phase: lunch}\n    action: {hang: true}\n").hasPrefix("f.yaml:2: rules[0].match.phase: unknown phase"))
-        #expect(Self.error("rules:\n  - match: {phase: rcpt}\n    action: {drop: true}\n")
-            == "f.yaml:3: rules[0].action.drop: `drop` acts at phase data-end only, not rcpt")
+        #expect(
+            Self.error("rules:\n  - match: {phase: rcpt}\n    action: {reply: {code: 250}}\n")
+                == "f.yaml:3: rules[0].action.reply.code: must be between 400 and 599")
+        #expect(
+            Self.error("rules:\n  - match: {phase: rcpt, header: {X-A: b}}\n    action: {hang: true}\n")
+                .hasPrefix("f.yaml:2: rules[0].match.header: cannot be matched at phase rcpt"))
+        #expect(
+            Self.error("rules:\n  - match: {phase: lunch}\n    action: {hang: true}\n").hasPrefix("f.yaml:2: rules[0].match.phase: unknown phase"))
+        #expect(
+            Self.error("rules:\n  - match: {phase: rcpt}\n    action: {drop: true}\n")
+                == "f.yaml:3: rules[0].action.drop: `drop` acts at phase data-end only, not rcpt")
         #expect(Self.error("rules:\n  - match: {phase: rcpt}\n    action: {hang: true, drop: true}\n").contains("at most one action besides `delay`"))
-        #expect(Self.error("rules:\n  - match: {phase: rcpt}\n    probability: 1.5\n    action: {hang: true}\n")
-            == "f.yaml:3: rules[0].probability: must be between 0.0 and 1.0")
-        #expect(Self.error("rules:\n  - match: {phase: rcpt, recipient: \"~[\"}\n    action: {hang: true}\n")
-            .hasPrefix("f.yaml:2: rules[0].match.recipient: not a valid regular expression"))
+        #expect(
+            Self.error("rules:\n  - match: {phase: rcpt}\n    probability: 1.5\n    action: {hang: true}\n")
+                == "f.yaml:3: rules[0].probability: must be between 0.0 and 1.0")
+        #expect(
+            Self.error("rules:\n  - match: {phase: rcpt, recipient: \"~[\"}\n    action: {hang: true}\n")
+                .hasPrefix("f.yaml:2: rules[0].match.recipient: not a valid regular expression"))
         #expect(Self.error("rules:\n  - match: {phase: rcpt}\n    action: {delay: 11m}\n") == "f.yaml:3: rules[0].action.delay: at most 10m")
         #expect(Self.error("rules:\n  - match: {phase: rcpt}\n    action: {throttle: fast}\n").contains("expected bytes per second"))
         #expect(Self.error("rules:\n  - match: {phase: rcpt}\n    action: {}\n").contains("name an action"))
-        #expect(Self.error("rules:\n  - {name: a, match: {phase: rcpt}, action: {hang: true}}\n  - {name: a, match: {phase: mail}, action: {hang: true}}\n")
+        #expect(
+            Self.error(
+                "rules:\n  - {name: a, match: {phase: rcpt}, action: {hang: true}}\n  - {name: a, match: {phase: mail}, action: {hang: true}}\n"
+            )
             .contains("two rules are named `a`"))
         #expect(Self.error("rules:\n  - match: {phase: rcpt}\n    action: {reply: \"451 5.1.1 mixed\"}\n").contains("does not agree"))
         #expect(Self.error("rules:\n  - match: {phase: rcpt}\n    actoin: {hang: true}\n").contains("rules[0].actoin: unknown key"))
@@ -118,7 +137,10 @@ struct FaultRuleTests {
         #expect(abs(samples[19_800] - 2.0) < 0.25)
         let uniform = (1...1000).map { FaultDelay.uniform(min: 0.1, max: 0.3).sample(FaultEngine.draw(1, 2, UInt64($0), 1), 0.5) }
         #expect(uniform.allSatisfy { (0.1...0.3).contains($0) })
-        let bounded = (1...1000).map { FaultDelay.normal(mean: 1, stddev: 5, min: 0.5, max: 2).sample(FaultEngine.draw(1, 2, UInt64($0), 1), FaultEngine.draw(1, 2, UInt64($0), 2)) }
+        let bounded = (1...1000).map {
+            FaultDelay.normal(mean: 1, stddev: 5, min: 0.5, max: 2).sample(
+                FaultEngine.draw(1, 2, UInt64($0), 1), FaultEngine.draw(1, 2, UInt64($0), 2))
+        }
         #expect(bounded.allSatisfy { (0.5...2).contains($0) } && bounded.contains(0.5) && bounded.contains(2))
     }
 
@@ -144,12 +166,15 @@ struct FaultRuleTests {
 
     @Test("every, times, first match wins, a rule that does not fire lets the next one try")
     func ordering() throws {
-        let engine = FaultEngine(seed: 1, rules: try FaultRuleSet.parse("""
-            rules:
-              - {name: third, match: {phase: rcpt, recipient: "*@a.example"}, every: 3, action: {hang: true}}
-              - {name: twice, match: {phase: rcpt}, times: 2, action: {hang: true}}
-              - {name: rest, match: {phase: rcpt, recipient: "*@a.example"}, action: {delay: 1ms}}
-            """))
+        let engine = FaultEngine(
+            seed: 1,
+            rules: try FaultRuleSet.parse(
+                """
+                rules:
+                  - {name: third, match: {phase: rcpt, recipient: "*@a.example"}, every: 3, action: {hang: true}}
+                  - {name: twice, match: {phase: rcpt}, times: 2, action: {hang: true}}
+                  - {name: rest, match: {phase: rcpt, recipient: "*@a.example"}, action: {delay: 1ms}}
+                """))
         let fired = (0..<6).map { _ in Self.fires(engine, .rcpt, recipient: "u@a.example") ?? "-" }
         #expect(fired == ["twice", "twice", "third", "rest", "rest", "third"])
         #expect(Self.fires(engine, .rcpt, recipient: "u@b.example") == nil)
@@ -160,8 +185,10 @@ struct FaultRuleTests {
 
     @Test("rate: more than N per window, per client")
     func rate() throws {
-        let engine = FaultEngine(seed: 1, rules: try FaultRuleSet.parse(
-            "rules:\n  - {name: limit, match: {phase: connect, rate: {over: 3/m, per: client}}, action: {reply: \"421 4.7.0 Slow down\"}}\n"))
+        let engine = FaultEngine(
+            seed: 1,
+            rules: try FaultRuleSet.parse(
+                "rules:\n  - {name: limit, match: {phase: connect, rate: {over: 3/m, per: client}}, action: {reply: \"421 4.7.0 Slow down\"}}\n"))
         let a = (0..<5).map { _ in Self.fires(engine, .connect, client: "10.0.0.1") }
         #expect(a == [nil, nil, nil, "limit", "limit"])
         #expect(Self.fires(engine, .connect, client: "10.0.0.2") == nil)
@@ -169,13 +196,17 @@ struct FaultRuleTests {
 
     @Test("greylisting: the first attempt of a triple and early retries are refused")
     func greylist() throws {
-        let engine = FaultEngine(seed: 1, rules: try FaultRuleSet.parse(
-            "rules:\n  - {name: grey, match: {phase: rcpt}, action: {greylist: {retry_after: 10m}}}\n"))
+        let engine = FaultEngine(
+            seed: 1,
+            rules: try FaultRuleSet.parse(
+                "rules:\n  - {name: grey, match: {phase: rcpt}, action: {greylist: {retry_after: 10m}}}\n"))
         #expect(Self.fires(engine, .rcpt, recipient: "a@x") == "grey")
         #expect(Self.fires(engine, .rcpt, recipient: "a@x") == "grey")
         #expect(Self.fires(engine, .rcpt, recipient: "b@x") == "grey")
-        let passing = FaultEngine(seed: 1, rules: try FaultRuleSet.parse(
-            "rules:\n  - {name: grey, match: {phase: rcpt}, action: {greylist: {retry_after: 0s}}}\n"))
+        let passing = FaultEngine(
+            seed: 1,
+            rules: try FaultRuleSet.parse(
+                "rules:\n  - {name: grey, match: {phase: rcpt}, action: {greylist: {retry_after: 0s}}}\n"))
         #expect(Self.fires(passing, .rcpt) == "grey")
         #expect(Self.fires(passing, .rcpt) == nil)
     }
@@ -253,10 +284,11 @@ struct FaultRuleTests {
             }
             let reverse = ReversePath.mailbox(mailbox(sender))
             let forward = recipients.map { ForwardPath.mailbox(mailbox($0)) }
-            return BuiltInFaults().decide(FaultEvent(
-                phase: phase, client: "c", helo: nil, authUser: nil, senderPath: reverse, recipientPaths: forward,
-                message: message.map { ByteBuffer(string: $0) }
-            ))
+            return BuiltInFaults().decide(
+                FaultEvent(
+                    phase: phase, client: "c", helo: nil, authUser: nil, senderPath: reverse, recipientPaths: forward,
+                    message: message.map { ByteBuffer(string: $0) }
+                ))
         }
         #expect(try decide(.mail, sender: "app+fail-421@x", recipients: [])?.rule == "+fail-421")
         #expect(try decide(.rcpt, recipients: ["Bounce@x"])?.rule == "bounce@")

@@ -2,8 +2,8 @@ import Foundation
 import Hummingbird
 import Logging
 import MailMessage
-import SinkServer
 import ServiceLifecycle
+import SinkServer
 import SwallowTestSupport
 import Testing
 
@@ -25,7 +25,7 @@ func withSinkApplication<T: Sendable>(
         defer { tasks.cancelAll() }
         var iterator = ready.makeAsyncIterator()
         guard let line = await iterator.next(),
-              let http = line.split(separator: " ").first(where: { $0.hasPrefix("http=") || $0.hasPrefix("https=") })
+            let http = line.split(separator: " ").first(where: { $0.hasPrefix("http=") || $0.hasPrefix("https=") })
         else {
             throw SinkProcess.Failure(description: "the application never became ready")
         }
@@ -54,14 +54,17 @@ func jsonObject(_ text: String) throws -> [String: Any] {
 }
 
 /// The HTTP API over real HTTP on loopback, after real mail from smtplib.
-@Suite("HTTP API: Mailpit and MailHog compatible", .timeLimit(.minutes(4)), .enabled(if: Peers.available("curl", "python3"), Comment(rawValue: Peers.reason("curl", "python3"))))
+@Suite(
+    "HTTP API: Mailpit and MailHog compatible", .timeLimit(.minutes(4)),
+    .enabled(if: Peers.available("curl", "python3"), Comment(rawValue: Peers.reason("curl", "python3"))))
 struct HTTPAPITests {
     static let corpus = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared/corpus").path
 
     /// Sends corpus messages with smtplib; the envelope recipient carries `+mailbox`.
     static func send(_ files: [String], port: Int, mailbox: String = "ci", auth: Bool = false) async throws {
-        let result = try await python("""
+        let result = try await python(
+            """
             import smtplib
             with smtplib.SMTP('127.0.0.1', PORT, timeout=10) as s:
                 if AUTH == 'yes':
@@ -82,7 +85,8 @@ struct HTTPAPITests {
             #expect(envelope["mailFrom"] as? String == "app@bank.example")
             #expect((capture["session"] as? [String: Any])?["remoteAddress"] as? String != nil)
             #expect(((capture["timestamps"] as? [String: Any])?["dataEndNanos"] as? Int ?? 0) > 0)
-            let transcript = try #require(try JSONSerialization.jsonObject(with: Data(try await curl([base + "/api/v1/message/latest/transcript"]).utf8)) as? [[String: Any]])
+            let transcript = try #require(
+                try JSONSerialization.jsonObject(with: Data(try await curl([base + "/api/v1/message/latest/transcript"]).utf8)) as? [[String: Any]])
             let lines = transcript.compactMap { $0["text"] as? String }
             #expect(lines.contains { $0.hasPrefix("MAIL FROM:<app@bank.example>") }, "\(lines)")
             #expect(lines.contains { $0.hasPrefix("354") })
@@ -98,8 +102,9 @@ struct HTTPAPITests {
     @Test("list, message, headers, raw, part and search answer in Mailpit's shapes")
     func mailpitRoutes() async throws {
         try await withSinkApplication { sink, base in
-            try await Self.send(["02-otp-alternative.eml", "03-invoice-pdf.eml", "04-utf8-subject-and-name.eml", "05-html-inline-image.eml"],
-                                port: sink.smtpAddress.port)
+            try await Self.send(
+                ["02-otp-alternative.eml", "03-invoice-pdf.eml", "04-utf8-subject-and-name.eml", "05-html-inline-image.eml"],
+                port: sink.smtpAddress.port)
             let list = try jsonObject(try await curl(["\(base)/api/v1/messages?limit=2"]))
             #expect(list["total"] as? Int == 4)
             #expect(list["messages_count"] as? Int == 4)
@@ -107,7 +112,9 @@ struct HTTPAPITests {
             #expect(list["count"] as? Int == 2)
             let messages = try #require(list["messages"] as? [[String: Any]])
             #expect(messages.first?["Subject"] as? String == "Newsletter with inline logo", "newest first")
-            for key in ["ID", "MessageID", "Read", "From", "To", "Cc", "Bcc", "ReplyTo", "Subject", "Created", "Tags", "Size", "Attachments", "Snippet"] {
+            for key in [
+                "ID", "MessageID", "Read", "From", "To", "Cc", "Bcc", "ReplyTo", "Subject", "Created", "Tags", "Size", "Attachments", "Snippet",
+            ] {
                 #expect(messages.first?[key] != nil, "summary field \(key)")
             }
 
@@ -156,7 +163,8 @@ struct HTTPAPITests {
             #expect((newsletter["Attachments"] as? [Any])?.isEmpty == true)
 
             // Free text, quoted phrase, negation.
-            let phrase = try jsonObject(try await curl(["--get", "--data-urlencode", "query=\"Amount due\" -subject:newsletter", "\(base)/api/v1/search"]))
+            let phrase = try jsonObject(
+                try await curl(["--get", "--data-urlencode", "query=\"Amount due\" -subject:newsletter", "\(base)/api/v1/search"]))
             #expect(phrase["messages_count"] as? Int == 1)
         }
     }
@@ -169,7 +177,9 @@ struct HTTPAPITests {
             _ = try await curl(["-X", "PUT", "-d", "{\"Read\":true,\"IDs\":[\"\(ids[0])\"]}", "\(base)/api/v1/messages"])
             #expect(sink.store.listing(id: ids[0])?.read == true)
             #expect(sink.store.listing(id: ids[1])?.read == false)
-            let bad = try await run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "DELETE", "-d", "{not json", "\(base)/api/v1/messages"])
+            let bad = try await run([
+                "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "DELETE", "-d", "{not json", "\(base)/api/v1/messages",
+            ])
             #expect(bad.stdout == "400")
             #expect(sink.store.count == 2)
             _ = try await curl(["-X", "DELETE", "-d", "{\"IDs\":[\"\(ids[0])\"]}", "\(base)/api/v1/messages"])
@@ -229,7 +239,9 @@ struct HTTPAPITests {
     func mailpitClient() async throws {
         try await withSinkApplication { sink, base in
             try await Self.send(["03-invoice-pdf.eml", "01-otp-plain.eml"], port: sink.smtpAddress.port)
-            let result = try await run(["python3", "-c", """
+            let result = try await run([
+                "python3", "-c",
+                """
                 import mailpit.client.api as api
                 client = api.API('\(base)')
                 messages = client.get_messages()
@@ -245,7 +257,8 @@ struct HTTPAPITests {
                 client.delete_messages([summary.id])
                 assert client.get_messages().total == 1
                 print('ok')
-                """])
+                """,
+            ])
             #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
             #expect(result.stdout.contains("ok"))
         }
@@ -255,7 +268,9 @@ struct HTTPAPITests {
     func metrics() async throws {
         try await withSinkApplication { sink, base in
             try await Self.send(["01-otp-plain.eml", "02-otp-alternative.eml"], port: sink.smtpAddress.port)
-            let result = try await run(["python3", "-c", """
+            let result = try await run([
+                "python3", "-c",
+                """
                 import urllib.request
                 from prometheus_client.parser import text_string_to_metric_families
                 text = urllib.request.urlopen('\(base)/metrics').read().decode()
@@ -273,7 +288,8 @@ struct HTTPAPITests {
                     assert values['swallow_smtp_phase_seconds_count{phase=%s}' % phase] == 2, (phase, values)
                     assert values['swallow_smtp_phase_seconds_bucket{le=+Inf,phase=%s}' % phase] == 2, (phase, values)
                 print('ok')
-                """])
+                """,
+            ])
             #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
             let stats = try jsonObject(try await curl([base + "/api/v1/stats"]))
             let rates = try #require(stats["acceptedPerSecond"] as? [String: Double])
@@ -287,16 +303,20 @@ struct HTTPAPITests {
         try await withSinkApplication { sink, base in
             let port = sink.smtpAddress.port
             // A client reads the stream until it has two events, then hangs up.
-            async let stream = run(["python3", "-c", """
-                import urllib.request
-                stream = urllib.request.urlopen('\(base)/api/v1/events?mailbox=ci', timeout=20)
-                seen = 0
-                while seen < 2:
-                    line = stream.readline().decode()
-                    if line.startswith('data:'):
-                        print(line.strip())
-                        seen += 1
-                """], timeout: 30)
+            async let stream = run(
+                [
+                    "python3", "-c",
+                    """
+                    import urllib.request
+                    stream = urllib.request.urlopen('\(base)/api/v1/events?mailbox=ci', timeout=20)
+                    seen = 0
+                    while seen < 2:
+                        line = stream.readline().decode()
+                        if line.startswith('data:'):
+                            print(line.strip())
+                            seen += 1
+                    """,
+                ], timeout: 30)
             // Wait until the subscription exists, so no event is missed.
             while !sink.store.events.hasSubscribers { await Task.yield() }
             try await Self.send(["10-headers-cc-replyto-trace.eml"], port: port, mailbox: "other")
@@ -318,17 +338,21 @@ struct HTTPAPITests {
             let ids = sink.store.messages().map(\.id)
             #expect(ids.count == 4)
             // Missed: the two after the second. Then a keep-alive comes on the quiet stream.
-            let output = try await run(["python3", "-c", """
-                import urllib.request
-                request = urllib.request.Request('\(base)/api/v1/events?keepalive=100ms', headers={'Last-Event-ID': '\(ids[1])'})
-                stream = urllib.request.urlopen(request, timeout=20)
-                while True:
-                    line = stream.readline().decode().strip()
-                    if line.startswith('id:') or line == ': keep-alive':
-                        print(line)
-                    if line == ': keep-alive':
-                        break
-                """], timeout: 30)
+            let output = try await run(
+                [
+                    "python3", "-c",
+                    """
+                    import urllib.request
+                    request = urllib.request.Request('\(base)/api/v1/events?keepalive=100ms', headers={'Last-Event-ID': '\(ids[1])'})
+                    stream = urllib.request.urlopen(request, timeout=20)
+                    while True:
+                        line = stream.readline().decode().strip()
+                        if line.startswith('id:') or line == ': keep-alive':
+                            print(line)
+                        if line == ': keep-alive':
+                            break
+                    """,
+                ], timeout: 30)
             #expect(output.stdout.split(separator: "\n").map(String.init) == ["id: \(ids[2])", "id: \(ids[3])", ": keep-alive"], "\(output.stderr)")
             let stats = try jsonObject(try await curl([base + "/api/v1/stats"]))
             let replay = try #require(stats["eventReplay"] as? [String: Any])
@@ -339,7 +363,9 @@ struct HTTPAPITests {
 
 /// `--data DIR`: the SQLite index answers lists and searches, survives a restart, and is
 /// rebuilt from the message files when it is lost.
-@Suite("HTTP API over the on-disk index", .timeLimit(.minutes(4)), .serialized, .enabled(if: Peers.available("curl", "python3"), Comment(rawValue: Peers.reason("curl", "python3"))))
+@Suite(
+    "HTTP API over the on-disk index", .timeLimit(.minutes(4)), .serialized,
+    .enabled(if: Peers.available("curl", "python3"), Comment(rawValue: Peers.reason("curl", "python3"))))
 struct IndexedAPITests {
     static func search(_ base: String, _ query: String) async throws -> [String: Any] {
         try jsonObject(try await curl(["--get", "--data-urlencode", "query=\(query)", "\(base)/api/v1/search"]))

@@ -8,7 +8,9 @@ import Testing
 /// Captured mail served over HTTP is data, never a page of ours; names from mail are
 /// sanitised where they enter a header; the live rule set round-trips; MailHog's v1 message
 /// routes answer; storage failures are reported, not hidden. Real HTTP on loopback.
-@Suite("Hostile content over HTTP", .timeLimit(.minutes(4)), .enabled(if: Peers.available("curl", "python3"), Comment(rawValue: Peers.reason("curl", "python3"))))
+@Suite(
+    "Hostile content over HTTP", .timeLimit(.minutes(4)),
+    .enabled(if: Peers.available("curl", "python3"), Comment(rawValue: Peers.reason("curl", "python3"))))
 struct HostileContentTests {
     /// A message built to attack whoever opens it: script in its HTML, an HTML attachment,
     /// and attachment names that try path traversal, header injection and control characters.
@@ -71,7 +73,8 @@ struct HostileContentTests {
         try await withSinkApplication { sink, base in
             try await Self.sendHostile(port: sink.smtpAddress.port)
             let id = try #require(sink.store.messages().last?.id)
-            try await Self.check("""
+            try await Self.check(
+                """
                 ID = '\(id)'
                 message = json.loads(get('/api/v1/message/' + ID)[2])
                 html_part = [a for a in message['Attachments'] if a['FileName'] == 'page.html'][0]['PartID']
@@ -104,7 +107,8 @@ struct HostileContentTests {
         try await withSinkApplication { sink, base in
             try await Self.sendHostile(port: sink.smtpAddress.port)
             let id = try #require(sink.store.messages().last?.id)
-            try await Self.check("""
+            try await Self.check(
+                """
                 import re, urllib.parse
                 ID = '\(id)'
                 message = json.loads(get('/api/v1/message/' + ID)[2])
@@ -139,7 +143,8 @@ struct HostileContentTests {
     @Test("what GET /api/v1/faults returns, PUT accepts unchanged")
     func faultsRoundTrip() async throws {
         try await withSinkApplication { _, base in
-            try await Self.check("""
+            try await Self.check(
+                """
                 rules = {'seed': 7, 'rules': [
                     {'name': 'slow', 'match': {'phase': 'rcpt', 'recipient': '*@slow.example'}, 'action': {'delay': '10ms'}, 'times': 5},
                     {'name': 'flaky', 'match': {'phase': 'data-end'}, 'probability': 0.5, 'action': {'reply': {'code': 451, 'enhanced': '4.3.0', 'text': 'Later'}}}]}
@@ -172,7 +177,8 @@ struct HostileContentTests {
             try await HTTPAPITests.send(["03-invoice-pdf.eml"], port: sink.smtpAddress.port)
             let id = try #require(sink.store.messages().last?.id)
             let raw = String(buffer: try #require(try await sink.store.raw(id: id)))
-            try await Self.check("""
+            try await Self.check(
+                """
                 ID = '\(id)'
                 status, headers, body = get('/api/v1/messages/' + ID)
                 assert status == 200, status
@@ -188,7 +194,8 @@ struct HostileContentTests {
                 assert get('/api/v1/messages/' + ID, 'DELETE')[0] == 200
                 assert get('/api/v1/messages/' + ID)[0] == 404
                 assert get('/api/v1/messages/nope', 'DELETE')[0] == 404
-                """.replacingOccurrences(of: "RAW.encode()", with: "bytes.fromhex('\(Data(raw.utf8).map { String(format: "%02x", $0) }.joined())')"), base: base)
+                """.replacingOccurrences(of: "RAW.encode()", with: "bytes.fromhex('\(Data(raw.utf8).map { String(format: "%02x", $0) }.joined())')"),
+                base: base)
             #expect(sink.store.count == 0)
         }
     }
@@ -198,7 +205,8 @@ struct HostileContentTests {
         let directory = try temporaryDirectory()
         try await withSinkApplication({ $0.dataDirectory = directory }) { sink, base in
             try await HTTPAPITests.send(["01-otp-plain.eml"], port: sink.smtpAddress.port)
-            try await Self.check("""
+            try await Self.check(
+                """
                 assert get('/api/v1/messages')[0] == 200
                 stats = json.loads(get('/api/v1/stats')[2])
                 assert stats['degraded'] is None, stats

@@ -22,8 +22,10 @@ struct JournalCompactionTests {
     @Test("the scan keeps the lines of messages still stored, in order")
     func scan() throws {
         var journal = Data()
-        for part in [try Self.line("A"), try Self.line("B"), Data(#"{"deleted":["A"]}"#.utf8), try Self.line("C", transcript: true),
-                     Data("{not json".utf8), try Self.line("B")] {
+        for part in [
+            try Self.line("A"), try Self.line("B"), Data(#"{"deleted":["A"]}"#.utf8), try Self.line("C", transcript: true),
+            Data("{not json".utf8), try Self.line("B"),
+        ] {
             journal.append(part)
             journal.append(UInt8(ascii: "\n"))
         }
@@ -43,7 +45,8 @@ struct JournalCompactionTests {
             $0.maxMessages = 100
             $0.fsync = .never
         }) { sink in
-            let result = try await python("""
+            let result = try await python(
+                """
                 import smtplib
                 with smtplib.SMTP('127.0.0.1', PORT, timeout=30) as s:
                     for n in range(int(COUNT)):

@@ -46,7 +46,9 @@ struct LoopbackProtocolTests {
             #expect(message.timestamps.mailNanos <= message.timestamps.dataStartNanos)
             #expect(message.timestamps.dataStartNanos <= message.timestamps.dataEndNanos)
             let raw = try #require(try await sink.store.raw(id: message.id))
-            #expect(String(buffer: raw).hasPrefix("Received: from client.example ([127.0.0.1])\r\n\tby swallow.localhost (Swallow) with ESMTP id \(message.id);"))
+            #expect(
+                String(buffer: raw).hasPrefix(
+                    "Received: from client.example ([127.0.0.1])\r\n\tby swallow.localhost (Swallow) with ESMTP id \(message.id);"))
         }
     }
 

@@ -7,9 +7,12 @@ import Testing
 
 /// Real SMTP clients against the sink on loopback: Python's smtplib, swaks and curl.
 /// `scripts/test` installs them; a missing client fails the test rather than skipping it.
-@Suite("Real clients: smtplib, swaks, curl", .timeLimit(.minutes(4)), .enabled(if: Peers.available("curl", "swaks", "python3"), Comment(rawValue: Peers.reason("curl", "swaks", "python3"))))
+@Suite(
+    "Real clients: smtplib, swaks, curl", .timeLimit(.minutes(4)),
+    .enabled(if: Peers.available("curl", "swaks", "python3"), Comment(rawValue: Peers.reason("curl", "swaks", "python3"))))
 struct RealClientTests {
-    static let message = "From: Bank <no-reply@bank.example>\r\nTo: alice@example.com\r\nSubject: Your code\r\n\r\n"
+    static let message =
+        "From: Bank <no-reply@bank.example>\r\nTo: alice@example.com\r\nSubject: Your code\r\n\r\n"
         + "Your code is 123456.\r\n.leading dot line\r\n..two dots\r\nend\r\n"
 
     static func onlyMessage(_ sink: Sink) async throws -> (CapturedMessage, String) {
@@ -26,7 +29,8 @@ struct RealClientTests {
     @Test("smtplib, plain: the message is stored byte-exact after dot-unstuffing")
     func smtplibPlain() async throws {
         try await withSink { sink in
-            let result = try await python("""
+            let result = try await python(
+                """
                 import smtplib
                 with smtplib.SMTP('127.0.0.1', PORT, timeout=10) as s:
                     s.sendmail('no-reply@bank.example', ['alice@example.com', 'bob@example.com'], MESSAGE.encode())
@@ -42,7 +46,8 @@ struct RealClientTests {
     @Test("smtplib with STARTTLS: TLS is recorded with its version")
     func smtplibStartTLS() async throws {
         try await withSink { sink in
-            let result = try await python("""
+            let result = try await python(
+                """
                 import smtplib, ssl
                 context = ssl.create_default_context()
                 context.check_hostname = False
@@ -63,7 +68,8 @@ struct RealClientTests {
     func smtplibImplicitTLS() async throws {
         try await withSink({ $0.smtps = ListenAddress(host: "127.0.0.1", port: 0) }) { sink in
             let smtps = try #require(sink.smtpsAddress)
-            let result = try await python("""
+            let result = try await python(
+                """
                 import smtplib, ssl
                 context = ssl.create_default_context()
                 context.check_hostname = False
@@ -80,8 +86,12 @@ struct RealClientTests {
 
     @Test("smtplib AUTH with each mechanism against a credentials list", arguments: ["PLAIN", "LOGIN", "CRAM-MD5"])
     func smtplibAuth(mechanism: String) async throws {
-        try await withSink({ $0.auth = .credentials(["alice": "s3cret"]); $0.requireAuth = true }) { sink in
-            let result = try await python("""
+        try await withSink({
+            $0.auth = .credentials(["alice": "s3cret"])
+            $0.requireAuth = true
+        }) { sink in
+            let result = try await python(
+                """
                 import smtplib
                 with smtplib.SMTP('127.0.0.1', PORT, timeout=10) as s:
                     s.ehlo()
@@ -112,7 +122,8 @@ struct RealClientTests {
     @Test("smtplib with an SMTPUTF8 address")
     func smtplibSMTPUTF8() async throws {
         try await withSink { sink in
-            let result = try await python("""
+            let result = try await python(
+                """
                 import smtplib
                 msg = 'From: 用户@例子.广告\\r\\nSubject: héllo\\r\\n\\r\\nçava\\r\\n'.encode('utf-8')
                 with smtplib.SMTP('127.0.0.1', PORT, timeout=10) as s:
@@ -181,7 +192,8 @@ struct RealClientTests {
     @Test("--transcripts keeps the session transcript with AUTH secrets redacted")
     func transcripts() async throws {
         try await withSink({ $0.transcripts = true }) { sink in
-            let result = try await python("""
+            let result = try await python(
+                """
                 import smtplib
                 with smtplib.SMTP('127.0.0.1', PORT, timeout=10) as s:
                     s.login('alice', 'topsecret')
@@ -202,7 +214,8 @@ struct RealClientTests {
     @Test("--discard keeps metadata but no body")
     func discard() async throws {
         try await withSink({ $0.discardBodies = true }) { sink in
-            let result = try await python("""
+            let result = try await python(
+                """
                 import smtplib
                 with smtplib.SMTP('127.0.0.1', PORT, timeout=10) as s:
                     s.sendmail('a@b.example', ['c@d.example'], MESSAGE.encode())

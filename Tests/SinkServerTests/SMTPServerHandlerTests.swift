@@ -1,7 +1,7 @@
 import Logging
+import MailMessage
 import NIOCore
 import NIOEmbedded
-import MailMessage
 import SwallowConfig
 import Synchronization
 import Testing

@@ -7,8 +7,10 @@ import Testing
 /// The session state machine alone: no sockets, no clock.
 @Suite("SMTPSession state machine")
 struct SMTPSessionTests {
-    static func configuration(auth: AuthPolicy? = .any, requireAuth: Bool = false, authRequiresTLS: Bool = false,
-                              maxBadCommands: Int = 10) -> SMTPSession.Configuration {
+    static func configuration(
+        auth: AuthPolicy? = .any, requireAuth: Bool = false, authRequiresTLS: Bool = false,
+        maxBadCommands: Int = 10
+    ) -> SMTPSession.Configuration {
         SMTPSession.Configuration(
             hostname: "sink.test",
             limits: SMTPLimits(maxRecipients: 2, maxMessageBytes: 100, maxBadCommands: maxBadCommands),

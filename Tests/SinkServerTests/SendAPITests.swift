@@ -8,7 +8,8 @@ import Testing
 struct SendAPITests {
     /// POSTs `body`; returns the status and the answer.
     static func send(_ base: String, _ body: String) async throws -> (status: Int, answer: [String: Any]) {
-        let result = try await run(["curl", "-s", "-w", "\n%{http_code}", "-H", "Content-Type: application/json", "--data-binary", "@-", "\(base)/api/v1/send"], stdin: body)
+        let result = try await run(
+            ["curl", "-s", "-w", "\n%{http_code}", "-H", "Content-Type: application/json", "--data-binary", "@-", "\(base)/api/v1/send"], stdin: body)
         let lines = result.stdout.split(separator: "\n", omittingEmptySubsequences: false)
         let status = Int(lines.last ?? "") ?? 0
         let text = lines.dropLast().joined(separator: "\n")
@@ -77,14 +78,16 @@ struct SendAPITests {
 
     @Test("magic addresses and fault rules apply: 550 is a 422, 451 a 503, a delay delays the answer")
     func faults() async throws {
-        let rules = try FaultRuleSet.parse("""
+        let rules = try FaultRuleSet.parse(
+            """
             rules:
               - name: slow
                 match: {phase: data-end, header: {Subject: "~slow"}}
                 action: {delay: 700ms}
             """, file: "test")
         try await withSinkApplication({ $0.faultRules = rules }) { sink, base in
-            let bounce = try await Self.send(base, #"{"From": {"Email": "a@x.example"}, "To": [{"Email": "bounce@x.example"}], "Subject": "s", "Text": "t"}"#)
+            let bounce = try await Self.send(
+                base, #"{"From": {"Email": "a@x.example"}, "To": [{"Email": "bounce@x.example"}], "Subject": "s", "Text": "t"}"#)
             #expect(bounce.status == 422)
             #expect(bounce.answer["Code"] as? Int == 550)
             #expect(bounce.answer["Phase"] as? String == "rcpt")
@@ -98,11 +101,13 @@ struct SendAPITests {
             #expect(sink.store.count == 0)
 
             let started = ContinuousClock.now
-            let slow = try await Self.send(base, #"{"From": {"Email": "a@x.example"}, "To": [{"Email": "b@x.example"}], "Subject": "slow one", "Text": "t"}"#)
+            let slow = try await Self.send(
+                base, #"{"From": {"Email": "a@x.example"}, "To": [{"Email": "b@x.example"}], "Subject": "slow one", "Text": "t"}"#)
             #expect(slow.status == 200)
             #expect(ContinuousClock.now - started >= .milliseconds(700))
             // One refused recipient of two: stored for the other, the refusal listed.
-            let partial = try await Self.send(base, #"{"From": {"Email": "a@x.example"}, "To": [{"Email": "ok@x.example"}, {"Email": "bounce@x.example"}], "Text": "t"}"#)
+            let partial = try await Self.send(
+                base, #"{"From": {"Email": "a@x.example"}, "To": [{"Email": "ok@x.example"}, {"Email": "bounce@x.example"}], "Text": "t"}"#)
             #expect(partial.status == 200)
             #expect((partial.answer["Refused"] as? [[String: Any]])?.first?["Recipient"] as? String == "bounce@x.example")
             #expect(sink.store.count == 2)
@@ -116,8 +121,14 @@ struct SendAPITests {
                 (#"{"To": [{"Email": "a@x.example"}], "Text": "t"}"#, "From"),
                 (#"{"From": {"Email": "a@x.example"}, "Text": "t"}"#, "To"),
                 (#"{"From": {"Email": "not an address"}, "To": [{"Email": "a@x.example"}]}"#, "From"),
-                (#"{"From": {"Email": "a@x.example"}, "To": [{"Email": "b@x.example"}], "Attachments": [{"Content": "!!!", "Filename": "a.txt"}]}"#, "Attachments[0].Content"),
-                (#"{"From": {"Email": "a@x.example"}, "To": [{"Email": "b@x.example"}], "Headers": {"X-A": "b\r\nBcc: c@x.example"}}"#, "Headers.X-A"),
+                (
+                    #"{"From": {"Email": "a@x.example"}, "To": [{"Email": "b@x.example"}], "Attachments": [{"Content": "!!!", "Filename": "a.txt"}]}"#,
+                    "Attachments[0].Content"
+                ),
+                (
+                    #"{"From": {"Email": "a@x.example"}, "To": [{"Email": "b@x.example"}], "Headers": {"X-A": "b\r\nBcc: c@x.example"}}"#,
+                    "Headers.X-A"
+                ),
                 (#"{"From": {"Email": "a@x.example"}, "To": [{"Email": "b@x.example"}], "Tags": ["a\u0001"]}"#, "Tags[0]"),
                 (#"[1, 2]"#, "body"),
             ]

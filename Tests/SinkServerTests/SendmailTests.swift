@@ -38,7 +38,10 @@ struct SendmailTests {
     @Test("-t -i: recipients from To, Cc and Bcc, Bcc removed, CRLF line ends, a lone dot kept")
     func headersAndDots() async throws {
         let sink = try SinkProcess(arguments: [])
-        defer { sink.signal(SIGTERM); _ = sink.wait() }
+        defer {
+            sink.signal(SIGTERM)
+            _ = sink.wait()
+        }
         let result = try await Self.sendmail(["-t", "-i"], port: sink.smtpPort, stdin: Self.message)
         #expect(result.status == 0, "\(result.stderr)")
         let (envelope, mailFrom, raw) = try await Self.latest(sink)
@@ -52,9 +55,13 @@ struct SendmailTests {
     @Test("recipients as arguments, -f as the sender; without -i a lone dot ends the message")
     func argumentsAndSender() async throws {
         let sink = try SinkProcess(arguments: [])
-        defer { sink.signal(SIGTERM); _ = sink.wait() }
-        let result = try await Self.sendmail(["-oi", "-fbounces@shop.example", "-F", "Shop", "x@example.com,y@example.com", "z@example.com"],
-                                             port: sink.smtpPort, stdin: "Subject: a\n\nbody\n")
+        defer {
+            sink.signal(SIGTERM)
+            _ = sink.wait()
+        }
+        let result = try await Self.sendmail(
+            ["-oi", "-fbounces@shop.example", "-F", "Shop", "x@example.com,y@example.com", "z@example.com"],
+            port: sink.smtpPort, stdin: "Subject: a\n\nbody\n")
         #expect(result.status == 0, "\(result.stderr)")
         var (envelope, mailFrom, _) = try await Self.latest(sink)
         #expect(envelope == ["x@example.com", "y@example.com", "z@example.com"])
@@ -73,16 +80,19 @@ struct SendmailTests {
         let directory = try temporaryDirectory()
         let rules = directory + "/rules.yaml"
         try """
-            rules:
-              - name: defer
-                match: {phase: data-end, header: {Subject: "~defer"}}
-                action: {reply: "451 4.7.1 Try again later"}
-              - name: refuse
-                match: {phase: data-end, header: {Subject: "~refuse"}}
-                action: {reply: "550 5.7.1 Not wanted"}
-            """.write(toFile: rules, atomically: true, encoding: .utf8)
+        rules:
+          - name: defer
+            match: {phase: data-end, header: {Subject: "~defer"}}
+            action: {reply: "451 4.7.1 Try again later"}
+          - name: refuse
+            match: {phase: data-end, header: {Subject: "~refuse"}}
+            action: {reply: "550 5.7.1 Not wanted"}
+        """.write(toFile: rules, atomically: true, encoding: .utf8)
         let sink = try SinkProcess(arguments: ["--faults", rules])
-        defer { sink.signal(SIGTERM); _ = sink.wait() }
+        defer {
+            sink.signal(SIGTERM)
+            _ = sink.wait()
+        }
 
         let temp = try await Self.sendmail(["tempfail@example.com"], port: sink.smtpPort, stdin: "Subject: x\n\nx\n")
         #expect(temp.status == 75)
@@ -118,7 +128,10 @@ struct SendmailTests {
         #expect(address.stderr.contains("--smtp-addr"))
 
         let sink = try SinkProcess(arguments: [])
-        defer { sink.signal(SIGTERM); _ = sink.wait() }
+        defer {
+            sink.signal(SIGTERM)
+            _ = sink.wait()
+        }
         let directory = try temporaryDirectory()
         try FileManager.default.createSymbolicLink(atPath: directory + "/sendmail", withDestinationPath: Self.binary)
         let linked = try await run(["env", "SWALLOW_SMTP=127.0.0.1:\(sink.smtpPort)", directory + "/sendmail", "-t", "-i"], stdin: Self.message)

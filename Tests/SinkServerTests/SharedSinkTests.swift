@@ -7,7 +7,9 @@ import Testing
 
 /// One sink shared by many jobs: mailboxes with tokens, quotas, retention and faults of their
 /// own, API authentication and HTTPS, over real HTTP (curl) and SMTP (smtplib).
-@Suite("Shared sink: mailboxes, tokens, API auth, HTTPS", .timeLimit(.minutes(4)), .enabled(if: Peers.available("curl", "openssl", "python3"), Comment(rawValue: Peers.reason("curl", "openssl", "python3"))))
+@Suite(
+    "Shared sink: mailboxes, tokens, API auth, HTTPS", .timeLimit(.minutes(4)),
+    .enabled(if: Peers.available("curl", "openssl", "python3"), Comment(rawValue: Peers.reason("curl", "openssl", "python3"))))
 struct SharedSinkTests {
     /// curl with optional headers: the status, the body and the response headers.
     static func request(
@@ -36,7 +38,8 @@ struct SharedSinkTests {
     /// Sends one message per (recipient, subject) with smtplib, in one session.
     static func send(_ port: Int, _ messages: [(to: String, subject: String)], headers: String = "") async throws {
         let list = messages.map { "(\"\($0.to)\", \"\($0.subject)\")" }.joined(separator: ", ")
-        let result = try await python("""
+        let result = try await python(
+            """
             import smtplib
             with smtplib.SMTP("127.0.0.1", PORT) as s:
                 for to, subject in [\(list)]:
@@ -57,8 +60,10 @@ struct SharedSinkTests {
             let a = try await Self.create(base, #"{"Name": "job-a", "Quota": 3, "TTL": "1h"}"#)
             let b = try await Self.create(base, #"{"Name": "job-b"}"#)
             #expect(a.name == "job-a" && b.name == "job-b" && a.token != b.token && a.token.count >= 32)
-            try await Self.send(sink.smtpAddress.port, [("app+job-b@example.com", "b1")] + (1...5).map { ("app+job-a@example.com", "a\($0)") }
-                + [("app+job-b@example.com", "b2")])
+            try await Self.send(
+                sink.smtpAddress.port,
+                [("app+job-b@example.com", "b1")] + (1...5).map { ("app+job-a@example.com", "a\($0)") }
+                    + [("app+job-b@example.com", "b2")])
             #expect(try await Self.subjects(base, token: a.token) == ["a5", "a4", "a3"])
             #expect(try await Self.subjects(base, token: b.token) == ["b2", "b1"])
             #expect(try await Self.subjects(base).count == 5)
@@ -73,8 +78,10 @@ struct SharedSinkTests {
 
             let generated = try await Self.create(base, "")
             #expect(generated.name.hasPrefix("mb-"))
-            for (body, field) in [(#"{"Name": "Job A"}"#, "Name"), (#"{"Quota": -1}"#, "Quota"), (#"{"Quota": "x"}"#, "Quota"),
-                                  (#"{"TTL": "soon"}"#, "TTL"), (#"{"Colour": 1}"#, "Colour")] {
+            for (body, field) in [
+                (#"{"Name": "Job A"}"#, "Name"), (#"{"Quota": -1}"#, "Quota"), (#"{"Quota": "x"}"#, "Quota"),
+                (#"{"TTL": "soon"}"#, "TTL"), (#"{"Colour": 1}"#, "Colour"),
+            ] {
                 let (status, text, _) = try await Self.request("POST", base + "/api/v1/mailboxes", body: body)
                 #expect(status == 400 && text.contains(field), "\(body): \(status) \(text)")
             }
@@ -107,8 +114,10 @@ struct SharedSinkTests {
             let other = try #require(all.first { $0.mailboxes == ["job-b"] }).message.id
             let token = Self.bearer(a.token)
 
-            for route in ["/api/v1/message/ID", "/api/v1/message/ID/raw", "/api/v1/message/ID/headers", "/api/v1/message/ID/capture",
-                          "/view/ID.html", "/view/ID.txt"] {
+            for route in [
+                "/api/v1/message/ID", "/api/v1/message/ID/raw", "/api/v1/message/ID/headers", "/api/v1/message/ID/capture",
+                "/view/ID.html", "/view/ID.txt",
+            ] {
                 let mine = try await Self.request("GET", base + route.replacingOccurrences(of: "ID", with: own), headers: token)
                 let theirs = try await Self.request("GET", base + route.replacingOccurrences(of: "ID", with: other), headers: token)
                 #expect(mine.status == 200 && theirs.status == 404, "\(route): own \(mine.status), other \(theirs.status)")
@@ -130,8 +139,10 @@ struct SharedSinkTests {
             let statsObject = try jsonObject(stats)
             #expect(statsObject["mailbox"] as? String == "job-a" && statsObject["messages"] as? Int == 1 && statsObject["smtp"] == nil)
             // The event stream, replaying what it holds: only its own mailbox's messages.
-            let events = try await run(["curl", "--silent", "--max-time", "2", "-H", "Authorization: Bearer \(a.token)",
-                                        base + "/api/v1/events?lastEventId=0"])
+            let events = try await run([
+                "curl", "--silent", "--max-time", "2", "-H", "Authorization: Bearer \(a.token)",
+                base + "/api/v1/events?lastEventId=0",
+            ])
             #expect(events.stdout.contains("id: \(own)") && !events.stdout.contains(other), "\(events.stdout)")
             // Changes by id touch only its own.
             _ = try await Self.request("PUT", base + "/api/v1/messages", body: "{\"IDs\": [\"\(other)\"], \"Read\": true}", headers: token)
@@ -142,9 +153,11 @@ struct SharedSinkTests {
             // Another mailbox, and what cannot be narrowed.
             #expect(try await Self.request("GET", base + "/api/v1/mailboxes/job-b", headers: token).status == 404)
             #expect(try await Self.request("GET", base + "/api/v1/mailboxes/job-a", headers: token).status == 200)
-            for (method, route) in [("GET", "/api/v1/mailboxes"), ("POST", "/api/v1/mailboxes"), ("GET", "/api/v1/tags"),
-                                    ("GET", "/api/v1/info"), ("GET", "/metrics"), ("POST", "/api/v1/send"), ("PUT", "/api/v1/chaos"),
-                                    ("DELETE", "/api/v1/messages/\(other)")] {
+            for (method, route) in [
+                ("GET", "/api/v1/mailboxes"), ("POST", "/api/v1/mailboxes"), ("GET", "/api/v1/tags"),
+                ("GET", "/api/v1/info"), ("GET", "/metrics"), ("POST", "/api/v1/send"), ("PUT", "/api/v1/chaos"),
+                ("DELETE", "/api/v1/messages/\(other)"),
+            ] {
                 #expect(try await Self.request(method, base + route, headers: token).status == 403, "\(method) \(route)")
             }
             // Credentials that do not parse or that nobody has.
@@ -178,8 +191,9 @@ struct SharedSinkTests {
             let (status, text, _) = try await Self.request("PUT", base + "/api/v1/faults", body: rules, headers: Self.bearer(a.token))
             let scope = try jsonObject(text)["mailbox"] as? String
             #expect(status == 200 && scope == "job-a", "\(text)")
-            #expect(try await FaultAPITests.rcpt(port, ["app+job-a@example.com", "app+job-b@example.com", "plain@example.com"])
-                == [220, 250, 250, 550, 250, 250])
+            #expect(
+                try await FaultAPITests.rcpt(port, ["app+job-a@example.com", "app+job-b@example.com", "plain@example.com"])
+                    == [220, 250, 250, 550, 250, 250])
             // The global set is untouched; the mailbox's set counts what fired.
             let (_, global, _) = try await Self.request("GET", base + "/api/v1/faults")
             #expect((try jsonObject(global)["rules"] as? [Any])?.isEmpty == true)
@@ -189,8 +203,9 @@ struct SharedSinkTests {
             #expect(try await Self.request("DELETE", base + "/api/v1/faults?mailbox=job-a").status == 200)
             let next = #"{"count": 1, "rule": {"match": {"phase": "rcpt"}, "action": {"reply": "451 4.3.0 later"}}}"#
             #expect(try await Self.request("POST", base + "/api/v1/faults/next?mailbox=job-a", body: next).status == 201)
-            #expect(try await FaultAPITests.rcpt(port, ["app+job-b@example.com", "app+job-a@example.com", "app+job-a@example.com"])
-                == [220, 250, 250, 250, 451, 250])
+            #expect(
+                try await FaultAPITests.rcpt(port, ["app+job-b@example.com", "app+job-a@example.com", "app+job-a@example.com"])
+                    == [220, 250, 250, 250, 451, 250])
             #expect(try await Self.request("PUT", base + "/api/v1/faults?mailbox=nobody", body: rules).status == 404)
         }
     }
@@ -222,8 +237,14 @@ struct SharedSinkTests {
     func adminAuthentication() async throws {
         let directory = try temporaryDirectory()
         try "admin:s3cret\n".write(toFile: directory + "/api-users", atomically: true, encoding: .utf8)
-        guard case .credentials(let users) = try AuthPolicy.load(file: directory + "/api-users") else { Issue.record("no users"); return }
-        try await withSinkApplication({ $0.apiTokens = ["admintoken"]; $0.apiCredentials = users }) { sink, base in
+        guard case .credentials(let users) = try AuthPolicy.load(file: directory + "/api-users") else {
+            Issue.record("no users")
+            return
+        }
+        try await withSinkApplication({
+            $0.apiTokens = ["admintoken"]
+            $0.apiCredentials = users
+        }) { sink, base in
             let (status, _, headers) = try await Self.request("GET", base + "/api/v1/messages")
             #expect(status == 401 && headers.lowercased().contains("www-authenticate: basic realm=\"swallow\""), "\(headers)")
             #expect(try await Self.request("GET", base + "/").status == 401)
@@ -285,7 +306,8 @@ struct SharedSinkTests {
             #expect(parts.count == 2)
             let (name, token) = (parts[0], parts[1])
             try await Self.send(sink.smtpAddress.port, [("app+other@example.com", "code 111111"), ("app+\(name)@example.com", "code 222222")])
-            let mine = try await AssertCommandTests.assert(["--token", token, "--subject", "code", "--extract", "([0-9]{6})", "--count", "==1", "--within", "1s"], api: port)
+            let mine = try await AssertCommandTests.assert(
+                ["--token", token, "--subject", "code", "--extract", "([0-9]{6})", "--count", "==1", "--within", "1s"], api: port)
             #expect(mine.status == 0 && mine.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "222222", "\(mine.stdout) \(mine.stderr)")
         }
     }

@@ -2,7 +2,7 @@ import Foundation
 import SinkServer
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The `swallow serve` executable running as a child process, for tests of restarts and
@@ -75,8 +75,8 @@ func startReadingFirstLine(_ process: Process, name: String) throws -> String {
 /// Sends one message on an open, greeted client and returns the id from `250 ... queued as ID`.
 func sendMessage(_ client: RawSMTPClient, body: String) throws -> String {
     guard try client.command("MAIL FROM:<load@bench.example>").code == 250,
-          try client.command("RCPT TO:<sink@bench.example>").code == 250,
-          try client.command("DATA").code == 354
+        try client.command("RCPT TO:<sink@bench.example>").code == 250,
+        try client.command("DATA").code == 354
     else { throw RawSMTPClient.Failure(description: "transaction refused") }
     try client.send(body + ".\r\n")
     let reply = try client.readReply()

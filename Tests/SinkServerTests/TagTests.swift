@@ -10,7 +10,8 @@ struct TagTests {
     /// Sends (subject, recipient, extra header lines) messages with smtplib.
     static func send(_ messages: [(subject: String, to: String, headers: String)], port: Int) async throws {
         let encoded = messages.map { "\($0.subject)\t\($0.to)\t\($0.headers)" }.joined(separator: "\n")
-        let result = try await python("""
+        let result = try await python(
+            """
             import smtplib
             with smtplib.SMTP('127.0.0.1', PORT, timeout=10) as s:
                 for line in MESSAGES.split('\\n'):
@@ -24,7 +25,9 @@ struct TagTests {
 
     /// The tags of each message by subject, from the list route (or a search).
     static func tagsBySubject(_ base: String, search: String? = nil) async throws -> (bySubject: [String: [String]], all: [String]) {
-        let url = search.map { "\(base)/api/v1/search?query=\($0.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? $0)" } ?? "\(base)/api/v1/messages"
+        let url =
+            search.map { "\(base)/api/v1/search?query=\($0.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? $0)" }
+            ?? "\(base)/api/v1/messages"
         let list = try jsonObject(try await curl([url]))
         var result: [String: [String]] = [:]
         for message in list["messages"] as? [[String: Any]] ?? [] {
@@ -41,12 +44,13 @@ struct TagTests {
                 fromPlus: true
             )
         }) { sink, base in
-            try await Self.send([
-                ("Your invoice 7", "ann@example.com", "X-Tags: billing, Urgent"),
-                ("Login code", "app+signup@example.com", "X-Tags: auth,|X-Tags: =?utf-8?q?s=C3=A9curit=C3=A9?="),
-                ("Hello", "ceo@example.com", ""),
-                ("Plain", "bob@example.com", "X-Other: x"),
-            ], port: sink.smtpAddress.port)
+            try await Self.send(
+                [
+                    ("Your invoice 7", "ann@example.com", "X-Tags: billing, Urgent"),
+                    ("Login code", "app+signup@example.com", "X-Tags: auth,|X-Tags: =?utf-8?q?s=C3=A9curit=C3=A9?="),
+                    ("Hello", "ceo@example.com", ""),
+                    ("Plain", "bob@example.com", "X-Other: x"),
+                ], port: sink.smtpAddress.port)
             let (tags, all) = try await Self.tagsBySubject(base)
             #expect(tags["Your invoice 7"] == ["billing", "invoices", "Urgent"])
             #expect(tags["Login code"] == ["auth", "signup", "sécurité"])
@@ -108,7 +112,10 @@ struct TagTests {
         #expect(sink.wait() == 0)
 
         sink = try SinkProcess(arguments: ["--data", directory])
-        defer { sink.signal(SIGTERM); _ = sink.wait() }
+        defer {
+            sink.signal(SIGTERM)
+            _ = sink.wait()
+        }
         base = "http://127.0.0.1:\(sink.httpPort)"
         let after = try await Self.tagsBySubject(base)
         #expect(after.bySubject == ["Login code": ["auth", "codes"], "Other": ["kept"]])

@@ -10,7 +10,9 @@ import Testing
 
 /// Every way a transaction can end without storing leaves nothing behind: the message sent
 /// after it, in the same session, is stored byte-exact (DESIGN.md, "Behaviour on bad input").
-@Suite("A refused or abandoned transaction leaves nothing behind", .timeLimit(.minutes(3)), .enabled(if: Peers.available("curl", "python3"), Comment(rawValue: Peers.reason("curl", "python3"))))
+@Suite(
+    "A refused or abandoned transaction leaves nothing behind", .timeLimit(.minutes(3)),
+    .enabled(if: Peers.available("curl", "python3"), Comment(rawValue: Peers.reason("curl", "python3"))))
 struct TransactionIsolationTests {
     /// The bytes of the clean message each test sends after the refused one.
     static func cleanBody(_ marker: String) -> String {
@@ -110,7 +112,8 @@ struct TransactionIsolationTests {
 
     @Test("a BDAT refused by a fault rule after a message, and a bad BDAT in a transaction")
     func refusedChunks() async throws {
-        let rules = try FaultRuleSet.parse("rules:\n  - {name: no-bdat, match: {phase: data, sender: \"refused@*\"}, action: {reply: \"554 5.7.1 No\"}}\n")
+        let rules = try FaultRuleSet.parse(
+            "rules:\n  - {name: no-bdat, match: {phase: data, sender: \"refused@*\"}, action: {reply: \"554 5.7.1 No\"}}\n")
         try await withSink({ $0.faultRules = rules }) { sink in
             try await onThread {
                 let client = try Self.open(sink)
@@ -154,8 +157,13 @@ struct TransactionIsolationTests {
             }
             let messages = sink.store.messages()
             #expect(messages.count == 3)
-            for (message, marker) in zip(messages, ["after-refused@x.example-bob@x.example", "after-dropped@x.example-bob@x.example",
-                                                    "after-app@x.example-reject@x.example"]) {
+            for (message, marker) in zip(
+                messages,
+                [
+                    "after-refused@x.example-bob@x.example", "after-dropped@x.example-bob@x.example",
+                    "after-app@x.example-reject@x.example",
+                ])
+            {
                 let bytes = try #require(try await sink.store.receivedBytes(id: message.id))
                 #expect(String(buffer: bytes) == Self.cleanBody(marker))
             }
@@ -211,7 +219,9 @@ struct TransactionIsolationTests {
 
 /// `--idle-timeout` bounds a command line from its first byte, `--data-timeout` a message's
 /// data; both answer `421 4.4.2` and close.
-@Suite("Slow clients are timed out", .timeLimit(.minutes(3)), .enabled(if: Peers.available("curl", "python3"), Comment(rawValue: Peers.reason("curl", "python3"))))
+@Suite(
+    "Slow clients are timed out", .timeLimit(.minutes(3)),
+    .enabled(if: Peers.available("curl", "python3"), Comment(rawValue: Peers.reason("curl", "python3"))))
 struct SlowClientTests {
     /// Sends `text` one byte every `interval`, stopping at the first failed send; returns the
     /// reply the server sent (nil if none) and how long it took.
@@ -222,7 +232,7 @@ struct SlowClientTests {
             // connection and could discard the reply before it is read.
             guard !client.isReadable(), (try? client.send([byte])) != nil else { break }
             if Date().timeIntervalSince(started) > limit { break }
-            Thread.sleep(forTimeInterval: interval)   // the client's pace, not synchronisation
+            Thread.sleep(forTimeInterval: interval)  // the client's pace, not synchronisation
         }
         let reply = try? client.readReply()
         return (reply?.text, Date().timeIntervalSince(started))
@@ -311,7 +321,8 @@ struct SlowClientTests {
             }
             return peak
         }
-        let result = try await python("""
+        let result = try await python(
+            """
             import json, smtplib, socket, time
             tricklers = []
             for _ in range(1000):
@@ -372,7 +383,7 @@ struct SlowClientTests {
     static func residentKiB(_ pid: Int32) throws -> Int {
         let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
         guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
-              let kib = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) })
+            let kib = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) })
         else { throw RawSMTPClient.Failure(description: "no VmRSS for \(pid)") }
         return kib
     }

@@ -36,19 +36,25 @@ struct WaitRouteTests {
             try await HTTPAPITests.send(["02-otp-alternative.eml"], port: sink.smtpAddress.port)
             let present = try jsonObject(try await curl(["\(base)/api/v1/wait?query=subject:code&timeout=0s&extract=is%20(%5Cd%2B)"]))
             #expect((present["Extracted"] as? [String])?.first == "731264")
-            let missing = try await run(["curl", "--silent", "--max-time", "10", "--write-out", "\n%{http_code}",
-                                         "\(base)/api/v1/wait?query=subject:nothing-like-this&timeout=200ms"])
+            let missing = try await run([
+                "curl", "--silent", "--max-time", "10", "--write-out", "\n%{http_code}",
+                "\(base)/api/v1/wait?query=subject:nothing-like-this&timeout=200ms",
+            ])
             #expect(missing.stdout.hasSuffix("\n408"))
             #expect(missing.stdout.contains("expected >=1 messages matching subject:nothing-like-this within 200ms, found 0"))
             // Upper bounds are judged when the window ends.
             let none = try jsonObject(try await curl(["\(base)/api/v1/wait?query=subject:nothing-like-this&count=%3D%3D0&timeout=100ms"]))
             #expect(none["Holds"] as? Bool == true && none["Count"] as? Int == 0)
-            let two = try await run(["curl", "--silent", "--max-time", "10", "--write-out", "\n%{http_code}",
-                                     "\(base)/api/v1/wait?query=subject:code&count=%3E%3D2&timeout=100ms"])
+            let two = try await run([
+                "curl", "--silent", "--max-time", "10", "--write-out", "\n%{http_code}",
+                "\(base)/api/v1/wait?query=subject:code&count=%3E%3D2&timeout=100ms",
+            ])
             #expect(two.stdout.hasSuffix("\n408") && two.stdout.contains("\"Count\":1"))
             for bad in ["timeout=forever", "timeout=301s", "extract=(", "query=is:bogus", "count=lots"] {
-                let result = try await run(["curl", "--silent", "--max-time", "10", "--output", "/dev/null", "--write-out", "%{http_code}",
-                                            "\(base)/api/v1/wait?\(bad)"])
+                let result = try await run([
+                    "curl", "--silent", "--max-time", "10", "--output", "/dev/null", "--write-out", "%{http_code}",
+                    "\(base)/api/v1/wait?\(bad)",
+                ])
                 #expect(result.stdout == "400", "\(bad)")
             }
         }

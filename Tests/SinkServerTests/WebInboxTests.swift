@@ -10,7 +10,9 @@ import Testing
 /// Its screenshots go to a temporary directory: a test run changes no tracked file. The
 /// README's screenshots are made on purpose with
 /// `python3 Tests/web/inbox_check.py --base URL --smtp PORT --corpus ../shared/corpus --docs docs`.
-@Suite("Web inbox in Chromium", .timeLimit(.minutes(3)), .enabled(if: Peers.available("chromium", "python3"), Comment(rawValue: Peers.reason("chromium", "python3"))))
+@Suite(
+    "Web inbox in Chromium", .timeLimit(.minutes(3)),
+    .enabled(if: Peers.available("chromium", "python3"), Comment(rawValue: Peers.reason("chromium", "python3"))))
 struct WebInboxTests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
@@ -20,12 +22,13 @@ struct WebInboxTests {
         #expect(index.contains("<script src=\"/ui/app.js\""), "the page is served from the package's resources")
         let screenshots = try temporaryDirectory()
         try await withSinkApplication { sink, base in
-            let result = try await run([
-                "python3", Self.root.appendingPathComponent("Tests/web/inbox_check.py").path,
-                "--base", base, "--smtp", String(sink.smtpAddress.port),
-                "--corpus", Self.root.deletingLastPathComponent().appendingPathComponent("shared/corpus").path,
-                "--docs", screenshots,
-            ], timeout: 150)
+            let result = try await run(
+                [
+                    "python3", Self.root.appendingPathComponent("Tests/web/inbox_check.py").path,
+                    "--base", base, "--smtp", String(sink.smtpAddress.port),
+                    "--corpus", Self.root.deletingLastPathComponent().appendingPathComponent("shared/corpus").path,
+                    "--docs", screenshots,
+                ], timeout: 150)
             #expect(result.status == 0, "inbox_check.py failed:\n\(result.stdout)\n\(result.stderr)")
             #expect(result.stdout.contains("all checks passed"))
         }

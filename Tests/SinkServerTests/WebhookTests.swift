@@ -6,7 +6,7 @@ import SwallowTestSupport
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A local HTTP receiver (Python's http.server, threaded) for webhooks: `POST /fail2...`
@@ -73,8 +73,9 @@ final class WebhookReceiver: @unchecked Sendable {
         let text = try await curl(["http://127.0.0.1:\(port)/log"])
         let items = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [[String: Any]])
         return items.map {
-            Request(path: $0["path"] as? String ?? "", headers: $0["headers"] as? [String: String] ?? [:],
-                    body: $0["body"] as? String ?? "", at: $0["at"] as? Double ?? 0)
+            Request(
+                path: $0["path"] as? String ?? "", headers: $0["headers"] as? [String: String] ?? [:],
+                body: $0["body"] as? String ?? "", at: $0["at"] as? Double ?? 0)
         }
     }
 
@@ -151,7 +152,8 @@ struct WebhookTests {
             configuration.webhooks.timeout = .seconds(2)
             configuration.webhooks.queueSize = 3
         }) { sink, base in
-            let result = try await python("""
+            let result = try await python(
+                """
                 import smtplib, time
                 started = time.monotonic()
                 with smtplib.SMTP('127.0.0.1', PORT, timeout=10) as s:
@@ -181,18 +183,22 @@ struct WebhookTests {
         defer { receiver.stop() }
         let directory = try temporaryDirectory()
         try """
-            rules:
-              - name: defer-x
-                match: {phase: rcpt, recipient: "x@example.com"}
-                action: {reply: "451 4.3.0 later"}
-            """.write(toFile: directory + "/rules.yaml", atomically: true, encoding: .utf8)
+        rules:
+          - name: defer-x
+            match: {phase: rcpt, recipient: "x@example.com"}
+            action: {reply: "451 4.3.0 later"}
+        """.write(toFile: directory + "/rules.yaml", atomically: true, encoding: .utf8)
         let sink = try SinkProcess(arguments: [
             "--webhook", receiver.url("/one"), "--webhook-mailbox", "job1",
             "--webhook=\(receiver.url("/all"))", "--webhook-events", "message,fault", "--faults", directory + "/rules.yaml",
             "--webhook", receiver.url("/query"), "--webhook-query", "subject:two",
         ])
-        defer { sink.signal(SIGTERM); _ = sink.wait() }
-        let result = try await python("""
+        defer {
+            sink.signal(SIGTERM)
+            _ = sink.wait()
+        }
+        let result = try await python(
+            """
             import smtplib
             with smtplib.SMTP('127.0.0.1', PORT, timeout=10) as s:
                 s.sendmail('app@x.example', ['app+job1@example.com'], b'Subject: one\\r\\n\\r\\nbody\\r\\n')
@@ -221,9 +227,11 @@ struct WebhookTests {
 
         // Bad webhook and tag options stop the start with exit 2, naming the option.
         let binary = productsDirectory().appendingPathComponent("swallow").path
-        for (arguments, named) in [(["--webhook", "ftp://x"], "--webhook"), (["--webhook-mailbox", "a"], "--webhook-mailbox"),
-                                   (["--webhook", "http://127.0.0.1:9/", "--webhook-events", "mail"], "--webhook-events"),
-                                   (["--tag", "no-equals-sign"], "--tag"), (["--tag", "x=before:notadate"], "--tag")] {
+        for (arguments, named) in [
+            (["--webhook", "ftp://x"], "--webhook"), (["--webhook-mailbox", "a"], "--webhook-mailbox"),
+            (["--webhook", "http://127.0.0.1:9/", "--webhook-events", "mail"], "--webhook-events"),
+            (["--tag", "no-equals-sign"], "--tag"), (["--tag", "x=before:notadate"], "--tag"),
+        ] {
             let bad = try await run([binary, "serve", "--smtp", "127.0.0.1:0", "--http", "127.0.0.1:0"] + arguments)
             #expect(bad.status == 2, "\(arguments)")
             #expect(bad.stderr.contains(named), "\(arguments): \(bad.stderr)")

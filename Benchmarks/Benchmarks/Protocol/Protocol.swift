@@ -71,7 +71,8 @@ let benchmarks: @Sendable () -> Void = {
     Benchmark("parse the invoice (MIME, PDF attachment) and summarise it") { benchmark in
         let captured = CapturedMessage(
             id: "01J0000000000000", envelope: Envelope(mailFrom: "billing@shop.example", recipients: [.init(address: "carol@example.com")]),
-            session: SessionInfo(id: "s1", remoteAddress: "127.0.0.1:5000", localAddress: "127.0.0.1:1025", helo: "c", esmtp: true, tls: nil, authUser: nil),
+            session: SessionInfo(
+                id: "s1", remoteAddress: "127.0.0.1:5000", localAddress: "127.0.0.1:1025", helo: "c", esmtp: true, tls: nil, authUser: nil),
             timestamps: CaptureTimestamps(connectedNanos: 1, mailNanos: 2, dataStartNanos: 3, dataEndNanos: 4), size: corpusInvoice.count,
             receivedHeaderLength: 0
         )
@@ -83,9 +84,12 @@ let benchmarks: @Sendable () -> Void = {
 
     Benchmark("capture metadata as JSON") { benchmark in
         let captured = CapturedMessage(
-            id: "01J0000000000000", envelope: Envelope(mailFrom: "no-reply@bank.example", mailParameters: ["SIZE": "1024"],
-                                                        recipients: [.init(address: "alice@example.com")]),
-            session: SessionInfo(id: "s1", remoteAddress: "127.0.0.1:5000", localAddress: "127.0.0.1:1025", helo: "c", esmtp: true, tls: nil, authUser: nil),
+            id: "01J0000000000000",
+            envelope: Envelope(
+                mailFrom: "no-reply@bank.example", mailParameters: ["SIZE": "1024"],
+                recipients: [.init(address: "alice@example.com")]),
+            session: SessionInfo(
+                id: "s1", remoteAddress: "127.0.0.1:5000", localAddress: "127.0.0.1:1025", helo: "c", esmtp: true, tls: nil, authUser: nil),
             timestamps: CaptureTimestamps(connectedNanos: 1, mailNanos: 2, dataStartNanos: 3, dataEndNanos: 4), size: 1024,
             receivedHeaderLength: 120, traceID: "run/1"
         )

@@ -64,7 +64,8 @@ extension MIMEPart {
         for (index, childRange) in splitMultipart(bytes, range: bodyRange, boundary: boundary).enumerated() {
             guard budget > 0 else { break }
             budget -= 1
-            part.children.append(parse(bytes, range: childRange, partID: prefix + String(index + 1), depth: depth + 1, budget: &budget, limits: limits))
+            part.children.append(
+                parse(bytes, range: childRange, partID: prefix + String(index + 1), depth: depth + 1, budget: &budget, limits: limits))
         }
         return part
     }
@@ -108,7 +109,7 @@ extension String {
         let scalars = Set(set.unicodeScalars)
         let view = unicodeScalars
         guard let first = view.firstIndex(where: { !scalars.contains($0) }),
-              let last = view.lastIndex(where: { !scalars.contains($0) })
+            let last = view.lastIndex(where: { !scalars.contains($0) })
         else { return "" }
         return String(view[first...last])
     }

@@ -25,10 +25,12 @@ public enum MIMEWriter {
     /// begin with a line break (then encoding text and tail together gives the same bytes).
     /// `encodedAttachments[i]`, when given, is attachment `i`'s body already in base64 lines
     /// (its `bytes` are then not read).
-    public static func message(headers: [(String, String)], text: String?, html: String?,
-                               attachments: [(name: String, type: String, bytes: [UInt8])],
-                               inline: [InlinePart] = [], seq: Int, encodedTextTail: String = "",
-                               encodedAttachments: [String?] = []) -> [UInt8] {
+    public static func message(
+        headers: [(String, String)], text: String?, html: String?,
+        attachments: [(name: String, type: String, bytes: [UInt8])],
+        inline: [InlinePart] = [], seq: Int, encodedTextTail: String = "",
+        encodedAttachments: [String?] = []
+    ) -> [UInt8] {
         var out = ""
         for (name, value) in headers { out += "\(name): \(value)\r\n" }
         let alternative = "=_alt_\(seq)_swallow"
@@ -41,7 +43,8 @@ public enum MIMEWriter {
         var body: String
         switch (text, html) {
         case (let text?, let html?):
-            body = "Content-Type: multipart/alternative; boundary=\"\(alternative)\"\r\n\r\n"
+            body =
+                "Content-Type: multipart/alternative; boundary=\"\(alternative)\"\r\n\r\n"
                 + "--\(alternative)\r\n" + textPart(text, "plain")
                 + "--\(alternative)\r\n" + textPart(html, "html")
                 + "--\(alternative)--\r\n"
@@ -52,7 +55,8 @@ public enum MIMEWriter {
             let rootType = text != nil && html != nil ? "multipart/alternative" : html != nil ? "text/html" : "text/plain"
             var parts = "Content-Type: multipart/related; type=\"\(rootType)\"; boundary=\"\(related)\"\r\n\r\n--\(related)\r\n" + body
             for part in inline {
-                parts += "--\(related)\r\nContent-Type: \(part.type); \(fileParameter("name", part.name))\r\n"
+                parts +=
+                    "--\(related)\r\nContent-Type: \(part.type); \(fileParameter("name", part.name))\r\n"
                     + "Content-ID: <\(part.contentID)>\r\n"
                     + "Content-Disposition: inline; \(fileParameter("filename", part.name))\r\n"
                     + "Content-Transfer-Encoding: base64\r\n\r\n" + base64Lines(part.bytes)
@@ -63,7 +67,8 @@ public enum MIMEWriter {
             var parts = "Content-Type: multipart/mixed; boundary=\"\(mixed)\"\r\n\r\n--\(mixed)\r\n" + body
             for (index, attachment) in attachments.enumerated() {
                 let encoded = index < encodedAttachments.count ? encodedAttachments[index] : nil
-                parts += "--\(mixed)\r\nContent-Type: \(attachment.type); \(fileParameter("name", attachment.name))\r\n"
+                parts +=
+                    "--\(mixed)\r\nContent-Type: \(attachment.type); \(fileParameter("name", attachment.name))\r\n"
                     + "Content-Disposition: attachment; \(fileParameter("filename", attachment.name))\r\n"
                     + "Content-Transfer-Encoding: base64\r\n\r\n" + (encoded ?? base64Lines(attachment.bytes))
             }

@@ -25,7 +25,8 @@ public struct MailAddress: Codable, Hashable, Sendable {
             if item.isEmpty { continue }
             // A group's name ends at an unquoted colon before any "<" or "@".
             if let colon = item.firstIndex(of: ":"), !item[..<colon].contains("@"), !item[..<colon].contains("<"),
-               !item[..<colon].contains("\"") {
+                !item[..<colon].contains("\"")
+            {
                 item = String(item[item.index(after: colon)...]).trimmingWhitespace()
             }
             if item.hasSuffix(";") { item.removeLast() }

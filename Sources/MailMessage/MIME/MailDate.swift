@@ -9,19 +9,20 @@ public enum MailDate {
         tokens.removeAll { $0.hasPrefix("(") }
         if let first = tokens.first, Int(first) == nil { tokens.removeFirst() }
         guard tokens.count >= 4, let day = Int(tokens[0]), let month = months[tokens[1].lowercased().prefix(3).description],
-              var year = Int(tokens[2])
+            var year = Int(tokens[2])
         else { return nil }
         if year < 50 { year += 2000 } else if year < 1000 { year += 1900 }
         let clock = tokens[3].split(separator: ":").compactMap { Int($0) }
         // Out-of-range fields are refused here rather than handed to Calendar (mail is hostile input).
         guard clock.count >= 2, (1...9999).contains(year), (1...31).contains(day), (0...23).contains(clock[0]), (0...59).contains(clock[1]),
-              clock.count < 3 || (0...60).contains(clock[2])
+            clock.count < 3 || (0...60).contains(clock[2])
         else { return nil }
         var offsetSeconds = 0
         if tokens.count >= 5 {
             let zone = tokens[4]
             if (zone.hasPrefix("+") || zone.hasPrefix("-")) && zone.count == 5, zone.dropFirst().allSatisfy(\.isASCII),
-               let value = Int(zone.dropFirst()), value >= 0 {
+                let value = Int(zone.dropFirst()), value >= 0
+            {
                 offsetSeconds = (value / 100 * 3600 + value % 100 * 60) * (zone.hasPrefix("-") ? -1 : 1)
             } else if let hours = zones[zone.uppercased()] {
                 offsetSeconds = hours * 3600

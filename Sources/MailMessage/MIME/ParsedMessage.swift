@@ -53,7 +53,16 @@ public struct ParsedMessage: Sendable {
         var attachments: [Attachment] = []
         var inline: [Attachment] = []
         // A leaf that is the whole message gets part id "1".
-        let leaves = root.isMultipart ? root.leaves : [{ var part = root; part.partID = "1"; return part }()]
+        let leaves =
+            root.isMultipart
+            ? root.leaves
+            : [
+                {
+                    var part = root
+                    part.partID = "1"
+                    return part
+                }()
+            ]
         let related = Set(root.all.filter { $0.contentType.value == "multipart/related" }.flatMap { $0.leaves.map(\.partID) })
         for part in leaves {
             let type = part.contentType.value
@@ -116,7 +125,8 @@ public struct ParsedMessage: Sendable {
         var count = 0
         var pendingSpace = false
         for scalar in plainText.unicodeScalars {
-            let isSpace = scalar.isASCII
+            let isSpace =
+                scalar.isASCII
                 ? scalar == " " || scalar == "\n" || scalar == "\r" || scalar == "\t" || scalar.value == 0x0B || scalar.value == 0x0C
                 : scalar.properties.isWhitespace
             if isSpace {

@@ -70,8 +70,9 @@ public struct MailpitChaos: Codable, Sendable, Equatable {
         [("sender", Sender, FaultPhase.mail), ("recipient", Recipient, .rcpt), ("authentication", Authentication, .auth)]
             .compactMap { name, trigger, phase in
                 guard trigger.Probability > 0 else { return nil }
-                let reply = SMTPReply(code: ReplyCode(rawValue: trigger.ErrorCode), enhanced: EnhancedStatusCode(trigger.ErrorCode / 100, 0, 0),
-                                      lines: ["Chaos error (Mailpit \(name) trigger)"])
+                let reply = SMTPReply(
+                    code: ReplyCode(rawValue: trigger.ErrorCode), enhanced: EnhancedStatusCode(trigger.ErrorCode / 100, 0, 0),
+                    lines: ["Chaos error (Mailpit \(name) trigger)"])
                 var rule = FaultRule(name: "mailpit-chaos-\(name)", match: FaultMatch(phases: [phase]), action: FaultAction(effect: .reply(reply)))
                 rule.probability = Double(trigger.Probability) / 100
                 rule.source = .object([

@@ -73,11 +73,12 @@ final class ActiveRule: Sendable {
         state.withLock { state -> (FaultDecision, retired: Bool)? in
             guard !state.retired else { return nil }
             if let rate = rule.match.rate {
-                let key: String = switch rate.per {
-                case .client: event.client
-                case .sender: event.sender ?? ""
-                case .total: ""
-                }
+                let key: String =
+                    switch rate.per {
+                    case .client: event.client
+                    case .sender: event.sender ?? ""
+                    case .total: ""
+                    }
                 guard Self.count(&state.windows, key: key, rate: rate, now: now) > rate.over else { return nil }
             }
             state.matched += 1

@@ -42,7 +42,9 @@ public struct FaultRuleSet: Sendable {
         if root.isSequence { return FaultRuleSet(rules: try parseRules(root, ignoring: readOnly)) }
         _ = try root.keys(allowed: Set(["seed", "rules"]).union(acceptingReadOnlyKeys ? readOnlyDocumentKeys : []))
         // The API shows a seed as a signed 64-bit number (JSON has no unsigned): take its bits.
-        let seed = try root.optional("seed").map { (reader: YAMLReader) throws(InputError) in UInt64(bitPattern: Int64(try reader.int(in: Int.min...Int.max))) }
+        let seed = try root.optional("seed").map { (reader: YAMLReader) throws(InputError) in
+            UInt64(bitPattern: Int64(try reader.int(in: Int.min...Int.max)))
+        }
         let rules = try root.optional("rules").map { (reader: YAMLReader) throws(InputError) in try parseRules(reader, ignoring: readOnly) } ?? []
         return FaultRuleSet(seed: seed, rules: rules)
     }
@@ -113,7 +115,9 @@ public struct FaultRuleSet: Sendable {
         for key in keys {
             guard let allowed = keyPhases[key], let field = try reader.optional(key) else { continue }
             if let phase = phases.first(where: { !allowed.contains($0) }) {
-                throw field.error("cannot be matched at phase \(phase.rawValue) (it can at: \(FaultPhase.allCases.filter(allowed.contains).map(\.rawValue).joined(separator: ", ")))")
+                throw field.error(
+                    "cannot be matched at phase \(phase.rawValue) (it can at: \(FaultPhase.allCases.filter(allowed.contains).map(\.rawValue).joined(separator: ", ")))"
+                )
             }
         }
         var match = FaultMatch(phases: phases)
@@ -140,10 +144,11 @@ public struct FaultRuleSet: Sendable {
                 throw over.error("expected a rate such as 100/s or 600/m")
             }
             let perReader = try rate.optional("per")
-            let per = try perReader.map { (reader: YAMLReader) throws(InputError) -> RateMatch.Key in
-                guard let key = RateMatch.Key(rawValue: try reader.string()) else { throw reader.error("expected client, sender or total") }
-                return key
-            } ?? .total
+            let per =
+                try perReader.map { (reader: YAMLReader) throws(InputError) -> RateMatch.Key in
+                    guard let key = RateMatch.Key(rawValue: try reader.string()) else { throw reader.error("expected client, sender or total") }
+                    return key
+                } ?? .total
             if per == .sender, let phase = phases.first(where: { !keyPhases["sender"]!.contains($0) }), let perReader {
                 throw perReader.error("no sender is known at phase \(phase.rawValue)")
             }
@@ -250,7 +255,8 @@ public struct FaultRuleSet: Sendable {
                 enhanced = parsed
             }
             if let text = try reader.optional("text") {
-                lines = text.isSequence
+                lines =
+                    text.isSequence
                     ? try text.items().map { (item: YAMLReader) throws(InputError) in try item.string() }
                     : try text.string().split(whereSeparator: \.isNewline).map(String.init)
             } else {
@@ -289,7 +295,10 @@ public struct FaultRuleSet: Sendable {
         }
         guard reader.isMapping else { return .fixed(try checked(try reader.duration(), reader)) }
         let distribution = try reader.optional("distribution")?.string() ?? "fixed"
-        func value(_ key: String) throws(InputError) -> Double { let field = try reader.required(key); return try checked(try field.duration(), field) }
+        func value(_ key: String) throws(InputError) -> Double {
+            let field = try reader.required(key)
+            return try checked(try field.duration(), field)
+        }
         func bound(_ key: String, _ fallback: Double) throws(InputError) -> Double {
             guard let field = try reader.optional(key) else { return fallback }
             return try checked(try field.duration(), field)

@@ -29,7 +29,9 @@ enum MagicAddress: Equatable, Sendable {
         case "hang": self = .hang
         case "reject": self = .reject
         default:
-            guard local.hasPrefix("slow-"), let seconds = Quantity.duration(String(local.dropFirst(5))), seconds <= FaultDelay.limit else { return nil }
+            guard local.hasPrefix("slow-"), let seconds = Quantity.duration(String(local.dropFirst(5))), seconds <= FaultDelay.limit else {
+                return nil
+            }
             self = .slow(seconds: seconds)
         }
     }
@@ -74,7 +76,7 @@ enum PlusTagFault: Equatable, Sendable {
     init?(_ address: String) {
         // The last `+` segment of the subaddress: `app+job42+fail-451@…` fails with 451.
         guard address.contains("@"), let detail = Mailbox.detail(ofAddress: address),
-              let last = detail.split(separator: "+", omittingEmptySubsequences: false).last
+            let last = detail.split(separator: "+", omittingEmptySubsequences: false).last
         else { return nil }
         let tag = last.lowercased()
         if tag.hasPrefix("fail-"), let code = Int(tag.dropFirst(5)), (400...599).contains(code) {

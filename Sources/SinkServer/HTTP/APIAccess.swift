@@ -81,7 +81,7 @@ struct APIAccess: RouterMiddleware {
             return token(parts[1]).map { .success($0) } ?? .failure(Failure(reason: "unknown token"))
         case "basic":
             guard let data = Data(base64Encoded: parts[1]), let text = String(data: data, encoding: .utf8),
-                  let colon = text.firstIndex(of: ":")
+                let colon = text.firstIndex(of: ":")
             else { return .failure(Failure(reason: "malformed Basic credentials")) }
             let user = String(text[..<colon]), password = String(text[text.index(after: colon)...])
             if let credentials, let expected = credentials[user], constantTimeEqual(expected, password) { return .success(.admin) }
@@ -112,7 +112,7 @@ struct APIAccess: RouterMiddleware {
     static func allowsMailboxToken(method: HTTPRequest.Method, path: String) -> Bool {
         switch path {
         case "/", "/api/v1/messages", "/api/v1/search", "/api/v1/wait", "/api/v1/events", "/api/v1/stats",
-             "/api/v1/faults", "/api/v1/faults/next", "/api/v2/messages", "/api/v2/search":
+            "/api/v1/faults", "/api/v1/faults/next", "/api/v2/messages", "/api/v2/search":
             return true
         default:
             if path.hasPrefix("/ui/") || path.hasPrefix("/view/") { return method == .get }

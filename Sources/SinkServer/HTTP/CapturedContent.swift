@@ -46,9 +46,11 @@ enum CapturedContent {
 enum ContentDisposition {
     static func attachment(fileName: String) -> String {
         let safe = sanitised(fileName)
-        let fallback = String(String.UnicodeScalarView(safe.unicodeScalars.map { scalar in
-            scalar.isASCII && scalar != "\"" && scalar != "%" ? scalar : "_"
-        }))
+        let fallback = String(
+            String.UnicodeScalarView(
+                safe.unicodeScalars.map { scalar in
+                    scalar.isASCII && scalar != "\"" && scalar != "%" ? scalar : "_"
+                }))
         guard safe.unicodeScalars.contains(where: { !$0.isASCII || $0 == "\"" || $0 == "%" }) else {
             return "attachment; filename=\"\(safe)\""
         }
@@ -62,7 +64,7 @@ enum ContentDisposition {
         for scalar in name.unicodeScalars {
             switch scalar.value {
             case 0x00...0x1F, 0x7F...0x9F, 0x2028, 0x2029: scalars.append("_")
-            case 0x2F, 0x5C: scalars.append("_")   // "/" and "\"
+            case 0x2F, 0x5C: scalars.append("_")  // "/" and "\"
             default: scalars.append(scalar)
             }
         }
@@ -83,7 +85,7 @@ enum ContentDisposition {
             case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
                 out.unicodeScalars.append(UnicodeScalar(byte))
             case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "&"), UInt8(ascii: "+"), UInt8(ascii: "-"),
-                 UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "_"), UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
+                UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "_"), UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
                 out.unicodeScalars.append(UnicodeScalar(byte))
             default:
                 let hex = Array("0123456789ABCDEF".utf8)

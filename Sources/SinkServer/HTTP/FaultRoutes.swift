@@ -130,13 +130,14 @@ enum FaultRoutes {
     private static func describe(_ engine: FaultEngine, mailbox: String?) throws -> Response {
         let snapshot = engine.snapshot(mailbox: mailbox)
         func list(_ rules: [ActiveRule]) -> JSONValue {
-            .array(rules.map { active in
-                guard case .object(var entries) = active.rule.source else { return active.rule.source }
-                if !entries.contains(where: { $0.0 == "name" }) { entries.insert(("name", .string(active.rule.name)), at: 0) }
-                entries.append(("fired", .int(active.fired)))
-                if let times = active.rule.times { entries.append(("remaining", .int(max(0, times - active.fired)))) }
-                return .object(entries)
-            })
+            .array(
+                rules.map { active in
+                    guard case .object(var entries) = active.rule.source else { return active.rule.source }
+                    if !entries.contains(where: { $0.0 == "name" }) { entries.insert(("name", .string(active.rule.name)), at: 0) }
+                    entries.append(("fired", .int(active.fired)))
+                    if let times = active.rule.times { entries.append(("remaining", .int(max(0, times - active.fired)))) }
+                    return .object(entries)
+                })
         }
         var entries: [(String, JSONValue)] = [
             ("seed", .int(Int(bitPattern: UInt(snapshot.seed)))),

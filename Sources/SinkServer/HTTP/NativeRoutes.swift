@@ -1,6 +1,6 @@
 import Foundation
-import Hummingbird
 import HTTPTypes
+import Hummingbird
 import MailMessage
 import NIOCore
 import ServiceLifecycle
@@ -92,9 +92,11 @@ enum NativeRoutes {
                 // Removed by a mailbox's TTL or --max-age.
                 "expired": AnyEncodable(store.removedCounts.expired),
                 // Per mailbox (at most --metrics-mailboxes names, the rest as "other").
-                "mailboxes": AnyEncodable(Dictionary(uniqueKeysWithValues: store.mailboxCounts(limit: sink.configuration.metricsMailboxes).map {
-                    ($0.name, ["messages": $0.messages, "evicted": $0.evicted])
-                })),
+                "mailboxes": AnyEncodable(
+                    Dictionary(
+                        uniqueKeysWithValues: store.mailboxCounts(limit: sink.configuration.metricsMailboxes).map {
+                            ($0.name, ["messages": $0.messages, "evicted": $0.evicted])
+                        })),
                 "unread": AnyEncodable(stored.unread),
                 "openConnections": AnyEncodable(sink.openConnections),
                 "smtp": AnyEncodable(counts),

@@ -68,14 +68,26 @@ struct SendRequest {
         guard let fromValue = fields["from"], !(fromValue is NSNull) else { throw Invalid(field: "From", problem: "a sender is needed") }
         from = try address(fromValue, field: "From")
         var index = 0
-        for item in try list("to", field: "To") { to.append(try address(item, field: "To[\(index)]")); index += 1 }
+        for item in try list("to", field: "To") {
+            to.append(try address(item, field: "To[\(index)]"))
+            index += 1
+        }
         index = 0
-        for item in try list("cc", field: "Cc") { cc.append(try address(item, field: "Cc[\(index)]")); index += 1 }
+        for item in try list("cc", field: "Cc") {
+            cc.append(try address(item, field: "Cc[\(index)]"))
+            index += 1
+        }
         index = 0
-        for item in try list("replyto", field: "ReplyTo") { replyTo.append(try address(item, field: "ReplyTo[\(index)]")); index += 1 }
+        for item in try list("replyto", field: "ReplyTo") {
+            replyTo.append(try address(item, field: "ReplyTo[\(index)]"))
+            index += 1
+        }
         index = 0
         // Mailpit's Bcc is a list of addresses as strings; {"Email"} objects are taken too.
-        for item in try list("bcc", field: "Bcc") { bcc.append(try address(item, field: "Bcc[\(index)]").email); index += 1 }
+        for item in try list("bcc", field: "Bcc") {
+            bcc.append(try address(item, field: "Bcc[\(index)]").email)
+            index += 1
+        }
         guard !to.isEmpty || !cc.isEmpty || !bcc.isEmpty else {
             throw Invalid(field: "To", problem: "at least one recipient is needed (To, Cc or Bcc)")
         }
@@ -114,7 +126,7 @@ struct SendRequest {
             guard let object = item as? [String: Any] else { throw Invalid(field: field, problem: "expected an object") }
             let lowered = Dictionary(object.map { ($0.key.lowercased(), $0.value) }, uniquingKeysWith: { first, _ in first })
             guard let encoded = try string(lowered["content"], field: field + ".Content"),
-                  let content = Data(base64Encoded: encoded.filter { !$0.isWhitespace })
+                let content = Data(base64Encoded: encoded.filter { !$0.isWhitespace })
             else { throw Invalid(field: field + ".Content", problem: "expected base64") }
             guard let filename = try string(lowered["filename"], field: field + ".Filename"), !filename.isEmpty else {
                 throw Invalid(field: field + ".Filename", problem: "a file name is needed")
@@ -130,7 +142,8 @@ struct SendRequest {
                     throw Invalid(field: field + ".ContentID", problem: "expected printable ASCII without spaces")
                 }
             }
-            attachments.append(Attachment(content: Array(content), filename: filename, contentType: type ?? Self.mediaType(filename), contentID: contentID))
+            attachments.append(
+                Attachment(content: Array(content), filename: filename, contentType: type ?? Self.mediaType(filename), contentID: contentID))
             index += 1
         }
     }
@@ -195,7 +208,9 @@ struct SendRequest {
         fields += headers.map { ($0.0, $0.1.utf8.allSatisfy { $0 < 127 } ? $0.1 : MIMEWriter.encodedWord($0.1)) }
         fields.append(("MIME-Version", "1.0"))
         let inline = attachments.compactMap { attachment in
-            attachment.contentID.map { MIMEWriter.InlinePart(name: attachment.filename, type: attachment.contentType, bytes: attachment.content, contentID: $0) }
+            attachment.contentID.map {
+                MIMEWriter.InlinePart(name: attachment.filename, type: attachment.contentType, bytes: attachment.content, contentID: $0)
+            }
         }
         let files = attachments.filter { $0.contentID == nil }.map { (name: $0.filename, type: $0.contentType, bytes: $0.content) }
         return MIMEWriter.message(

@@ -35,7 +35,7 @@ extension SinkAPI {
         for pair in text.split(separator: "&") {
             let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             guard parts.count == 2, let key = String(parts[0]).removingPercentEncoding,
-                  let value = String(parts[1]).replacingOccurrences(of: "+", with: " ").removingPercentEncoding
+                let value = String(parts[1]).replacingOccurrences(of: "+", with: " ").removingPercentEncoding
             else { throw HTTPError(.badRequest, message: "invalid request body: expected JSON or a form") }
             fields[key.lowercased().replacingOccurrences(of: "[]", with: ""), default: []].append(value)
         }
@@ -59,8 +59,10 @@ extension SinkAPI {
         Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: text)))
     }
 
-    static func json(_ value: some Encodable, sortedKeys: Bool = false, contentType: String = "application/json",
-                     status: HTTPResponse.Status = .ok) throws -> Response {
+    static func json(
+        _ value: some Encodable, sortedKeys: Bool = false, contentType: String = "application/json",
+        status: HTTPResponse.Status = .ok
+    ) throws -> Response {
         let encoder = MailpitJSON.encoder()
         if sortedKeys { encoder.outputFormatting.insert(.sortedKeys) }
         let data = try encoder.encode(value)

@@ -20,9 +20,10 @@ public enum SinkAPI {
         let store = sink.store
         let started = Date()
         // Before every route: a route's responder is built with the middleware added before it.
-        router.add(middleware: APIAccess(
-            adminTokens: sink.configuration.apiTokens, credentials: sink.configuration.apiCredentials, registry: store.mailboxes
-        ))
+        router.add(
+            middleware: APIAccess(
+                adminTokens: sink.configuration.apiTokens, credentials: sink.configuration.apiCredentials, registry: store.mailboxes
+            ))
 
         // MARK: Mailpit v1: messages
 
@@ -95,7 +96,7 @@ public enum SinkAPI {
         router.get("/api/v1/message/:id") { request, context -> Response in
             let listing = try await resolve(context.parameters.require("id"), request: request, store: store)
             guard let parsed = try await store.parsed(id: listing.message.id),
-                  let summary = await store.summary(id: listing.message.id)
+                let summary = await store.summary(id: listing.message.id)
             else { throw HTTPError(.notFound, message: "Message not found") }
             store.setRead(true, ids: [listing.message.id])
             let message = MailpitJSON.Message(
@@ -163,7 +164,7 @@ public enum SinkAPI {
         router.get("/api/v1/message/:id/part/:part") { request, context -> Response in
             let listing = try await resolve(context.parameters.require("id"), request: request, store: store)
             guard let parsed = try await store.parsed(id: listing.message.id),
-                  let part = parsed.part(id: try context.parameters.require("part"))
+                let part = parsed.part(id: try context.parameters.require("part"))
             else { throw HTTPError(.notFound, message: "Part not found") }
             // Images show inline (a message's cid: images); every other part is a download.
             let type = part.contentType.value
@@ -220,7 +221,7 @@ public enum SinkAPI {
         router.get("/api/v2/search") { request, _ -> Response in
             let query = request.uri.queryParameters
             guard let kind = query.get("kind"), ["from", "to", "containing"].contains(kind),
-                  let text = formValue("query", request)?.lowercased(), !text.isEmpty
+                let text = formValue("query", request)?.lowercased(), !text.isEmpty
             else { return Response(status: .badRequest) }
             var matches: [MessageStore.Listing] = []
             for listing in store.listings(mailbox: query.get("mailbox")) {
@@ -229,10 +230,12 @@ public enum SinkAPI {
                 let hit: Bool
                 switch kind {
                 case "from":
-                    hit = envelope.mailFrom.lowercased().contains(text)
+                    hit =
+                        envelope.mailFrom.lowercased().contains(text)
                         || (summary.from.map { "\($0.name) <\($0.address)>".lowercased().contains(text) } ?? false)
                 case "to":
-                    hit = envelope.recipients.contains { $0.address.lowercased().contains(text) }
+                    hit =
+                        envelope.recipients.contains { $0.address.lowercased().contains(text) }
                         || summary.to.contains { "\($0.name) <\($0.address)>".lowercased().contains(text) }
                 default:
                     hit = summary.searchText.contains(text) || summary.subject.lowercased().contains(text)

@@ -42,7 +42,8 @@ enum TagRoutes {
 
     static func validTag(_ name: String, field: String) throws -> String {
         guard let valid = Tagging.validName(name) else {
-            throw HTTPError(.badRequest, message: "\(field): invalid tag name \(name.debugDescription) (1 to 100 characters, no control characters or commas)")
+            throw HTTPError(
+                .badRequest, message: "\(field): invalid tag name \(name.debugDescription) (1 to 100 characters, no control characters or commas)")
         }
         return valid
     }

@@ -94,7 +94,8 @@ enum WaitRoute {
                             guard let listing = store.listing(id: message.id) else { continue }
                             if let search {
                                 guard let summary = await store.summary(id: message.id),
-                                      search.matches(summary, read: listing.read, tags: listing.tags) else { continue }
+                                    search.matches(summary, read: listing.read, tags: listing.tags)
+                                else { continue }
                             }
                             count += 1
                             if target.holds(count) { return }
@@ -141,4 +142,3 @@ enum WaitRoute {
         return value
     }
 }
-

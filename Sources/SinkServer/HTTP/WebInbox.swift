@@ -25,7 +25,8 @@ enum WebInbox {
     private static func serve(_ name: String) -> Response {
         guard let file = files[name] else {
             if name == "index.html" {
-                let page = "<!doctype html><title>Swallow</title><p>The web inbox's files (swallow_SinkServer.resources) are not beside the swallow executable. The HTTP API works: <a href=\"/api/v1/messages\">/api/v1/messages</a>.</p>"
+                let page =
+                    "<!doctype html><title>Swallow</title><p>The web inbox's files (swallow_SinkServer.resources) are not beside the swallow executable. The HTTP API works: <a href=\"/api/v1/messages\">/api/v1/messages</a>.</p>"
                 return Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: page)))
             }
             return Response(status: .notFound)
@@ -37,15 +38,17 @@ enum WebInbox {
         )
     }
 
-    private static let types = ["html": "text/html; charset=utf-8", "css": "text/css; charset=utf-8", "js": "text/javascript; charset=utf-8",
-                                "svg": "image/svg+xml"]
+    private static let types = [
+        "html": "text/html; charset=utf-8", "css": "text/css; charset=utf-8", "js": "text/javascript; charset=utf-8",
+        "svg": "image/svg+xml",
+    ]
 
     private static func load() -> [String: (type: String, body: ByteBuffer)] {
         guard let directory = directory() else { return [:] }
         var files: [String: (type: String, body: ByteBuffer)] = [:]
         for name in (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? [] {
             guard let type = types[(name as NSString).pathExtension],
-                  let data = FileManager.default.contents(atPath: directory.appendingPathComponent(name).path)
+                let data = FileManager.default.contents(atPath: directory.appendingPathComponent(name).path)
             else { continue }
             files[name] = (type, ByteBuffer(bytes: data))
         }

@@ -30,7 +30,8 @@ extension SMTPServerHandler {
     /// (a completed line stops it, so the next partial line is timed from its own first byte).
     /// Not while waiting for the store or a delay: the client is not the one late.
     func timeLine(context: ChannelHandlerContext) {
-        let partial = decoder.mode == .command && !paused && !closing && !hung
+        let partial =
+            decoder.mode == .command && !paused && !closing && !hung
             && ((cumulation?.readableBytes ?? 0) > 0 || decoder.isDiscardingLine)
         guard partial else { return deadlines.lineEnded() }
         guard deadlines.line == nil else { return }

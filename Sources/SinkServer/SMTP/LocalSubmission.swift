@@ -3,9 +3,9 @@ import NIOPosix
 import SMTPProtocol
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// A message submitted from inside the sink (the HTTP send API): one SMTP session over a
@@ -37,7 +37,8 @@ enum LocalSubmission {
             if let mail, mail.code.rawValue / 100 != 2 { return (mail, "mail") }
             if let final {
                 if final.code.rawValue / 100 != 2, let refused = recipients.first(where: { $0.code.rawValue / 100 != 2 }),
-                   !recipients.contains(where: { $0.code.rawValue / 100 == 2 }) {
+                    !recipients.contains(where: { $0.code.rawValue / 100 == 2 })
+                {
                     return (refused, "rcpt")
                 }
                 return (final, "data-end")
@@ -62,9 +63,9 @@ enum LocalSubmission {
     ) async throws -> Outcome {
         var fds: [Int32] = [-1, -1]
         #if canImport(Glibc)
-        let type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue)
+            let type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue)
         #else
-        let type = SOCK_STREAM
+            let type = SOCK_STREAM
         #endif
         guard socketpair(AF_UNIX, type, 0, &fds) == 0 else {
             throw Failure(description: "socketpair failed: errno \(errno)")
@@ -165,4 +166,3 @@ enum LocalSubmission {
         }
     }
 }
-

@@ -22,7 +22,8 @@ struct MessageCapture {
         if session.authUser != nil { with += "A" }
         let from = peer.viaHTTP ? "http-api (the HTTP send API)" : "\(session.helo ?? "unknown") ([\(peer.remoteIP)])"
         if peer.viaHTTP { with = "HTTP" }
-        let header = "Received: from \(from)\r\n\tby \(configuration.hostname)"
+        let header =
+            "Received: from \(from)\r\n\tby \(configuration.hostname)"
             + " (Swallow) with \(with) id \(id);\r\n\t\(WallClock.rfc5322Date(nanos: now))\r\n"
         // Sized for the message when it is known (SIZE, or a first chunk holding all of it), so a
         // stored 1 KiB message does not keep a 4 KiB buffer alive.

@@ -47,7 +47,9 @@ extension SMTPReply {
     static let authNotAvailable = SMTPReply(502, "5.5.1", "AUTH not available")
     static let encryptionRequired = SMTPReply(538, "5.7.11", "Encryption required for requested authentication mechanism")
     static let cramMD5InitialResponse = SMTPReply(501, "5.5.4", "CRAM-MD5 takes no initial response")
-    static func unrecognizedMechanism(_ mechanism: String) -> SMTPReply { SMTPReply(504, "5.5.4", "Unrecognized authentication mechanism \(mechanism)") }
+    static func unrecognizedMechanism(_ mechanism: String) -> SMTPReply {
+        SMTPReply(504, "5.5.4", "Unrecognized authentication mechanism \(mechanism)")
+    }
     static let authCancelled = SMTPReply(501, "5.0.0", "Authentication cancelled")
     static let authInvalid = SMTPReply(535, "5.7.8", "Authentication credentials invalid")
     static let authSucceeded = SMTPReply(235, "2.7.0", "Authentication successful")

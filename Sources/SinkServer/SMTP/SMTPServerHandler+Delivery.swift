@@ -27,10 +27,12 @@ extension SMTPServerHandler {
     }
 
     func deliver(_ transaction: SMTPSession.Transaction, context: ChannelHandlerContext) {
-        let current = capture ?? MessageCapture(
-            session: session, peer: peer, configuration: shared.configuration,
-            allocator: context.channel.allocator, sizeHint: 0
-        )
+        let current =
+            capture
+            ?? MessageCapture(
+                session: session, peer: peer, configuration: shared.configuration,
+                allocator: context.channel.allocator, sizeHint: 0
+            )
         capture = nil
         let decision = consult(.dataEnd, message: current.body)
         let delay = decision?.delay ?? .zero

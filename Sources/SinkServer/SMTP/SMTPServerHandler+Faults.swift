@@ -76,7 +76,8 @@ extension SMTPServerHandler {
     /// `command` (the MAIL's sender, the RCPT's recipient, the EHLO's name) or else the session.
     func consult(_ phase: FaultPhase, command: SMTPCommand? = nil, message: ByteBuffer? = nil) -> FaultDecision? {
         let rules = shared.faults.rules(for: phase)
-        let builtIn = shared.configuration.magicAddresses && BuiltInFaults.acts(at: phase)
+        let builtIn =
+            shared.configuration.magicAddresses && BuiltInFaults.acts(at: phase)
             && (command.map(session.admits) ?? true)
         guard !rules.isEmpty || builtIn else { return nil }
         let transaction = session.transaction
@@ -109,10 +110,12 @@ extension SMTPServerHandler {
         transcript.note("fault rule \(decision.rule) fired at \(decision.phase.rawValue)")
         shared.metrics.faultFired(rule: decision.rule)
         if shared.store.events.hasEventSubscribers {
-            shared.store.events.publish(.fault(FaultFiring(
-                rule: decision.rule, phase: decision.phase.rawValue, session: peer.sessionID, client: peer.remoteIP,
-                atNanos: WallClock.nanos()
-            )))
+            shared.store.events.publish(
+                .fault(
+                    FaultFiring(
+                        rule: decision.rule, phase: decision.phase.rawValue, session: peer.sessionID, client: peer.remoteIP,
+                        atNanos: WallClock.nanos()
+                    )))
         }
     }
 

@@ -73,7 +73,8 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return act(.replyAndClose(.tooManyConnections), context: context)
         }
         shared.metrics.connected()
-        peer = shared.viaHTTP
+        peer =
+            shared.viaHTTP
             ? Peer.httpAPI(sessionID: "s\(number)")
             : Peer(sessionID: "s\(number)", remote: context.channel.remoteAddress, local: context.channel.localAddress)
         context.fireChannelActive()
@@ -200,11 +201,12 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             decoder.mode = .chunk(remaining: size)
         }
         if case .mail = command { transactionFaults = [] }
-        let startsData = switch command {
-        case .data: true
-        case .bdat: session.transaction?.usedBDAT == false
-        default: false
-        }
+        let startsData =
+            switch command {
+            case .data: true
+            case .bdat: session.transaction?.usedBDAT == false
+            default: false
+            }
         let action = session.receive(command, at: WallClock.nanos())
         if startsData, session.isReceivingMessage { beginMessage(context: context) }
         act(action, context: context)

@@ -1,14 +1,14 @@
+import CSwallowSystem
 import Dispatch
 import Foundation
 import MailMessage
 import NIOCore
 import Synchronization
-import CSwallowSystem
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Messages on disk: `DIR/messages/<id>.eml` (the raw bytes as stored), and beside them
@@ -77,7 +77,8 @@ final class DiskStore: Sendable {
         }
         self.journalDescriptor = journal
         // A journal left mostly dead by evictions is rewritten before anything is appended.
-        let (lines, dead) = try JournalCompaction.compactIfWorthwhile(path: "\(directory)/metadata.jsonl", descriptor: journal, directoryDescriptor: fd)
+        let (lines, dead) = try JournalCompaction.compactIfWorthwhile(
+            path: "\(directory)/metadata.jsonl", descriptor: journal, directoryDescriptor: fd)
         journalLines.store(lines, ordering: .relaxed)
         deadLines.store(dead, ordering: .relaxed)
     }
@@ -209,7 +210,8 @@ final class DiskStore: Sendable {
         guard dead >= JournalCompaction.minimumDeadLines, dead > lines - dead else { return }
         if policy == .batch { flush() }
         do {
-            let (lines, dead) = try JournalCompaction.compactIfWorthwhile(path: journalPath, descriptor: journalDescriptor, directoryDescriptor: directoryDescriptor)
+            let (lines, dead) = try JournalCompaction.compactIfWorthwhile(
+                path: journalPath, descriptor: journalDescriptor, directoryDescriptor: directoryDescriptor)
             journalLines.store(lines, ordering: .relaxed)
             deadLines.store(dead, ordering: .relaxed)
         } catch {
@@ -259,7 +261,9 @@ final class DiskStore: Sendable {
                     line.append(UInt8(ascii: "\n"))
                     try append(line)
                     journalLines.add(1, ordering: .relaxed)
-                    written.append(WrittenMessage(message: write.message, raw: write.raw, metadata: line.dropLast(), path: emlPath(write.message.id), tags: write.tags))
+                    written.append(
+                        WrittenMessage(
+                            message: write.message, raw: write.raw, metadata: line.dropLast(), path: emlPath(write.message.id), tags: write.tags))
                 }
                 if policy == .always {
                     results.append(result)
@@ -305,9 +309,9 @@ final class DiskStore: Sendable {
         var offset = 0
         while offset < bytes.count {
             #if canImport(Glibc)
-            let written = Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+                let written = Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
             #else
-            let written = Darwin.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+                let written = Darwin.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
             #endif
             if written < 0 {
                 if errno == EINTR { continue }

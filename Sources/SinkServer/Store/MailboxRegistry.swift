@@ -50,7 +50,8 @@ public final class MailboxRegistry: Sendable {
                 let records = try JSONDecoder().decode([Record].self, from: data)
                 state.withLock { state in for record in records { state[record.name] = record } }
             } catch {
-                logger.error("cannot read the mailbox registry; starting without created mailboxes", metadata: ["path": "\(file)", "error": "\(error)"])
+                logger.error(
+                    "cannot read the mailbox registry; starting without created mailboxes", metadata: ["path": "\(file)", "error": "\(error)"])
             }
         }
     }

@@ -73,10 +73,13 @@ extension MessageIndex {
                 db, sql: "SELECT count(*) AS total, coalesce(sum(m.read = 0), 0) AS unread FROM message m WHERE \(mailboxWhere)",
                 arguments: StatementArguments(mailboxArguments)
             )
-            let matches = search == nil ? totals : try Row.fetchOne(
-                db, sql: "SELECT count(*) AS total, coalesce(sum(m.read = 0), 0) AS unread FROM message m \(join) WHERE \(where_)",
-                arguments: StatementArguments(arguments)
-            )
+            let matches =
+                search == nil
+                ? totals
+                : try Row.fetchOne(
+                    db, sql: "SELECT count(*) AS total, coalesce(sum(m.read = 0), 0) AS unread FROM message m \(join) WHERE \(where_)",
+                    arguments: StatementArguments(arguments)
+                )
             let rows = try Row.fetchAll(
                 db,
                 sql: """

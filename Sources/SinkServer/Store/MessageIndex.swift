@@ -1,10 +1,10 @@
+import CSwallowSystem
 import Dispatch
 import Foundation
 import GRDB
 import MailMessage
 import NIOCore
 import Synchronization
-import CSwallowSystem
 
 /// The on-disk index of `--data DIR`: an SQLite database (GRDB) beside the `.eml` files, with
 /// each message's metadata and summary, and an FTS5 trigram table over its searchable text,
@@ -77,13 +77,14 @@ final class MessageIndex: Sendable {
         }
 
         init(_ queued: WrittenMessage) {
-            let raw: [UInt8]? = if let raw = queued.raw {
-                Array(raw.readableBytesView)
-            } else if queued.message.bodyStored {
-                FileManager.default.contents(atPath: queued.path).map(Array.init)
-            } else {
-                nil
-            }
+            let raw: [UInt8]? =
+                if let raw = queued.raw {
+                    Array(raw.readableBytesView)
+                } else if queued.message.bodyStored {
+                    FileManager.default.contents(atPath: queued.path).map(Array.init)
+                } else {
+                    nil
+                }
             self.init(queued.message, raw: raw, tags: queued.tags, capturedJSON: queued.metadata)
         }
     }
@@ -108,30 +109,31 @@ final class MessageIndex: Sendable {
                 try db.execute(sql: "DROP TABLE IF EXISTS message; DROP TABLE IF EXISTS message_mailbox; DROP TABLE IF EXISTS message_text;")
             }
             try db.execute(sql: "PRAGMA user_version = \(Self.schemaVersion)")
-            try db.execute(sql: """
-                CREATE TABLE IF NOT EXISTS message (
-                    id TEXT PRIMARY KEY NOT NULL,
-                    created REAL NOT NULL,
-                    size INTEGER NOT NULL,
-                    read INTEGER NOT NULL DEFAULT 0,
-                    tags TEXT NOT NULL DEFAULT '[]',
-                    attachments INTEGER NOT NULL,
-                    inlines INTEGER NOT NULL,
-                    summary BLOB NOT NULL,
-                    captured BLOB NOT NULL
-                );
-                CREATE INDEX IF NOT EXISTS message_created ON message(created);
-                CREATE INDEX IF NOT EXISTS message_read ON message(read);
-                CREATE TABLE IF NOT EXISTS message_mailbox (
-                    mailbox TEXT NOT NULL,
-                    message_rowid INTEGER NOT NULL,
-                    PRIMARY KEY (mailbox, message_rowid)
-                ) WITHOUT ROWID;
-                CREATE VIRTUAL TABLE IF NOT EXISTS message_text USING fts5(
-                    from_text, to_text, cc_text, bcc_text, reply_to_text, subject, message_id, search_text,
-                    tokenize = 'trigram', detail = none, columnsize = 0
-                );
-                """)
+            try db.execute(
+                sql: """
+                    CREATE TABLE IF NOT EXISTS message (
+                        id TEXT PRIMARY KEY NOT NULL,
+                        created REAL NOT NULL,
+                        size INTEGER NOT NULL,
+                        read INTEGER NOT NULL DEFAULT 0,
+                        tags TEXT NOT NULL DEFAULT '[]',
+                        attachments INTEGER NOT NULL,
+                        inlines INTEGER NOT NULL,
+                        summary BLOB NOT NULL,
+                        captured BLOB NOT NULL
+                    );
+                    CREATE INDEX IF NOT EXISTS message_created ON message(created);
+                    CREATE INDEX IF NOT EXISTS message_read ON message(read);
+                    CREATE TABLE IF NOT EXISTS message_mailbox (
+                        mailbox TEXT NOT NULL,
+                        message_rowid INTEGER NOT NULL,
+                        PRIMARY KEY (mailbox, message_rowid)
+                    ) WITHOUT ROWID;
+                    CREATE VIRTUAL TABLE IF NOT EXISTS message_text USING fts5(
+                        from_text, to_text, cc_text, bcc_text, reply_to_text, subject, message_id, search_text,
+                        tokenize = 'trigram', detail = none, columnsize = 0
+                    );
+                    """)
         }
     }
 

@@ -85,7 +85,7 @@ extension MessageStore {
                     box.compact { state.entries[$0] != nil }
                     state.boxes[name] = box
                     guard box.head < box.order.count, let entry = state.entries[box.order[box.head]],
-                          entry.message.timestamps.dataEndNanos < cutoff
+                        entry.message.timestamps.dataEndNanos < cutoff
                     else { break }
                     state.remove(entry.message.id)
                     removed.append(entry.message.id)

@@ -154,7 +154,7 @@ public struct SearchQuery: Sendable {
         if let year = number(4), expect(UInt8(ascii: "-")), let month = number(2), expect(UInt8(ascii: "-")), let day = number(2) {
             guard index < bytes.count else { return utc(year, month, day) }
             guard expect(UInt8(ascii: "T")) || expect(UInt8(ascii: " ")),
-                  let hour = number(2), expect(UInt8(ascii: ":")), let minute = number(2), expect(UInt8(ascii: ":")), let second = number(2)
+                let hour = number(2), expect(UInt8(ascii: ":")), let minute = number(2), expect(UInt8(ascii: ":")), let second = number(2)
             else { return nil }
             var offset = 0
             if index < bytes.count {
@@ -173,7 +173,9 @@ public struct SearchQuery: Sendable {
         }
         // MM/dd/yyyy
         index = 0
-        if let month = number(2), expect(UInt8(ascii: "/")), let day = number(2), expect(UInt8(ascii: "/")), let year = number(4), index == bytes.count {
+        if let month = number(2), expect(UInt8(ascii: "/")), let day = number(2), expect(UInt8(ascii: "/")), let year = number(4),
+            index == bytes.count
+        {
             return utc(year, month, day)
         }
         // dd-MMM-yyyy
@@ -192,7 +194,8 @@ public struct SearchQuery: Sendable {
     /// A UTC instant from calendar fields, nil when a field is out of range.
     private static func utc(_ year: Int, _ month: Int, _ day: Int, _ hour: Int = 0, _ minute: Int = 0, _ second: Int = 0) -> Date? {
         guard (1...9999).contains(year), (1...12).contains(month), (1...31).contains(day), (0...23).contains(hour),
-              (0...59).contains(minute), (0...60).contains(second) else { return nil }
+            (0...59).contains(minute), (0...60).contains(second)
+        else { return nil }
         var components = DateComponents()
         (components.year, components.month, components.day) = (year, month, day)
         (components.hour, components.minute, components.second) = (hour, minute, second)

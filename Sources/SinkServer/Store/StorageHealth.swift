@@ -65,7 +65,8 @@ public final class StorageHealth: Sendable {
     /// The Prometheus lines for `/metrics`.
     func metricsText() -> String {
         let (errors, degraded) = state.withLock { ($0.errors, !$0.degraded.isEmpty) }
-        var text = "# HELP swallow_storage_errors_total Storage operations that failed, by component.\n"
+        var text =
+            "# HELP swallow_storage_errors_total Storage operations that failed, by component.\n"
             + "# TYPE swallow_storage_errors_total counter\n"
         for component in Component.allCases {
             text += "swallow_storage_errors_total{component=\"\(component.rawValue)\"} \(errors[component] ?? 0)\n"

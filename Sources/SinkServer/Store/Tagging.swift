@@ -33,7 +33,7 @@ public struct Tagging: Sendable {
     public static func validName(_ name: String) -> String? {
         let trimmed = name.trimmingCharacters(in: .whitespaces)
         guard !trimmed.isEmpty, trimmed.count <= 100,
-              !trimmed.unicodeScalars.contains(where: { $0.properties.generalCategory == .control || $0 == "," })
+            !trimmed.unicodeScalars.contains(where: { $0.properties.generalCategory == .control || $0 == "," })
         else { return nil }
         return trimmed
     }
@@ -108,7 +108,8 @@ public struct Tagging: Sendable {
                     if let value = collecting { values.append(String(decoding: value, as: UTF8.self)) }
                     collecting = nil
                     if contentEnd - index >= name.count,
-                       zip(bytes[index..<(index + name.count)], name).allSatisfy({ $0 | 0x20 == $1 }) {
+                        zip(bytes[index..<(index + name.count)], name).allSatisfy({ $0 | 0x20 == $1 })
+                    {
                         collecting = Array(bytes[(index + name.count)..<contentEnd])
                     }
                 }

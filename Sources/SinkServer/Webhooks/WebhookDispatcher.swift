@@ -23,7 +23,13 @@ final class WebhookDispatcher: Sendable {
         var durationMs: Double
 
         enum CodingKeys: String, CodingKey {
-            case url = "URL", event = "Event", attempt = "Attempt", status = "Status", error = "Error", at = "At", durationMs = "DurationMs"
+            case url = "URL"
+            case event = "Event"
+            case attempt = "Attempt"
+            case status = "Status"
+            case error = "Error"
+            case at = "At"
+            case durationMs = "DurationMs"
         }
     }
 
@@ -36,7 +42,12 @@ final class WebhookDispatcher: Sendable {
         var pending = 0
 
         enum CodingKeys: String, CodingKey {
-            case url = "URL", delivered = "Delivered", retried = "Retried", failed = "Failed", dropped = "Dropped", pending = "Pending"
+            case url = "URL"
+            case delivered = "Delivered"
+            case retried = "Retried"
+            case failed = "Failed"
+            case dropped = "Dropped"
+            case pending = "Pending"
         }
     }
 
@@ -135,7 +146,7 @@ final class WebhookDispatcher: Sendable {
         while let event = await next() {
             if let query = hook.query, case .message(let message) = event {
                 guard let summary = await store.summary(id: message.id),
-                      query.matches(summary, read: false, tags: store.listing(id: message.id)?.tags ?? [])
+                    query.matches(summary, read: false, tags: store.listing(id: message.id)?.tags ?? [])
                 else { continue }
             }
             guard let (kind, body) = try? event.encoded(encoder) else { continue }

@@ -53,11 +53,12 @@ public struct WebhookSettings: Sendable {
         while index < arguments.count {
             let argument = arguments[index]
             index += 1
-            let (name, inline): (String, String?) = if let equals = argument.firstIndex(of: "="), argument.hasPrefix("--") {
-                (String(argument[..<equals]), String(argument[argument.index(after: equals)...]))
-            } else {
-                (argument, nil)
-            }
+            let (name, inline): (String, String?) =
+                if let equals = argument.firstIndex(of: "="), argument.hasPrefix("--") {
+                    (String(argument[..<equals]), String(argument[argument.index(after: equals)...]))
+                } else {
+                    (argument, nil)
+                }
             guard ["--webhook", "--webhook-mailbox", "--webhook-query"].contains(name) else { continue }
             let value: String
             if let inline {

@@ -1,5 +1,5 @@
-import Foundation
 import AsyncHTTPClient
+import Foundation
 import NIOCore
 import Synchronization
 
@@ -19,9 +19,10 @@ final class Webhooks: Sendable {
         let client = HTTPClient(eventLoopGroupProvider: .shared(group), configuration: configuration)
         self.dispatchers = dispatchers
         self.client = client
-        self.workers = Mutex(dispatchers.map { dispatcher in
-            Task { await dispatcher.run(client: client, store: store) }
-        })
+        self.workers = Mutex(
+            dispatchers.map { dispatcher in
+                Task { await dispatcher.run(client: client, store: store) }
+            })
         store.events.addListener { event in
             for dispatcher in dispatchers { dispatcher.offer(event) }
         }
