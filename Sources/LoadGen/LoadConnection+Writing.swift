@@ -45,7 +45,7 @@ extension LoadConnection {
     }
 
     func appendCommands(_ transaction: LoadTransaction, to buffer: inout ByteBuffer) {
-        transaction.phaseStarted = Self.now()
+        transaction.phaseStarted = now
         buffer.writeImmutableBuffer(transaction.mail)
         expect(.mail(transaction))
         guard pipelining else { return }
@@ -67,7 +67,7 @@ extension LoadConnection {
     /// The message's data; with PIPELINING, the next transaction's commands behind it.
     func writeData(_ transaction: LoadTransaction) {
         guard let context else { return }
-        transaction.phaseStarted = Self.now()
+        transaction.phaseStarted = now
         expect(.dataEnd(transaction))
         if pipelining, let next = delegate?.nextTransaction(self) {
             var buffer = context.channel.allocator.buffer(capacity: transaction.data.readableBytes + 256)
@@ -129,7 +129,7 @@ extension LoadConnection {
 
     func expect(_ reply: Expect) {
         if expectHead == expects.count {
-            deadline = Self.now() + setup.replyTimeout
+            deadline = now + setup.replyTimeout
             armTimer()
         }
         expects.append(reply)
@@ -142,7 +142,7 @@ extension LoadConnection {
             guard let self else { return }
             self.timer = nil
             guard self.deadline != .max, !self.failed else { return }
-            if Self.now() >= self.deadline {
+            if now >= self.deadline {
                 self.fail(.timeout(self.pendingPhase ?? "reply"))
             } else {
                 self.armTimer()

@@ -83,7 +83,10 @@ final class LoadConnection: ChannelInboundHandler {
         self.phaseStarted = connectStarted
     }
 
-    static func now() -> UInt64 { NIODeadline.now().uptimeNanoseconds }
+    /// The time, in uptime nanoseconds, from the connection's event loop: the one clock of a
+    /// run (senders, schedules and connections all read their loop's `now`), which a test
+    /// moves by hand on an `EmbeddedEventLoop`.
+    var now: UInt64 { context?.eventLoop.now.uptimeNanoseconds ?? NIODeadline.now().uptimeNanoseconds }
 
     // MARK: Channel events
 
@@ -92,7 +95,7 @@ final class LoadConnection: ChannelInboundHandler {
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        let now = Self.now()
+        let now = self.now
         setupTimes.connect = now - phaseStarted
         phaseStarted = now
         tlsStarted = setup.tls == .implicit
@@ -187,14 +190,14 @@ final class LoadConnection: ChannelInboundHandler {
             expectHead = 0
             deadline = .max
         } else {
-            deadline = Self.now() + setup.replyTimeout
+            deadline = now + setup.replyTimeout
         }
         handle(reply, to: expected)
     }
 
     private func handle(_ reply: SMTPReply, to expected: Expect) {
         let code = reply.code.rawValue
-        let now = Self.now()
+        let now = self.now
         switch expected {
         case .banner:
             setupTimes.banner = now - phaseStarted

@@ -73,14 +73,17 @@ public struct LoadRunner: Sendable {
         var renderer = Renderer(runID: runID, seed: seed)
         renderer.calibrate(scenario.templates.values, seq: 0, now: startAt ?? Date())
         let group = MultiThreadedEventLoopGroup.singleton
+        // The run's one clock is its event loops' (`EventLoop.now`): every loop reads the same
+        // uptime clock, and the schedule, the connections and this runner all count in it.
+        let clockLoop = group.next()
         // Time zero as uptime nanoseconds and as a wall-clock instant (deliveries are timed on it).
         let wallNow = Date()
         let startedDate = startAt ?? wallNow
         let startOffset = startedDate.timeIntervalSince(wallNow)
-        let uptimeNow = LoadConnection.now()
+        let uptimeNow = clockLoop.now.uptimeNanoseconds
         let started = startOffset >= 0 ? uptimeNow + UInt64(startOffset * 1e9) : uptimeNow - min(uptimeNow, UInt64(-startOffset * 1e9))
         let lateMs = startAt == nil ? nil : max(0, -startOffset * 1000)
-        if started > LoadConnection.now() { try? await Task.sleep(for: .nanoseconds(Int64(started - LoadConnection.now()))) }
+        if started > clockLoop.now.uptimeNanoseconds { try? await Task.sleep(for: .nanoseconds(Int64(started - clockLoop.now.uptimeNanoseconds))) }
         let shard = self.shard ?? Shard(index: 0, count: 1)
         // Closed loop: the senders are split between the shards (the first take the remainder).
         let closedSenders: Int? =
@@ -157,11 +160,11 @@ public struct LoadRunner: Sendable {
         let progressTask = Task { [onProgress] in
             while !Task.isCancelled {
                 try? await Task.sleep(for: .seconds(1))
-                onProgress?(recorder, Double(LoadConnection.now() - started) / 1e9, tracker?.deliveredCount)
+                onProgress?(recorder, Double(clockLoop.now.uptimeNanoseconds - started) / 1e9, tracker?.deliveredCount)
             }
         }
         for future in finished { try? await future.get() }
-        let sendingEnded = LoadConnection.now()
+        let sendingEnded = clockLoop.now.uptimeNanoseconds
         await tracker?.waitForDeliveries(grace: grace)
         progressTask.cancel()
         // The achieved rate counts the sending only, not the grace period for deliveries.

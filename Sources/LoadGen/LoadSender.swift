@@ -30,7 +30,7 @@ final class LoadSender: LoadConnectionDelegate {
     /// Closed loop: this shard's next sequence number, now due; nil past the count or duration.
     func makeClosedJob() -> LoadRunner.Job? {
         let seq = plan.counter.next() * plan.shard.count + plan.shard.index
-        let now = LoadConnection.now()
+        let now = work.eventLoop.now.uptimeNanoseconds
         if let count = plan.scenario.count, seq >= count { return nil }
         if let deadline = plan.deadline, now >= deadline { return nil }
         let offset = Double(now - min(now, plan.started)) / 1e9
@@ -67,7 +67,7 @@ final class LoadSender: LoadConnectionDelegate {
         var data = ByteBuffer()
         data.writeDotStuffedMessage(ByteBuffer(bytes: message.data))
         plan.recorder.started()
-        return LoadTransaction(job: job, mail: mail, rcpts: rcpts, data: data, taken: LoadConnection.now())
+        return LoadTransaction(job: job, mail: mail, rcpts: rcpts, data: data, taken: work.eventLoop.now.uptimeNanoseconds)
     }
 
     private func start(_ job: LoadRunner.Job) {
@@ -86,7 +86,7 @@ final class LoadSender: LoadConnectionDelegate {
         case .success(let resolved): address = resolved
         case .failure(let error): return failWaiting(.connect("\(targetName): \(error)"), times: SMTPClientConnection.PhaseTimes())
         }
-        let handler = LoadConnection(setup: plan.setup, delegate: self, connectStarted: LoadConnection.now())
+        let handler = LoadConnection(setup: plan.setup, delegate: self, connectStarted: work.eventLoop.now.uptimeNanoseconds)
         connection = handler
         var bootstrap = ClientBootstrap(group: work.eventLoop)
             .connectTimeout(plan.connectTimeout)
@@ -166,7 +166,7 @@ final class LoadSender: LoadConnectionDelegate {
     /// Records a transaction's outcome; a 4xx is retried as the scenario says.
     private func report(_ transaction: LoadTransaction, _ outcome: SMTPClientConnection.Outcome) {
         let job = transaction.job
-        let finishedAt = LoadConnection.now()
+        let finishedAt = work.eventLoop.now.uptimeNanoseconds
         var record = Recorder.Outcome(
             template: job.template, target: targetName, scheduledOffset: job.offset,
             latency: finishedAt - min(job.due, finishedAt), lag: transaction.taken - min(job.due, transaction.taken),

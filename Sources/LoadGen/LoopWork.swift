@@ -63,7 +63,7 @@ final class LoopWork {
     /// Queues every entry of this loop's schedule due by now (within 200 µs), hands them to
     /// idle senders, and sleeps until the next one is due.
     private func tick() {
-        let now = LoadConnection.now()
+        let now = eventLoop.now.uptimeNanoseconds
         while var schedule {
             guard let entry = schedule.next() else {
                 self.schedule = nil
@@ -130,7 +130,7 @@ final class LoopWork {
     /// The next job for `sender`.
     func takeJob(for sender: LoadSender) -> Next {
         if plan.closed { return sender.makeClosedJob().map(Next.job) ?? .finish }
-        let horizon = LoadConnection.now() + 200_000
+        let horizon = eventLoop.now.uptimeNanoseconds + 200_000
         if head < jobs.count, jobs[head].due <= horizon {
             return .job(popJob())
         }
@@ -142,7 +142,7 @@ final class LoopWork {
     /// A job that is ready at once, for pipelining behind a message's data.
     func takeReadyJob(for sender: LoadSender) -> LoadRunner.Job? {
         if plan.closed { return sender.makeClosedJob() }
-        guard head < jobs.count, jobs[head].due <= LoadConnection.now() + 200_000 else { return nil }
+        guard head < jobs.count, jobs[head].due <= eventLoop.now.uptimeNanoseconds + 200_000 else { return nil }
         return popJob()
     }
 
@@ -164,7 +164,7 @@ final class LoopWork {
         eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(Int64(backoff * 1e9))) { [self] in
             self.pendingRetries -= 1
             var job = job
-            job.due = min(job.due, LoadConnection.now())
+            job.due = min(job.due, eventLoop.now.uptimeNanoseconds)
             // Queued at the front's place in time: it is due now.
             self.jobs.insert(job, at: self.head)
             self.dispatch(upTo: .max)
