@@ -2,6 +2,7 @@
 #include "CSwallowSystem.h"
 
 #include <fcntl.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #if defined(__GLIBC__)
@@ -55,5 +56,14 @@ void swallow_keep_large_allocations(unsigned long mmap_threshold, unsigned long 
 #else
     (void)mmap_threshold;
     (void)trim_threshold;
+#endif
+}
+
+void swallow_limit_malloc_arenas(int count) {
+#if defined(__GLIBC__)
+    if (getenv("MALLOC_ARENA_MAX") != NULL) return;
+    mallopt(M_ARENA_MAX, count);
+#else
+    (void)count;
 #endif
 }

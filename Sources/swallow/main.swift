@@ -1,4 +1,5 @@
 import ArgumentParser
+import CSwallowSystem
 import Foundation
 import NIOCore
 import NIOPosix
@@ -17,7 +18,13 @@ if invokedAs == "sendmail" || CommandLine.arguments.dropFirst().first == "sendma
 do {
     var command = try Swallow.parseAsRoot()
     if let serve = command as? Serve {
-        NIOSingletons.groupLoopCountSuggestion = serve.threads ?? Serve.defaultThreads
+        let loops = serve.threads ?? Serve.defaultThreads
+        NIOSingletons.groupLoopCountSuggestion = loops
+        // glibc gives each allocating thread an arena of its own, up to 8 per core; a sink
+        // that takes 200 KiB messages for hours fragments all of them and its RSS kept rising
+        // (968 MiB after an hour's soak). A few arenas, capped before any thread starts, keep it
+        // flat (Benchmarks/soak.py; MALLOC_ARENA_MAX in the environment still wins).
+        swallow_limit_malloc_arenas(Int32(max(2, loops)))
     }
     // Run Swift concurrency's jobs on NIO's event loops, so async code around the sink does not
     // hop between a concurrency thread and an I/O thread.

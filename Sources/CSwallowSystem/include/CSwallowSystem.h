@@ -22,4 +22,9 @@ void swallow_restore_scheduling(int token);
 /// unmaps fresh pages for each one.
 void swallow_keep_large_allocations(unsigned long mmap_threshold, unsigned long trim_threshold);
 
+/// Caps the number of malloc arenas at `count` (glibc's `M_ARENA_MAX`; nothing elsewhere), unless
+/// the environment already sets `MALLOC_ARENA_MAX`. Only threads that have not allocated yet
+/// are bound by it: call it before the process starts any thread.
+void swallow_limit_malloc_arenas(int count);
+
 #endif
