@@ -1,5 +1,6 @@
 import Foundation
 import MailMessage
+import SwallowTestSupport
 import Testing
 
 @testable import SinkServer
@@ -97,5 +98,26 @@ struct SearchParityTests {
         #expect(nonEmpty >= Self.queries.count / 2)
         let tagged = try await Self.answer(disk, "tag:finance")
         #expect(tagged.matches >= 1 && tagged.tags.allSatisfy { $0.contains("Finance") })
+    }
+
+    @Test("the index answers with a tag or read flag set just before the search (read-your-writes)")
+    func readYourWrites() async throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let sink = try await bindTestSink { $0.dataDirectory = directory }
+        defer { sink.shutdown() }
+        let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: Self.corpus + "/01-otp-plain.eml")))
+        let outcome = try await sink.submitLocally(sender: "app@bank.example", recipients: ["app@example.com"], message: bytes)
+        let id = try #require(outcome.storedID)
+        // Each change goes through two queues (the disk writer's, then the index's); a search
+        // that waited only for the second missed it now and then.
+        for round in 0..<200 {
+            sink.store.setTags(["round-\(round)"], ids: [id])
+            sink.store.setRead(round % 2 == 0, ids: [id])
+            let tagged = try await Self.answer(sink, "tag:round-\(round)")
+            #expect(tagged.matches == 1, "round \(round): \(tagged)")
+            #expect(tagged.unread == (round % 2 == 0 ? 0 : 1), "round \(round): \(tagged)")
+            if tagged.matches != 1 { break }
+        }
     }
 }

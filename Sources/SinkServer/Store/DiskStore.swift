@@ -221,6 +221,13 @@ final class DiskStore: Sendable {
     }
 
     /// Waits until every queued write has reached the files, then fsyncs (unless `never`).
+    /// Returns once every write, and every `afterQueuedWrites` body, queued so far has run.
+    func passQueuedWrites() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            writer.async { continuation.resume() }
+        }
+    }
+
     func drain() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             writer.async {

@@ -22,6 +22,9 @@ extension MessageStore {
     /// otherwise summaries are made on first use and kept in memory.
     func page(mailbox: String?, search: SearchQuery?, start: Int, limit: Int) async throws(StorageFailure) -> Page {
         if let index {
+            // Read-your-writes: a change to tags or read flags reaches the index through the
+            // disk writer's queue (after the writes queued before it), then the index's.
+            await disk?.passQueuedWrites()
             await index.flush()
             do {
                 let page = try index.page(mailbox: mailbox, search: search, start: start, limit: limit)
