@@ -160,6 +160,14 @@ let package = Package(
         ),
         .target(
             name: "SwallowTestSupport",
+            dependencies: [
+                "SinkServer",
+                "LoadGen",
+                "MailMessage",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             path: "Tests/Support",
             swiftSettings: swiftSettings
         ),
@@ -186,6 +194,27 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // The peer tier: suites that drive real peers (swaks, curl, smtplib and the PyPI clients,
+        // Postfix's smtp-sink and a Postfix relay, Chromium) or the built `swallow` with them.
+        // Run by hand without a peer, a suite skips with the reason; scripts/test installs them all.
+        .testTarget(
+            name: "PeerTests",
+            dependencies: [
+                "SinkServer",
+                "SwallowConfig",
+                "SMTPProtocol",
+                "MailMessage",
+                "LoadGen",
+                "Assertions",
+                "SwallowTesting",
+                "SwallowTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: swiftSettings

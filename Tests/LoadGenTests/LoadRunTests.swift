@@ -206,54 +206,6 @@ struct LoadRunTests {
         #expect(subjects == ["a 0", "raw 1", "a 2"])
     }
 
-    /// The sink's captures as deliveries; `lossy`: seq 3 lost and seq 5 delivered twice on the way.
-    struct LossyDeliveries: DeliverySource {
-        let store: MessageStore
-        var lossy = true
-        var bodies = false
-
-        func deliveries() async -> AsyncStream<Delivery> {
-            let events = store.events.subscribe()
-            return AsyncStream { continuation in
-                let task = Task {
-                    for await message in events {
-                        guard let trace = message.traceID, !(lossy && trace.hasSuffix("/3")) else { continue }
-                        let raw = bodies ? (try? await store.receivedBytes(id: message.id)).flatMap { $0.map { Array($0.readableBytesView) } } : nil
-                        let delivery = Delivery(
-                            traceID: trace, capturedAt: Date(timeIntervalSince1970: Double(message.timestamps.dataEndNanos) / 1e9), raw: raw)
-                        continuation.yield(delivery)
-                        if lossy && trace.hasSuffix("/5") { continuation.yield(delivery) }
-                    }
-                }
-                continuation.onTermination = { _ in task.cancel() }
-            }
-        }
-    }
-
-    @Test("delivery correlation: latency from the schedule, lost after the grace period, duplicates, delivery expectations")
-    func deliveries() async throws {
-        let scenario = Self.scenario(
-            count: 20,
-            expect: """
-                expect: {delivered: ">= 100%", duplicates: "== 0", lost: "== 1", delivery_latency: {p99: "< 600s"}}
-                """)
-        let report = try await Self.withSink { sink in
-            var runner = LoadRunner(scenario: scenario, host: "127.0.0.1", port: sink.smtpAddress.port, seed: 2, runID: "dl")
-            runner.deliveries = LossyDeliveries(store: sink.store)
-            runner.grace = 0.3
-            return try await runner.run()
-        }
-        #expect(report.accepted == 20)
-        #expect(report.delivered == 19 && report.lost == 1 && report.duplicates == 1)
-        let latency = try #require(report.deliveryLatencyMs)
-        #expect(latency.p50 > 0 && latency.max <= report.submitLatencyMs.max + 1)
-        #expect(report.histograms["delivery_latency_us"]?.totalCount == 19)
-        #expect(report.expectations.map(\.passed) == [false, false, true, true])
-        #expect(report.summary().contains("delivered 19  lost 1  duplicates 1"))
-        #expect(report.timeline.compactMap(\.delivered).reduce(0, +) == 19)
-        #expect(report.html().contains("delivered/s"))
-    }
-
     @Test("content expectations check every delivered message against the values rendered for it")
     func contentExpectations() async throws {
         let scenario = try Scenario.parse(
@@ -271,7 +223,7 @@ struct LoadRunTests {
             """)
         let report = try await Self.withSink { sink in
             var runner = LoadRunner(scenario: scenario, host: "127.0.0.1", port: sink.smtpAddress.port, seed: 3)
-            runner.deliveries = LossyDeliveries(store: sink.store, lossy: false, bodies: true)
+            runner.deliveries = StoreDeliveries(store: sink.store, lossy: false, bodies: true)
             return try await runner.run()
         }
         #expect(report.expectations.map(\.passed) == [true, true, false, true])
@@ -297,43 +249,6 @@ struct LoadRunTests {
         }
     }
 
-    @Test(
-        "Postfix's smtp-sink as the server; a failing expectation fails the run and its JUnit case",
-        .enabled(if: Peers.available("smtp-sink"), Comment(rawValue: Peers.reason("smtp-sink")))
-    )
-    func againstPostfixSmtpSink() async throws {
-        let port = try freePort()
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/sbin/smtp-sink")
-        process.arguments = (getuid() == 0 ? ["-u", "nobody"] : []) + ["127.0.0.1:\(port)", "64"]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        // SIGKILL: smtp-sink started from the test process ignores SIGTERM (an inherited signal mask).
-        defer {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-        }
-        try await waitUntilListening(port: port)
-        let runner = LoadRunner(
-            scenario: Self.scenario(count: 40, expect: "expect: {errors: \"== 0\", submit_latency: {p50: \"< 1us\"}}"),
-            host: "127.0.0.1", port: port, seed: 1)
-        let report = try await runner.run()
-        #expect(report.accepted == 40)
-        #expect(!report.passed)
-        #expect(report.expectations.map(\.passed) == [true, false])
-        let junit = report.junit()
-        #expect(junit.contains("tests=\"2\" failures=\"1\""))
-        #expect(junit.contains("<failure message=\"submit_latency.p50 &lt; 1us"))
-        let json = try JSONSerialization.jsonObject(with: report.json()) as? [String: Any]
-        for key in [
-            "scenario", "run_id", "scheduled", "sent", "accepted", "rejected", "failed", "delivered", "lost", "duplicates",
-            "replies", "rate", "submit_latency_ms", "phases", "per_template", "timeline", "expectations", "passed",
-        ] {
-            #expect(json?[key] != nil, "missing \(key)")
-        }
-    }
-
     @Test("an unreachable target is counted as connect failures, not a hang")
     func unreachable() async throws {
         let port = try freePort()
@@ -342,26 +257,4 @@ struct LoadRunTests {
         #expect(report.failed == 5)
         #expect(report.errors.keys.allSatisfy { $0.hasPrefix("connect") })
     }
-}
-
-func freePort() throws -> Int {
-    let channel = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-        .bind(host: "127.0.0.1", port: 0).wait()
-    let port = channel.localAddress!.port!
-    try channel.close().wait()
-    return port
-}
-
-/// Polls a connect until the server listens (at most 5 s): a readiness check, not a sleep.
-func waitUntilListening(port: Int) async throws {
-    for _ in 0..<500 {
-        if let channel = try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .connect(host: "127.0.0.1", port: port).get()
-        {
-            try? await channel.close().get()
-            return
-        }
-        try await Task.sleep(for: .milliseconds(10))
-    }
-    throw CancellationError()
 }

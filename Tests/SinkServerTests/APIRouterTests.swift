@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import NIOCore
+import SwallowTestSupport
 import Testing
 
 @testable import SinkServer

@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import SMTPProtocol
 import SwallowConfig
+import SwallowTestSupport
 import Testing
 
 @testable import SinkServer

@@ -3,6 +3,7 @@ import MailMessage
 import NIOCore
 import SMTPProtocol
 import SinkServer
+import SwallowTestSupport
 import Testing
 
 /// The sink over real sockets on 127.0.0.1, driven byte by byte.

@@ -2,6 +2,7 @@ import Foundation
 import MailMessage
 import NIOCore
 import SMTPProtocol
+import SwallowTestSupport
 import Testing
 
 @testable import SinkServer

@@ -3,6 +3,7 @@ import Logging
 import MailMessage
 import NIOCore
 import SinkServer
+import SwallowTestSupport
 import Synchronization
 import Testing
 
@@ -21,21 +22,6 @@ struct PersistenceTests {
         body(n).replacingOccurrences(of: "\r\n.dot\r\n", with: "\r\ndot\r\n")
     }
 
-    /// Opens the data directory in-process, as a restarted sink would.
-    static func reopen(_ directory: String) async throws -> [String: String] {
-        var configuration = SinkConfiguration()
-        configuration.smtp = ListenAddress(host: "127.0.0.1", port: 0)
-        configuration.dataDirectory = directory
-        configuration.maxMessages = 0
-        return try await withSink({ $0 = configuration }) { sink in
-            var bodies: [String: String] = [:]
-            for message in sink.store.messages() {
-                bodies[message.id] = try await sink.store.receivedBytes(id: message.id).map { String(buffer: $0) }
-            }
-            return bodies
-        }
-    }
-
     @Test("a restart with --data returns every message accepted before SIGTERM")
     func restartAfterSIGTERM() async throws {
         let directory = try temporaryDirectory()
@@ -49,7 +35,7 @@ struct PersistenceTests {
         }
         process.signal(SIGTERM)
         #expect(process.wait() == 0)
-        let stored = try await Self.reopen(directory)
+        let stored = try await storedBodies(reopening: directory)
         #expect(stored.count == 25)
         for (n, id) in ids.enumerated() {
             #expect(stored[id] == Self.unstuffed(n), "message \(n) (\(id))")
@@ -90,7 +76,7 @@ struct PersistenceTests {
         _ = process.wait()
         let acked = acknowledged.ids.withLock { $0 }
         #expect(acked.count >= 60)
-        let stored = try await Self.reopen(directory)
+        let stored = try await storedBodies(reopening: directory)
         for (id, n) in acked {
             #expect(stored[id] == Self.unstuffed(n), "acknowledged message \(n) (\(id)) lost or damaged")
         }

@@ -3,6 +3,7 @@ import MailMessage
 import NIOCore
 import NIOEmbedded
 import SwallowConfig
+import SwallowTestSupport
 import Synchronization
 import Testing
 

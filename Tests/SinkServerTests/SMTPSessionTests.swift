@@ -1,5 +1,6 @@
 import Foundation
 import SMTPProtocol
+import SwallowTestSupport
 import Testing
 
 @testable import SinkServer

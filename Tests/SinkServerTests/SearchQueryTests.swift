@@ -1,4 +1,5 @@
 import Foundation
+import SwallowTestSupport
 import Testing
 
 @testable import SinkServer

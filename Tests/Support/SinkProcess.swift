@@ -7,15 +7,18 @@ import SinkServer
 
 /// The `swallow serve` executable running as a child process, for tests of restarts and
 /// crashes. Built by `swift build` (scripts/test runs it before `swift test`).
-final class SinkProcess: @unchecked Sendable {
-    struct Failure: Error, CustomStringConvertible { var description: String }
+public final class SinkProcess: @unchecked Sendable {
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
+        public init(description: String) { self.description = description }
+    }
 
-    let process = Process()
-    private(set) var smtpPort = 0
-    private(set) var httpPort = 0
+    public let process = Process()
+    public private(set) var smtpPort = 0
+    public private(set) var httpPort = 0
 
     /// Starts `swallow serve ARGS --smtp 127.0.0.1:0` and waits for its `ready` line.
-    init(arguments: [String]) throws {
+    public init(arguments: [String]) throws {
         let binary = productsDirectory().appendingPathComponent("swallow")
         guard FileManager.default.isExecutableFile(atPath: binary.path) else {
             throw Failure(description: "\(binary.path) is missing: run `swift build` before `swift test` (scripts/test does)")
@@ -35,12 +38,12 @@ final class SinkProcess: @unchecked Sendable {
         httpPort = http
     }
 
-    func signal(_ signal: Int32) {
+    public func signal(_ signal: Int32) {
         kill(process.processIdentifier, signal)
     }
 
     /// Waits for the process to end (at most `timeout` seconds) and returns its status.
-    func wait(timeout: Double = 20) -> Int32 {
+    public func wait(timeout: Double = 20) -> Int32 {
         let deadline = Date().addingTimeInterval(timeout)
         while process.isRunning && Date() < deadline { usleep(10_000) }
         if process.isRunning {
@@ -58,7 +61,7 @@ final class SinkProcess: @unchecked Sendable {
 /// Starts `process` with its stdout on a pipe and its stderr discarded, and returns the first
 /// line it prints (its `ready` line). Not the test run's stderr: a child outliving a crashed
 /// test process would hold the pipe `swift test` reads, and the run would never end.
-func startReadingFirstLine(_ process: Process, name: String) throws -> String {
+public func startReadingFirstLine(_ process: Process, name: String) throws -> String {
     let out = Pipe()
     process.standardOutput = out
     process.standardError = FileHandle.nullDevice
@@ -73,7 +76,7 @@ func startReadingFirstLine(_ process: Process, name: String) throws -> String {
 }
 
 /// Sends one message on an open, greeted client and returns the id from `250 ... queued as ID`.
-func sendMessage(_ client: RawSMTPClient, body: String) throws -> String {
+public func sendMessage(_ client: RawSMTPClient, body: String) throws -> String {
     guard try client.command("MAIL FROM:<load@bench.example>").code == 250,
         try client.command("RCPT TO:<sink@bench.example>").code == 250,
         try client.command("DATA").code == 354

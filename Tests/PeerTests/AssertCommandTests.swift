@@ -1,8 +1,9 @@
 import Foundation
+import SwallowTestSupport
 import Testing
 
 /// `swallow assert` against a running `swallow serve`, as a CI step uses them.
-@Suite("swallow assert")
+@Suite("swallow assert", .enabled(if: Peers.available("python3"), Comment(rawValue: Peers.reason("python3"))))
 struct AssertCommandTests {
     static func assert(_ arguments: [String], api: Int) async throws -> ProcessResult {
         try await run([productsDirectory().appendingPathComponent("swallow").path, "assert", "--api", "http://127.0.0.1:\(api)"] + arguments)

@@ -65,18 +65,6 @@ struct InboxTests {
             try await mailbox.waitFor(.subject(containing: "never sent"), within: .seconds(1))
         }
     }
-}
-
-@Suite("Assertions: timing percentiles and attachment types")
-struct TimingTests {
-    @Test("percentiles by nearest rank")
-    func percentiles() {
-        let timing = Timing((1...100).map { Duration.milliseconds($0) })
-        #expect(timing.p50 == .milliseconds(50))
-        #expect(timing.p99 == .milliseconds(99))
-        #expect(timing.max == .milliseconds(100))
-        #expect(Timing([]).p50 == nil)
-    }
 
     @Test("attachment types and the Date header delay, in process")
     func typesAndDelay() async throws {

@@ -1,4 +1,5 @@
 import Foundation
+import MailMessage
 import SinkServer
 import SwallowTestSupport
 import Testing

@@ -7,15 +7,16 @@ import Foundation
 /// A blocking SMTP client over a plain TCP socket, for tests that need exact control of the
 /// bytes (pipelining, BDAT, hostile input). Every read has a timeout, so a test cannot hang.
 /// Use it inside `onThread`.
-final class RawSMTPClient {
-    struct Failure: Error, CustomStringConvertible {
-        var description: String
+public final class RawSMTPClient {
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
+        public init(description: String) { self.description = description }
     }
 
     private let fd: Int32
     private var pending: [UInt8] = []
 
-    init(port: Int, timeoutSeconds: Int = 10) throws {
+    public init(port: Int, timeoutSeconds: Int = 10) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw Failure(description: "socket: errno \(errno)") }
         var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
@@ -36,9 +37,9 @@ final class RawSMTPClient {
 
     deinit { close(fd) }
 
-    func send(_ text: String) throws { try send(Array(text.utf8)) }
+    public func send(_ text: String) throws { try send(Array(text.utf8)) }
 
-    func send(_ bytes: [UInt8]) throws {
+    public func send(_ bytes: [UInt8]) throws {
         var offset = 0
         while offset < bytes.count {
             let sent = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
@@ -48,7 +49,7 @@ final class RawSMTPClient {
     }
 
     /// Reads one reply (all its lines); returns its code and the joined lines.
-    func readReply() throws -> (code: Int, text: String) {
+    public func readReply() throws -> (code: Int, text: String) {
         var lines: [String] = []
         while true {
             let line = try readLine()
@@ -62,12 +63,12 @@ final class RawSMTPClient {
 
     /// Sends a command and returns the code of its reply.
     @discardableResult
-    func command(_ line: String) throws -> (code: Int, text: String) {
+    public func command(_ line: String) throws -> (code: Int, text: String) {
         try send(line + "\r\n")
         return try readReply()
     }
 
-    func readLine() throws -> String {
+    public func readLine() throws -> String {
         while true {
             if let lf = pending.firstIndex(of: UInt8(ascii: "\n")) {
                 let line = pending[..<lf]
@@ -82,7 +83,7 @@ final class RawSMTPClient {
     }
 
     /// True when a reply (or the end of the connection) is waiting to be read.
-    func isReadable() -> Bool {
+    public func isReadable() -> Bool {
         guard pending.isEmpty else { return true }
         var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         return poll(&entry, 1, 0) > 0
@@ -91,7 +92,7 @@ final class RawSMTPClient {
     /// True when the server has closed the connection: a read finds end-of-file, or a reset
     /// (a byte the client sent in the instant between the server's reply and its close makes
     /// the kernel answer with a reset, which is still the server's close).
-    func isClosedByServer() -> Bool {
+    public func isClosedByServer() -> Bool {
         var byte: UInt8 = 0
         let count = recv(fd, &byte, 1, 0)
         return count == 0 || (count < 0 && errno == ECONNRESET)

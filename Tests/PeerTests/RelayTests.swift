@@ -104,7 +104,7 @@ struct RelayTests {
             expect: {lost: "== 0"}
             """)
         var runner = LoadRunner(scenario: scenario, host: "127.0.0.1", port: relay.port, seed: 8, runID: "relay")
-        runner.deliveries = LoadRunTests.LossyDeliveries(store: sink.store, lossy: false)
+        runner.deliveries = StoreDeliveries(store: sink.store, lossy: false)
         runner.grace = 3
         let report = try await runner.run()
         let forwarded = report.perTemplate["otp"]?.accepted ?? 0

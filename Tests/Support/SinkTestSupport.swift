@@ -1,17 +1,17 @@
 import Foundation
 import Logging
+import MailMessage
 import NIOCore
 import SinkServer
-import Testing
 
-let testLogger: Logger = {
+public let testLogger: Logger = {
     var logger = Logger(label: "test.sink")
     logger.logLevel = .warning
     return logger
 }()
 
 /// A sink bound on 127.0.0.1 with a free SMTP port, configured by `configure`.
-func bindTestSink(_ configure: (inout SinkConfiguration) -> Void) async throws -> Sink {
+public func bindTestSink(_ configure: (inout SinkConfiguration) -> Void) async throws -> Sink {
     var configuration = SinkConfiguration()
     configuration.smtp = ListenAddress(host: "127.0.0.1", port: 0)
     configure(&configuration)
@@ -19,7 +19,7 @@ func bindTestSink(_ configure: (inout SinkConfiguration) -> Void) async throws -
 }
 
 /// Starts a sink on 127.0.0.1 with a free port, runs `body`, shuts the sink down.
-func withSink<T: Sendable>(
+public func withSink<T: Sendable>(
     _ configure: (inout SinkConfiguration) -> Void = { _ in },
     _ body: @Sendable (Sink) async throws -> T
 ) async throws -> T {
@@ -41,7 +41,7 @@ func withSink<T: Sendable>(
 
 /// Runs blocking work (sockets, processes) on its own thread, off Swift's cooperative pool,
 /// so a blocked client can never starve the sink it talks to.
-func onThread<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+public func onThread<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
     try await withCheckedThrowingContinuation { continuation in
         let thread = Thread {
             continuation.resume(with: Result { try work() })
@@ -50,14 +50,14 @@ func onThread<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async thr
     }
 }
 
-struct ProcessResult: Sendable {
-    var status: Int32
-    var stdout: String
-    var stderr: String
+public struct ProcessResult: Sendable {
+    public var status: Int32
+    public var stdout: String
+    public var stderr: String
 }
 
 /// Runs a program to completion (killed after `timeout` seconds) and captures its output.
-func run(_ arguments: [String], stdin: String? = nil, timeout: Double = 30) async throws -> ProcessResult {
+public func run(_ arguments: [String], stdin: String? = nil, timeout: Double = 30) async throws -> ProcessResult {
     try await onThread {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
@@ -87,7 +87,7 @@ func run(_ arguments: [String], stdin: String? = nil, timeout: Double = 30) asyn
 }
 
 /// Runs a Python script with the sink's SMTP port as `PORT` and the given extra variables.
-func python(_ script: String, port: Int, env: [String: String] = [:]) async throws -> ProcessResult {
+public func python(_ script: String, port: Int, env: [String: String] = [:]) async throws -> ProcessResult {
     var prelude = "PORT = \(port)\n"
     for (key, value) in env.sorted(by: { $0.key < $1.key }) {
         prelude += "\(key) = \(pythonLiteral(value))\n"
@@ -102,12 +102,28 @@ private func pythonLiteral(_ text: String) -> String {
 }
 
 /// The directory holding the built products (the `swallow` executable is beside the tests).
-func productsDirectory() -> URL {
+public func productsDirectory() -> URL {
     URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
 }
 
-func temporaryDirectory() throws -> String {
+public func temporaryDirectory() throws -> String {
     let path = NSTemporaryDirectory() + "swallow-test-" + UUID().uuidString
     try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     return path
+}
+
+/// The bodies of every message in a data directory, opened in-process as a restarted sink
+/// would open it.
+public func storedBodies(reopening directory: String) async throws -> [String: String] {
+    var configuration = SinkConfiguration()
+    configuration.smtp = ListenAddress(host: "127.0.0.1", port: 0)
+    configuration.dataDirectory = directory
+    configuration.maxMessages = 0
+    return try await withSink({ $0 = configuration }) { sink in
+        var bodies: [String: String] = [:]
+        for message in sink.store.messages() {
+            bodies[message.id] = try await sink.store.receivedBytes(id: message.id).map { String(buffer: $0) }
+        }
+        return bodies
+    }
 }

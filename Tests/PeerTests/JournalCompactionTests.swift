@@ -58,7 +58,7 @@ struct JournalCompactionTests {
         let lines = journal.split(separator: "\n").count
         // Without compaction: a line and a deletion record per evicted message, some 10 600.
         #expect(lines < 2_000, "\(lines) lines")
-        let bodies = try await PersistenceTests.reopen(directory)
+        let bodies = try await storedBodies(reopening: directory)
         #expect(bodies.count == 100)
         #expect(bodies.values.contains { $0.contains("Subject: message \(count - 1)\r\n") })
         #expect(!bodies.values.contains { $0.contains("Subject: message \(count - 101)\r\n") })
