@@ -72,7 +72,7 @@ struct LoadCommandTests {
 struct RemoteDeliveryTests {
     @Test("--sink URL: a running `swallow serve`'s events over HTTP match what was sent, bodies included")
     func overHTTP() async throws {
-        let serve = try ServeProcess()
+        let serve = try SinkProcess()
         let smtp = try #require(serve.addresses["smtp"]), http = try #require(serve.addresses["http"])
         let path = try LoadCommandTests.write(
             LoadCommandTests.scenario + """
@@ -91,7 +91,7 @@ struct RemoteDeliveryTests {
     func droppedAreLost() async throws {
         let rules = try LoadCommandTests.write("rules:\n  - {name: lose, match: {phase: data-end}, every: 3, action: {drop: true}}\n")
         defer { try? FileManager.default.removeItem(atPath: rules) }
-        let serve = try ServeProcess(arguments: ["--faults", rules])
+        let serve = try SinkProcess(arguments: ["--faults", rules])
         let smtp = try #require(serve.addresses["smtp"]), http = try #require(serve.addresses["http"])
         let path = try LoadCommandTests.write(LoadCommandTests.scenario)
         defer { try? FileManager.default.removeItem(atPath: path) }
@@ -160,7 +160,7 @@ struct ShippedScenarioTests {
         "without a delivery sink: unmeasurable expectations are skipped (exit 0, passed null, JUnit skipped, delivery_latency_ms null); --strict fails them"
     )
     func unmeasurable() throws {
-        let serve = try ServeProcess()
+        let serve = try SinkProcess()
         let smtp = try #require(serve.addresses["smtp"])
         let path = try LoadCommandTests.write(
             LoadCommandTests.scenario + """

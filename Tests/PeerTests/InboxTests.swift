@@ -51,7 +51,7 @@ struct InboxTests {
 
     @Test("HTTPInbox against `swallow serve`: the same checks over the API, criteria Mailpit cannot express included")
     func overHTTP() async throws {
-        let serve = try ServeProcess()
+        let serve = try SinkProcess()
         let smtp = serve.smtpPort, http = serve.httpPort
         let mailbox = HTTPInbox(baseURL: URL(string: "http://127.0.0.1:\(http)")!)
         async let mail = mailbox.waitFor(.to("bob@example.com").text(matching: #"code is \d{6}"#), within: .seconds(20))

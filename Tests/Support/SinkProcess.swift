@@ -14,11 +14,14 @@ public final class SinkProcess: @unchecked Sendable {
     }
 
     public let process = Process()
-    public private(set) var smtpPort = 0
-    public private(set) var httpPort = 0
+    /// `smtp`, `http` (and `smtps`) as `HOST:PORT`, from the `ready` line.
+    public let addresses: [String: String]
+    public let smtpPort: Int
+    public let httpPort: Int
 
-    /// Starts `swallow serve ARGS --smtp 127.0.0.1:0` and waits for its `ready` line.
-    public init(arguments: [String]) throws {
+    /// Starts `swallow serve ARGS --smtp 127.0.0.1:0 --http 127.0.0.1:0` and waits for its
+    /// `ready` line.
+    public init(arguments: [String] = []) throws {
         let binary = productsDirectory().appendingPathComponent("swallow")
         guard FileManager.default.isExecutableFile(atPath: binary.path) else {
             throw Failure(description: "\(binary.path) is missing: run `swift build` before `swift test` (scripts/test does)")
@@ -26,12 +29,14 @@ public final class SinkProcess: @unchecked Sendable {
         process.executableURL = binary
         process.arguments = ["serve", "--smtp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--log-level", "warning"] + arguments
         let text = try startReadingFirstLine(process, name: "swallow serve")
-        var ports: [String: Int] = [:]
+        var addresses: [String: String] = [:]
         for field in text.split(separator: " ").dropFirst() {
-            let parts = field.split(separator: "=", maxSplits: 1)
-            if parts.count == 2, let port = parts[1].split(separator: ":").last.flatMap({ Int($0) }) { ports[String(parts[0])] = port }
+            let parts = field.split(separator: "=", maxSplits: 1).map(String.init)
+            if parts.count == 2 { addresses[parts[0]] = parts[1] }
         }
-        guard text.hasPrefix("ready "), let smtp = ports["smtp"], let http = ports["http"] else {
+        self.addresses = addresses
+        func port(_ name: String) -> Int? { addresses[name]?.split(separator: ":").last.flatMap { Int($0) } }
+        guard text.hasPrefix("ready "), let smtp = port("smtp"), let http = port("http") ?? port("https") else {
             throw Failure(description: "unexpected first line: \(text)")
         }
         smtpPort = smtp
