@@ -77,7 +77,7 @@ public struct ParsedMessage: Sendable {
                 continue
             }
             if !isAttachment && (type == "text/plain" || type == "text/html") { continue }
-            let decodedSize = TransferDecoding.decode(bytes[part.body], encoding: part.transferEncoding).count
+            let decodedSize = TransferDecoding.decodedCount(bytes[part.body], encoding: part.transferEncoding)
             let attachment = Attachment(
                 partID: part.partID,
                 fileName: part.fileName ?? "",

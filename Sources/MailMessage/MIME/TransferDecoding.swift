@@ -21,15 +21,34 @@ public enum TransferDecoding {
         return table
     }()
 
+    /// How many bytes `decode` returns, without making them: an attachment's size costs no
+    /// copy of its content (base64 is counted symbol by symbol; quoted-printable is decoded).
+    public static func decodedCount(_ bytes: ArraySlice<UInt8>, encoding: String?) -> Int {
+        switch encoding?.lowercased() {
+        case "base64":
+            let table = base64Values
+            var symbols = 0
+            for byte in bytes {
+                if byte == UInt8(ascii: "=") { break }
+                if table[Int(byte)] != 0xFF { symbols += 1 }
+            }
+            return symbols * 6 / 8
+        case "quoted-printable": return quotedPrintable(bytes).count
+        default: return bytes.count
+        }
+    }
+
     /// Base64 ignoring whitespace and anything outside the alphabet; stops at padding.
     public static func base64(_ bytes: ArraySlice<UInt8>) -> [UInt8] {
         var output: [UInt8] = []
         output.reserveCapacity(bytes.count * 3 / 4)
         var accumulator: UInt32 = 0
         var bits = 0
+        // Read once: a global's accessor inside the loop would run for every byte.
+        let table = base64Values
         for byte in bytes {
             if byte == UInt8(ascii: "=") { break }
-            let value = base64Values[Int(byte)]
+            let value = table[Int(byte)]
             if value == 0xFF { continue }
             accumulator = (accumulator << 6) | UInt32(value)
             bits += 6
