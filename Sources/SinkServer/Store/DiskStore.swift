@@ -220,18 +220,21 @@ final class DiskStore: Sendable {
         }
     }
 
-    /// Waits until every queued write has reached the files, then fsyncs (unless `never`).
     /// Returns once every write, and every `afterQueuedWrites` body, queued so far has run.
     func passQueuedWrites() async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            writer.async { continuation.resume() }
-        }
+        await onWriter {}
     }
 
+    /// Waits until every queued write has reached the files, then fsyncs (unless `never`).
     func drain() async {
+        await onWriter { if self.policy == .batch { self.flush() } }
+    }
+
+    /// Runs `body` on the writer's queue, after everything queued before it, and waits for it.
+    private func onWriter(_ body: @escaping @Sendable () -> Void) async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             writer.async {
-                if self.policy == .batch { self.flush() }
+                body()
                 continuation.resume()
             }
         }
