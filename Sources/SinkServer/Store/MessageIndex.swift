@@ -29,6 +29,11 @@ final class MessageIndex: Sendable {
         /// When messages last arrived, and when the oldest waiting one did (monotonic nanoseconds).
         var lastArrival: UInt64 = 0
         var oldestArrival: UInt64 = 0
+        /// Messages ever queued, and ever indexed (or given up on): the watermarks `flush()` waits by.
+        var queued = 0
+        var indexed = 0
+        /// API reads waiting for the index to reach a watermark.
+        var flushes: [(target: Int, continuation: CheckedContinuation<Void, Never>)] = []
     }
 
     private let pending = Mutex(Pending())
@@ -156,6 +161,7 @@ final class MessageIndex: Sendable {
                     }
                     pending.messages.append(queued)
                 }
+                pending.queued += messages.count
                 pending.metadataBytes += metadataBytes
                 let now = DispatchTime.now().uptimeNanoseconds
                 if pending.messages.count == messages.count { pending.oldestArrival = now }
@@ -173,17 +179,25 @@ final class MessageIndex: Sendable {
         // Accepting mail comes first: the indexer runs under SCHED_IDLE while it drains (Linux
         // schedules per thread), so it uses only CPU time nothing else wants and falls behind
         // under load rather than slowing the `250`s; the bounded backlog stops it falling far.
-        let previousScheduling = swallow_enter_idle_scheduling()
-        defer { swallow_restore_scheduling(previousScheduling) }
+        // While an API read waits for it, it runs at the normal priority: a busy sink would
+        // otherwise starve it and the read with it (the soak saw 10 s waits).
+        let normalScheduling = swallow_enter_idle_scheduling()
+        var idle = true
+        defer { if idle { swallow_restore_scheduling(normalScheduling) } }
         var gathered = false
         while true {
-            if !gathered, urgent.load(ordering: .relaxed) == 0, pending.withLock({ $0.messages.count }) < Self.batchSize {
+            let hurried = urgent.load(ordering: .relaxed) > 0
+            if hurried == idle {
+                if hurried { swallow_restore_scheduling(normalScheduling) } else { _ = swallow_enter_idle_scheduling() }
+                idle = !hurried
+            }
+            if !gathered, !hurried, pending.withLock({ $0.messages.count }) < Self.batchSize {
                 _ = wake.wait(timeout: .now() + Self.gatherTime)
                 gathered = true
                 continue
             }
             gathered = false
-            if urgent.load(ordering: .relaxed) == 0, let wait = deferral() {
+            if !hurried, let wait = deferral() {
                 _ = wake.wait(timeout: .now() + .nanoseconds(Int(wait)))
                 continue
             }
@@ -200,14 +214,26 @@ final class MessageIndex: Sendable {
                 // The messages are on disk; a restart rebuilds the index from them.
                 health.failed(.index, "index \(batch.count) messages", error)
             }
-            let waiters = pending.withLock { pending in
+            let (waiters, reached) = pending.withLock { pending in
                 pending.messages.removeFirst(batch.count)
                 pending.metadataBytes -= batch.reduce(0) { $0 + $1.metadata.count }
                 pending.bodyBytes -= batch.reduce(0) { $0 + ($1.raw?.readableBytes ?? 0) }
+                pending.indexed += batch.count
+                let indexed = pending.indexed
+                let reached = pending.flushes.filter { $0.target <= indexed }.map(\.continuation)
+                pending.flushes.removeAll { $0.target <= indexed }
                 defer { pending.waiters = 0 }
-                return pending.waiters
+                return (pending.waiters, reached)
             }
             for _ in 0..<waiters { room.signal() }
+            // A read that waited has its messages. It goes on through the queue, behind the
+            // changes (tags, read flags) queued meanwhile, and ahead of indexing what arrived
+            // since: this drain hands over and queues itself again.
+            if !reached.isEmpty {
+                for continuation in reached { queue.async { continuation.resume() } }
+                queue.async { self.drain() }
+                return
+            }
         }
     }
 
@@ -221,14 +247,24 @@ final class MessageIndex: Sendable {
         }
     }
 
-    /// Waits until every message queued so far, and every queued change, is in the index.
+    /// Waits until every message queued so far, and every change queued so far, is in the
+    /// index: not for messages that arrive meanwhile, so a read under steady load waits for
+    /// the backlog it found, never for the load to stop.
     func flush() async {
         urgent.add(1, ordering: .relaxed)
+        defer { urgent.subtract(1, ordering: .relaxed) }
         wake.signal()
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            queue.async { continuation.resume() }
+            let waiting = pending.withLock { pending -> Bool in
+                guard pending.indexed < pending.queued else { return false }
+                pending.flushes.append((pending.queued, continuation))
+                return true
+            }
+            // Nothing waiting to be indexed: a hop through the queue passes the queued changes.
+            // Otherwise the indexer resumes this through the queue once the watermark is
+            // reached, behind the changes queued before this read.
+            if !waiting { queue.async { continuation.resume() } }
         }
-        urgent.subtract(1, ordering: .relaxed)
     }
 
     /// Runs a change after the indexing queued before it.
@@ -338,6 +374,14 @@ final class MessageIndex: Sendable {
             for (id, tags) in changes {
                 try db.execute(sql: "UPDATE message SET tags = ? WHERE id = ?", arguments: [Self.tagsJSON(tags), id])
             }
+        }
+    }
+
+    /// Replaces a message's capture metadata (relay hops recorded after capture).
+    func setCaptured(_ captured: CapturedMessage) throws {
+        let json = try JSONEncoder().encode(captured)
+        try database.write { db in
+            try db.execute(sql: "UPDATE message SET captured = ? WHERE id = ?", arguments: [json, captured.id])
         }
     }
 
