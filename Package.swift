@@ -12,6 +12,7 @@ let package = Package(
     products: [
         .executable(name: "swallow", targets: ["swallow"]),
         .library(name: "SMTPProtocol", targets: ["SMTPProtocol"]),
+        .library(name: "SMTPClient", targets: ["SMTPClient"]),
         .library(name: "MailMessage", targets: ["MailMessage"]),
         .library(name: "SinkServer", targets: ["SinkServer"]),
         .library(name: "LoadGen", targets: ["LoadGen"]),
@@ -42,6 +43,17 @@ let package = Package(
             dependencies: [.product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
+        // The SMTP client the load generator's sendmail and the sink's relay share.
+        .target(
+            name: "SMTPClient",
+            dependencies: [
+                "SMTPProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "MailMessage",
             dependencies: [.product(name: "NIOCore", package: "swift-nio")],
@@ -59,6 +71,7 @@ let package = Package(
             dependencies: [
                 "CSwallowSystem",
                 "SMTPProtocol",
+                "SMTPClient",
                 "SwallowConfig",
                 "MailMessage",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -85,6 +98,7 @@ let package = Package(
             name: "LoadGen",
             dependencies: [
                 "SMTPProtocol",
+                "SMTPClient",
                 "SwallowConfig",
                 "MailMessage",
                 "Assertions",
@@ -123,6 +137,7 @@ let package = Package(
                 "SMTPProtocol",
                 "MailMessage",
                 "LoadGen",
+                "SMTPClient",
                 "SwallowConfig",
                 "Assertions",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -187,6 +202,7 @@ let package = Package(
                 "SinkServer",
                 "SwallowConfig",
                 "SMTPProtocol",
+                "SMTPClient",
                 "MailMessage",
                 "SwallowTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import NIOSSL
+import SMTPClient
 import SMTPProtocol
 
 // What a load connection writes: EHLO, AUTH, each transaction's pipelined commands and data,

@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import NIOSSL
+import SMTPClient
 import SMTPProtocol
 
 /// The load generator's SMTP client connection as a channel handler: a state machine driven by

@@ -1,3 +1,5 @@
+import SMTPClient
+
 /// What a `LoadConnection` tells the sender that owns it. Called on the connection's event loop.
 protocol LoadConnectionDelegate: AnyObject {
     /// Banner, EHLO, STARTTLS and AUTH are done: transactions may begin.

@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import NIOSSL
+import SMTPClient
 import SMTPProtocol
 import SwallowConfig
 import Synchronization

@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import NIOSSL
+import SMTPClient
 import SMTPProtocol
 
 /// One sender: at most one connection at a time, reopened after `per_connection` messages

@@ -1,4 +1,5 @@
 import NIOCore
+import SMTPClient
 import SMTPProtocol
 
 /// One message on its way over a `LoadConnection`: the commands and the dot-stuffed data,

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import SMTPClient
 import SMTPProtocol
 
 /// One message handed to an SMTP server, and what the server said: the submission behind
@@ -25,7 +26,7 @@ public enum MailSubmission {
         to target: LoadTarget, sender: String, recipients: [String], data: [UInt8],
         helo: String = "localhost", timeout: Double = 60
     ) async -> Result {
-        var settings = Scenario.ConnectionSettings()
+        var settings = SMTPClientSettings()
         settings.pipelining = false
         settings.helo = helo
         settings.connectTimeout = min(timeout, 10)

@@ -1,5 +1,6 @@
 import Foundation
 import Histogram
+import SMTPClient
 import SMTPProtocol
 import Synchronization
 

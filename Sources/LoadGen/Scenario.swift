@@ -1,4 +1,5 @@
 import Foundation
+import SMTPClient
 import SwallowConfig
 
 /// A load scenario: when messages are sent (`arrival`), which (`mix` of `templates`), how
@@ -63,12 +64,19 @@ public struct Scenario: Sendable {
         public var connectTimeout = 10.0
         public var replyTimeout = 60.0
 
-        public enum TLSMode: String, Sendable { case none, starttls, implicit }
+        public typealias TLSMode = SMTPClientSettings.TLSMode
+        public typealias Auth = SMTPClientSettings.Auth
 
-        public struct Auth: Sendable {
-            public var mechanism: String
-            public var user: String
-            public var password: String
+        /// The settings of the shared SMTP client these amount to.
+        var client: SMTPClientSettings {
+            var client = SMTPClientSettings()
+            client.tls = tls
+            client.auth = auth
+            client.helo = helo
+            client.pipelining = pipelining
+            client.connectTimeout = connectTimeout
+            client.replyTimeout = replyTimeout
+            return client
         }
     }
 

@@ -5,9 +5,9 @@ extension CapturedMessage {
     /// conformance reads (nil optionals left out), written directly: Foundation's
     /// `JSONEncoder` builds a tree of values first and cost several times as much per message
     /// on the path to the `250`. A message with a transcript (rare: `--transcripts`) goes
-    /// through `JSONEncoder`.
+    /// through `JSONEncoder`, as does one with relay hops.
     public func jsonData() throws -> Data {
-        if transcript != nil { return try JSONEncoder().encode(self) }
+        if transcript != nil || relay != nil { return try JSONEncoder().encode(self) }
         var out = JSONWriter()
         out.object {
             $0.field("id") { $0.string(id) }

@@ -27,6 +27,9 @@ public struct CapturedMessage: Codable, Hashable, Sendable, Identifiable {
     public var bodyStored: Bool
     /// The session's SMTP transcript up to this message's final reply (with `--transcripts`).
     public var transcript: [TranscriptEntry]?
+    /// Every hand-over of this message to a real server (release, auto-relay, proxy), oldest
+    /// first; nil (left out of the JSON) until there is one.
+    public var relay: [RelayHop]?
 
     public init(
         id: String,
@@ -54,6 +57,44 @@ public struct CapturedMessage: Codable, Hashable, Sendable, Identifiable {
         self.mailbox = mailbox
         self.bodyStored = bodyStored
         self.transcript = transcript
+    }
+}
+
+/// One hand-over of a captured message to an upstream server, and what it answered.
+public struct RelayHop: Codable, Hashable, Sendable {
+    /// When the hand-over started (RFC 3339, UTC, milliseconds).
+    public var at: String
+    /// The upstream, as `smtp://[USER@]HOST:PORT` (never the password).
+    public var upstream: String
+    /// `release`, `auto` or `proxy`.
+    public var kind: String
+    /// The envelope: the sender and the recipients handed over.
+    public var from: String
+    public var to: [String]
+    /// The upstream's final answer as one line (`250 2.0.0 Ok: queued as …`), or why there
+    /// was none (`connect: …`).
+    public var reply: String
+    /// `delivered` (2xx), `deferred` (4xx), `refused` (5xx), `failed` (no answer: connection,
+    /// TLS, timeout, a reply that does not parse).
+    public var outcome: String
+    /// What each refused recipient was answered, when others were accepted.
+    public var refused: [String: String]?
+    /// From the start of the hand-over to the final answer.
+    public var latencyMs: Double
+
+    public init(
+        at: String, upstream: String, kind: String, from: String, to: [String], reply: String, outcome: String,
+        refused: [String: String]? = nil, latencyMs: Double
+    ) {
+        self.at = at
+        self.upstream = upstream
+        self.kind = kind
+        self.from = from
+        self.to = to
+        self.reply = reply
+        self.outcome = outcome
+        self.refused = refused
+        self.latencyMs = latencyMs
     }
 }
 

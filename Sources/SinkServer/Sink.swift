@@ -33,6 +33,8 @@ public final class Sink: Service, Sendable {
     let tlsConfiguration: TLSConfiguration?
     /// `--webhook`s, when any are given.
     let webhooks: Webhooks?
+    /// `--relay`, when given: release and auto-relay.
+    let relay: Relay?
     private let logger: Logger
     private let shuttingDown = Atomic<Bool>(false)
 
@@ -47,6 +49,9 @@ public final class Sink: Service, Sendable {
         self.webhooks =
             configuration.webhooks.hooks.isEmpty
             ? nil : Webhooks(settings: configuration.webhooks, store: store, group: eventLoopGroup)
+        self.relay = Relay(
+            settings: configuration.relay, hostname: configuration.hostname, store: store, metrics: metrics, group: eventLoopGroup,
+            logger: logger)
         self.metrics = metrics
         self.faults = faults
         self.configuration = configuration
@@ -90,11 +95,15 @@ public final class Sink: Service, Sendable {
         let connections = ConnectionRegistry(limit: configuration.maxConnections)
         let metrics = SinkMetrics()
         let faults = FaultEngine(seed: configuration.faultSeed, rules: configuration.faultRules)
-        let plain = SMTPServerContext(
+        var plain = SMTPServerContext(
             session: sessionConfiguration, configuration: configuration, store: store, connections: connections,
             startTLS: tlsContext, implicitTLS: false, logger: logger, metrics: metrics, faults: faults,
             handoffs: LoopHandoffs()
         )
+        plain.proxy = configuration.upstream.map { upstream in
+            ProxySettings(
+                upstream: upstream, client: upstream.clientSettings(helo: hostname, timeout: configuration.relay.timeout), metrics: metrics)
+        }
         var listeners: [any Channel] = []
         do {
             listeners.append(try await listen(configuration.smtp, plain, group: eventLoopGroup, implicitTLS: nil))
@@ -171,6 +180,7 @@ public final class Sink: Service, Sendable {
             self.shutdown()
         }
         sweeper.cancel()
+        await relay?.finish()
         await store.drain()
         await webhooks?.finish()
         logger.info("sink stopped", metadata: ["messages": "\(store.count)"])

@@ -84,6 +84,11 @@ public struct SinkConfiguration: Sendable {
     public var tagging = Tagging()
     /// `--webhook` and its options.
     public var webhooks = WebhookSettings()
+    /// `--relay` and its options: release and auto-relay to a real server.
+    public var relay = RelaySettings()
+    /// `--upstream`: proxy mode. Every transaction is forwarded to this server while the client
+    /// waits, and the client gets its answers; fault rules act in front of it.
+    public var upstream: Upstream?
     /// `--mailbox-quota`: messages kept per mailbox (created or implicit) without a quota of
     /// its own; its own oldest are evicted past it. 0: none.
     public var mailboxQuota = 0

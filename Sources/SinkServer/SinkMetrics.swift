@@ -20,6 +20,7 @@ public final class SinkMetrics: Sendable {
     static let phaseNames = ["envelope", "data", "reply", "transaction"]
     private let reply250: Counter, reply354: Counter, reply220: Counter, reply221: Counter
     private let faults = Mutex<[String: Counter]>([:])
+    private let relays = Mutex<[String: (Counter, DurationHistogram)]>([:])
     /// The same counts, readable for `/api/v1/stats` and `/api/v1/info`.
     let counts = Mutex(Counts())
 
@@ -189,6 +190,34 @@ public final class SinkMetrics: Sendable {
         }
         counter.increment()
     }
+
+    /// A hand-over to an upstream (release, auto-relay, proxy): `swallow_relay_total{outcome}`
+    /// and its latency in `swallow_relay_seconds{outcome}`.
+    func relayed(outcome: String, latency: Duration) {
+        let (counter, histogram) = relays.withLock { relays in
+            if let known = relays[outcome] { return known }
+            let made = (
+                registry.makeCounter(
+                    name: "swallow_relay_total", labels: [("outcome", outcome)], help: "Messages handed to an upstream, by outcome"),
+                registry.makeDurationHistogram(
+                    descriptor: MetricNameDescriptor(
+                        namespace: "swallow", metricName: "relay", unitName: "seconds",
+                        helpText: "Upstream latency of a hand-over (release, auto-relay, proxy), by outcome"
+                    ),
+                    labels: [("outcome", outcome)], buckets: Self.relayBuckets
+                )
+            )
+            relays[outcome] = made
+            return made
+        }
+        counter.increment()
+        histogram.record(latency)
+    }
+
+    private static let relayBuckets: [Duration] = [
+        .milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
+        .milliseconds(250), .milliseconds(500), .seconds(1), .milliseconds(2500), .seconds(5), .seconds(10), .seconds(30),
+    ]
 
     /// The exposition text, with the gauges brought up to date.
     func render(storedMessages: Int, openConnections open: Int) -> [UInt8] {

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LoadGen
 import MailMessage
+import SMTPClient
 import SMTPProtocol
 
 /// `swallow sendmail`: a sendmail-compatible submission command, so PHP's `mail()`

@@ -116,8 +116,36 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Events waiting per webhook; past it they are dropped and counted.")
     var webhookQueue = 10_000
 
-    @Option(help: "Events sent to webhooks: message, drop, fault (comma-separated).")
+    @Option(help: "Events sent to webhooks: message, drop, fault, relay (comma-separated).")
     var webhookEvents = "message"
+
+    @Option(
+        help: ArgumentHelp(
+            "Release and auto-relay through this server: smtp://[USER:PASSWORD@]HOST:PORT[?tls=none|starttls|implicit&verify=true|false] (STARTTLS when offered unless tls= says; certificates verified unless verify=false).",
+            valueName: "URL"))
+    var relay: String?
+
+    @Option(
+        help: ArgumentHelp(
+            "Proxy mode: forward every transaction to this server (URL as for --relay) while the client waits; the client gets its answers, fault rules act in front of it, every message is captured with the hop.",
+            valueName: "URL"))
+    var upstream: String?
+
+    @Flag(help: "Relay every stored message to its own envelope recipients (needs --relay).")
+    var relayAll = false
+
+    @Option(
+        help: ArgumentHelp("Relay stored messages to those of their recipients matching this regular expression (needs --relay).", valueName: "REGEX")
+    )
+    var relayMatching: String?
+
+    @Option(help: ArgumentHelp("Only recipients matching this glob or ~regex may be released or relayed to (repeatable).", valueName: "PATTERN"))
+    var relayAllow: [String] = []
+
+    @Option(
+        help: ArgumentHelp(
+            "Recipients matching this glob or ~regex are never released or relayed to (repeatable; wins over --relay-allow).", valueName: "PATTERN"))
+    var relayDeny: [String] = []
 
     @Option(help: "Messages kept per mailbox without a quota of its own (created or implicit); its own oldest are evicted (0: no limit).")
     var mailboxQuota = 0
@@ -211,6 +239,18 @@ struct Serve: AsyncParsableCommand {
         do {
             configuration.tagging = Tagging(rules: try tags.map(Tagging.parseRule), fromPlus: tagsFromPlus)
             configuration.webhooks = try makeWebhookSettings()
+            configuration.relay = try makeRelaySettings()
+            if let upstream {
+                guard !discard else { throw Upstream.Invalid(description: "--upstream forwards message bodies: it cannot go with --discard") }
+                do {
+                    configuration.upstream = try Upstream(url: upstream)
+                } catch {
+                    throw Upstream.Invalid(description: "--upstream \(error)")
+                }
+            }
+        } catch let error as Upstream.Invalid {
+            FileHandle.standardError.write(Data("swallow serve: \(error)\n".utf8))
+            throw ExitCode(2)
         } catch let error as Tagging.Invalid {
             FileHandle.standardError.write(Data("swallow serve: \(error)\n".utf8))
             throw ExitCode(2)
@@ -219,6 +259,37 @@ struct Serve: AsyncParsableCommand {
             throw ExitCode(2)
         }
         return configuration
+    }
+
+    /// `--relay` and its options; a bad URL or pattern is bad input (exit 2), naming the part.
+    func makeRelaySettings() throws -> RelaySettings {
+        var settings = RelaySettings()
+        guard let relay else {
+            guard !relayAll, relayMatching == nil else {
+                throw Upstream.Invalid(description: "--relay-all and --relay-matching need --relay smtp://HOST:PORT")
+            }
+            return settings
+        }
+        do {
+            settings.upstream = try Upstream(url: relay)
+        } catch {
+            throw Upstream.Invalid(description: "--relay \(error)")
+        }
+        settings.all = relayAll
+        do {
+            settings.matching = try relayMatching.map { try FaultPattern("~" + $0) }
+        } catch {
+            throw Upstream.Invalid(description: "--relay-matching: \(error)")
+        }
+        for (flag, patterns) in [("--relay-allow", relayAllow), ("--relay-deny", relayDeny)] {
+            do {
+                let compiled = try patterns.map { try FaultPattern($0) }
+                if flag == "--relay-allow" { settings.allow = compiled } else { settings.deny = compiled }
+            } catch {
+                throw Upstream.Invalid(description: "\(flag): \(error)")
+            }
+        }
+        return settings
     }
 
     /// The webhook options; `--webhook-mailbox` and `--webhook-query` belong to the `--webhook`

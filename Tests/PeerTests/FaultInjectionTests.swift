@@ -174,6 +174,7 @@ struct FaultInjectionTests {
                 case .fault(let firing): kinds.append("fault:\(firing.rule)@\(firing.phase)")
                 case .dropped(let message): kinds.append("drop:\(message.envelope.recipients[0].address)")
                 case .message(let message): kinds.append("message:\(message.faults.joined())")
+                case .relay(let relay): kinds.append("relay:\(relay.id)")
                 }
                 if kinds.count == 6 { break }
             }

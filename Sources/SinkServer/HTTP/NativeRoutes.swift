@@ -58,6 +58,8 @@ enum NativeRoutes {
                             case .fault:
                                 // Faults belong to sessions, not mailboxes.
                                 if mailbox != nil { continue }
+                            case .relay(let relay):
+                                if let mailbox, !relay.mailboxes.contains(mailbox) { continue }
                             }
                             let (kind, data) = try event.encoded(encoder)
                             try await writer.write(sse(kind, id: event.id, data: data))

@@ -133,9 +133,11 @@ public enum SinkAPI {
         }
 
         // Swallow's capture metadata: envelope, session, timestamps, anomalies, faults.
+        // `relay` is always there: the hand-overs to an upstream, [] when none.
         router.get("/api/v1/message/:id/capture") { request, context -> Response in
-            let listing = try await resolve(context.parameters.require("id"), request: request, store: store)
-            return try json(listing.message)
+            var message = try await resolve(context.parameters.require("id"), request: request, store: store).message
+            if message.relay == nil { message.relay = [] }
+            return try json(message)
         }
 
         router.get("/api/v1/message/:id/transcript") { request, context -> Response in
@@ -248,6 +250,7 @@ public enum SinkAPI {
         MailHogV1Routes.add(to: router, store: store)
         TagRoutes.add(to: router, store: store)
         SendRoute.add(to: router, sink: sink)
+        RelayRoutes.add(to: router, sink: sink)
         NativeRoutes.add(to: router, sink: sink, started: started)
         FaultRoutes.add(to: router, engine: sink.faults, mailboxes: store.mailboxes)
         MailboxRoutes.add(to: router, sink: sink)

@@ -15,4 +15,6 @@ struct SMTPServerContext: Sendable {
     var handoffs: LoopHandoffs
     /// Sessions of the HTTP send API (`LocalSubmission`), not of a network client.
     var viaHTTP = false
+    /// `--upstream`: proxy mode's upstream; nil captures as a sink does.
+    var proxy: ProxySettings?
 }

@@ -60,14 +60,21 @@ extension SMTPServerHandler {
         case .greylist, nil:
             break
         }
+        if shared.proxy != nil {
+            return forwardMessage(makeMessage(transaction, current), raw: current.body, after: delay, context: context)
+        }
         store(makeMessage(transaction, current), raw: current.body, after: delay, context: context)
     }
 
-    private func store(_ message: CapturedMessage, raw: ByteBuffer?, after delay: Duration, context: ChannelHandlerContext) {
+    /// Stores the message, then replies: `250` with its id, or with `answer` (proxy mode: the
+    /// upstream's final reply, a refusal included — the message is captured either way).
+    func store(
+        _ message: CapturedMessage, raw: ByteBuffer?, after delay: Duration, answer: SMTPReply? = nil, context: ChannelHandlerContext
+    ) {
         let store = shared.store
         guard store.insertWaitsForDisk || delay > .zero else {
             store.insertNow(message, raw: raw)
-            return stored(message, .success(()), context: context)
+            return stored(message, .success(()), answer: answer, context: context)
         }
         paused = true
         let loop = context.eventLoop
@@ -81,12 +88,12 @@ extension SMTPServerHandler {
             guard delayed else {
                 return handoff.post {
                     let (handler, context) = bound.value
-                    handler.storeFinished(message, result, context: context)
+                    handler.storeFinished(message, result, answer: answer, context: context)
                 }
             }
             loop.scheduleTask(deadline: deadline) {
                 let (handler, context) = bound.value
-                handler.storeFinished(message, result, context: context)
+                handler.storeFinished(message, result, answer: answer, context: context)
             }
         }
     }
@@ -103,17 +110,28 @@ extension SMTPServerHandler {
         return message
     }
 
-    private func storeFinished(_ message: CapturedMessage, _ result: Result<Void, any Error>, context: ChannelHandlerContext) {
+    private func storeFinished(
+        _ message: CapturedMessage, _ result: Result<Void, any Error>, answer: SMTPReply?, context: ChannelHandlerContext
+    ) {
         paused = false
-        stored(message, result, context: context)
+        stored(message, result, answer: answer, context: context)
         resume(context: context)
     }
 
-    private func stored(_ message: CapturedMessage, _ result: Result<Void, any Error>, context: ChannelHandlerContext) {
+    private func stored(_ message: CapturedMessage, _ result: Result<Void, any Error>, answer: SMTPReply? = nil, context: ChannelHandlerContext) {
         switch result {
         case .success:
-            shared.metrics.accepted(bytes: message.size)
-            act(session.stored(id: message.id), context: context)
+            if let answer, answer.code.rawValue / 100 != 2 {
+                act(session.refuse(answer), context: context)
+            } else if let answer {
+                shared.metrics.accepted(bytes: message.size)
+                replacement = answer
+                act(session.stored(id: message.id), context: context)
+                replacement = nil
+            } else {
+                shared.metrics.accepted(bytes: message.size)
+                act(session.stored(id: message.id), context: context)
+            }
             let sent = WallClock.nanos()
             shared.store.announce(message, replySentNanos: sent)
             shared.metrics.observe(message.timestamps, replySent: sent)

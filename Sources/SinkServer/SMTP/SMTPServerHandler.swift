@@ -56,6 +56,10 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     var deadlines = ConnectionDeadlines()
     private var readPending = false
     var closing = false
+    /// Proxy mode: this connection's connection to the upstream, from its first MAIL.
+    var upstreamLink: ProxyLink?
+    /// Proxy mode: the upstream's reply to send in place of the session's own acceptance.
+    var replacement: SMTPReply?
 
     init(_ shared: SMTPServerContext) {
         self.shared = shared
@@ -85,6 +89,7 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         deadlines.cancelAll()
+        closeUpstream()
         capture = nil
         shared.connections.remove(context.channel)
         context.fireChannelInactive()
@@ -175,11 +180,12 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             }
             // Most commands meet no fault: then nothing is allocated for the fault path.
             guard let phase = phase(of: command), let decision = consult(phase, command: command) else {
-                return execute(command, context: context)
+                return forwards(command) ? forward(command, context: context) : execute(command, context: context)
             }
             carryOut(decision, context: context) { handler, context, reply in
                 handler.refuse(command, with: reply, context: context)
             } proceed: { handler, context in
+                if handler.forwards(command) { return handler.forward(command, context: context) }
                 handler.execute(command, context: context)
             }
         case .invalidLine(let error):
@@ -195,8 +201,11 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// A command, as the session answers it.
-    func execute(_ command: SMTPCommand, context: ChannelHandlerContext) {
+    /// A command, as the session answers it; with `replacing`, an acceptance by the session is
+    /// answered with that reply instead (the upstream's, in proxy mode).
+    func execute(_ command: SMTPCommand, context: ChannelHandlerContext, replacing upstreamReply: SMTPReply? = nil) {
+        replacement = upstreamReply
+        defer { replacement = nil }
         if case .bdat(let size, _) = command, size > 0 {
             decoder.mode = .chunk(remaining: size)
         }
@@ -227,7 +236,11 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .none:
             break
         case .reply(let reply):
-            self.reply(reply, context: context)
+            if let replacement, reply.code.rawValue / 100 == 2 {
+                self.reply(replacement, context: context)
+            } else {
+                self.reply(reply, context: context)
+            }
         case .replyAndClose(let reply):
             self.reply(reply, context: context)
             close(context: context)

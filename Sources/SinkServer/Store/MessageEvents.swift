@@ -10,14 +10,33 @@ public enum SinkEvent: Sendable {
     case dropped(CapturedMessage)
     /// A fault rule fired.
     case fault(FaultFiring)
+    /// A stored message was handed to an upstream (release, auto-relay, proxy).
+    case relay(RelayEvent)
 
-    /// The event's `id:` on the stream: the message's id (sortable); fault firings have none.
+    /// The event's `id:` on the stream: the message's id (sortable); fault firings and relay
+    /// hops have none (they are not replayed).
     public var id: String? {
         switch self {
         case .message(let message), .dropped(let message): message.id
-        case .fault: nil
+        case .fault, .relay: nil
         }
     }
+}
+
+/// A relay hop as the event stream reports it: the message's id and the hop's fields.
+public struct RelayEvent: Encodable, Sendable {
+    public var id: String
+    public var hop: RelayHop
+    /// The message's mailboxes, to narrow the stream by (not encoded).
+    var mailboxes: [String]
+
+    public func encode(to encoder: any Encoder) throws {
+        try hop.encode(to: encoder)
+        var container = encoder.container(keyedBy: Key.self)
+        try container.encode(id, forKey: .id)
+    }
+
+    private enum Key: String, CodingKey { case id = "ID" }
 }
 
 /// One firing of a fault rule, as the event stream reports it.
@@ -156,7 +175,7 @@ public final class MessageEvents: Sendable {
             switch event {
             case .message(let message): hold(.stored(message.id), in: &state)
             case .dropped(let message): hold(.dropped(message), in: &state)
-            case .fault: break
+            case .fault, .relay: break
             }
             return (Array(state.allSubscribers.values), state.listeners)
         }

@@ -347,6 +347,22 @@ public final class MessageStore: Sendable {
         }
     }
 
+    /// Adds a hand-over to an upstream to a stored message's capture metadata (in the index
+    /// too, with `--data`, so a restart keeps it) and announces it on the event stream.
+    /// Returns false when the message is gone (evicted or deleted meanwhile).
+    @discardableResult
+    public func recordRelay(_ hop: RelayHop, id: String) -> Bool {
+        let updated = state.withLock { state -> CapturedMessage? in
+            guard state.entries[id] != nil else { return nil }
+            state.entries[id]!.message.relay = (state.entries[id]!.message.relay ?? []) + [hop]
+            return state.entries[id]!.message
+        }
+        guard let updated else { return false }
+        updateIndex { try $0.setCaptured(updated) }
+        events.publish(.relay(RelayEvent(id: id, hop: hop, mailboxes: MailboxFiling.names(for: updated))))
+        return true
+    }
+
     /// Marks messages read or unread.
     public func setRead(_ read: Bool, ids: [String]) {
         state.withLock { state in

@@ -20,6 +20,7 @@ const state = {
   refreshTimer: null,
   lastRefresh: 0,
   faults: null,
+  relay: null,
 };
 
 // MARK: API
@@ -222,6 +223,9 @@ async function open(id) {
   if (capture.faults && capture.faults.length) {
     meta.append(element("dt", { text: "Faults" }), element("dd", {}, ...capture.faults.map((f) => element("span", { class: "tag fault", text: f }))));
   }
+  if (capture.relay && capture.relay.length) {
+    meta.append(element("dt", { text: "Relay" }), element("dd", { id: "relay-hops" }, ...capture.relay.map(hopLine)));
+  }
   const list = $("attachments");
   list.replaceChildren(...(message.Attachments || []).map((part) => element("li", {},
     element("a", {
@@ -234,6 +238,30 @@ async function open(id) {
   $("headers").dataset.loaded = "";
   $("raw").dataset.loaded = "";
   showView(message.HTML ? state.view : (state.view === "html" ? "text" : state.view));
+}
+
+/** One hand-over to the upstream, on one line. */
+function hopLine(hop) {
+  return element("div", { class: `relay-hop ${hop.outcome}`, text:
+    `${hop.kind} → ${hop.to.join(", ")} via ${hop.upstream}: ${hop.reply} · ${Math.round(hop.latencyMs)} ms` });
+}
+
+/** Asks for recipients (the envelope's by default) and releases the open message to them. */
+async function releaseMessage() {
+  const capture = state.capture;
+  if (!state.openID || !capture) return;
+  const suggested = capture.envelope.recipients.map((r) => r.address).join(", ");
+  const answer = window.prompt(`Release through ${state.relay.SMTPServer} to (comma-separated):`, suggested);
+  if (answer === null) return;
+  const to = answer.split(",").map((a) => a.trim()).filter(Boolean);
+  const id = state.openID;
+  try {
+    await api("POST", `/api/v1/message/${id}/release`, { To: to });
+    status(`Released to ${to.join(", ")}`);
+  } catch (error) {
+    status(`Release: ${error.message}`);
+  }
+  if (state.openID === id) open(id);
 }
 
 function renderHTML() {
@@ -307,6 +335,11 @@ function renderDetails() {
     element("h3", { text: "Faults and anomalies" }),
     table([["Faults fired", capture.faults.length ? capture.faults.join(", ") : "none"],
       ["Anomalies", capture.anomalies.length ? capture.anomalies.join(", ") : "none"]]),
+    element("h3", { text: "Relay" }),
+    (capture.relay || []).length
+      ? table(capture.relay.map((hop) => [`${hop.at} ${hop.kind}`,
+        `→ ${hop.to.join(", ")} via ${hop.upstream}: ${hop.outcome}, ${hop.reply} (${hop.latencyMs.toFixed(1)} ms)`]))
+      : element("p", { text: "Not relayed." }),
   );
 }
 
@@ -524,6 +557,22 @@ function connectEvents() {
   events.onerror = () => status("Reconnecting to the event stream…");
   events.addEventListener("message", scheduleRefresh);
   events.addEventListener("fault", () => { if (state.panel === "faults") scheduleFaults(); });
+  events.addEventListener("relay", (event) => {
+    let hop = {};
+    try { hop = JSON.parse(event.data); } catch (_) { return; }
+    if (hop.ID && hop.ID === state.openID) open(hop.ID);
+  });
+}
+
+/** The release button shows when the sink has a relay (Mailpit's `/api/v1/webui`). */
+async function loadRelay() {
+  try {
+    const webui = await api("GET", "/api/v1/webui");
+    state.relay = webui.MessageRelay && webui.MessageRelay.Enabled ? webui.MessageRelay : null;
+  } catch (_) {
+    state.relay = null;
+  }
+  $("release").hidden = !state.relay;
 }
 
 let faultsTimer = null;
@@ -570,6 +619,7 @@ function start() {
   $("next").addEventListener("click", () => { state.start += PAGE; loadList(); });
   $("delete-all").addEventListener("click", deleteAll);
   $("delete-one").addEventListener("click", () => { if (state.openID) deleteMessage(state.openID); });
+  $("release").addEventListener("click", releaseMessage);
   $("back").addEventListener("click", closeView);
   $("remote-images").addEventListener("change", renderHTML);
   $("mobile").addEventListener("change", renderHTML);
@@ -582,6 +632,7 @@ function start() {
   const initial = location.hash.slice(1);
   showPanel(["faults", "live"].includes(initial) ? initial : "inbox");
   loadList();
+  loadRelay();
   connectEvents();
 }
 

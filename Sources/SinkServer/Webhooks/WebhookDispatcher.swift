@@ -83,6 +83,9 @@ final class WebhookDispatcher: Sendable {
         case .fault:
             // A firing belongs to a session, not to a message: a filtered webhook does not get it.
             guard settings.events.contains(.fault), hook.mailbox == nil, hook.query == nil else { return }
+        case .relay(let relay):
+            guard settings.events.contains(.relay), hook.query == nil else { return }
+            if let mailbox = hook.mailbox, !relay.mailboxes.contains(mailbox) { return }
         }
         let waiter = state.withLock { state -> CheckedContinuation<SinkEvent?, Never>? in
             guard !state.closed else { return nil }
@@ -215,13 +218,18 @@ extension SinkEvent {
         case .message: .message
         case .dropped: .drop
         case .fault: .fault
+        case .relay: .relay
         }
     }
 
-    /// A fault firing's id for `X-Swallow-Event-Id`: the rule and the nanosecond it fired.
+    /// A fault firing's id for `X-Swallow-Event-Id` (the rule and the nanosecond it fired), or a
+    /// relay hop's (the message and when the hop started).
     var faultID: String {
-        if case .fault(let firing) = self { return "fault-\(firing.rule)-\(firing.atNanos)" }
-        return ""
+        switch self {
+        case .fault(let firing): "fault-\(firing.rule)-\(firing.atNanos)"
+        case .relay(let relay): "relay-\(relay.id)-\(relay.hop.at)"
+        default: ""
+        }
     }
 
     /// The event as the event stream's `data:` and a webhook's body carry it: the capture
@@ -233,6 +241,8 @@ extension SinkEvent {
             return (kind.rawValue, try encoder.encode(message))
         case .fault(let firing):
             return ("fault", try encoder.encode(firing))
+        case .relay(let relay):
+            return ("relay", try encoder.encode(relay))
         }
     }
 }

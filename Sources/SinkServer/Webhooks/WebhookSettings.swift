@@ -17,7 +17,7 @@ public struct WebhookSettings: Sendable {
     }
 
     public enum Event: String, Sendable, CaseIterable {
-        case message, drop, fault
+        case message, drop, fault, relay
     }
 
     public var hooks: [Hook] = []

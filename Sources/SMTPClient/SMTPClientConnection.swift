@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -20,6 +20,40 @@ struct ReplyLineDecoder: ByteToMessageDecoder {
         context.fireChannelRead(wrapInboundOut(line))
         return .continue
     }
+}
+
+/// How a client connection is made ready for mail: TLS, authentication, the EHLO name,
+/// pipelining and timeouts.
+public struct SMTPClientSettings: Sendable {
+    public enum TLSMode: String, Sendable, CaseIterable { case none, starttls, implicit }
+
+    public struct Auth: Sendable {
+        public var mechanism: String
+        public var user: String
+        public var password: String
+
+        public init(mechanism: String, user: String, password: String) {
+            self.mechanism = mechanism
+            self.user = user
+            self.password = password
+        }
+    }
+
+    public var tls: TLSMode = .none
+    /// With `.starttls`: carry on in plain text when the server does not offer STARTTLS.
+    public var tlsOptional = false
+    /// Verify the server's certificate against the system's trust roots (and its name). Off
+    /// for load generation: a sandbox sink's certificate is self-signed, and timing, not
+    /// trust, is what is measured.
+    public var verifyCertificate = false
+    public var auth: Auth?
+    public var helo = "swallow.localhost"
+    public var pipelining = true
+    /// Seconds to wait for the connection, and for each reply.
+    public var connectTimeout = 10.0
+    public var replyTimeout = 60.0
+
+    public init() {}
 }
 
 public enum SMTPClientError: Error, CustomStringConvertible, Sendable {
@@ -48,31 +82,42 @@ public enum SMTPClientError: Error, CustomStringConvertible, Sendable {
 }
 
 /// One SMTP client connection, used by one task at a time: connect, banner, EHLO, STARTTLS,
-/// AUTH, then transactions (pipelined when the server offers PIPELINING and the scenario
-/// allows it), each with its phase times.
-final class SMTPClientConnection {
-    struct Target: Sendable {
-        var host: String
-        var port: Int
+/// AUTH, then transactions (pipelined when the server offers PIPELINING and the settings
+/// allow it), each with its phase times.
+///
+/// Sendable so that a pool can hand it from task to task; it is not safe to use from two
+/// tasks at once, and whoever holds it must not share it.
+public final class SMTPClientConnection: @unchecked Sendable {
+    public struct Target: Sendable {
+        public var host: String
+        public var port: Int
         /// The local address to connect from (`--bind`); nil: the system's choice.
-        var bind: String?
+        public var bind: String?
+
+        public init(host: String, port: Int, bind: String? = nil) {
+            self.host = host
+            self.port = port
+            self.bind = bind
+        }
     }
 
     /// Nanosecond durations of one message's phases; connection phases only on the message
     /// that opened the connection.
-    struct PhaseTimes: Sendable {
-        var connect: UInt64?
-        var banner: UInt64?
-        var ehlo: UInt64?
-        var tls: UInt64?
-        var auth: UInt64?
-        var mail: UInt64?
-        var rcpt: UInt64?
-        var data: UInt64?
-        var final: UInt64?
+    public struct PhaseTimes: Sendable {
+        public var connect: UInt64?
+        public var banner: UInt64?
+        public var ehlo: UInt64?
+        public var tls: UInt64?
+        public var auth: UInt64?
+        public var mail: UInt64?
+        public var rcpt: UInt64?
+        public var data: UInt64?
+        public var final: UInt64?
+
+        public init() {}
     }
 
-    enum Outcome: Sendable {
+    public enum Outcome: Sendable {
         /// The final reply (or the first refusal: MAIL, every RCPT, or DATA).
         case reply(SMTPReply, phase: String)
         case failed(SMTPClientError)
@@ -81,12 +126,14 @@ final class SMTPClientConnection {
     private let channel: NIOAsyncChannel<String, ByteBuffer>
     private var lines: NIOAsyncChannelInboundStream<String>.AsyncIterator
     private let replyTimeout: Double
-    private(set) var pipelining = false
-    private(set) var messagesSent = 0
+    public private(set) var pipelining = false
+    public private(set) var messagesSent = 0
+    /// Whether the connection runs over TLS (implicit, or after STARTTLS).
+    public private(set) var encrypted = false
     /// The RCPT replies of the last transaction, in the order of its recipients.
-    private(set) var lastRecipientReplies: [SMTPReply] = []
+    public private(set) var lastRecipientReplies: [SMTPReply] = []
     private var closed = false
-    var isActive: Bool { channel.channel.isActive }
+    public var isActive: Bool { channel.channel.isActive }
 
     private init(channel: NIOAsyncChannel<String, ByteBuffer>, replyTimeout: Double) {
         self.channel = channel
@@ -94,11 +141,11 @@ final class SMTPClientConnection {
         self.replyTimeout = replyTimeout
     }
 
-    static func now() -> UInt64 { NIODeadline.now().uptimeNanoseconds }
+    public static func now() -> UInt64 { NIODeadline.now().uptimeNanoseconds }
 
     /// Opens a connection and readies it for mail: banner, EHLO, TLS, AUTH.
-    static func open(
-        to target: Target, settings: Scenario.ConnectionSettings, group: any EventLoopGroup,
+    public static func open(
+        to target: Target, settings: SMTPClientSettings, group: any EventLoopGroup,
         times: inout PhaseTimes
     ) async throws -> SMTPClientConnection {
         var start = now()
@@ -107,10 +154,11 @@ final class SMTPClientConnection {
             ? nil
             : try {
                 var configuration = TLSConfiguration.makeClientConfiguration()
-                // A sandbox sink's certificate is self-signed: load generation checks timing, not trust.
-                configuration.certificateVerification = .none
+                configuration.certificateVerification = settings.verifyCertificate ? .fullVerification : .none
                 return try NIOSSLContext(configuration: configuration)
             }()
+        // SNI and the name checked against the certificate: a name, never an address literal.
+        let serverHostname = (try? SocketAddress(ipAddress: target.host, port: 0)) == nil ? target.host : nil
         let channel: NIOAsyncChannel<String, ByteBuffer>
         do {
             var bootstrap = ClientBootstrap(group: group)
@@ -122,7 +170,8 @@ final class SMTPClientConnection {
                 .connect(host: target.host, port: target.port) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         if settings.tls == .implicit, let tlsContext {
-                            try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: tlsContext, serverHostname: nil))
+                            try channel.pipeline.syncOperations.addHandler(
+                                try NIOSSLClientHandler(context: tlsContext, serverHostname: serverHostname))
                         }
                         try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(ReplyLineDecoder()))
                         return try NIOAsyncChannel<String, ByteBuffer>(wrappingChannelSynchronously: channel)
@@ -132,6 +181,7 @@ final class SMTPClientConnection {
             throw SMTPClientError.connect("\(target.host):\(target.port): \(error)")
         }
         let connection = SMTPClientConnection(channel: channel, replyTimeout: settings.replyTimeout)
+        connection.encrypted = settings.tls == .implicit
         times.connect = now() - start
         do {
             start = now()
@@ -141,14 +191,17 @@ final class SMTPClientConnection {
             start = now()
             var extensions = try await connection.ehlo(settings.helo)
             times.ehlo = now() - start
-            if settings.tls == .starttls, let tlsContext {
+            if settings.tls == .starttls, let tlsContext, extensions.contains("STARTTLS") || !settings.tlsOptional {
                 start = now()
                 guard extensions.contains("STARTTLS") else { throw SMTPClientError.protocolError("the server does not offer STARTTLS") }
                 let reply = try await connection.command(.starttls, phase: "starttls")
                 guard reply.code.rawValue == 220 else { throw SMTPClientError.protocolError("STARTTLS: \(reply)") }
-                try await channel.channel.pipeline.addHandler(try NIOSSLClientHandler(context: tlsContext, serverHostname: nil), position: .first)
-                    .get()
+                try await channel.channel.pipeline.addHandler(
+                    try NIOSSLClientHandler(context: tlsContext, serverHostname: serverHostname), position: .first
+                )
+                .get()
                 extensions = try await connection.ehlo(settings.helo)
+                connection.encrypted = true
                 times.tls = now() - start
             }
             if let auth = settings.auth {
@@ -170,7 +223,7 @@ final class SMTPClientConnection {
         return Set(reply.lines.dropFirst().compactMap { $0.split(separator: " ").first.map { $0.uppercased() } })
     }
 
-    private func authenticate(_ auth: Scenario.ConnectionSettings.Auth) async throws {
+    private func authenticate(_ auth: SMTPClientSettings.Auth) async throws {
         func base64(_ text: String) -> String { Data(text.utf8).base64EncodedString() }
         var reply: SMTPReply
         if auth.mechanism == "LOGIN" {
@@ -184,7 +237,7 @@ final class SMTPClientConnection {
     }
 
     /// Sends one message. Replies other than 2xx/354 end the transaction (with RSET) and are the outcome.
-    func send(sender: String, recipients: [String], data: [UInt8], times: inout PhaseTimes) async -> Outcome {
+    public func send(sender: String, recipients: [String], data: [UInt8], times: inout PhaseTimes) async -> Outcome {
         do {
             messagesSent += 1
             lastRecipientReplies = []
@@ -268,12 +321,28 @@ final class SMTPClientConnection {
         return .reply(reply, phase: phase)
     }
 
-    func quit() async {
+    // MARK: One command at a time (a proxy forwarding a client's commands as they come)
+
+    /// Sends one command and reads its reply.
+    public func exchange(_ command: SMTPCommand, phase: String) async throws -> SMTPReply {
+        try await self.command(command, phase: phase)
+    }
+
+    /// After a `354`: sends the message (CRLF line ends, not dot-stuffed; stuffed and ended
+    /// here) and reads the final reply.
+    public func sendData(_ data: ByteBuffer) async throws -> SMTPReply {
+        var buffer = channel.channel.allocator.buffer(capacity: data.readableBytes + data.readableBytes / 50 + 8)
+        buffer.writeDotStuffedMessage(data)
+        try await channel.outbound.write(buffer)
+        return try await readReply(phase: "data-end")
+    }
+
+    public func quit() async {
         if isActive, let reply = try? await command(.quit, phase: "quit") { _ = reply }
         close()
     }
 
-    func close() {
+    public func close() {
         guard !closed else { return }
         closed = true
         channel.outbound.finish()
