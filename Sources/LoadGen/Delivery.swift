@@ -10,11 +10,15 @@ public struct Delivery: Sendable {
     public var capturedAt: Date
     /// The message as captured, for `expect.content` (nil when the source does not read it).
     public var raw: [UInt8]?
+    /// When the sink is a proxy (`swallow serve --upstream`): how long its upstream took to
+    /// answer the message, the relay's own share of the delivery latency.
+    public var relayLatencyMs: Double?
 
-    public init(traceID: String, capturedAt: Date, raw: [UInt8]? = nil) {
+    public init(traceID: String, capturedAt: Date, raw: [UInt8]? = nil, relayLatencyMs: Double? = nil) {
         self.traceID = traceID
         self.capturedAt = capturedAt
         self.raw = raw
+        self.relayLatencyMs = relayLatencyMs
     }
 }
 
@@ -39,6 +43,8 @@ final class DeliveryTracker: Sendable {
         var duplicates = 0
         var foreign = 0
         var latency = Recorder.histogram()
+        /// The proxy hop's upstream latency, when the sink measured one.
+        var relayLatency: Histogram<UInt64>?
         var perTemplate: [String: Histogram<UInt64>] = [:]
         /// Deliveries per second of the run (by capture time).
         var perSecond: [Int: Int] = [:]
@@ -104,6 +110,10 @@ final class DeliveryTracker: Sendable {
             let latency = sinceStart - due.offset
             let micros = UInt64(max(1, latency * 1_000_000))
             _ = state.latency.record(micros)
+            if let relay = delivery.relayLatencyMs {
+                if state.relayLatency == nil { state.relayLatency = Recorder.histogram() }
+                _ = state.relayLatency!.record(UInt64(max(1, relay * 1000)))
+            }
             _ = state.perTemplate[due.template, default: Recorder.histogram()].record(micros)
             return state.finished && state.accepted.isSubset(of: state.delivered) ? state.waiter.take() : nil
         }

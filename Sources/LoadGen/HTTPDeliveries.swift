@@ -84,13 +84,18 @@ public struct HTTPDeliveries: DeliverySource {
                 let end = (timestamps["dataEndNanos"] as? NSNumber)?.int64Value
             else { continue }
             let capturedAt = Date(timeIntervalSince1970: Double(end) / 1e9)
+            // A proxy's hop (`swallow serve --upstream`): its upstream's latency.
+            let relay = (object["relay"] as? [[String: Any]])?.first { $0["kind"] as? String == "proxy" }
+            let relayLatency = (relay?["latencyMs"] as? NSNumber)?.doubleValue
             guard bodies else {
-                continuation.yield(Delivery(traceID: trace, capturedAt: capturedAt))
+                continuation.yield(Delivery(traceID: trace, capturedAt: capturedAt, relayLatencyMs: relayLatency))
                 continue
             }
             Task {
                 let raw = try? await SinkHTTP.get(SinkHTTP.url(base, "/api/v1/message/\(id)/raw"))
-                continuation.yield(Delivery(traceID: trace, capturedAt: capturedAt, raw: raw.flatMap { $0.status == 200 ? $0.body : nil }))
+                continuation.yield(
+                    Delivery(
+                        traceID: trace, capturedAt: capturedAt, raw: raw.flatMap { $0.status == 200 ? $0.body : nil }, relayLatencyMs: relayLatency))
             }
         }
     }

@@ -35,6 +35,7 @@ extension LoadReport {
         }
         body += row("all", submitLatencyMs)
         if let deliveryLatencyMs { body += row("delivery (scheduled to captured)", deliveryLatencyMs) }
+        if let relayLatencyMs { body += row("relay hop (the proxy's upstream)", relayLatencyMs) }
         for name in perTemplate.keys.sorted() { body += row(name, perTemplate[name]!.submitLatencyMs) }
         body += row("schedule lag", scheduleLagMs)
         for name in phases.keys.sorted() { body += row("phase \(name)", phases[name]!) }

@@ -64,6 +64,7 @@ extension LoadReport {
         merged.histograms = histograms
         if let submit = histograms["submit_latency_us"] { merged.submitLatencyMs = Latency(submit) }
         if let delivery = histograms["delivery_latency_us"] { merged.deliveryLatencyMs = Latency(delivery) }
+        if let relay = histograms["relay_latency_us"] { merged.relayLatencyMs = Latency(relay) }
         if let lag = histograms["schedule_lag_us"] { merged.scheduleLagMs = Latency(lag) }
         for (key, histogram) in histograms where key.hasPrefix("phase_us.") {
             merged.phases[String(key.dropFirst("phase_us.".count))] = Latency(histogram)

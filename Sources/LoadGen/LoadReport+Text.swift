@@ -24,6 +24,7 @@ extension LoadReport {
             for name in perTemplate.keys.sorted() {
                 if let latency = perTemplate[name]!.deliveryLatencyMs { lines.append(row("  \(name)", latency)) }
             }
+            if let relay = relayLatencyMs { lines.append(row("  relay hop", relay)) }
             lines.append("delivered \(delivered)  lost \(lost)  duplicates \(duplicates)")
         }
         lines.append(row("schedule lag", scheduleLagMs))

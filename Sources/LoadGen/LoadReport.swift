@@ -134,6 +134,9 @@ public struct LoadReport: Codable, Sendable {
     public var rate: Rate
     public var submitLatencyMs: Latency
     public var deliveryLatencyMs: Latency?
+    /// The upstream's share when the sink is a Swallow proxy (`--upstream`): each message's
+    /// hop latency as the proxy recorded it; null when no hop was measured.
+    public var relayLatencyMs: Latency?
     /// Scheduled time to the first byte sent: how far the generator fell behind its schedule.
     public var scheduleLagMs: Latency
     public var phases: [String: Latency]
@@ -163,6 +166,7 @@ public struct LoadReport: Codable, Sendable {
         case delivered, lost, duplicates, retries, replies, errors, rate
         case submitLatencyMs = "submit_latency_ms"
         case deliveryLatencyMs = "delivery_latency_ms"
+        case relayLatencyMs = "relay_latency_ms"
         case scheduleLagMs = "schedule_lag_ms"
         case phases
         case perTemplate = "per_template"
@@ -178,7 +182,7 @@ public struct LoadReport: Codable, Sendable {
         return formatter.string(from: date)
     }
 
-    /// Every documented key is present: `delivery_latency_ms` (and `shard`) are `null` when
+    /// Every documented key is present: `delivery_latency_ms`, `relay_latency_ms` (and `shard`) are `null` when
     /// they do not apply, never absent.
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
@@ -200,6 +204,7 @@ public struct LoadReport: Codable, Sendable {
         try container.encode(rate, forKey: .rate)
         try container.encode(submitLatencyMs, forKey: .submitLatencyMs)
         try container.encode(deliveryLatencyMs, forKey: .deliveryLatencyMs)
+        try container.encode(relayLatencyMs, forKey: .relayLatencyMs)
         try container.encode(scheduleLagMs, forKey: .scheduleLagMs)
         try container.encode(phases, forKey: .phases)
         try container.encode(perTemplate, forKey: .perTemplate)
@@ -280,6 +285,10 @@ public struct LoadReport: Codable, Sendable {
                 return entry
             }
             histograms["delivery_latency_us"] = tracked.latency
+            if let relay = tracked.relayLatency {
+                histograms["relay_latency_us"] = relay
+                relayLatencyMs = Latency(relay)
+            }
             for (name, histogram) in tracked.perTemplate {
                 histograms["delivery_latency_us.\(name)"] = histogram
                 perTemplate[name]?.deliveryLatencyMs = Latency(histogram)

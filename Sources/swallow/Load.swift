@@ -264,7 +264,9 @@ struct StoreDeliveries: DeliverySource {
                     guard let trace = message.traceID else { continue }
                     let raw = bodies ? (try? await store.receivedBytes(id: message.id)).flatMap { $0.map { Array($0.readableBytesView) } } : nil
                     continuation.yield(
-                        Delivery(traceID: trace, capturedAt: Date(timeIntervalSince1970: Double(message.timestamps.dataEndNanos) / 1e9), raw: raw))
+                        Delivery(
+                            traceID: trace, capturedAt: Date(timeIntervalSince1970: Double(message.timestamps.dataEndNanos) / 1e9), raw: raw,
+                            relayLatencyMs: message.relay?.first { $0.kind == "proxy" }?.latencyMs))
                 }
                 continuation.finish()
             }

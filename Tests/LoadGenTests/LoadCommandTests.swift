@@ -180,6 +180,7 @@ struct ShippedScenarioTests {
         #expect(result.stdout.contains("SKIP content.otp"))
         let json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: report))) as? [String: Any])
         #expect(json["delivery_latency_ms"] is NSNull, "present and null: \(String(describing: json["delivery_latency_ms"]))")
+        #expect(json["relay_latency_ms"] is NSNull, "present and null: \(String(describing: json["relay_latency_ms"]))")
         #expect(json["passed"] as? Bool == true)
         let verdicts = try #require(json["expectations"] as? [[String: Any]])
         #expect(verdicts.filter { $0["passed"] is NSNull }.count == 3)

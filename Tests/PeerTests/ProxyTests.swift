@@ -160,4 +160,42 @@ struct ProxyTests {
         upstream.signal(SIGTERM)
         _ = upstream.wait()
     }
+
+    @Test("swallow load through the proxy reports the upstream's share (relay_latency_ms) beside the delivery latency")
+    func loadThroughProxy() async throws {
+        let upstream = try SinkProcess()
+        let proxy = try SinkProcess(arguments: ["--upstream", "smtp://127.0.0.1:\(upstream.smtpPort)?tls=none", "--no-magic-addresses"])
+        let directory = try temporaryDirectory()
+        let scenario = "\(directory)/steady.yaml"
+        try """
+        name: through-proxy
+        count: 40
+        arrival: {kind: constant, rate: 200/s}
+        connection: {pool: 2}
+        mix: [{template: otp}]
+        templates:
+          otp: {from: app@bank.example, to: "user{seq}@example.com", subject: "Code {otp:6}", text: "Code {otp}"}
+        """.write(toFile: scenario, atomically: true, encoding: .utf8)
+        let binary = productsDirectory().appendingPathComponent("swallow").path
+        let result = try await run(
+            [
+                binary, "load", scenario, "--target", "127.0.0.1:\(proxy.smtpPort)", "--sink", "http://127.0.0.1:\(proxy.httpPort)",
+                "--grace", "10s", "--report", "\(directory)/report.json", "--quiet",
+            ], timeout: 60)
+        #expect(result.status == 0, "\(result.stdout) \(result.stderr)")
+        let report = try jsonObject(try String(contentsOfFile: "\(directory)/report.json", encoding: .utf8))
+        #expect(report["delivered"] as? Int == 40)
+        let relay = try #require(report["relay_latency_ms"] as? [String: Any], "relay_latency_ms is measured")
+        let delivery = try #require(report["delivery_latency_ms"] as? [String: Any])
+        let relayP50 = try #require(relay["p50"] as? Double)
+        #expect(relayP50 > 0)
+        #expect(relayP50 <= (delivery["max"] as? Double ?? 0))
+        // The upstream got every message through the proxy.
+        let total = try jsonObject(try await curl(["http://127.0.0.1:\(upstream.httpPort)/api/v1/messages"]))["total"] as? Int
+        #expect(total == 40)
+        for process in [proxy, upstream] {
+            process.signal(SIGTERM)
+            _ = process.wait()
+        }
+    }
 }
