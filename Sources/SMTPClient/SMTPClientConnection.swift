@@ -321,22 +321,6 @@ public final class SMTPClientConnection: @unchecked Sendable {
         return .reply(reply, phase: phase)
     }
 
-    // MARK: One command at a time (a proxy forwarding a client's commands as they come)
-
-    /// Sends one command and reads its reply.
-    public func exchange(_ command: SMTPCommand, phase: String) async throws -> SMTPReply {
-        try await self.command(command, phase: phase)
-    }
-
-    /// After a `354`: sends the message (CRLF line ends, not dot-stuffed; stuffed and ended
-    /// here) and reads the final reply.
-    public func sendData(_ data: ByteBuffer) async throws -> SMTPReply {
-        var buffer = channel.channel.allocator.buffer(capacity: data.readableBytes + data.readableBytes / 50 + 8)
-        buffer.writeDotStuffedMessage(data)
-        try await channel.outbound.write(buffer)
-        return try await readReply(phase: "data-end")
-    }
-
     public func quit() async {
         if isActive, let reply = try? await command(.quit, phase: "quit") { _ = reply }
         close()

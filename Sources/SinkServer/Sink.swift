@@ -100,8 +100,8 @@ public final class Sink: Service, Sendable {
             startTLS: tlsContext, implicitTLS: false, logger: logger, metrics: metrics, faults: faults,
             handoffs: LoopHandoffs()
         )
-        plain.proxy = configuration.upstream.map { upstream in
-            ProxySettings(
+        plain.proxy = try configuration.upstream.map { upstream in
+            try ProxySettings(
                 upstream: upstream, client: upstream.clientSettings(helo: hostname, timeout: configuration.relay.timeout), metrics: metrics)
         }
         var listeners: [any Channel] = []

@@ -138,10 +138,7 @@ enum MailpitJSON {
     }
 
     static func rfc3339(_ date: Date) -> String {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        formatter.timeZone = TimeZone(secondsFromGMT: 0)
-        return formatter.string(from: date)
+        WallClock.rfc3339(nanos: Int64((date.timeIntervalSince1970 * 1e9).rounded(.down)))
     }
 
     /// Go's `textproto.CanonicalMIMEHeaderKey`: `message-id` → `Message-Id`.

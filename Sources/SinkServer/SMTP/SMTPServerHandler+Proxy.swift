@@ -1,6 +1,7 @@
 import Foundation
 import MailMessage
 import NIOCore
+import NIOSSL
 import SMTPClient
 import SMTPProtocol
 
@@ -27,9 +28,7 @@ extension SMTPServerHandler {
         guard let proxy = shared.proxy else { return execute(command, context: context) }
         let link = upstreamLink ?? ProxyLink(proxy: proxy, loop: context.eventLoop)
         upstreamLink = link
-        waitFor(context: context) {
-            await link.exchange(command)
-        } then: { handler, context, reply in
+        waitFor(link.exchange(command), context: context) { handler, context, reply in
             if reply.code.rawValue / 100 == 2 {
                 handler.execute(command, context: context, replacing: reply)
             } else {
@@ -49,9 +48,9 @@ extension SMTPServerHandler {
             }
         }
         after(delay, context: context) { handler, context in
-            handler.waitFor(context: context) {
-                await link.finish(raw, recipients: message.envelope.recipients.map(\.address), sender: message.envelope.mailFrom)
-            } then: { handler, context, result in
+            let recipients = message.envelope.recipients.map(\.address)
+            handler.waitFor(link.finish(raw, recipients: recipients, sender: message.envelope.mailFrom), context: context) {
+                handler, context, result in
                 var message = message
                 message.relay = [result.hop]
                 handler.store(message, raw: raw, after: .zero, answer: result.reply, context: context)
@@ -59,18 +58,16 @@ extension SMTPServerHandler {
         }
     }
 
-    /// Runs `work` off the event loop, reading and processing nothing meanwhile, then `body` on
-    /// the loop with its result (as a fault's delay does).
+    /// Waits for `future` (completed on this loop), reading and processing nothing meanwhile,
+    /// then runs `body` with its value (as a fault's delay does).
     func waitFor<Value: Sendable>(
-        context: ChannelHandlerContext, _ work: @escaping @Sendable () async -> Value,
+        _ future: EventLoopFuture<Value>, context: ChannelHandlerContext,
         then body: @escaping (SMTPServerHandler, ChannelHandlerContext, Value) -> Void
     ) {
         paused = true
         flushReplies(context: context)
         let bound = NIOLoopBound((self, context, body), eventLoop: context.eventLoop)
-        let promise = context.eventLoop.makePromise(of: Value.self)
-        promise.completeWithTask { await work() }
-        promise.futureResult.whenSuccess { value in
+        future.whenSuccess { value in
             let (handler, context, body) = bound.value
             handler.paused = false
             body(handler, context, value)
@@ -80,9 +77,8 @@ extension SMTPServerHandler {
 
     /// The client's connection ended: so does the upstream's.
     func closeUpstream() {
-        guard let link = upstreamLink else { return }
+        upstreamLink?.close()
         upstreamLink = nil
-        Task { await link.close() }
     }
 }
 
@@ -90,16 +86,31 @@ extension SMTPServerHandler {
 struct ProxySettings: Sendable {
     var upstream: Upstream
     var client: SMTPClientSettings
+    /// Made once: a context per connection would read the trust roots each time.
+    var tlsContext: NIOSSLContext?
     var metrics: SinkMetrics
+
+    init(upstream: Upstream, client: SMTPClientSettings, metrics: SinkMetrics) throws {
+        self.upstream = upstream
+        self.client = client
+        self.metrics = metrics
+        if client.tls == .none {
+            tlsContext = nil
+        } else {
+            var configuration = TLSConfiguration.makeClientConfiguration()
+            configuration.certificateVerification = client.verifyCertificate ? .fullVerification : .none
+            tlsContext = try NIOSSLContext(configuration: configuration)
+        }
+    }
 }
 
-/// One client connection's connection to the upstream, opened at its first MAIL. Used by one
-/// transaction step at a time (the handler waits for each), so its state needs no lock beyond
-/// the actor's.
-actor ProxyLink {
+/// One client connection's connection to the upstream, opened at its first MAIL, on the
+/// client connection's event loop: every step is a future completed on that loop, and the
+/// handler waits for each, so the state here is only ever touched from that loop.
+final class ProxyLink {
     let proxy: ProxySettings
     let loop: any EventLoop
-    private var connection: SMTPClientConnection?
+    private var client: SMTPLoopClient?
     /// The upstream has a transaction open (MAIL accepted, no final reply or RSET since).
     private var inTransaction = false
     /// RCPTs the upstream refused in this transaction, with its replies.
@@ -116,95 +127,95 @@ actor ProxyLink {
     }
 
     /// A MAIL or RCPT sent up; what the upstream answered (or 451 4.4.1 when it could not be
-    /// asked, 451 4.4.2 when its reply did not parse).
-    func exchange(_ command: SMTPCommand) async -> SMTPReply {
-        let started = ContinuousClock.now
-        do {
-            let connection = try await ready()
-            if case .mail = command {
-                if inTransaction { _ = try await connection.exchange(.rset, phase: "rset") }
-                inTransaction = false
-                refused = [:]
-            }
-            let reply = try await connection.exchange(command, phase: Self.phase(command))
-            if case .mail = command, reply.code.rawValue / 100 == 2 { inTransaction = true }
+    /// asked, 451 4.4.2 when its reply did not parse). Never fails.
+    func exchange(_ command: SMTPCommand) -> EventLoopFuture<SMTPReply> {
+        let started = NIODeadline.now()
+        let bound = NIOLoopBound(self, eventLoop: loop)
+        return ready().flatMap { client -> EventLoopFuture<SMTPReply> in
+            let link = bound.value
+            guard case .mail = command else { return client.exchange(command, phase: "rcpt") }
+            let reset = link.inTransaction ? client.exchange(.rset, phase: "rset").map { _ in } : client.eventLoop.makeSucceededVoidFuture()
+            link.inTransaction = false
+            link.refused = [:]
+            return reset.flatMap { client.exchange(command, phase: "mail") }
+        }
+        .map { reply in
+            let link = bound.value
+            if case .mail = command, reply.code.rawValue / 100 == 2 { link.inTransaction = true }
             if case .rcpt(let path, _) = command, reply.code.rawValue / 100 != 2 {
-                refused[path.address] = reply.description.replacingOccurrences(of: "\n", with: " ")
+                link.refused[path.address] = reply.description.replacingOccurrences(of: "\n", with: " ")
             }
             return reply
-        } catch {
+        }
+        .recover { error in
+            let link = bound.value
             // No message to record it on: counted, and the client told.
-            proxy.metrics.relayed(outcome: "failed", latency: ContinuousClock.now - started)
-            return fail(error)
+            link.proxy.metrics.relayed(outcome: "failed", latency: .nanoseconds(Int64((NIODeadline.now() - started).nanoseconds)))
+            return link.fail(error)
         }
     }
 
-    /// DATA and the message sent up; the hop to record and the answer for the client.
-    func finish(_ raw: ByteBuffer, recipients: [String], sender: String) async -> (hop: RelayHop, reply: SMTPReply) {
-        let clock = ContinuousClock()
-        let started = clock.now
+    /// DATA and the message sent up; the hop to record and the answer for the client. Never fails.
+    func finish(_ raw: ByteBuffer, recipients: [String], sender: String) -> EventLoopFuture<(hop: RelayHop, reply: SMTPReply)> {
+        let started = NIODeadline.now()
         let at = MailpitJSON.rfc3339(Date())
-        var reply: SMTPReply
-        var failure: String?
-        do {
-            guard let connection, inTransaction else { throw SMTPClientError.closed("data") }
-            let dataReply = try await connection.exchange(.data, phase: "data")
-            if dataReply.code.rawValue == 354 {
-                reply = try await connection.sendData(raw)
-            } else {
-                reply = dataReply
+        let bound = NIOLoopBound(self, eventLoop: loop)
+        let answer: EventLoopFuture<SMTPReply>
+        if let client, inTransaction {
+            answer = client.exchange(.data, phase: "data").flatMap { reply in
+                reply.code.rawValue == 354 ? client.sendData(raw) : client.eventLoop.makeSucceededFuture(reply)
             }
-        } catch {
-            failure = "\(error)"
-            reply = fail(error)
+        } else {
+            answer = loop.makeFailedFuture(SMTPClientError.closed("data"))
         }
-        inTransaction = false
-        let latency = clock.now - started
-        var outcome = RelayOutcome(reply: failure == nil ? reply : nil, failure: failure, latency: latency)
-        outcome.refused = refused
-        proxy.metrics.relayed(outcome: outcome.outcome, latency: latency)
-        let hop = RelayHop(
-            at: at, upstream: proxy.upstream.description, kind: "proxy", from: sender, to: recipients, reply: outcome.replyText,
-            outcome: outcome.outcome, refused: refused.isEmpty ? nil : refused, latencyMs: latency.milliseconds)
-        refused = [:]
-        return (hop, reply)
+        return answer.map { reply -> (SMTPReply, String?) in (reply, nil) }
+            .recover { error in (bound.value.fail(error), "\(error)") }
+            .map { reply, failure in
+                let link = bound.value
+                link.inTransaction = false
+                let latency = Duration.nanoseconds(Int64((NIODeadline.now() - started).nanoseconds))
+                var outcome = RelayOutcome(reply: failure == nil ? reply : nil, failure: failure, latency: latency)
+                outcome.refused = link.refused
+                link.proxy.metrics.relayed(outcome: outcome.outcome, latency: latency)
+                let hop = RelayHop(
+                    at: at, upstream: link.proxy.upstream.description, kind: "proxy", from: sender, to: recipients,
+                    reply: outcome.replyText, outcome: outcome.outcome, refused: link.refused.isEmpty ? nil : link.refused,
+                    latencyMs: latency.milliseconds)
+                link.refused = [:]
+                return (hop, reply)
+            }
     }
 
-    func close() async {
-        await connection?.quit()
-        connection = nil
+    func close() {
+        client?.quit()
+        client = nil
     }
 
-    private func ready() async throws -> SMTPClientConnection {
-        if let connection, connection.isActive { return connection }
-        connection?.close()
-        connection = nil
+    private func ready() -> EventLoopFuture<SMTPLoopClient> {
+        if let client, client.isActive { return loop.makeSucceededFuture(client) }
+        client?.close()
+        client = nil
         inTransaction = false
-        var times = SMTPClientConnection.PhaseTimes()
-        let opened = try await SMTPClientConnection.open(
-            to: .init(host: proxy.upstream.host, port: proxy.upstream.port), settings: proxy.client, group: loop, times: &times)
-        connection = opened
-        return opened
+        let bound = NIOLoopBound(self, eventLoop: loop)
+        return SMTPLoopClient.connect(
+            to: .init(host: proxy.upstream.host, port: proxy.upstream.port), settings: proxy.client, tlsContext: proxy.tlsContext,
+            on: loop
+        )
+        .map { client in
+            bound.value.client = client
+            return client
+        }
     }
 
     /// A failed exchange: the connection is dropped (the next MAIL opens another); the client
     /// is answered 451.
     private func fail(_ error: any Error) -> SMTPReply {
-        connection?.close()
-        connection = nil
+        client?.close()
+        client = nil
         inTransaction = false
-        if let error = error as? SMTPClientError, case .protocolError(let text) = error, text.contains("reply") {
+        if let error = error as? SMTPClientError, case .protocolError(let text) = error, text.contains("reply not understood") {
             return SMTPReply(451, "4.4.2", "Upstream reply not understood")
         }
-        if error is SMTPParseError { return SMTPReply(451, "4.4.2", "Upstream reply not understood") }
         return Self.unavailable("\(error)")
-    }
-
-    private static func phase(_ command: SMTPCommand) -> String {
-        switch command {
-        case .mail: "mail"
-        case .rcpt: "rcpt"
-        default: "command"
-        }
     }
 }
