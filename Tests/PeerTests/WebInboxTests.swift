@@ -33,4 +33,24 @@ struct WebInboxTests {
             #expect(result.stdout.contains("all checks passed"))
         }
     }
+
+    @Test("with --relay: the Release button releases the open message and the message shows the hop")
+    func release() async throws {
+        let upstream = try SinkProcess()
+        let screenshots = try temporaryDirectory()
+        try await withSinkApplication({ $0.relay.upstream = try! Upstream(url: "smtp://127.0.0.1:\(upstream.smtpPort)?tls=none") }) {
+            sink, base in
+            let result = try await run(
+                [
+                    "python3", Self.root.appendingPathComponent("Tests/web/inbox_check.py").path,
+                    "--base", base, "--smtp", String(sink.smtpAddress.port), "--corpus", screenshots, "--docs", screenshots, "--release",
+                ], timeout: 100)
+            #expect(result.status == 0, "inbox_check.py --release failed:\n\(result.stdout)\n\(result.stderr)")
+            #expect(result.stdout.contains("all checks passed"))
+        }
+        let total = try jsonObject(try await curl(["http://127.0.0.1:\(upstream.httpPort)/api/v1/messages"]))["total"] as? Int
+        #expect(total == 1, "the upstream got the released message")
+        upstream.signal(SIGTERM)
+        _ = upstream.wait()
+    }
 }

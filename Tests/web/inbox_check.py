@@ -47,7 +47,13 @@ def main():
     parser.add_argument("--smtp", type=int, required=True)
     parser.add_argument("--corpus", required=True)
     parser.add_argument("--docs", required=True)
+    parser.add_argument("--release", action="store_true",
+                        help="only the release check: the sink has a --relay; the Release button sends the open message on")
     options = parser.parse_args()
+    if options.release:
+        release_check(options)
+        print("all checks passed", flush=True)
+        return
     os.makedirs(options.docs, exist_ok=True)
     corpus = lambda name: os.path.join(options.corpus, name)
 
@@ -185,6 +191,28 @@ def main():
         check(labels == 0, "every button has a name")
 
     print("all checks passed", flush=True)
+
+
+def release_check(options):
+    """A sink with --relay: the Release button shows, asks for recipients (the envelope's by
+    default), releases, and the message shows the hop."""
+    with Chromium() as browser:
+        browser.navigate(options.base + "/")
+        browser.wait_for("document.getElementById('status').textContent === 'Live'", "the event stream connected")
+        with smtplib.SMTP("127.0.0.1", options.smtp, timeout=10) as smtp:
+            smtp.sendmail("app@shop.example", ["jane@example.com"],
+                          b"From: app@shop.example\r\nTo: jane@example.com\r\nSubject: Release me\r\n\r\nHello\r\n")
+        browser.wait_for("[...document.querySelectorAll('#rows tr')].some(r => r.textContent.includes('Release me'))", "the message listed")
+        browser.evaluate("[...document.querySelectorAll('#rows tr')].find(r => r.textContent.includes('Release me')).click()")
+        browser.wait_for("document.getElementById('subject').textContent === 'Release me'", "the message opened")
+        check(browser.wait_for("!document.getElementById('release').hidden", "the Release button"), "the Release button shows with a relay")
+        # The prompt is answered by the test; it offers the envelope's recipients first.
+        browser.evaluate("window.__offered = null; window.prompt = (text, value) => { window.__offered = value; return 'boss@example.com'; }")
+        browser.evaluate("document.getElementById('release').click()")
+        browser.wait_for("document.getElementById('status').textContent === 'Released to boss@example.com'", "the release confirmed")
+        check(browser.evaluate("window.__offered") == "jane@example.com", "the prompt offered the envelope's recipients")
+        hops = browser.wait_for("document.getElementById('relay-hops') && document.getElementById('relay-hops').textContent", "the hop shown")
+        check("release → boss@example.com" in hops and "250" in hops, f"the message shows the hop ({hops!r})")
 
 
 if __name__ == "__main__":
