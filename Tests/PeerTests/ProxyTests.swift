@@ -198,4 +198,66 @@ struct ProxyTests {
             _ = process.wait()
         }
     }
+
+    @Test(
+        "Through a real Postfix: the client gets Postfix's own 250 (its queue id), and Postfix forwards to a sink behind it",
+        .enabled(
+            if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/sbin/postfix"),
+            "needs root and Debian's postfix (scripts/test installs it)"))
+    func throughPostfix() async throws {
+        let final = try SinkProcess()
+        let postfix = try PostfixRelay(relayTo: final.smtpPort)
+        defer { postfix.stop() }
+        try await waitUntilListening(port: postfix.port)
+        try await Self.withProxy(to: "smtp://127.0.0.1:\(postfix.port)?tls=none") { sink, _ in
+            let replies = try await Self.send(sink.smtpAddress.port, to: ["far@example.com"], subject: "via Postfix")
+            let answer = try #require(replies.final)
+            #expect(answer.0 == 250 && answer.1.contains("queued as"), "\(answer)")
+            let hop = try #require(sink.store.listings().first?.message.relay?.first)
+            #expect(hop.outcome == "delivered" && hop.reply.contains("queued as"))
+        }
+        let result = try await run([
+            "curl", "-s", "--max-time", "20", "http://127.0.0.1:\(final.httpPort)/api/v1/wait?query=subject%3A%22via%20Postfix%22&timeout=15s",
+        ])
+        #expect(try jsonObject(result.stdout)["Holds"] as? Bool == true, "Postfix forwarded the message")
+        final.signal(SIGTERM)
+        _ = final.wait()
+    }
+
+    @Test("An upstream whose replies do not parse: the client is answered 451 4.4.2")
+    func garbledUpstream() async throws {
+        // A server that greets and answers EHLO properly, then answers MAIL with garbage.
+        let port = try freePort()
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        server.arguments = [
+            "python3", "-c",
+            """
+            import socket
+            s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", \(port))); s.listen(1); s.settimeout(30)
+            # Two connections (the readiness probe, the proxy's), then it ends by itself.
+            for _ in range(2):
+                c, _ = s.accept(); c.settimeout(30); f = c.makefile("rb")
+                try:
+                    c.sendall(b"220 garbled.example ESMTP\\r\\n")
+                    if f.readline(): c.sendall(b"250 garbled.example\\r\\n")
+                    if f.readline(): c.sendall(b"this is not SMTP\\r\\n")
+                    f.readline()
+                except OSError:
+                    pass
+                c.close()
+            """,
+        ]
+        // Its output away from the test's: a pipe held open would keep `swift test` waiting.
+        server.standardOutput = FileHandle.nullDevice
+        server.standardError = FileHandle.nullDevice
+        try server.run()
+        defer { server.terminate() }
+        try await waitUntilListening(port: port)
+        try await Self.withProxy(to: "smtp://127.0.0.1:\(port)?tls=none") { sink, _ in
+            let replies = try await Self.send(sink.smtpAddress.port, to: ["ok@example.com"])
+            #expect(replies.mail.0 == 451 && replies.mail.1.hasPrefix("4.4.2 "), "\(replies.mail)")
+        }
+    }
 }
