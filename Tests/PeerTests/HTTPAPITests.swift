@@ -37,7 +37,10 @@ func withSinkApplication<T: Sendable>(
             try await tasks.next()
             return result
         } catch {
+            // As on success: wait for the application to stop, or the task group would wait
+            // for it anyway, and a failing test would hang instead of failing.
             await group.triggerGracefulShutdown()
+            _ = try? await tasks.next()
             throw error
         }
     }

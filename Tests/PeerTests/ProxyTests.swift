@@ -139,7 +139,7 @@ struct ProxyTests {
         _ = upstream.wait()
     }
 
-    @Test("An unreachable upstream is answered 451 4.4.1 and counted; STARTTLS to the upstream with verify=false")
+    @Test("An unreachable upstream is answered 451 4.4.1 (or what a rule at the upstream phase says) and counted; STARTTLS with verify=false")
     func unreachableAndTLS() async throws {
         let closed = try freePort()
         try await Self.withProxy(to: "smtp://127.0.0.1:\(closed)?tls=none") { sink, base in
@@ -148,6 +148,16 @@ struct ProxyTests {
             #expect(sink.store.count == 0)
             let metrics = try await curl(["\(base)/metrics"])
             #expect(metrics.contains(#"swallow_relay_total{outcome="failed"} 1"#))
+        }
+        let rule = """
+            rules:
+              - name: provider-down
+                match: {phase: upstream, sender: "*@shop.example"}
+                action: {reply: "450 4.3.0 Provider down"}
+            """
+        try await Self.withProxy(to: "smtp://127.0.0.1:\(closed)?tls=none", rules: rule) { sink, _ in
+            let replies = try await Self.send(sink.smtpAddress.port, to: ["ok@example.com"])
+            #expect(replies.mail.0 == 450 && replies.mail.1 == "4.3.0 Provider down", "a rule at the upstream phase answers: \(replies.mail)")
         }
         let upstream = try SinkProcess()
         try await Self.withProxy(to: "smtp://127.0.0.1:\(upstream.smtpPort)?tls=starttls&verify=false") { sink, _ in

@@ -72,7 +72,7 @@ struct FaultEvent {
     func knownMailboxes() -> [String] {
         var names: [String] = []
         switch phase {
-        case .mail, .rcpt, .data, .dataEnd, .quit: break
+        case .mail, .rcpt, .data, .dataEnd, .quit, .upstream: break
         default: return names
         }
         if let user = authUser, !user.isEmpty { names.append(user) }

@@ -14,6 +14,10 @@ public enum FaultPhase: String, CaseIterable, Sendable, Codable {
     /// After the final dot (or BDAT LAST), before the reply.
     case dataEnd = "data-end"
     case quit
+    /// Proxy mode only: the upstream could not be reached, did not answer in time, or answered
+    /// what does not parse. A rule's `reply` here replaces the `451 4.4.1` (`4.4.2`) the client
+    /// would get.
+    case upstream
 
     var index: Int { Self.allCases.firstIndex(of: self)! }
 }

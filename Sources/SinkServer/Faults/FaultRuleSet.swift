@@ -93,10 +93,10 @@ public struct FaultRuleSet: Sendable {
 
     /// Which phases each match key can be checked at.
     private static let keyPhases: [String: Set<FaultPhase>] = [
-        "sender": [.mail, .rcpt, .data, .dataEnd],
-        "recipient": [.rcpt, .data, .dataEnd],
-        "helo": [.ehlo, .starttls, .auth, .mail, .rcpt, .data, .dataEnd, .quit],
-        "auth_user": [.mail, .rcpt, .data, .dataEnd, .quit],
+        "sender": [.mail, .rcpt, .data, .dataEnd, .upstream],
+        "recipient": [.rcpt, .data, .dataEnd, .upstream],
+        "helo": [.ehlo, .starttls, .auth, .mail, .rcpt, .data, .dataEnd, .quit, .upstream],
+        "auth_user": [.mail, .rcpt, .data, .dataEnd, .quit, .upstream],
         "header": [.dataEnd],
     ]
 

@@ -28,7 +28,8 @@ extension SMTPServerHandler {
         guard let proxy = shared.proxy else { return execute(command, context: context) }
         let link = upstreamLink ?? ProxyLink(proxy: proxy, loop: context.eventLoop)
         upstreamLink = link
-        waitFor(link.exchange(command), context: context) { handler, context, reply in
+        waitFor(link.exchange(command), context: context) { handler, context, answer in
+            let reply = answer.failed ? handler.upstreamFailure(answer.reply, command: command, message: nil) : answer.reply
             if reply.code.rawValue / 100 == 2 {
                 handler.execute(command, context: context, replacing: reply)
             } else {
@@ -53,9 +54,19 @@ extension SMTPServerHandler {
                 handler, context, result in
                 var message = message
                 message.relay = [result.hop]
-                handler.store(message, raw: raw, after: .zero, answer: result.reply, context: context)
+                let reply = result.failed ? handler.upstreamFailure(result.reply, command: nil, message: raw) : result.reply
+                handler.store(message, raw: raw, after: .zero, answer: reply, context: context)
             }
         }
+    }
+
+    /// The client's answer when the upstream gave none: a rule's reply at the `upstream` phase,
+    /// else `standard` (451 4.4.1, or 4.4.2 for a reply that did not parse).
+    func upstreamFailure(_ standard: SMTPReply, command: SMTPCommand?, message: ByteBuffer?) -> SMTPReply {
+        guard let decision = consult(.upstream, command: command, message: message), case .reply(let reply) = decision.effect else {
+            return standard
+        }
+        return reply
     }
 
     /// Waits for `future` (completed on this loop), reading and processing nothing meanwhile,
@@ -126,9 +137,9 @@ final class ProxyLink {
         SMTPReply(451, "4.4.1", "Upstream unavailable: \(reason)")
     }
 
-    /// A MAIL or RCPT sent up; what the upstream answered (or 451 4.4.1 when it could not be
-    /// asked, 451 4.4.2 when its reply did not parse). Never fails.
-    func exchange(_ command: SMTPCommand) -> EventLoopFuture<SMTPReply> {
+    /// A MAIL or RCPT sent up; what the upstream answered, or (`failed`) 451 4.4.1 when it could
+    /// not be asked, 451 4.4.2 when its reply did not parse. Never fails.
+    func exchange(_ command: SMTPCommand) -> EventLoopFuture<(reply: SMTPReply, failed: Bool)> {
         let started = NIODeadline.now()
         let bound = NIOLoopBound(self, eventLoop: loop)
         return ready().flatMap { client -> EventLoopFuture<SMTPReply> in
@@ -145,18 +156,18 @@ final class ProxyLink {
             if case .rcpt(let path, _) = command, reply.code.rawValue / 100 != 2 {
                 link.refused[path.address] = reply.description.replacingOccurrences(of: "\n", with: " ")
             }
-            return reply
+            return (reply, false)
         }
         .recover { error in
             let link = bound.value
             // No message to record it on: counted, and the client told.
             link.proxy.metrics.relayed(outcome: "failed", latency: .nanoseconds(Int64((NIODeadline.now() - started).nanoseconds)))
-            return link.fail(error)
+            return (link.fail(error), true)
         }
     }
 
     /// DATA and the message sent up; the hop to record and the answer for the client. Never fails.
-    func finish(_ raw: ByteBuffer, recipients: [String], sender: String) -> EventLoopFuture<(hop: RelayHop, reply: SMTPReply)> {
+    func finish(_ raw: ByteBuffer, recipients: [String], sender: String) -> EventLoopFuture<(hop: RelayHop, reply: SMTPReply, failed: Bool)> {
         let started = NIODeadline.now()
         let at = MailpitJSON.rfc3339(Date())
         let bound = NIOLoopBound(self, eventLoop: loop)
@@ -182,7 +193,7 @@ final class ProxyLink {
                     reply: outcome.replyText, outcome: outcome.outcome, refused: link.refused.isEmpty ? nil : link.refused,
                     latencyMs: latency.milliseconds)
                 link.refused = [:]
-                return (hop, reply)
+                return (hop, reply, failure != nil)
             }
     }
 
