@@ -196,9 +196,11 @@ public final class SMTPClientConnection: @unchecked Sendable {
                 guard extensions.contains("STARTTLS") else { throw SMTPClientError.protocolError("the server does not offer STARTTLS") }
                 let reply = try await connection.command(.starttls, phase: "starttls")
                 guard reply.code.rawValue == 220 else { throw SMTPClientError.protocolError("STARTTLS: \(reply)") }
-                try await channel.channel.pipeline.addHandler(
-                    try NIOSSLClientHandler(context: tlsContext, serverHostname: serverHostname), position: .first
-                )
+                // Added on the channel's loop: the handler itself is not Sendable.
+                try await channel.channel.eventLoop.submit {
+                    try channel.channel.pipeline.syncOperations.addHandler(
+                        try NIOSSLClientHandler(context: tlsContext, serverHostname: serverHostname), position: .first)
+                }
                 .get()
                 extensions = try await connection.ehlo(settings.helo)
                 connection.encrypted = true

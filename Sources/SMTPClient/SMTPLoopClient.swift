@@ -96,8 +96,10 @@ public final class SMTPLoopClient: @unchecked Sendable {
         }
     }
 
+    private static func base64(_ text: String) -> String { Data(text.utf8).base64EncodedString() }
+
     private func authenticate(_ auth: SMTPClientSettings.Auth) -> EventLoopFuture<Void> {
-        func base64(_ text: String) -> String { Data(text.utf8).base64EncodedString() }
+        let base64 = Self.base64
         let reply: EventLoopFuture<SMTPReply>
         if auth.mechanism == "LOGIN" {
             reply = exchange(.auth(mechanism: "LOGIN", initialResponse: nil), phase: "auth")

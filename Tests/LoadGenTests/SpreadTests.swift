@@ -64,8 +64,9 @@ struct SpreadTests {
         let (sink, task) = try await Self.startSink()
         defer { sink.shutdown() }
         let scenario = LoadRunTests.scenario(count: 20)
-        // Far enough ahead that both shards are waiting for it even on a loaded machine.
-        let instant = Date().addingTimeInterval(3)
+        // Far enough ahead that both shards are waiting for it even on a loaded machine (3 s was
+        // not: a full peer run on 2 cores once took longer to start them).
+        let instant = Date().addingTimeInterval(8)
         let reports = try await withThrowingTaskGroup(of: LoadReport.self) { group in
             for index in 0..<2 {
                 group.addTask {
