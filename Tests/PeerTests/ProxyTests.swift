@@ -70,13 +70,23 @@ struct ProxyTests {
     @Test(
         "250, 451 and 550 at RCPT and 554 after the data reach the client exactly as the upstream sent them; every message is captured with its hop")
     func repliesPassThrough() async throws {
-        let upstream = try SinkProcess()
+        // The upstream's own fault rule, beside its magic addresses.
+        let rules = try temporaryDirectory() + "/upstream-faults.yaml"
+        try """
+        rules:
+          - name: upstream-full
+            match: {phase: rcpt, recipient: "full-box@example.com"}
+            action: {reply: "452 4.2.2 Mailbox full (upstream rule)"}
+        """.write(toFile: rules, atomically: true, encoding: .utf8)
+        let upstream = try SinkProcess(arguments: ["--faults", rules])
         try await Self.withProxy(to: "smtp://127.0.0.1:\(upstream.smtpPort)?tls=none") { sink, base in
-            let accepted = try await Self.send(sink.smtpAddress.port, to: ["ok@example.com", "tempfail@example.com", "bounce@example.com"])
+            let accepted = try await Self.send(
+                sink.smtpAddress.port, to: ["ok@example.com", "tempfail@example.com", "bounce@example.com", "full-box@example.com"])
             #expect(accepted.mail.0 == 250 && accepted.mail.1 == "2.1.0 Sender ok")
-            #expect(accepted.rcpt.map(\.0) == [250, 451, 550])
+            #expect(accepted.rcpt.map(\.0) == [250, 451, 550, 452])
             #expect(accepted.rcpt[1].1 == "4.3.0 Temporary failure, try again later (magic address tempfail@)")
             #expect(accepted.rcpt[2].1 == "5.1.1 Recipient address rejected (magic address bounce@)")
+            #expect(accepted.rcpt[3].1 == "4.2.2 Mailbox full (upstream rule)")
             let final = try #require(accepted.final)
             #expect(final.0 == 250)
             // The upstream's own 250: its queue id is the id it stored the message under.
