@@ -128,8 +128,6 @@ public final class SMTPClientConnection: @unchecked Sendable {
     private let replyTimeout: Double
     public private(set) var pipelining = false
     public private(set) var messagesSent = 0
-    /// Whether the connection runs over TLS (implicit, or after STARTTLS).
-    public private(set) var encrypted = false
     /// The RCPT replies of the last transaction, in the order of its recipients.
     public private(set) var lastRecipientReplies: [SMTPReply] = []
     private var closed = false
@@ -181,7 +179,6 @@ public final class SMTPClientConnection: @unchecked Sendable {
             throw SMTPClientError.connect("\(target.host):\(target.port): \(error)")
         }
         let connection = SMTPClientConnection(channel: channel, replyTimeout: settings.replyTimeout)
-        connection.encrypted = settings.tls == .implicit
         times.connect = now() - start
         do {
             start = now()
@@ -203,7 +200,6 @@ public final class SMTPClientConnection: @unchecked Sendable {
                 }
                 .get()
                 extensions = try await connection.ehlo(settings.helo)
-                connection.encrypted = true
                 times.tls = now() - start
             }
             if let auth = settings.auth {

@@ -222,7 +222,7 @@ struct ProxyTests {
     @Test(
         "Through a real Postfix: the client gets Postfix's own 250 (its queue id), and Postfix forwards to a sink behind it",
         .enabled(
-            if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/sbin/postfix"),
+            if: PostfixRelay.usable,
             "needs root and Debian's postfix (scripts/test installs it)"))
     func throughPostfix() async throws {
         let final = try SinkProcess()

@@ -64,6 +64,9 @@ final class PostfixRelay {
         }
     }
 
+    /// Whether a private Postfix can run here: it needs root and Debian's postfix.
+    static let usable = getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/sbin/postfix")
+
     struct PostfixFailure: Error, CustomStringConvertible { var description: String }
 
     func stop() {
@@ -79,7 +82,7 @@ struct RelayTests {
     @Test(
         "Postfix relays to the sink: every forwarded message is matched, discarded ones are lost",
         .enabled(
-            if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/sbin/postfix"),
+            if: PostfixRelay.usable,
             "needs root and Debian's postfix (scripts/test installs it)"))
     func throughPostfix() async throws {
         var configuration = SinkConfiguration()

@@ -218,7 +218,7 @@ struct ReleaseTests {
     @Test(
         "Release through a real Postfix: it accepts, queues and forwards to a sink behind it",
         .enabled(
-            if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/sbin/postfix"),
+            if: PostfixRelay.usable,
             "needs root and Debian's postfix (scripts/test installs it)"))
     func throughPostfix() async throws {
         let final = try SinkProcess()
