@@ -35,6 +35,8 @@ public final class Sink: Service, Sendable {
     let webhooks: Webhooks?
     /// `--relay`, when given: release and auto-relay.
     let relay: Relay?
+    /// Delivery attempts, audited, and the timeline.
+    let audit: DeliveryAudit
     private let logger: Logger
     private let shuttingDown = Atomic<Bool>(false)
 
@@ -54,6 +56,7 @@ public final class Sink: Service, Sendable {
             logger: logger)
         self.metrics = metrics
         self.faults = faults
+        self.audit = localContext.audit
         self.configuration = configuration
         self.store = store
         self.listeners = listeners
@@ -98,7 +101,9 @@ public final class Sink: Service, Sendable {
         var plain = SMTPServerContext(
             session: sessionConfiguration, configuration: configuration, store: store, connections: connections,
             startTLS: tlsContext, implicitTLS: false, logger: logger, metrics: metrics, faults: faults,
-            handoffs: LoopHandoffs()
+            handoffs: LoopHandoffs(),
+            audit: DeliveryAudit(
+                settings: configuration.audit, dataDirectory: configuration.dataDirectory, metrics: metrics, health: store.health)
         )
         plain.proxy = try configuration.upstream.map { upstream in
             try ProxySettings(
@@ -166,10 +171,12 @@ public final class Sink: Service, Sendable {
         // Retention: TTLs and --max-age, checked every second.
         let store = self.store
         let maxAge = configuration.maxAge
+        let audit = self.audit
         let sweeper = Task {
             while !Task.isCancelled {
                 try? await Task.sleep(for: .seconds(1))
                 store.expire(nowNanos: WallClock.nanos(), maxAge: maxAge)
+                audit.tick(nowNanos: WallClock.nanos())
             }
         }
         await withGracefulShutdownHandler {
@@ -180,6 +187,7 @@ public final class Sink: Service, Sendable {
             self.shutdown()
         }
         sweeper.cancel()
+        audit.tick(nowNanos: WallClock.nanos())
         await relay?.finish()
         await store.drain()
         await webhooks?.finish()

@@ -102,6 +102,9 @@ public struct SinkConfiguration: Sendable {
     public var httpTLS = false
     /// `--metrics-mailboxes`: mailboxes named in `/metrics` and stats; the rest are summed as `other`.
     public var metricsMailboxes = 100
+    /// The delivery audit: `--max-attempts`, `--bounce-memory`, `--min-retry-interval`,
+    /// `--give-up-after`, `--stats-retention`.
+    public var audit = AuditSettings()
 
     /// True when the API needs a credential (`--api-token` or `--api-auth`).
     public var apiAuthRequired: Bool { !apiTokens.isEmpty || apiCredentials != nil }

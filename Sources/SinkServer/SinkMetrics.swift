@@ -21,6 +21,8 @@ public final class SinkMetrics: Sendable {
     private let reply250: Counter, reply354: Counter, reply220: Counter, reply221: Counter
     private let faults = Mutex<[String: Counter]>([:])
     private let relays = Mutex<[String: (Counter, DurationHistogram)]>([:])
+    private let attempts = Mutex<[String: Counter]>([:])
+    private let deliveryFlags = Mutex<[String: Counter]>([:])
     /// The same counts, readable for `/api/v1/stats` and `/api/v1/info`.
     let counts = Mutex(Counts())
 
@@ -212,6 +214,32 @@ public final class SinkMetrics: Sendable {
         }
         counter.increment()
         histogram.record(latency)
+    }
+
+    /// A delivery attempt: `swallow_attempts_total{phase,class}` (class `2xx`, `4xx`, `5xx`, `none`).
+    func attempted(phase: String, class replyClass: String) {
+        let key = phase + " " + replyClass
+        let counter = attempts.withLock { counters in
+            if let counter = counters[key] { return counter }
+            let counter = registry.makeCounter(
+                name: "swallow_attempts_total", labels: [("phase", phase), ("class", replyClass)],
+                help: "Delivery attempts (one per recipient and transaction) by the phase that decided and the reply's class")
+            counters[key] = counter
+            return counter
+        }
+        counter.increment()
+    }
+
+    /// A delivery raised an audit flag: `swallow_delivery_flags_total{flag}`.
+    func deliveryFlagged(_ flag: String) {
+        let counter = deliveryFlags.withLock { counters in
+            if let counter = counters[flag] { return counter }
+            let counter = registry.makeCounter(
+                name: "swallow_delivery_flags_total", labels: [("flag", flag)], help: "Deliveries that raised an audit flag, by flag")
+            counters[flag] = counter
+            return counter
+        }
+        counter.increment()
     }
 
     private static let relayBuckets: [Duration] = [

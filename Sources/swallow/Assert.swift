@@ -2,12 +2,23 @@ import ArgumentParser
 import Assertions
 import Foundation
 
-/// `swallow assert`: one CI check against a running sink's API. The sink waits on its event
-/// stream (`GET /api/v1/wait`) until the query's count holds or the time runs out; this command
-/// makes that one request.
+/// `swallow assert`: CI checks against a running sink's API. Without a subcommand (or with
+/// `mail`), that the right mail arrived; `retries`, what the application did when mail failed.
 struct Assert: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Check that the right mail arrived at a running sink, waiting for it.",
+        abstract: "Check that the right mail arrived at a running sink (and, with 'retries', what the application did when it failed).",
+        subcommands: [AssertMail.self, AssertRetries.self],
+        defaultSubcommand: AssertMail.self
+    )
+}
+
+/// `swallow assert [mail]`: one CI check against a running sink's API. The sink waits on its
+/// event stream (`GET /api/v1/wait`) until the query's count holds or the time runs out; this
+/// command makes that one request.
+struct AssertMail: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mail",
+        abstract: "Check that the right mail arrived at a running sink, waiting for it (the default).",
         discussion: """
             Exit status: 0 the expectation holds (the matched messages are printed, or with \
             --extract the first extracted value alone, for a shell to read); 1 it does not (what \
@@ -16,6 +27,7 @@ struct Assert: AsyncParsableCommand {
               code=$(swallow assert --to alice@example.com --subject code --within 10s --extract '([0-9]{6})')
               swallow assert --to bob@example.com --count '==0' --within 5s
               read -r box token < <(swallow assert --mailbox new)    # a mailbox of one's own
+              swallow assert retries --to alice@example.com --delivered --attempts '>=3' --backoff --within 60s
             """
     )
 

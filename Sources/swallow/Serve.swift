@@ -172,6 +172,24 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Mailboxes named in /metrics and /api/v1/stats; the rest are summed as 'other'.")
     var metricsMailboxes = 100
 
+    @Option(
+        help:
+            "Delivery attempts kept for /api/v1/deliveries (one per recipient and transaction); the oldest are dropped and counted (0: none recorded)."
+    )
+    var maxAttempts = 100_000
+
+    @Option(help: "How long a bounce (5xx) is remembered: a new message to that address within it is flagged sent-after-bounce.")
+    var bounceMemory = "24h"
+
+    @Option(help: "A retry after a 4xx sooner than this (or than a greylisting rule's retry_after) is flagged retry-too-soon.")
+    var minRetryInterval = "1s"
+
+    @Option(help: "A delivery deferred with a 4xx and then not tried again for this long is flagged gave-up.")
+    var giveUpAfter = "10m"
+
+    @Option(help: "How long /api/v1/stats/timeline keeps its buckets (10 s for the last hour, 1 min beyond).")
+    var statsRetention = "24h"
+
     @Option(help: "I/O threads (default: half the cores, at least 1, leaving the rest to the senders that share the machine).")
     var threads: Int?
 
@@ -179,6 +197,12 @@ struct Serve: AsyncParsableCommand {
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
+
+    /// A duration of Units, or of days (`7d`).
+    static func days(_ text: String, option: String) throws -> Double {
+        if text.hasSuffix("d"), let days = Double(text.dropLast()), days >= 0, days.isFinite { return days * 86_400 }
+        return try Units.duration(text, option: option)
+    }
 
     func makeConfiguration() throws -> SinkConfiguration {
         var configuration = SinkConfiguration()
@@ -225,6 +249,15 @@ struct Serve: AsyncParsableCommand {
         }
         guard metricsMailboxes >= 1 else { throw ValidationError("--metrics-mailboxes must be at least 1") }
         configuration.metricsMailboxes = metricsMailboxes
+        guard maxAttempts >= 0 else { throw ValidationError("--max-attempts must be 0 or more") }
+        configuration.audit.maxAttempts = maxAttempts
+        configuration.audit.bounceMemory = try Self.days(bounceMemory, option: "--bounce-memory")
+        configuration.audit.minRetryInterval = try Self.days(minRetryInterval, option: "--min-retry-interval")
+        configuration.audit.giveUpAfter = try Self.days(giveUpAfter, option: "--give-up-after")
+        configuration.audit.statsRetention = try Self.days(statsRetention, option: "--stats-retention")
+        guard configuration.audit.statsRetention >= 60, configuration.audit.statsRetention <= 90 * 86_400 else {
+            throw ValidationError("--stats-retention: from 1m to 90d")
+        }
         guard !apiTokens.contains(where: \.isEmpty) else { throw ValidationError("--api-token must not be empty") }
         configuration.apiTokens = apiTokens
         if let apiAuth {

@@ -95,6 +95,8 @@ public struct FaultDecision: Sendable {
     public var effect: FaultAction.Effect?
     /// A built-in fault (magic address, plus tag, header) rather than a rule.
     public var builtIn = false
+    /// A greylisting rule's `retry_after` (seconds), for the audit's `retry-too-soon`.
+    public var retryAfter: Double?
 
     /// Whether the effect answers in place of the session (otherwise the command goes on).
     var answers: Bool {

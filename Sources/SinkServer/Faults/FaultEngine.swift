@@ -103,10 +103,14 @@ final class ActiveRule: Sendable {
             let seconds = rule.action.delay?.sample(FaultEngine.draw(seed, salt, n, 1), FaultEngine.draw(seed, salt, n, 2)) ?? 0
             let delay = Duration.seconds(exactly: seconds)
             var effect = rule.action.effect
+            var greylisted: Double?
             if case .greylist(let retryAfter) = effect {
                 effect = .reply(SMTPReply(451, "4.7.1", "Greylisted, try again in \(Int(retryAfter.rounded(.up))) seconds"))
+                greylisted = retryAfter
             }
-            return (FaultDecision(rule: rule.name, phase: event.phase, delay: delay, effect: effect), state.retired)
+            var decision = FaultDecision(rule: rule.name, phase: event.phase, delay: delay, effect: effect)
+            decision.retryAfter = greylisted
+            return (decision, state.retired)
         }
     }
 

@@ -112,11 +112,12 @@ struct APIAccess: RouterMiddleware {
     static func allowsMailboxToken(method: HTTPRequest.Method, path: String) -> Bool {
         switch path {
         case "/", "/api/v1/messages", "/api/v1/search", "/api/v1/wait", "/api/v1/events", "/api/v1/stats",
-            "/api/v1/faults", "/api/v1/faults/next", "/api/v2/messages", "/api/v2/search":
+            "/api/v1/faults", "/api/v1/faults/next", "/api/v2/messages", "/api/v2/search", "/api/v1/deliveries",
+            "/api/v1/stats/top":
             return true
         default:
             if path.hasPrefix("/ui/") || path.hasPrefix("/view/") { return method == .get }
-            if path.hasPrefix("/api/v1/message/") { return method == .get }
+            if path.hasPrefix("/api/v1/message/") || path.hasPrefix("/api/v1/deliveries/") { return method == .get }
             if path.hasPrefix("/api/v1/mailboxes/") { return method == .get || method == .delete }
             return false
         }

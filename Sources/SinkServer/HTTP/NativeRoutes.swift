@@ -103,6 +103,9 @@ enum NativeRoutes {
                 "openConnections": AnyEncodable(sink.openConnections),
                 "smtp": AnyEncodable(counts),
                 "faults": AnyEncodable(sink.faults.firedCounts),
+                // The delivery audit: attempts and deliveries kept, attempts dropped by
+                // --max-attempts, and deliveries flagged by each audit flag.
+                "deliveries": AnyEncodable(sink.audit.attempts.counts),
                 "eventReplay": AnyEncodable([
                     "capacity": AnyEncodable(store.events.replayCapacity),
                     "held": AnyEncodable(store.events.replayHeld.count),

@@ -252,6 +252,7 @@ public enum SinkAPI {
         SendRoute.add(to: router, sink: sink)
         RelayRoutes.add(to: router, sink: sink)
         NativeRoutes.add(to: router, sink: sink, started: started)
+        AuditRoutes.add(to: router, sink: sink)
         FaultRoutes.add(to: router, engine: sink.faults, mailboxes: store.mailboxes)
         MailboxRoutes.add(to: router, sink: sink)
         WebInbox.add(to: router)

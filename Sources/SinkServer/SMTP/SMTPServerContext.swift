@@ -13,6 +13,8 @@ struct SMTPServerContext: Sendable {
     var metrics: SinkMetrics
     var faults: FaultEngine
     var handoffs: LoopHandoffs
+    /// Where attempts and the timeline are recorded (the sink's; a context of its own in unit tests).
+    var audit = DeliveryAudit(settings: AuditSettings(), dataDirectory: nil, metrics: nil, health: nil)
     /// Sessions of the HTTP send API (`LocalSubmission`), not of a network client.
     var viaHTTP = false
     /// `--upstream`: proxy mode's upstream; nil captures as a sink does.

@@ -36,24 +36,34 @@ extension SMTPServerHandler {
         capture = nil
         let decision = consult(.dataEnd, message: current.body)
         let delay = decision?.delay ?? .zero
+        let headers = audit.attempts.enabled ? MessageHeaders(current.body) : MessageHeaders(nil)
+        ending = headers
+        let size = current.body?.readableBytes ?? 0
         switch decision?.effect {
         case .reply(let reply):
             return after(delay, context: context) { handler, context in
                 handler.transactionFaults = []
+                handler.auditedMessageEnd(transaction, reply: reply, fault: decision, headers: headers, size: size)
                 handler.act(handler.session.refuse(reply), context: context)
             }
         case .disconnect(let reply, let partial):
             return after(delay, context: context) { handler, context in
+                handler.auditedMessageEnd(transaction, reply: reply, fault: decision, headers: headers, size: size, dropped: reply == nil)
                 handler.disconnect(reply: reply, partial: partial, context: context)
             }
         case .hang:
+            auditedMessageEnd(transaction, reply: nil, fault: decision, headers: headers, size: size, dropped: true)
             return hang()
         case .drop:
             let message = makeMessage(transaction, current)
             return after(delay, context: context) { handler, context in
                 handler.shared.metrics.droppedMessage()
                 handler.shared.store.events.publish(.dropped(message))
-                handler.act(handler.session.stored(id: message.id), context: context)
+                let action = handler.session.stored(id: message.id)
+                if case .reply(let reply) = action {
+                    handler.auditedMessageEnd(transaction, reply: reply, fault: decision, headers: headers, size: size, dropped: true)
+                }
+                handler.act(action, context: context)
             }
         case .throttle(let rate):
             startThrottle(rate, context: context)
@@ -119,25 +129,42 @@ extension SMTPServerHandler {
     }
 
     private func stored(_ message: CapturedMessage, _ result: Result<Void, any Error>, answer: SMTPReply? = nil, context: ChannelHandlerContext) {
+        let transaction = session.transaction
+        let headers = ending
+        ending = nil
         switch result {
         case .success:
             if let answer, answer.code.rawValue / 100 != 2 {
+                if let transaction, let headers {
+                    auditedMessageEnd(transaction, reply: answer, fault: nil, headers: headers, size: message.size)
+                }
                 act(session.refuse(answer), context: context)
             } else if let answer {
                 shared.metrics.accepted(bytes: message.size)
+                if let transaction, let headers {
+                    auditedMessageEnd(transaction, reply: answer, fault: nil, headers: headers, size: message.size)
+                }
                 replacement = answer
                 act(session.stored(id: message.id), context: context)
                 replacement = nil
             } else {
                 shared.metrics.accepted(bytes: message.size)
-                act(session.stored(id: message.id), context: context)
+                let action = session.stored(id: message.id)
+                if let transaction, let headers, case .reply(let reply) = action {
+                    auditedMessageEnd(transaction, reply: reply, fault: nil, headers: headers, size: message.size)
+                }
+                act(action, context: context)
             }
             let sent = WallClock.nanos()
             shared.store.announce(message, replySentNanos: sent)
             shared.metrics.observe(message.timestamps, replySent: sent)
         case .failure(let error):
             shared.logger.error("cannot store message", metadata: ["id": "\(message.id)", "error": "\(error)"])
-            act(session.storeFailed(), context: context)
+            let action = session.storeFailed()
+            if let transaction, let headers, case .reply(let reply) = action {
+                auditedMessageEnd(transaction, reply: reply, fault: nil, headers: headers, size: message.size)
+            }
+            act(action, context: context)
         }
     }
 }

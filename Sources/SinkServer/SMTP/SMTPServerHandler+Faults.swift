@@ -24,10 +24,12 @@ extension SMTPServerHandler {
 
     // MARK: Commands
 
-    /// A command a fault answered instead of the session.
-    func refuse(_ command: SMTPCommand, with reply: SMTPReply, context: ChannelHandlerContext) {
+    /// A command a fault (or, in proxy mode, the upstream) answered instead of the session;
+    /// `fault` is the decision when a fault did.
+    func refuse(_ command: SMTPCommand, with reply: SMTPReply, fault: FaultDecision? = nil, context: ChannelHandlerContext) {
         // A refused BDAT's chunk follows the command: it is read, then answered.
         if case .bdat(let size, _) = command, size > 0 { decoder.mode = .chunk(remaining: size) }
+        audited(command, transaction: session.transaction, reply: reply, fault: fault)
         act(session.answer(reply, to: command), context: context)
     }
 
@@ -58,8 +60,10 @@ extension SMTPServerHandler {
             case .reply(let reply):
                 refuse(handler, context, reply)
             case .disconnect(let reply, let partial):
+                handler.auditedEnd(by: decision, reply: reply, command: handler.answering)
                 handler.disconnect(reply: reply, partial: partial, context: context)
             case .hang:
+                handler.auditedEnd(by: decision, reply: nil, command: handler.answering)
                 handler.hang()
             case .throttle(let rate):
                 handler.startThrottle(rate, context: context)

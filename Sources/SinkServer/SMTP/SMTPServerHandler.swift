@@ -60,6 +60,10 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     var upstreamLink: ProxyLink?
     /// Proxy mode: the upstream's reply to send in place of the session's own acceptance.
     var replacement: SMTPReply?
+    /// The command being answered (for the attempts a rule's disconnect or hang ends).
+    var answering: SMTPCommand?
+    /// The message's headers the attempts need, from its end until its final reply.
+    var ending: MessageHeaders?
 
     init(_ shared: SMTPServerContext) {
         self.shared = shared
@@ -77,6 +81,7 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return act(.replyAndClose(.tooManyConnections), context: context)
         }
         shared.metrics.connected()
+        shared.audit.timeline.session(atNanos: connectedNanos)
         peer =
             shared.viaHTTP
             ? Peer.httpAPI(sessionID: "s\(number)")
@@ -174,6 +179,7 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 return act(session.receive(error), context: context)
             }
             transcript.client(command)
+            answering = command
             if case .starttls = command, (cumulation?.readableBytes ?? 0) > 0 {
                 // RFC 3207 §4.2: nothing may be pipelined after STARTTLS.
                 return act(.reply(.startTLSNotLast), context: context)
@@ -183,7 +189,7 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 return forwards(command) ? forward(command, context: context) : execute(command, context: context)
             }
             carryOut(decision, context: context) { handler, context, reply in
-                handler.refuse(command, with: reply, context: context)
+                handler.refuse(command, with: reply, fault: decision, context: context)
             } proceed: { handler, context in
                 if handler.forwards(command) { return handler.forward(command, context: context) }
                 handler.execute(command, context: context)
@@ -218,6 +224,12 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             }
         let action = session.receive(command, at: WallClock.nanos())
         if startsData, session.isReceivingMessage { beginMessage(context: context) }
+        switch action {
+        case .reply(let reply) where reply.code.rawValue >= 400, .replyAndClose(let reply) where reply.code.rawValue >= 400:
+            audited(command, transaction: session.transaction, reply: reply, fault: nil)
+        default:
+            break
+        }
         act(action, context: context)
         switch (command, action) {
         case (.data, .reply(let reply)) where reply.code == .startMailInput:

@@ -18,6 +18,8 @@ public final class StorageHealth: Sendable {
     /// What failed: the search index, the message files and journal.
     public enum Component: String, Sendable, CaseIterable {
         case index, disk
+        /// The delivery audit's files (`attempts.jsonl`, `timeline.jsonl`).
+        case audit
     }
 
     private struct State {

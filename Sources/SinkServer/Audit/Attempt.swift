@@ -1,0 +1,135 @@
+import SMTPProtocol
+
+/// One delivery attempt: one recipient of one SMTP transaction, as the transaction ended for
+/// it — accepted after the final dot, refused at RCPT, DATA or the message's end, or ended by a
+/// fault rule (a disconnect, a hang, a drop).
+///
+/// A transaction refused at MAIL names no recipient and is no attempt (the timeline counts it);
+/// a transaction the client abandons (RSET, QUIT or a closed connection before the message's
+/// end, with no rule involved) is none either: nothing was answered for its recipients.
+struct Attempt: Sendable, Codable, Equatable {
+    /// When the transaction ended for this recipient (wall clock, nanoseconds).
+    var atNanos: Int64
+    /// The envelope sender (empty for the null path `<>`).
+    var sender: String
+    var recipient: String
+    /// The fault phase that decided: `rcpt`, `data`, `data-end` (the final dot), or the phase
+    /// of a rule's disconnect or hang.
+    var phase: String
+    /// What the client was answered; nil when it got no answer (a hang, a disconnect without
+    /// a reply).
+    var reply: Reply?
+    /// The message's `Message-ID` header, when DATA got that far.
+    var messageID: String?
+    /// The fault (a rule's name, or a built-in fault such as `+fail-451`) that decided.
+    var rule: String?
+    var session: String
+    var client: String
+    /// A greylisting rule's `retry_after`, in seconds.
+    var retryAfter: Double?
+    /// Answered 250 by a `drop` rule and not kept.
+    var dropped = false
+    /// The mailboxes the attempt belongs to (AUTH user, plus tag, `X-Swallow-Mailbox`).
+    var mailboxes: [String] = []
+    /// The message's `Subject` as written (encoded words undecoded), when DATA got that far.
+    var subject: String?
+    /// When the transaction's MAIL was received: the attempts of one transaction share it.
+    var transactionNanos: Int64 = 0
+
+    struct Reply: Sendable, Codable, Equatable {
+        var code: Int
+        var enhanced: String?
+        var text: String
+
+        init(_ reply: SMTPReply) {
+            code = Int(reply.code.rawValue)
+            enhanced = reply.enhanced?.description
+            text = reply.lines.joined(separator: " ")
+        }
+
+        init(code: Int, enhanced: String?, text: String) {
+            self.code = code
+            self.enhanced = enhanced
+            self.text = text
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case code = "Code", enhanced = "EnhancedCode", text = "Text"
+        }
+    }
+
+    /// `2xx`, `4xx`, `5xx`, or `none` (no answer).
+    var replyClass: String {
+        guard let reply else { return "none" }
+        return "\(reply.code / 100)xx"
+    }
+
+    /// The client was told the message was taken (a drop rule's 250 included).
+    var accepted: Bool { reply.map { $0.code / 100 == 2 } ?? false }
+    var temporary: Bool { reply.map { $0.code / 100 == 4 } ?? false }
+    var permanent: Bool { reply.map { $0.code / 100 == 5 } ?? false }
+
+    /// The form kept with `--data` (one JSON object a line): the time as nanoseconds.
+    enum CodingKeys: String, CodingKey {
+        case atNanos = "AtNanos", sender = "Sender", recipient = "Recipient", phase = "Phase", reply = "Reply"
+        case messageID = "MessageID", rule = "Rule", session = "Session", client = "Client", retryAfter = "RetryAfter"
+        case dropped = "Dropped", mailboxes = "Mailboxes", subject = "Subject", transactionNanos = "TransactionAtNanos"
+    }
+
+    init(
+        atNanos: Int64, sender: String, recipient: String, phase: String, reply: Reply?, messageID: String? = nil,
+        rule: String? = nil, session: String, client: String, retryAfter: Double? = nil, dropped: Bool = false,
+        mailboxes: [String] = [], subject: String? = nil, transactionNanos: Int64 = 0
+    ) {
+        self.atNanos = atNanos
+        self.sender = sender
+        self.recipient = recipient
+        self.phase = phase
+        self.reply = reply
+        self.messageID = messageID
+        self.rule = rule
+        self.session = session
+        self.client = client
+        self.retryAfter = retryAfter
+        self.dropped = dropped
+        self.mailboxes = mailboxes
+        self.subject = subject
+        self.transactionNanos = transactionNanos
+    }
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        atNanos = try container.decode(Int64.self, forKey: .atNanos)
+        sender = try container.decode(String.self, forKey: .sender)
+        recipient = try container.decode(String.self, forKey: .recipient)
+        phase = try container.decode(String.self, forKey: .phase)
+        reply = try container.decodeIfPresent(Reply.self, forKey: .reply)
+        messageID = try container.decodeIfPresent(String.self, forKey: .messageID)
+        rule = try container.decodeIfPresent(String.self, forKey: .rule)
+        session = try container.decodeIfPresent(String.self, forKey: .session) ?? ""
+        client = try container.decodeIfPresent(String.self, forKey: .client) ?? ""
+        retryAfter = try container.decodeIfPresent(Double.self, forKey: .retryAfter)
+        dropped = try container.decodeIfPresent(Bool.self, forKey: .dropped) ?? false
+        mailboxes = try container.decodeIfPresent([String].self, forKey: .mailboxes) ?? []
+        subject = try container.decodeIfPresent(String.self, forKey: .subject)
+        transactionNanos = try container.decodeIfPresent(Int64.self, forKey: .transactionNanos) ?? atNanos
+    }
+}
+
+/// The audit flags: what an application did wrong about a failure (`Flags` of a delivery).
+enum DeliveryFlag: String, CaseIterable, Sendable, Codable, Comparable {
+    /// Another attempt after a 5xx to the same recipient for the same message.
+    case retryAfterPermanent = "retry-after-permanent"
+    /// A new message to an address that bounced within `--bounce-memory`.
+    case sentAfterBounce = "sent-after-bounce"
+    /// A retry after a 4xx sooner than `--min-retry-interval` or a greylisting rule's `retry_after`.
+    case retryTooSoon = "retry-too-soon"
+    /// Three or more retries whose intervals never grow.
+    case noBackoff = "no-backoff"
+    /// Deferred with a 4xx, then no attempt for `--give-up-after`.
+    case gaveUp = "gave-up"
+
+    static func < (lhs: DeliveryFlag, rhs: DeliveryFlag) -> Bool {
+        allCases.firstIndex(of: lhs)! < allCases.firstIndex(of: rhs)!
+    }
+}

@@ -1,0 +1,82 @@
+/// The attempts of one message to one recipient: what the application did until the message
+/// went through, bounced, or was given up.
+///
+/// Attempts join a delivery by the sender and recipient; where the attempts on both sides carry
+/// a `Message-ID` and they differ, the later one is a new message (a new delivery). An attempt
+/// after the client was told the message was taken (a 2xx, a drop rule's included) starts a new
+/// delivery unless it carries the same `Message-ID`.
+struct Delivery: Sendable {
+    var id: Int
+    var sender: String
+    var recipient: String
+    var messageID: String?
+    var attempts: [Attempt]
+    var flags: [DeliveryFlag] = []
+
+    enum Outcome: String, Sendable {
+        case delivered, deferred, bounced, dropped
+    }
+
+    /// From the last attempt: `dropped` when it got no answer or a drop rule took the message.
+    var outcome: Outcome {
+        guard let last = attempts.last, let reply = last.reply, !last.dropped else { return .dropped }
+        switch reply.code / 100 {
+        case 2: return .delivered
+        case 4: return .deferred
+        default: return .bounced
+        }
+    }
+
+    var firstNanos: Int64 { attempts.first?.atNanos ?? 0 }
+    var lastNanos: Int64 { attempts.last?.atNanos ?? 0 }
+
+    /// Seconds between consecutive attempts.
+    var intervals: [Double] {
+        guard attempts.count > 1 else { return [] }
+        return (1..<attempts.count).map { Double(attempts[$0].atNanos - attempts[$0 - 1].atNanos) / 1e9 }
+    }
+
+    mutating func flag(_ flag: DeliveryFlag) -> Bool {
+        guard !flags.contains(flag) else { return false }
+        flags.append(flag)
+        flags.sort()
+        return true
+    }
+
+    var mailboxes: Set<String> { Set(attempts.flatMap(\.mailboxes)) }
+
+    /// Whether `attempt` (to this delivery's sender and recipient) continues this delivery.
+    func continues(with attempt: Attempt) -> Bool {
+        if let known = messageID, let other = attempt.messageID { return known == other }
+        // No Message-ID on one side: after the client was told it was taken, a new message.
+        return !(attempts.last?.accepted ?? false)
+    }
+
+    /// Whether a step of `intervals` grows: longer than the one before by over 10% and 50 ms
+    /// (measured intervals carry the network's and the scheduler's jitter).
+    static func grows(_ earlier: Double, _ later: Double) -> Bool {
+        later > earlier * 1.1 + 0.05
+    }
+
+    /// `--backoff`'s test: no interval shorter than the one before by over 10% and 50 ms.
+    static func shrinks(_ earlier: Double, _ later: Double) -> Bool {
+        later * 1.1 + 0.05 < earlier
+    }
+}
+
+/// The audit's settings: `--max-attempts`, `--bounce-memory`, `--min-retry-interval`,
+/// `--give-up-after`, `--stats-retention`.
+public struct AuditSettings: Sendable, Equatable {
+    /// Attempts kept; past it the oldest are dropped and counted. 0 records none.
+    public var maxAttempts = 100_000
+    /// Seconds a bounce is remembered for `sent-after-bounce`.
+    public var bounceMemory: Double = 24 * 3600
+    /// Seconds: a retry after a 4xx sooner than this is `retry-too-soon`.
+    public var minRetryInterval: Double = 1
+    /// Seconds without an attempt after a 4xx before a delivery is `gave-up`.
+    public var giveUpAfter: Double = 600
+    /// Seconds the timeline keeps its buckets.
+    public var statsRetention: Double = 24 * 3600
+
+    public init() {}
+}

@@ -1,0 +1,111 @@
+import Foundation
+import MailMessage
+import NIOCore
+import SMTPProtocol
+
+// The connection's side of the delivery audit: how each transaction ended for each recipient
+// (an attempt) and the timeline's counts. The handler calls these where it answers: a command's
+// reply (`execute`, `refuse`), a rule's disconnect or hang, and the message's end.
+extension SMTPServerHandler {
+    /// What the message's header says, read once at its end for the attempts.
+    struct MessageHeaders {
+        var messageID: String?
+        var subject: String?
+        var mailbox: String?
+
+        init(_ body: ByteBuffer?) {
+            guard let body else { return }
+            messageID = FaultEvent.header("Message-ID", in: body).map(Self.trimmed)
+            subject = FaultEvent.header("Subject", in: body)
+            mailbox = FaultEvent.header("X-Swallow-Mailbox", in: body)
+        }
+
+        private static func trimmed(_ value: String) -> String {
+            value.trimmingCharacters(in: .whitespaces)
+        }
+    }
+
+    var audit: DeliveryAudit { shared.audit }
+
+    /// A transaction command was answered with `reply`: a refusal of MAIL counts in the
+    /// timeline; of RCPT, an attempt for its recipient; of DATA or BDAT, an attempt for every
+    /// recipient accepted.
+    func audited(_ command: SMTPCommand, transaction: SMTPSession.Transaction?, reply: SMTPReply, fault: FaultDecision?) {
+        let code = Int(reply.code.rawValue)
+        guard code >= 400 else { return }
+        let now = WallClock.nanos()
+        switch command {
+        case .mail:
+            audit.timeline.refused(atNanos: now, code: code)
+        case .rcpt(let path, _):
+            guard let transaction else { return }
+            audit.timeline.refused(atNanos: now, code: code)
+            record(transaction, recipients: [path.address], phase: "rcpt", reply: reply, fault: fault, at: now)
+        case .data, .bdat:
+            guard let transaction, !transaction.recipients.isEmpty else { return }
+            audit.timeline.refused(atNanos: now, code: code)
+            record(transaction, recipients: transaction.recipients.map(\.path.address), phase: "data", reply: reply, fault: fault, at: now)
+        default:
+            return
+        }
+    }
+
+    /// A rule's disconnect or hang ended the transaction under way (at `phase`, answering
+    /// `command` when there was one): an attempt for each recipient it had, with the reply
+    /// written before the close if any.
+    func auditedEnd(by fault: FaultDecision, reply: SMTPReply?, command: SMTPCommand?) {
+        guard let transaction = session.transaction else { return }
+        var recipients = transaction.recipients.map(\.path.address)
+        if case .rcpt(let path, _)? = command { recipients.append(path.address) }
+        guard !recipients.isEmpty else { return }
+        let now = WallClock.nanos()
+        if let reply, reply.code.rawValue >= 400 {
+            audit.timeline.refused(atNanos: now, code: Int(reply.code.rawValue))
+        } else {
+            audit.timeline.dropped(atNanos: now)
+        }
+        record(transaction, recipients: recipients, phase: fault.phase.rawValue, reply: reply, fault: fault, at: now)
+    }
+
+    /// The message's end was answered: accepted (stored, or taken by a drop rule) or refused.
+    func auditedMessageEnd(
+        _ transaction: SMTPSession.Transaction, reply: SMTPReply?, fault: FaultDecision?, headers: MessageHeaders, size: Int,
+        dropped: Bool = false
+    ) {
+        let now = WallClock.nanos()
+        if dropped || reply == nil {
+            audit.timeline.dropped(atNanos: now)
+        } else if let reply, reply.code.rawValue >= 400 {
+            audit.timeline.refused(atNanos: now, code: Int(reply.code.rawValue))
+        } else {
+            audit.timeline.accepted(atNanos: now, bytes: size, transactionNanos: now - transaction.mailNanos)
+        }
+        record(
+            transaction, recipients: transaction.recipients.map(\.path.address), phase: "data-end", reply: reply, fault: fault,
+            at: now, headers: headers, dropped: dropped)
+    }
+
+    private func record(
+        _ transaction: SMTPSession.Transaction, recipients: [String], phase: String, reply: SMTPReply?, fault: FaultDecision?,
+        at now: Int64, headers: MessageHeaders? = nil, dropped: Bool = false
+    ) {
+        let log = audit.attempts
+        guard log.enabled else { return }
+        let sender = transaction.reversePath.address
+        var mailboxes: [String] = []
+        if let user = session.authUser, !user.isEmpty { mailboxes.append(user) }
+        if let header = headers?.mailbox, !header.isEmpty, !mailboxes.contains(header) { mailboxes.append(header) }
+        let answered = reply.map(Attempt.Reply.init)
+        for recipient in recipients {
+            var boxes = mailboxes
+            if recipient.contains("@"), let detail = Mailbox.detail(ofAddress: recipient), !boxes.contains(String(detail)) {
+                boxes.append(String(detail))
+            }
+            log.record(
+                Attempt(
+                    atNanos: now, sender: sender, recipient: recipient, phase: phase, reply: answered, messageID: headers?.messageID,
+                    rule: fault?.rule, session: peer.sessionID, client: peer.remoteIP, retryAfter: fault?.retryAfter,
+                    dropped: dropped, mailboxes: boxes, subject: headers?.subject, transactionNanos: transaction.mailNanos))
+        }
+    }
+}
