@@ -209,8 +209,12 @@ final class Timeline: Sendable {
         var start: Int64
         var width: Int64
         var accepted, refused4xx, refused5xx, dropped, bytes, sessions: Int
-        /// The transaction histogram as [value, count] pairs (microseconds).
+        /// The transaction histogram as [value, count] pairs (microseconds; each value the
+        /// lowest of its bucket), and its exact least and greatest values, which percentiles are
+        /// bounded by.
         var transactions: [[UInt64]]?
+        var transactionsMin: UInt64?
+        var transactionsMax: UInt64?
 
         init(_ key: BucketKey, _ counts: Counts) {
             start = key.start
@@ -222,8 +226,10 @@ final class Timeline: Sendable {
             bytes = counts.bytes
             sessions = counts.sessions
             transactions = counts.transactions.map { histogram in
-                histogram.recordedValues().map { [$0.value, UInt64($0.count)] }
+                histogram.recordedValues().map { [histogram.lowestEquivalentForValue($0.value), UInt64($0.count)] }
             }
+            transactionsMin = counts.transactions.map(\.min)
+            transactionsMax = counts.transactions.map(\.maxRecorded)
         }
 
         var counts: Counts {
@@ -231,7 +237,20 @@ final class Timeline: Sendable {
                 accepted: accepted, refused4xx: refused4xx, refused5xx: refused5xx, dropped: dropped, bytes: bytes, sessions: sessions)
             if let transactions {
                 var histogram = Timeline.makeHistogram()
-                for pair in transactions where pair.count == 2 { _ = histogram.record(pair[0], count: UInt32(clamping: pair[1])) }
+                // The buckets holding the least and the greatest value get them exactly, so the
+                // percentiles read back as they were written.
+                let least = transactionsMin ?? 0, greatest = transactionsMax ?? 0
+                for pair in transactions where pair.count == 2 && pair[1] > 0 {
+                    let (value, count) = (pair[0], UInt32(clamping: pair[1]))
+                    let hasLeast = histogram.valuesAreEquivalent(value, least)
+                    let hasGreatest = histogram.valuesAreEquivalent(value, greatest)
+                    if hasLeast && hasGreatest && count >= 2 {
+                        _ = histogram.record(least, count: count - 1)
+                        _ = histogram.record(greatest)
+                    } else {
+                        _ = histogram.record(hasLeast ? least : hasGreatest ? greatest : value, count: count)
+                    }
+                }
                 counts.transactions = histogram
             }
             return counts

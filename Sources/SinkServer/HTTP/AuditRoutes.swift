@@ -231,9 +231,11 @@ enum AuditRoutes {
             counts.sorted { ($0.value, $1.key) > ($1.value, $0.key) }.prefix(10).map { Entry(value: $0.key, count: $0.value) }
         }
         // The burst: the minute before now against the median of the window's other minutes.
+        // Minutes end with the current 10 s bucket, so the last one holds what just happened.
         let now = nowNanos / 1_000_000_000
+        let end = now - now % Timeline.fineWidth + Timeline.fineWidth
         let minutes = max(2, Int(window / 60))
-        let volumes = audit.timeline.minuteVolumes(from: now - Int64(minutes) * 60, to: now)
+        let volumes = audit.timeline.minuteVolumes(from: end - Int64(minutes) * 60, to: end)
         let last = volumes.last ?? 0
         let earlier = volumes.dropLast().sorted()
         let median: Double =
