@@ -49,9 +49,15 @@ def main():
     parser.add_argument("--docs", required=True)
     parser.add_argument("--release", action="store_true",
                         help="only the release check: the sink has a --relay; the Release button sends the open message on")
+    parser.add_argument("--audit", action="store_true",
+                        help="only the Deliveries and Stats panels: attempts, flags, the charts and the top tables, live")
     options = parser.parse_args()
     if options.release:
         release_check(options)
+        print("all checks passed", flush=True)
+        return
+    if options.audit:
+        audit_check(options)
         print("all checks passed", flush=True)
         return
     os.makedirs(options.docs, exist_ok=True)
@@ -213,6 +219,59 @@ def release_check(options):
         check(browser.evaluate("window.__offered") == "jane@example.com", "the prompt offered the envelope's recipients")
         hops = browser.wait_for("document.getElementById('relay-hops') && document.getElementById('relay-hops').textContent", "the hop shown")
         check("release → boss@example.com" in hops and "250" in hops, f"the message shows the hop ({hops!r})")
+
+
+def audit_check(options):
+    """The Deliveries panel shows a misbehaving client's attempts and flags as they happen; the
+    Stats panel draws the timeline and the top tables, and follows new mail."""
+    import urllib.request
+    os.makedirs(options.docs, exist_ok=True)
+    rules = b"rules:\n  - name: busy\n    match: {phase: rcpt, recipient: '*@busy.example'}\n    action: {reply: '451 4.3.0 Mailbox busy'}\n"
+    request = urllib.request.Request(options.base + "/api/v1/faults", data=rules, method="PUT", headers={"Content-Type": "application/yaml"})
+    urllib.request.urlopen(request, timeout=10).read()
+
+    def mail(to, subject):
+        with smtplib.SMTP("127.0.0.1", options.smtp, timeout=10) as smtp:
+            smtp.sendmail("app@shop.example", [to], f"From: app@shop.example\r\nTo: {to}\r\nSubject: {subject}\r\n\r\nHello\r\n".encode())
+
+    with Chromium() as browser:
+        browser.navigate(options.base + "/")
+        browser.wait_for("document.getElementById('status').textContent === 'Live'", "the page loaded")
+        browser.evaluate("document.querySelector('.tab[data-panel=deliveries]').click()")
+        browser.wait_for("document.getElementById('delivery-summary').textContent.startsWith('No attempts')", "the empty Deliveries panel")
+        # A client that retries at once, four times: the panel follows without a reload.
+        for _ in range(4):
+            try:
+                mail("x@busy.example", "Your reset link")
+            except smtplib.SMTPRecipientsRefused:
+                pass
+        mail("ok@shop.example", "Welcome")
+        browser.wait_for("[...document.querySelectorAll('#delivery-rows tr')].some(r => r.textContent.includes('x@busy.example') && r.textContent.includes('no-backoff'))",
+                         "the busy delivery listed with its fourth attempt")
+        flags = browser.evaluate("[...document.querySelectorAll('#delivery-rows tr')].find(r => r.textContent.includes('x@busy.example')).querySelectorAll('.flag').length")
+        text = browser.evaluate("[...document.querySelectorAll('#delivery-rows tr')].find(r => r.textContent.includes('x@busy.example')).textContent")
+        check(flags >= 2 and "retry-too-soon" in text and "no-backoff" in text and "deferred" in text, f"the flags are highlighted in the list ({text!r})")
+        browser.evaluate("[...document.querySelectorAll('#delivery-rows tr')].find(r => r.textContent.includes('x@busy.example')).click()")
+        browser.wait_for("document.querySelectorAll('#attempt-rows tr').length === 4", "the delivery's four attempts")
+        check(browser.evaluate("document.querySelectorAll('#delivery .attempt-line circle').length") == 4, "the delivery's time line has a point per attempt")
+        check("451 4.3.0 Mailbox busy" in browser.evaluate("document.getElementById('attempt-rows').textContent"), "each attempt shows its reply")
+        check(browser.evaluate("[...document.querySelectorAll('#delivery-rows tr')].find(r => r.textContent.includes('ok@shop.example')).querySelector('.outcome').textContent") == "delivered",
+              "an accepted message is a delivered delivery")
+        browser.screenshot(os.path.join(options.docs, "inbox-deliveries.png"))
+
+        browser.evaluate("document.querySelector('.tab[data-panel=stats]').click()")
+        browser.wait_for("document.querySelectorAll('#chart-volume rect').length > 0", "the volume chart drawn")
+        check(browser.evaluate("document.querySelectorAll('#chart-volume rect.refused4xx').length") > 0, "refusals are charted")
+        check(browser.evaluate("document.querySelector('#chart-latency polyline.p99').getAttribute('points').length") > 0, "the transaction time is charted")
+        senders = browser.wait_for("document.querySelector('[data-top=senders]') && document.querySelector('[data-top=senders]').textContent", "the top senders")
+        check("app@shop.example" in senders, f"the top senders list the sender ({senders!r})")
+        # Live: new mail shows in the top tables without a reload.
+        mail("late@shop.example", "Invoice")
+        browser.wait_for("document.querySelector('[data-top=recipients]').textContent.includes('late@shop.example')", "the top tables follow new mail")
+        browser.screenshot(os.path.join(options.docs, "inbox-stats.png"))
+        browser.viewport(360, 740, mobile=True)
+        width = browser.evaluate("document.documentElement.scrollWidth")
+        check(width <= 360, f"the Stats panel fits 360 px (scroll width {width})")
 
 
 if __name__ == "__main__":

@@ -538,8 +538,9 @@ async function pollStats() {
 function showPanel(panel) {
   state.panel = panel;
   for (const tab of document.querySelectorAll(".tab")) tab.setAttribute("aria-pressed", String(tab.dataset.panel === panel));
-  for (const name of ["inbox", "faults", "live"]) $(name).hidden = name !== panel;
+  for (const name of ["inbox", "faults", "live", "deliveries", "stats"]) $(name).hidden = name !== panel;
   if (panel === "faults") loadFaults();
+  if (typeof showAuditPanel === "function") showAuditPanel(panel);
   clearInterval(live.timer);
   live.timer = null;
   if (panel === "live") {
@@ -630,7 +631,7 @@ function start() {
   });
   document.addEventListener("keydown", onKey);
   const initial = location.hash.slice(1);
-  showPanel(["faults", "live"].includes(initial) ? initial : "inbox");
+  showPanel(["faults", "live", "deliveries", "stats"].includes(initial) ? initial : "inbox");
   loadList();
   loadRelay();
   connectEvents();
