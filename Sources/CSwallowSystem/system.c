@@ -2,6 +2,7 @@
 #include "CSwallowSystem.h"
 
 #include <fcntl.h>
+#include <time.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -66,4 +67,10 @@ void swallow_limit_malloc_arenas(int count) {
 #else
     (void)count;
 #endif
+}
+
+long long swallow_realtime_nanos(void) {
+    struct timespec spec;
+    clock_gettime(CLOCK_REALTIME, &spec);
+    return (long long)spec.tv_sec * 1000000000LL + (long long)spec.tv_nsec;
 }

@@ -4,33 +4,53 @@ public enum HeaderLookup {
     /// The unfolded, trimmed value of the first header field called `name` (case-insensitive)
     /// in the header section of `message` (which ends at the first empty line).
     public static func firstValue(named name: String, in message: UnsafeRawBufferPointer) -> String? {
-        let wanted = Array(name.lowercased().utf8)
+        firstValues(named: [Array(name.lowercased().utf8)], in: message)[0]
+    }
+
+    /// The first value of each of `names` (lowercase ASCII bytes), unfolded and trimmed of
+    /// spaces and tabs, in one pass over the header section; nil for a name it lacks.
+    public static func firstValues(named names: [[UInt8]], in message: UnsafeRawBufferPointer) -> [String?] {
+        var found = [String?](repeating: nil, count: names.count)
+        var remaining = names.count
         let count = message.count
         var lineStart = 0
-        while lineStart < count {
+        while lineStart < count, remaining > 0 {
             var lineEnd = lineStart
             while lineEnd < count && message[lineEnd] != UInt8(ascii: "\n") { lineEnd += 1 }
             let contentEnd = lineEnd > lineStart && message[lineEnd - 1] == UInt8(ascii: "\r") ? lineEnd - 1 : lineEnd
-            if contentEnd == lineStart { return nil }  // end of the header section
-            if contentEnd - lineStart > wanted.count, message[lineStart + wanted.count] == UInt8(ascii: ":"),
-                Self.matches(wanted, message, at: lineStart)
-            {
-                var value = [UInt8](UnsafeRawBufferPointer(rebasing: message[(lineStart + wanted.count + 1)..<contentEnd]))
-                // Unfold continuation lines (RFC 5322 §2.2.3).
-                var next = lineEnd + 1
-                while next < count, message[next] == UInt8(ascii: " ") || message[next] == UInt8(ascii: "\t") {
-                    var end = next
-                    while end < count && message[end] != UInt8(ascii: "\n") { end += 1 }
-                    let stop = end > next && message[end - 1] == UInt8(ascii: "\r") ? end - 1 : end
-                    value.append(contentsOf: UnsafeRawBufferPointer(rebasing: message[next..<stop]))
-                    next = end + 1
-                }
-                let text = String(decoding: value, as: UTF8.self)
-                return text.trimmingCharacters(in: " \t")
+            if contentEnd == lineStart { break }  // end of the header section
+            for (index, wanted) in names.enumerated() where found[index] == nil {
+                guard contentEnd - lineStart > wanted.count, message[lineStart + wanted.count] == UInt8(ascii: ":"),
+                    Self.matches(wanted, message, at: lineStart)
+                else { continue }
+                found[index] = value(from: lineStart + wanted.count + 1, to: contentEnd, lineEnd: lineEnd, in: message)
+                remaining -= 1
+                break
             }
             lineStart = lineEnd + 1
         }
-        return nil
+        return found
+    }
+
+    /// A header's value from `start` to `end` on its first line, with its continuation lines
+    /// unfolded (RFC 5322 §2.2.3), spaces and tabs trimmed from both ends.
+    private static func value(from start: Int, to end: Int, lineEnd: Int, in message: UnsafeRawBufferPointer) -> String {
+        let count = message.count
+        var value = [UInt8](UnsafeRawBufferPointer(rebasing: message[start..<end]))
+        var next = lineEnd + 1
+        while next < count, message[next] == UInt8(ascii: " ") || message[next] == UInt8(ascii: "\t") {
+            var stop = next
+            while stop < count && message[stop] != UInt8(ascii: "\n") { stop += 1 }
+            let contentStop = stop > next && message[stop - 1] == UInt8(ascii: "\r") ? stop - 1 : stop
+            value.append(contentsOf: UnsafeRawBufferPointer(rebasing: message[next..<contentStop]))
+            next = stop + 1
+        }
+        func blank(_ byte: UInt8) -> Bool { byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
+        var first = 0
+        var last = value.count
+        while first < last, blank(value[first]) { first += 1 }
+        while last > first, blank(value[last - 1]) { last -= 1 }
+        return String(decoding: value[first..<last], as: UTF8.self)
     }
 
     private static func matches(_ wanted: [UInt8], _ bytes: UnsafeRawBufferPointer, at start: Int) -> Bool {

@@ -1,3 +1,4 @@
+import CSwallowSystem
 import CoreFoundation
 import Foundation
 import NIOCore
@@ -67,9 +68,7 @@ extension Duration {
 /// across processes (the load generator's send times), so this is CLOCK_REALTIME.
 enum WallClock {
     static func nanos() -> Int64 {
-        var spec = timespec()
-        clock_gettime(CLOCK_REALTIME, &spec)
-        return Int64(spec.tv_sec) * 1_000_000_000 + Int64(spec.tv_nsec)
+        Int64(swallow_realtime_nanos())
     }
 
     private static let lastDate = Mutex<(seconds: Int64, text: String)>((-1, ""))

@@ -22,6 +22,7 @@ public final class SinkMetrics: Sendable {
     private let faults = Mutex<[String: Counter]>([:])
     private let relays = Mutex<[String: (Counter, DurationHistogram)]>([:])
     private let attempts = Mutex<[String: Counter]>([:])
+    private let acceptedAttempts: Counter
     private let deliveryFlags = Mutex<[String: Counter]>([:])
     /// The same counts, readable for `/api/v1/stats` and `/api/v1/info`.
     let counts = Mutex(Counts())
@@ -89,6 +90,9 @@ public final class SinkMetrics: Sendable {
         func replyCounter(_ code: Int) -> Counter {
             registry.makeCounter(name: "swallow_smtp_replies_total", labels: [("code", String(code))], help: "SMTP replies by code")
         }
+        acceptedAttempts = registry.makeCounter(
+            name: "swallow_attempts_total", labels: [("phase", "data-end"), ("class", "2xx")],
+            help: "Delivery attempts (one per recipient and transaction) by the phase that decided and the reply's class")
         reply250 = replyCounter(250)
         reply354 = replyCounter(354)
         reply220 = replyCounter(220)
@@ -218,6 +222,8 @@ public final class SinkMetrics: Sendable {
 
     /// A delivery attempt: `swallow_attempts_total{phase,class}` (class `2xx`, `4xx`, `5xx`, `none`).
     func attempted(phase: String, class replyClass: String) {
+        // Most attempts are messages accepted: that counter without a lookup.
+        if phase == "data-end" && replyClass == "2xx" { return acceptedAttempts.increment() }
         let key = phase + " " + replyClass
         let counter = attempts.withLock { counters in
             if let counter = counters[key] { return counter }

@@ -27,4 +27,7 @@ void swallow_keep_large_allocations(unsigned long mmap_threshold, unsigned long 
 /// are bound by it: call it before the process starts any thread.
 void swallow_limit_malloc_arenas(int count);
 
+/// The wall clock (`CLOCK_REALTIME`) in nanoseconds since the Unix epoch.
+long long swallow_realtime_nanos(void);
+
 #endif

@@ -36,21 +36,33 @@ struct Attempt: Sendable, Codable, Equatable {
     /// When the transaction's MAIL was received: the attempts of one transaction share it.
     var transactionNanos: Int64 = 0
 
+    /// The reply as written: kept whole (its lines are shared, not copied) and spelled out as
+    /// `Code`, `EnhancedCode` and `Text` only when encoded.
     struct Reply: Sendable, Codable, Equatable {
-        var code: Int
-        var enhanced: String?
-        var text: String
+        var smtp: SMTPReply
 
-        init(_ reply: SMTPReply) {
-            code = Int(reply.code.rawValue)
-            enhanced = reply.enhanced?.description
-            text = reply.lines.joined(separator: " ")
-        }
+        init(_ reply: SMTPReply) { smtp = reply }
 
         init(code: Int, enhanced: String?, text: String) {
-            self.code = code
-            self.enhanced = enhanced
-            self.text = text
+            smtp = SMTPReply(code, enhanced, text)
+        }
+
+        var code: Int { Int(smtp.code.rawValue) }
+        var enhanced: String? { smtp.enhanced?.description }
+        var text: String { smtp.lines.joined(separator: " ") }
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            self.init(
+                code: try container.decode(Int.self, forKey: .code), enhanced: try container.decodeIfPresent(String.self, forKey: .enhanced),
+                text: try container.decode(String.self, forKey: .text))
+        }
+
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(code, forKey: .code)
+            try container.encode(enhanced, forKey: .enhanced)
+            try container.encode(text, forKey: .text)
         }
 
         enum CodingKeys: String, CodingKey {

@@ -16,13 +16,18 @@ final class AttemptLog: Sendable {
         var recipient: String
 
         init(_ sender: String, _ recipient: String) {
-            self.sender = sender.lowercased()
-            self.recipient = recipient.lowercased()
+            self.sender = Self.folded(sender)
+            self.recipient = Self.folded(recipient)
+        }
+
+        /// Lowercased; the string itself when it has no capital (most addresses: no copy).
+        static func folded(_ text: String) -> String {
+            text.utf8.contains(where: { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") || $0 >= 0x80 }) ? text.lowercased() : text
         }
     }
 
     private struct State {
-        var deliveries: [Int: Delivery] = [:]
+        var deliveries = DeliveryTable()
         /// The latest delivery of each sender and recipient.
         var latest: [Key: Int] = [:]
         /// Per attempt kept, oldest first: the delivery it belongs to (for dropping the oldest).
@@ -76,76 +81,81 @@ final class AttemptLog: Sendable {
 
     private static func add(_ attempt: Attempt, to state: inout State, settings: AuditSettings) -> [DeliveryFlag] {
         let key = Key(attempt.sender, attempt.recipient)
-        let recipientKey = key.recipient
         var raised: [DeliveryFlag] = []
-        var delivery: Delivery
-        if let id = state.latest[key], let existing = state.deliveries[id], existing.continues(with: attempt) {
-            delivery = existing
-            let previous = delivery.attempts.last!
-            let interval = Double(attempt.atNanos - previous.atNanos) / 1e9
-            if previous.permanent {
-                if delivery.flag(.retryAfterPermanent) { raised.append(.retryAfterPermanent) }
-                // Refused at RCPT, neither side carries a Message-ID: a retry of the same
-                // message and a new message look alike, and both are faults.
-                if previous.messageID == nil || attempt.messageID == nil, delivery.flag(.sentAfterBounce) {
-                    raised.append(.sentAfterBounce)
-                }
+        let id: Int
+        let deferred: Bool
+        if let latest = state.latest[key], state.deliveries[latest]?.continues(with: attempt) == true {
+            id = latest
+            // In place: the delivery's attempts are not copied to append one.
+            deferred = state.deliveries.modify(id) { delivery in
+                Self.append(attempt, to: &delivery, settings: settings, raised: &raised)
+                return delivery.outcome == .deferred && !delivery.flags.contains(.gaveUp)
             }
-            if previous.temporary || previous.reply == nil {
-                let minimum = max(settings.minRetryInterval, previous.retryAfter ?? 0)
-                if interval < minimum, delivery.flag(.retryTooSoon) { raised.append(.retryTooSoon) }
-            }
-            delivery.attempts.append(attempt)
-            if delivery.messageID == nil { delivery.messageID = attempt.messageID }
-            let intervals = delivery.intervals
-            if intervals.count >= 3, !zip(intervals, intervals.dropFirst()).contains(where: { Delivery.grows($0, $1) }),
-                delivery.flag(.noBackoff)
-            {
-                raised.append(.noBackoff)
-            }
+            if !deferred { state.deferred.remove(id) }
         } else {
-            delivery = Delivery(
-                id: state.nextID, sender: attempt.sender, recipient: attempt.recipient, messageID: attempt.messageID,
-                attempts: [attempt])
+            id = state.nextID
             state.nextID += 1
-            if let bounced = state.bounces[recipientKey], Double(attempt.atNanos - bounced) / 1e9 <= settings.bounceMemory,
-                delivery.flag(.sentAfterBounce)
+            var delivery = Delivery(id: id, sender: attempt.sender, recipient: attempt.recipient, messageID: attempt.messageID, attempts: [attempt])
+            if !state.bounces.isEmpty, let bounced = state.bounces[key.recipient],
+                Double(attempt.atNanos - bounced) / 1e9 <= settings.bounceMemory, delivery.flag(.sentAfterBounce)
             {
                 raised.append(.sentAfterBounce)
             }
-            state.latest[key] = delivery.id
+            deferred = delivery.outcome == .deferred
+            state.deliveries.append(delivery)
+            state.latest[key] = id
         }
+        if deferred { state.deferred.insert(id) }
         if attempt.permanent {
-            if state.bounces.count >= max(settings.maxAttempts, 1024), state.bounces[recipientKey] == nil {
+            if state.bounces.count >= max(settings.maxAttempts, 1024), state.bounces[key.recipient] == nil {
                 let horizon = attempt.atNanos - Int64(settings.bounceMemory * 1e9)
                 state.bounces = state.bounces.filter { $0.value >= horizon }
                 if state.bounces.count >= max(settings.maxAttempts, 1024) { state.bounces.removeAll() }
             }
-            state.bounces[recipientKey] = attempt.atNanos
-        }
-        if delivery.outcome == .deferred, !delivery.flags.contains(.gaveUp) {
-            state.deferred.insert(delivery.id)
-        } else {
-            state.deferred.remove(delivery.id)
+            state.bounces[key.recipient] = attempt.atNanos
         }
         for flag in raised { state.flagCounts[flag, default: 0] += 1 }
-        state.deliveries[delivery.id] = delivery
-        state.order.append(delivery.id)
+        state.order.append(id)
         while state.order.count > settings.maxAttempts {
             let oldest = state.order.removeFirst()
             state.droppedAttempts += 1
-            guard var owner = state.deliveries[oldest] else { continue }
-            owner.attempts.removeFirst()
-            if owner.attempts.isEmpty {
-                state.deliveries[oldest] = nil
-                state.deferred.remove(oldest)
-                let ownerKey = Key(owner.sender, owner.recipient)
-                if state.latest[ownerKey] == oldest { state.latest[ownerKey] = nil }
-            } else {
-                state.deliveries[oldest] = owner
+            guard state.deliveries[oldest] != nil else { continue }
+            let emptied = state.deliveries.modify(oldest) { owner in
+                owner.attempts.removeFirst()
+                return owner.attempts.isEmpty
             }
+            guard emptied, let owner = state.deliveries.remove(oldest) else { continue }
+            state.deferred.remove(oldest)
+            let ownerKey = Key(owner.sender, owner.recipient)
+            if state.latest[ownerKey] == oldest { state.latest[ownerKey] = nil }
         }
         return raised
+    }
+
+    /// Appends a further attempt to its delivery and raises the flags it earns.
+    private static func append(_ attempt: Attempt, to delivery: inout Delivery, settings: AuditSettings, raised: inout [DeliveryFlag]) {
+        let previous = delivery.attempts[delivery.attempts.count - 1]
+        let interval = Double(attempt.atNanos - previous.atNanos) / 1e9
+        if previous.permanent {
+            if delivery.flag(.retryAfterPermanent) { raised.append(.retryAfterPermanent) }
+            // Refused at RCPT, neither side carries a Message-ID: a retry of the same message and
+            // a new message look alike, and both are faults.
+            if previous.messageID == nil || attempt.messageID == nil, delivery.flag(.sentAfterBounce) {
+                raised.append(.sentAfterBounce)
+            }
+        }
+        if previous.temporary || previous.reply == nil {
+            let minimum = max(settings.minRetryInterval, previous.retryAfter ?? 0)
+            if interval < minimum, delivery.flag(.retryTooSoon) { raised.append(.retryTooSoon) }
+        }
+        delivery.attempts.append(attempt)
+        if delivery.messageID == nil { delivery.messageID = attempt.messageID }
+        let intervals = delivery.intervals
+        if intervals.count >= 3, !zip(intervals, intervals.dropFirst()).contains(where: { Delivery.grows($0, $1) }),
+            delivery.flag(.noBackoff)
+        {
+            raised.append(.noBackoff)
+        }
     }
 
     /// `gave-up`: deferred deliveries with no attempt for `--give-up-after` by `nowNanos`.
@@ -155,16 +165,15 @@ final class AttemptLog: Sendable {
         let raised = state.withLock { state -> Int in
             var raised = 0
             for id in state.deferred {
-                guard var delivery = state.deliveries[id] else {
+                guard let last = state.deliveries[id]?.lastNanos else {
                     state.deferred.remove(id)
                     continue
                 }
-                guard delivery.lastNanos <= horizon else { continue }
+                guard last <= horizon else { continue }
                 state.deferred.remove(id)
-                if delivery.flag(.gaveUp) {
+                if state.deliveries.modify(id, { $0.flag(.gaveUp) }) {
                     raised += 1
                     state.flagCounts[.gaveUp, default: 0] += 1
-                    state.deliveries[id] = delivery
                 }
             }
             if raised > 0 {
@@ -205,7 +214,7 @@ final class AttemptLog: Sendable {
     func deliveries(_ filter: Filter, start: Int = 0, limit: Int = 50) -> (total: Int, items: [Delivery], version: UInt64) {
         sweep(nowNanos: WallClock.nanos())
         return state.withLock { state in
-            let matching = state.deliveries.values.filter(filter.matches).sorted {
+            let matching = state.deliveries.all.filter(filter.matches).sorted {
                 ($0.lastNanos, $0.id) > ($1.lastNanos, $1.id)
             }
             let items = start < matching.count ? Array(matching[start..<min(matching.count, start + limit)]) : []
@@ -216,7 +225,7 @@ final class AttemptLog: Sendable {
     /// The attempts kept whose time is at or after `sinceNanos`, oldest first.
     func attempts(sinceNanos: Int64) -> [Attempt] {
         state.withLock { state in
-            state.deliveries.values.flatMap { $0.attempts.filter { $0.atNanos >= sinceNanos } }.sorted { $0.atNanos < $1.atNanos }
+            state.deliveries.all.flatMap { $0.attempts.filter { $0.atNanos >= sinceNanos } }.sorted { $0.atNanos < $1.atNanos }
         }
     }
 
@@ -333,4 +342,55 @@ final class AttemptLog: Sendable {
         var lines: Int
         var description: String { "\(lines) lines that are not attempts were skipped" }
     }
+}
+
+/// The deliveries by id. Ids are handed out in order and the oldest deliveries go first, so an
+/// array indexed by `id - first` (with holes for deliveries already gone, trimmed from the
+/// front) rather than a hash table: a profile of 1 KiB messages had the table's hashing and
+/// growth at a quarter of the audit's cost.
+struct DeliveryTable {
+    private var slots: [Delivery?] = []
+    /// Slots before `head` are gone.
+    private var head = 0
+    /// The id of `slots[0]`.
+    private var first = 1
+    private(set) var count = 0
+
+    private func slot(_ id: Int) -> Int? {
+        let index = id - first
+        return index >= head && index < slots.count ? index : nil
+    }
+
+    subscript(id: Int) -> Delivery? {
+        slot(id).flatMap { slots[$0] }
+    }
+
+    /// Adds the delivery with the next id.
+    mutating func append(_ delivery: Delivery) {
+        if slots.isEmpty { first = delivery.id }
+        precondition(delivery.id == first + slots.count, "deliveries are added in id order")
+        slots.append(delivery)
+        count += 1
+    }
+
+    /// Changes a delivery where it is (it must be there).
+    mutating func modify<Result>(_ id: Int, _ body: (inout Delivery) -> Result) -> Result {
+        let index = slot(id)!
+        return body(&slots[index]!)
+    }
+
+    mutating func remove(_ id: Int) -> Delivery? {
+        guard let index = slot(id), let delivery = slots[index] else { return nil }
+        slots[index] = nil
+        count -= 1
+        while head < slots.count, slots[head] == nil { head += 1 }
+        if head >= 1024, head * 2 >= slots.count {
+            slots.removeFirst(head)
+            first += head
+            head = 0
+        }
+        return delivery
+    }
+
+    var all: [Delivery] { slots[head...].compactMap { $0 } }
 }

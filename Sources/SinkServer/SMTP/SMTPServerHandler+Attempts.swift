@@ -1,4 +1,3 @@
-import Foundation
 import MailMessage
 import NIOCore
 import SMTPProtocol
@@ -13,15 +12,14 @@ extension SMTPServerHandler {
         var subject: String?
         var mailbox: String?
 
+        private static let names = ["message-id", "subject", "x-swallow-mailbox"].map { Array($0.utf8) }
+
+        /// One pass over the header section (a profile of 1 KiB messages had three lookups at
+        /// 5% of the sink's CPU).
         init(_ body: ByteBuffer?) {
             guard let body else { return }
-            messageID = FaultEvent.header("Message-ID", in: body).map(Self.trimmed)
-            subject = FaultEvent.header("Subject", in: body)
-            mailbox = FaultEvent.header("X-Swallow-Mailbox", in: body)
-        }
-
-        private static func trimmed(_ value: String) -> String {
-            value.trimmingCharacters(in: .whitespaces)
+            let values = body.withUnsafeReadableBytes { HeaderLookup.firstValues(named: Self.names, in: $0) }
+            (messageID, subject, mailbox) = (values[0], values[1], values[2])
         }
     }
 
@@ -68,9 +66,10 @@ extension SMTPServerHandler {
     }
 
     /// The message's end was answered: accepted (stored, or taken by a drop rule) or refused.
+    /// `envelope`: the captured message's, whose address strings are reused (no copies made).
     func auditedMessageEnd(
         _ transaction: SMTPSession.Transaction, reply: SMTPReply?, fault: FaultDecision?, headers: MessageHeaders, size: Int,
-        dropped: Bool = false
+        dropped: Bool = false, envelope: Envelope? = nil
     ) {
         let now = WallClock.nanos()
         if dropped || reply == nil {
@@ -81,17 +80,17 @@ extension SMTPServerHandler {
             audit.timeline.accepted(atNanos: now, bytes: size, transactionNanos: now - transaction.mailNanos)
         }
         record(
-            transaction, recipients: transaction.recipients.map(\.path.address), phase: "data-end", reply: reply, fault: fault,
-            at: now, headers: headers, dropped: dropped)
+            transaction, recipients: envelope?.recipients.map(\.address) ?? transaction.recipients.map(\.path.address),
+            phase: "data-end", reply: reply, fault: fault, at: now, headers: headers, dropped: dropped, sender: envelope?.mailFrom)
     }
 
     private func record(
         _ transaction: SMTPSession.Transaction, recipients: [String], phase: String, reply: SMTPReply?, fault: FaultDecision?,
-        at now: Int64, headers: MessageHeaders? = nil, dropped: Bool = false
+        at now: Int64, headers: MessageHeaders? = nil, dropped: Bool = false, sender: String? = nil
     ) {
         let log = audit.attempts
         guard log.enabled else { return }
-        let sender = transaction.reversePath.address
+        let sender = sender ?? transaction.reversePath.address
         var mailboxes: [String] = []
         if let user = session.authUser, !user.isEmpty { mailboxes.append(user) }
         if let header = headers?.mailbox, !header.isEmpty, !mailboxes.contains(header) { mailboxes.append(header) }

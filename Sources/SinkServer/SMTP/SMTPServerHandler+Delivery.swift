@@ -136,13 +136,13 @@ extension SMTPServerHandler {
         case .success:
             if let answer, answer.code.rawValue / 100 != 2 {
                 if let transaction, let headers {
-                    auditedMessageEnd(transaction, reply: answer, fault: nil, headers: headers, size: message.size)
+                    auditedMessageEnd(transaction, reply: answer, fault: nil, headers: headers, size: message.size, envelope: message.envelope)
                 }
                 act(session.refuse(answer), context: context)
             } else if let answer {
                 shared.metrics.accepted(bytes: message.size)
                 if let transaction, let headers {
-                    auditedMessageEnd(transaction, reply: answer, fault: nil, headers: headers, size: message.size)
+                    auditedMessageEnd(transaction, reply: answer, fault: nil, headers: headers, size: message.size, envelope: message.envelope)
                 }
                 replacement = answer
                 act(session.stored(id: message.id), context: context)
@@ -151,7 +151,7 @@ extension SMTPServerHandler {
                 shared.metrics.accepted(bytes: message.size)
                 let action = session.stored(id: message.id)
                 if let transaction, let headers, case .reply(let reply) = action {
-                    auditedMessageEnd(transaction, reply: reply, fault: nil, headers: headers, size: message.size)
+                    auditedMessageEnd(transaction, reply: reply, fault: nil, headers: headers, size: message.size, envelope: message.envelope)
                 }
                 act(action, context: context)
             }
@@ -162,7 +162,7 @@ extension SMTPServerHandler {
             shared.logger.error("cannot store message", metadata: ["id": "\(message.id)", "error": "\(error)"])
             let action = session.storeFailed()
             if let transaction, let headers, case .reply(let reply) = action {
-                auditedMessageEnd(transaction, reply: reply, fault: nil, headers: headers, size: message.size)
+                auditedMessageEnd(transaction, reply: reply, fault: nil, headers: headers, size: message.size, envelope: message.envelope)
             }
             act(action, context: context)
         }
