@@ -256,16 +256,17 @@ struct ApplicationAuditTests {
                 for i in range(5): deliver('a%d@shop.example' % i, 'ok', [])
                 for i in range(3): deliver('b%d@later.example' % i, 'later', [])
                 for i in range(2): deliver('c%d@never.example' % i, 'never', [])
+                deliver('d+job7@shop.example', 'tagged', [])
                 """, port: sink.smtpPort)
         let end = Int(Date().timeIntervalSince1970) + 1
         let answer = try jsonObject(try await curl(["\(api)/api/v1/stats/timeline?from=\(start - 20)&to=\(end + 20)&step=10s"]))
         let buckets = try #require(answer["buckets"] as? [[String: Any]])
         func sum(_ key: String) -> Int { buckets.reduce(0) { $0 + ($1[key] as? Int ?? 0) } }
-        #expect(sum("Accepted") == 5 && sum("Refused4xx") == 3 && sum("Refused5xx") == 2 && sum("Sessions") == 10)
+        #expect(sum("Accepted") == 6 && sum("Refused4xx") == 3 && sum("Refused5xx") == 2 && sum("Sessions") == 11)
         // Each bucket holds exactly the attempts whose time falls in it.
         let all = try jsonObject(try await curl(["\(api)/api/v1/deliveries?limit=100"]))["deliveries"] as? [[String: Any]] ?? []
         let attempts = all.flatMap { $0["Attempts"] as? [[String: Any]] ?? [] }
-        #expect(attempts.count == 10)
+        #expect(attempts.count == 11)
         let formatter = ISO8601DateFormatter()
         formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
         for bucket in buckets {
@@ -281,7 +282,17 @@ struct ApplicationAuditTests {
             #expect(bucket["Refused5xx"] as? Int == count(5))
         }
         let hourly = try jsonObject(try await curl(["\(api)/api/v1/stats/timeline?from=\(start - 20)&to=\(end + 20)&step=1h"]))
-        #expect((hourly["buckets"] as? [[String: Any]] ?? []).reduce(0) { $0 + ($1["Accepted"] as? Int ?? 0) } == 5)
+        #expect((hourly["buckets"] as? [[String: Any]] ?? []).reduce(0) { $0 + ($1["Accepted"] as? Int ?? 0) } == 6)
+        // A mailbox (here a plus tag) sees its own: timeline, deliveries, top tables, stats.
+        let boxed = try jsonObject(try await curl(["\(api)/api/v1/stats/timeline?from=\(start - 20)&to=\(end + 20)&step=1m&mailbox=job7"]))
+        let boxedBuckets = boxed["buckets"] as? [[String: Any]] ?? []
+        #expect(boxedBuckets.reduce(0) { $0 + ($1["Accepted"] as? Int ?? 0) } == 1)
+        #expect(boxedBuckets.reduce(0) { $0 + ($1["Refused4xx"] as? Int ?? 0) } == 0)
+        #expect(try jsonObject(try await curl(["\(api)/api/v1/deliveries?mailbox=job7"]))["total"] as? Int == 1)
+        let boxedTop = try jsonObject(try await curl(["\(api)/api/v1/stats/top?mailbox=job7"]))
+        #expect((boxedTop["recipients"] as? [[String: Any]])?.map { $0["Value"] as? String } == ["d+job7@shop.example"])
+        let boxedStats = try jsonObject(try await curl(["\(api)/api/v1/stats?mailbox=job7"]))
+        #expect((boxedStats["deliveries"] as? [String: Int])?["deliveries"] == 1)
         let accepted = try #require(buckets.first { ($0["Accepted"] as? Int ?? 0) > 0 })
         #expect(((accepted["TransactionMs"] as? [String: Any])?["p99"] as? Double ?? 0) > 0)
 

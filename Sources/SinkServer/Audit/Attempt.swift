@@ -35,6 +35,8 @@ struct Attempt: Sendable, Codable, Equatable {
     var subject: String?
     /// When the transaction's MAIL was received: the attempts of one transaction share it.
     var transactionNanos: Int64 = 0
+    /// The message's size, when it reached its end.
+    var size = 0
 
     /// The reply as written: kept whole (its lines are shared, not copied) and spelled out as
     /// `Code`, `EnhancedCode` and `Text` only when encoded.
@@ -85,13 +87,13 @@ struct Attempt: Sendable, Codable, Equatable {
     enum CodingKeys: String, CodingKey {
         case atNanos = "AtNanos", sender = "Sender", recipient = "Recipient", phase = "Phase", reply = "Reply"
         case messageID = "MessageID", rule = "Rule", session = "Session", client = "Client", retryAfter = "RetryAfter"
-        case dropped = "Dropped", mailboxes = "Mailboxes", subject = "Subject", transactionNanos = "TransactionAtNanos"
+        case dropped = "Dropped", mailboxes = "Mailboxes", subject = "Subject", transactionNanos = "TransactionAtNanos", size = "Size"
     }
 
     init(
         atNanos: Int64, sender: String, recipient: String, phase: String, reply: Reply?, messageID: String? = nil,
         rule: String? = nil, session: String, client: String, retryAfter: Double? = nil, dropped: Bool = false,
-        mailboxes: [String] = [], subject: String? = nil, transactionNanos: Int64 = 0
+        mailboxes: [String] = [], subject: String? = nil, transactionNanos: Int64 = 0, size: Int = 0
     ) {
         self.atNanos = atNanos
         self.sender = sender
@@ -107,6 +109,7 @@ struct Attempt: Sendable, Codable, Equatable {
         self.mailboxes = mailboxes
         self.subject = subject
         self.transactionNanos = transactionNanos
+        self.size = size
     }
 
     init(from decoder: any Decoder) throws {
@@ -125,6 +128,7 @@ struct Attempt: Sendable, Codable, Equatable {
         mailboxes = try container.decodeIfPresent([String].self, forKey: .mailboxes) ?? []
         subject = try container.decodeIfPresent(String.self, forKey: .subject)
         transactionNanos = try container.decodeIfPresent(Int64.self, forKey: .transactionNanos) ?? atNanos
+        size = try container.decodeIfPresent(Int.self, forKey: .size) ?? 0
     }
 }
 

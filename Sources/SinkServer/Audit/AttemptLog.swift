@@ -247,6 +247,14 @@ final class AttemptLog: Sendable {
         }
     }
 
+    /// A mailbox's deliveries kept, and how many of them carry each flag now.
+    func counts(mailbox: String) -> [String: Int] {
+        let deliveries = self.deliveries(Filter(mailbox: mailbox), start: 0, limit: 1_000_000).items
+        var counts = ["deliveries": deliveries.count]
+        for flag in DeliveryFlag.allCases { counts[flag.rawValue] = deliveries.filter { $0.flags.contains(flag) }.count }
+        return counts
+    }
+
     /// A stream that yields whenever an attempt is recorded or a flag raised; subscribe before
     /// reading, so nothing in between is missed.
     func changes() -> AsyncStream<Void> {

@@ -178,7 +178,11 @@ final class Timeline: Sendable {
                 }
             }
         }
-        return totals.enumerated().map { index, counts in
+        return Self.render(totals, first: first, step: step)
+    }
+
+    private static func render(_ totals: [Counts], first: Int64, step: Int64) -> [Bucket] {
+        totals.enumerated().map { index, counts in
             let at = first + Int64(index) * step
             let p50 = counts.transactions.map { Double($0.valueAtPercentile(50)) / 1000 }
             let p99 = counts.transactions.map { Double($0.valueAtPercentile(99)) / 1000 }
@@ -187,6 +191,42 @@ final class Timeline: Sendable {
                 refused5xx: counts.refused5xx, dropped: counts.dropped, bytes: counts.bytes, sessions: counts.sessions,
                 transactionMs: .init(p50: p50, p99: p99))
         }
+    }
+
+    /// The same buckets made from attempts (a mailbox's timeline, from the attempts kept):
+    /// accepted and dropped messages once per transaction, refusals once per attempt, and as
+    /// sessions those that made an attempt in the bucket.
+    static func buckets(of attempts: [Attempt], from: Int64, to: Int64, step: Int64) -> [Bucket] {
+        let first = from - ((from % step) + step) % step
+        let count = Int(max(0, (to - first + step - 1) / step))
+        var totals = [Counts](repeating: Counts(), count: count)
+        var transactions = Set<String>()
+        var sessions = Set<String>()
+        for attempt in attempts {
+            let second = attempt.atNanos / 1_000_000_000
+            guard second >= first, second < to else { continue }
+            let index = Int((second - first) / step)
+            if sessions.insert("\(index) \(attempt.session)").inserted { totals[index].sessions += 1 }
+            if attempt.temporary && !attempt.dropped {
+                totals[index].refused4xx += 1
+                continue
+            }
+            if attempt.permanent {
+                totals[index].refused5xx += 1
+                continue
+            }
+            guard transactions.insert("\(attempt.session) \(attempt.transactionNanos)").inserted else { continue }
+            if attempt.dropped || attempt.reply == nil {
+                totals[index].dropped += 1
+            } else {
+                totals[index].accepted += 1
+                totals[index].bytes += attempt.size
+                if totals[index].transactions == nil { totals[index].transactions = makeHistogram() }
+                let micros = UInt64(max(1, min((attempt.atNanos - attempt.transactionNanos) / 1000, 600_000_000)))
+                _ = totals[index].transactions!.record(micros)
+            }
+        }
+        return render(totals, first: first, step: step)
     }
 
     /// The volume (accepted, refused, dropped) of each whole minute in `[from, to)`, by minute.

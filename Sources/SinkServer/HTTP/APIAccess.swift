@@ -113,7 +113,7 @@ struct APIAccess: RouterMiddleware {
         switch path {
         case "/", "/api/v1/messages", "/api/v1/search", "/api/v1/wait", "/api/v1/events", "/api/v1/stats",
             "/api/v1/faults", "/api/v1/faults/next", "/api/v2/messages", "/api/v2/search", "/api/v1/deliveries",
-            "/api/v1/stats/top":
+            "/api/v1/stats/top", "/api/v1/stats/timeline":
             return true
         default:
             if path.hasPrefix("/ui/") || path.hasPrefix("/view/") { return method == .get }

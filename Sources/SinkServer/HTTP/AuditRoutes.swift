@@ -10,7 +10,8 @@ import SwallowConfig
 ///   `wait=D&after=V` the answer waits, server side, until something changed since `version` V
 ///   or `D` (at most 300 s) passed — how `swallow assert retries --within` waits without polling.
 /// - `GET /api/v1/stats/timeline?from=&to=&step=10s|1m|1h` → `{from, to, step, buckets}`;
-///   `from`/`to` are RFC 3339 times or Unix seconds (default: the last hour).
+///   `from`/`to` are RFC 3339 times or Unix seconds (default: the last hour). With `mailbox=`
+///   the buckets are made from that mailbox's attempts kept (`--max-attempts`).
 /// - `GET /api/v1/stats/top?window=10m` → the top 10 senders, recipients, client addresses and
 ///   subjects in the window, and `burst`.
 enum AuditRoutes {
@@ -26,7 +27,7 @@ enum AuditRoutes {
             return try await deliveries(request, recipient: raw.removingPercentEncoding ?? raw, audit: audit)
         }
         router.get("/api/v1/stats/timeline") { request, _ -> Response in
-            try timeline(request, timeline: audit.timeline)
+            try timeline(request, audit: audit)
         }
         router.get("/api/v1/stats/top") { request, _ -> Response in
             try top(request, audit: audit)
@@ -162,7 +163,7 @@ enum AuditRoutes {
         var buckets: [Timeline.Bucket]
     }
 
-    static func timeline(_ request: Request, timeline: Timeline) throws -> Response {
+    static func timeline(_ request: Request, audit: DeliveryAudit) throws -> Response {
         let parameters = request.uri.queryParameters
         let stepText = parameters.get("step") ?? "10s"
         let step = try duration("step", stepText, maximum: 86_400)
@@ -178,9 +179,16 @@ enum AuditRoutes {
         guard count <= maxBuckets else {
             throw HTTPError(.badRequest, message: "step: \(count) buckets asked for, at most \(maxBuckets); use a longer step or a shorter range")
         }
+        let buckets: [Timeline.Bucket]
+        if let mailbox = nonEmpty(parameters.get("mailbox")) {
+            let attempts = audit.attempts.attempts(sinceNanos: from * 1_000_000_000).filter { $0.mailboxes.contains(mailbox) }
+            buckets = Timeline.buckets(of: attempts, from: from, to: to, step: stepSeconds)
+        } else {
+            buckets = audit.timeline.buckets(from: from, to: to, step: stepSeconds)
+        }
         let answer = TimelineAnswer(
             from: WallClock.rfc3339(nanos: from * 1_000_000_000), to: WallClock.rfc3339(nanos: to * 1_000_000_000), step: stepText,
-            buckets: timeline.buckets(from: from, to: to, step: stepSeconds))
+            buckets: buckets)
         return try SinkAPI.json(answer)
     }
 

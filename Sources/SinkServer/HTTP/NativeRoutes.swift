@@ -147,6 +147,8 @@ enum NativeRoutes {
             "quota": AnyEncodable(record?.quota ?? sink.store.mailboxes.defaultQuota),
             "ttl": AnyEncodable(record?.ttl ?? ""),
             "faults": AnyEncodable(sink.faults.firedCounts(mailbox: mailbox)),
+            // Its deliveries kept, and how many of them carry each audit flag.
+            "deliveries": AnyEncodable(sink.audit.attempts.counts(mailbox: mailbox)),
         ]
         return try SinkAPI.json(stats, sortedKeys: true)
     }

@@ -81,12 +81,13 @@ extension SMTPServerHandler {
         }
         record(
             transaction, recipients: envelope?.recipients.map(\.address) ?? transaction.recipients.map(\.path.address),
-            phase: "data-end", reply: reply, fault: fault, at: now, headers: headers, dropped: dropped, sender: envelope?.mailFrom)
+            phase: "data-end", reply: reply, fault: fault, at: now, headers: headers, dropped: dropped, sender: envelope?.mailFrom,
+            size: size)
     }
 
     private func record(
         _ transaction: SMTPSession.Transaction, recipients: [String], phase: String, reply: SMTPReply?, fault: FaultDecision?,
-        at now: Int64, headers: MessageHeaders? = nil, dropped: Bool = false, sender: String? = nil
+        at now: Int64, headers: MessageHeaders? = nil, dropped: Bool = false, sender: String? = nil, size: Int = 0
     ) {
         let log = audit.attempts
         guard log.enabled else { return }
@@ -104,7 +105,8 @@ extension SMTPServerHandler {
                 Attempt(
                     atNanos: now, sender: sender, recipient: recipient, phase: phase, reply: answered, messageID: headers?.messageID,
                     rule: fault?.rule, session: peer.sessionID, client: peer.remoteIP, retryAfter: fault?.retryAfter,
-                    dropped: dropped, mailboxes: boxes, subject: headers?.subject, transactionNanos: transaction.mailNanos))
+                    dropped: dropped, mailboxes: boxes, subject: headers?.subject, transactionNanos: transaction.mailNanos,
+                    size: size))
         }
     }
 }

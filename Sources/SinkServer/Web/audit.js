@@ -145,8 +145,9 @@ async function loadStats() {
   const now = Math.floor(Date.now() / 1000);
   let timeline, top;
   try {
-    timeline = await api("GET", `/api/v1/stats/timeline?from=${now - Number(range)}&to=${now + 1}&step=${step}`);
-    top = await api("GET", `/api/v1/stats/top?window=10m${MAILBOX ? `&mailbox=${encodeURIComponent(MAILBOX)}` : ""}`);
+    const narrowed = MAILBOX ? `&mailbox=${encodeURIComponent(MAILBOX)}` : "";
+    timeline = await api("GET", `/api/v1/stats/timeline?from=${now - Number(range)}&to=${now + 1}&step=${step}${narrowed}`);
+    top = await api("GET", `/api/v1/stats/top?window=10m${narrowed}`);
   } catch (error) {
     status(`Stats: ${error.message}`);
     return;
