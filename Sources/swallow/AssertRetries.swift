@@ -61,47 +61,8 @@ struct AssertRetries: AsyncParsableCommand {
     @Flag(help: "Print the sink's JSON answer.")
     var json = false
 
-    /// `>=N`, `>N`, `==N`, `<=N`, `<N`, or `N`.
-    struct Count {
-        var comparison: String
-        var value: Int
-
-        init?(_ text: String) {
-            let text = text.replacingOccurrences(of: " ", with: "")
-            for comparison in [">=", "<=", "==", ">", "<", ""] where text.hasPrefix(comparison) {
-                guard let value = Int(text.dropFirst(comparison.count)), value >= 0 else { return nil }
-                self.comparison = comparison.isEmpty ? "==" : comparison
-                self.value = value
-                return
-            }
-            return nil
-        }
-
-        func holds(_ count: Int) -> Bool {
-            switch comparison {
-            case ">=": count >= value
-            case ">": count > value
-            case "<=": count <= value
-            case "<": count < value
-            default: count == value
-            }
-        }
-
-        /// The most attempts it admits (nil: no bound).
-        var upperBound: Int? {
-            switch comparison {
-            case "==", "<=": value
-            case "<": value - 1
-            default: nil
-            }
-        }
-
-        var isLowerBound: Bool { comparison == ">=" || comparison == ">" }
-        var description: String { "\(comparison)\(value)" }
-    }
-
     func validate() throws {
-        if let attempts, let count = Count(attempts), let most = count.upperBound {
+        if let attempts, let count = CountExpectation(attempts), let most = count.upperBound {
             if delivered && most < 1 { throw ValidationError("--delivered needs an attempt, but --attempts \(attempts) allows none") }
             if minInterval != nil && most < 2 {
                 throw ValidationError("--min-interval judges intervals between attempts, but --attempts \(attempts) allows at most one attempt")
@@ -117,8 +78,8 @@ struct AssertRetries: AsyncParsableCommand {
         guard let components = URLComponents(string: api), components.host != nil, ["http", "https"].contains(components.scheme ?? "") else {
             throw fail(2, "--api: not a URL: \(api)")
         }
-        let count = try attempts.map { text -> Count in
-            guard let count = Count(text) else { throw fail(2, "--attempts: expected N, >=N, >N, ==N, <=N or <N, got \(text)") }
+        let count = try attempts.map { text -> CountExpectation in
+            guard let count = CountExpectation(text) else { throw fail(2, "--attempts: expected N, >=N, >N, ==N, <=N or <N, got \(text)") }
             return count
         }
         let minimum = try minInterval.map { text -> Double in
@@ -172,7 +133,7 @@ struct AssertRetries: AsyncParsableCommand {
     }
 
     /// What does not hold of `delivery` (empty: everything holds).
-    private func judge(_ delivery: [String: Any], count: Count?, minimum: Double?) -> [String] {
+    private func judge(_ delivery: [String: Any], count: CountExpectation?, minimum: Double?) -> [String] {
         var failures: [String] = []
         let attempts = (delivery["Attempts"] as? [Any])?.count ?? 0
         let intervals = (delivery["Intervals"] as? [NSNumber] ?? []).map(\.doubleValue)

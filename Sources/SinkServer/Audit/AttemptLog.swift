@@ -49,15 +49,13 @@ final class AttemptLog: Sendable {
 
     let settings: AuditSettings
     private let state = Mutex(State())
-    private let file: String?
+    private let file: JSONLinesFile?
     private let metrics: SinkMetrics?
-    private let health: StorageHealth?
 
     init(settings: AuditSettings, dataDirectory: String? = nil, metrics: SinkMetrics? = nil, health: StorageHealth? = nil) {
         self.settings = settings
-        self.file = dataDirectory.map { ($0 as NSString).appendingPathComponent("attempts.jsonl") }
+        self.file = dataDirectory.map { JSONLinesFile(path: ($0 as NSString).appendingPathComponent("attempts.jsonl"), health: health) }
         self.metrics = metrics
-        self.health = health
         if let file, settings.maxAttempts > 0 { load(file) }
     }
 
@@ -281,34 +279,10 @@ final class AttemptLog: Sendable {
             state.writtenSinceCompaction = 0
             return (pending, Self.kept(state))
         }
-        guard !pending.isEmpty || compact != nil else { return }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = .sortedKeys
-        do {
-            if let compact {
-                var data = Data()
-                for attempt in compact {
-                    data.append(try encoder.encode(attempt))
-                    data.append(0x0A)
-                }
-                try data.write(to: URL(fileURLWithPath: file), options: .atomic)
-            } else {
-                var data = Data()
-                for attempt in pending {
-                    data.append(try encoder.encode(attempt))
-                    data.append(0x0A)
-                }
-                if !FileManager.default.fileExists(atPath: file) {
-                    FileManager.default.createFile(atPath: file, contents: nil)
-                }
-                let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: file))
-                defer { try? handle.close() }
-                try handle.seekToEnd()
-                try handle.write(contentsOf: data)
-            }
-            health?.succeeded(.audit)
-        } catch {
-            health?.failed(.audit, "write \(file)", error)
+        if let compact {
+            file.write(compact, replacing: true)
+        } else if !pending.isEmpty {
+            file.write(pending)
         }
     }
 
@@ -327,28 +301,12 @@ final class AttemptLog: Sendable {
         return attempts
     }
 
-    private func load(_ file: String) {
-        guard let data = FileManager.default.contents(atPath: file) else { return }
-        let decoder = JSONDecoder()
-        var skipped = 0
+    private func load(_ file: JSONLinesFile) {
+        let attempts = file.read(Attempt.self)
         state.withLock { state in
-            for line in data.split(separator: 0x0A) where !line.isEmpty {
-                guard let attempt = try? decoder.decode(Attempt.self, from: Data(line)) else {
-                    skipped += 1
-                    continue
-                }
-                _ = Self.add(attempt, to: &state, settings: settings)
-            }
+            for attempt in attempts { _ = Self.add(attempt, to: &state, settings: settings) }
             state.writtenSinceCompaction = state.order.count
         }
-        if skipped > 0 {
-            health?.failed(.audit, "read \(file)", AuditFileError(lines: skipped))
-        }
-    }
-
-    struct AuditFileError: Error, CustomStringConvertible {
-        var lines: Int
-        var description: String { "\(lines) lines that are not attempts were skipped" }
     }
 }
 

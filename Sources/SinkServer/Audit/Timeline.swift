@@ -62,13 +62,11 @@ final class Timeline: Sendable {
 
     private let state = Mutex(State())
     let retention: Double
-    private let file: String?
-    private let health: StorageHealth?
+    private let file: JSONLinesFile?
 
     init(retention: Double, dataDirectory: String? = nil, health: StorageHealth? = nil) {
         self.retention = retention
-        self.file = dataDirectory.map { ($0 as NSString).appendingPathComponent("timeline.jsonl") }
-        self.health = health
+        self.file = dataDirectory.map { JSONLinesFile(path: ($0 as NSString).appendingPathComponent("timeline.jsonl"), health: health) }
         if let file { load(file) }
     }
 
@@ -314,40 +312,18 @@ final class Timeline: Sendable {
                     + state.coarse.map { (BucketKey(start: $0.key, width: Self.coarseWidth), $0.value) }
             )
         }
-        guard !changes.isEmpty || whole != nil else { return }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = .sortedKeys
-        do {
-            var data = Data()
-            for (key, counts) in (whole ?? changes).sorted(by: { $0.0.start < $1.0.start }) {
-                data.append(try encoder.encode(Line(key, counts)))
-                data.append(0x0A)
-            }
-            if whole != nil {
-                try data.write(to: URL(fileURLWithPath: file), options: .atomic)
-            } else {
-                if !FileManager.default.fileExists(atPath: file) { FileManager.default.createFile(atPath: file, contents: nil) }
-                let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: file))
-                defer { try? handle.close() }
-                try handle.seekToEnd()
-                try handle.write(contentsOf: data)
-            }
-            health?.succeeded(.audit)
-        } catch {
-            health?.failed(.audit, "write \(file)", error)
+        let lines = (whole ?? changes).sorted(by: { $0.0.start < $1.0.start }).map { Line($0.0, $0.1) }
+        if whole != nil {
+            file.write(lines, replacing: true)
+        } else if !lines.isEmpty {
+            file.write(lines)
         }
     }
 
-    private func load(_ file: String) {
-        guard let data = FileManager.default.contents(atPath: file) else { return }
-        let decoder = JSONDecoder()
-        var skipped = 0
+    private func load(_ file: JSONLinesFile) {
+        let lines = file.read(Line.self).filter { $0.width > 0 }
         state.withLock { state in
-            for line in data.split(separator: 0x0A) where !line.isEmpty {
-                guard let entry = try? decoder.decode(Line.self, from: Data(line)), entry.width > 0 else {
-                    skipped += 1
-                    continue
-                }
+            for entry in lines {
                 if entry.width == Self.coarseWidth {
                     state.coarse[entry.start, default: Counts()].add(entry.counts)
                 } else {
@@ -356,9 +332,6 @@ final class Timeline: Sendable {
                 state.linesWritten += 1
             }
             Self.fold(&state, now: WallClock.nanos() / 1_000_000_000, retention: Int64(retention))
-        }
-        if skipped > 0 {
-            health?.failed(.audit, "read \(file)", AttemptLog.AuditFileError(lines: skipped))
         }
     }
 }

@@ -30,37 +30,6 @@ enum WaitRoute {
         }
     }
 
-    /// `>=N`, `>N`, `==N`, `<=N`, `<N`, or `N` (meaning `==N`).
-    struct CountExpectation: Sendable {
-        var comparison: String
-        var value: Int
-
-        init?(_ text: String) {
-            let text = text.replacingOccurrences(of: " ", with: "")
-            for comparison in [">=", "<=", "==", ">", "<", ""] where text.hasPrefix(comparison) {
-                guard let value = Int(text.dropFirst(comparison.count)), value >= 0 else { return nil }
-                self.comparison = comparison.isEmpty ? "==" : comparison
-                self.value = value
-                return
-            }
-            return nil
-        }
-
-        var description: String { "\(comparison)\(value)" }
-        /// Answered as soon as it holds (more mail cannot undo it).
-        var isLowerBound: Bool { comparison == ">=" || comparison == ">" }
-
-        func holds(_ count: Int) -> Bool {
-            switch comparison {
-            case ">=": count >= value
-            case ">": count > value
-            case "<=": count <= value
-            case "<": count < value
-            default: count == value
-            }
-        }
-    }
-
     static let maxTimeout = 300.0
     static let defaultExtract = #"\b(\d{4,8})\b"#
 
