@@ -129,6 +129,24 @@ struct DeliveryAuditTests {
         #expect(delivery.flags == [.retryTooSoon, .noBackoff])
     }
 
+    @Test("attempts.jsonl is rewritten with the attempts kept once four times --max-attempts were appended")
+    func compacted() throws {
+        let directory = NSTemporaryDirectory() + "swallow-audit-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var settings = AuditSettings()
+        settings.maxAttempts = 10
+        let log = AttemptLog(settings: settings, dataDirectory: directory)
+        for index in 0..<4_001 { log.record(Self.attempt(Double(index) * 0.001, to: "u\(index)@example.com", code: 250, phase: "data-end")) }
+        log.flush()
+        let lines = try String(contentsOfFile: directory + "/attempts.jsonl", encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == 10)
+        #expect(!FileManager.default.fileExists(atPath: directory + "/attempts.jsonl.new"))
+        let reloaded = AttemptLog(settings: settings, dataDirectory: directory)
+        #expect(reloaded.counts.attempts == 10)
+        #expect(reloaded.deliveries(.init()).items.first?.recipient == "u4000@example.com")
+    }
+
     @Test("the timeline: counts per bucket at 10 s, 1 min and 1 h steps; empty buckets listed")
     func timeline() throws {
         let now = WallClock.nanos() / 1_000_000_000

@@ -267,7 +267,7 @@ final class AttemptLog: Sendable {
 
     // MARK: Persistence
 
-    /// Writes the attempts recorded since the last flush to `attempts.jsonl`; past
+    /// Writes the attempts recorded since the last flush to `attempts.jsonl`; past four times
     /// `--max-attempts` lines written, rewrites the file with the attempts kept.
     func flush() {
         guard let file else { return }
@@ -275,7 +275,8 @@ final class AttemptLog: Sendable {
             let pending = state.unwritten
             state.unwritten = []
             state.writtenSinceCompaction += pending.count
-            guard state.writtenSinceCompaction > max(settings.maxAttempts, 1000) else { return (pending, nil) }
+            // Rewritten when four times what is kept has been appended (not every --max-attempts).
+            guard state.writtenSinceCompaction > 4 * max(settings.maxAttempts, 1000) else { return (pending, nil) }
             state.writtenSinceCompaction = 0
             return (pending, Self.kept(state))
         }

@@ -43,8 +43,6 @@ struct Delivery: Sendable {
         return true
     }
 
-    var mailboxes: Set<String> { Set(attempts.flatMap(\.mailboxes)) }
-
     /// Whether `attempt` (to this delivery's sender and recipient) continues this delivery.
     func continues(with attempt: Attempt) -> Bool {
         if let known = messageID, let other = attempt.messageID { return known == other }
@@ -56,11 +54,6 @@ struct Delivery: Sendable {
     /// (measured intervals carry the network's and the scheduler's jitter).
     static func grows(_ earlier: Double, _ later: Double) -> Bool {
         later > earlier * 1.1 + 0.05
-    }
-
-    /// `--backoff`'s test: no interval shorter than the one before by over 10% and 50 ms.
-    static func shrinks(_ earlier: Double, _ later: Double) -> Bool {
-        later * 1.1 + 0.05 < earlier
     }
 }
 

@@ -12,20 +12,31 @@ struct JSONLinesFile: Sendable {
     func write(_ items: [some Encodable], replacing: Bool = false) {
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
+        // A rewrite goes to a file beside, then takes its name; either way the lines are
+        // written a thousand at a time, never held whole (a soak's RSS stepped up by 29 MiB
+        // when 100 000 attempts were encoded into one buffer).
+        let target = replacing ? path + ".new" : path
         do {
-            var data = Data()
-            for item in items {
-                data.append(try encoder.encode(item))
-                data.append(0x0A)
+            if replacing || !FileManager.default.fileExists(atPath: target) {
+                FileManager.default.createFile(atPath: target, contents: nil)
+            }
+            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: target))
+            defer { try? handle.close() }
+            try handle.seekToEnd()
+            var start = items.startIndex
+            while start < items.endIndex {
+                let end = items.index(start, offsetBy: 1000, limitedBy: items.endIndex) ?? items.endIndex
+                var data = Data()
+                for item in items[start..<end] {
+                    data.append(try encoder.encode(item))
+                    data.append(0x0A)
+                }
+                try handle.write(contentsOf: data)
+                start = end
             }
             if replacing {
-                try data.write(to: URL(fileURLWithPath: path), options: .atomic)
-            } else {
-                if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
-                let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
-                defer { try? handle.close() }
-                try handle.seekToEnd()
-                try handle.write(contentsOf: data)
+                try handle.synchronize()
+                guard rename(target, path) == 0 else { throw CocoaError(.fileWriteUnknown) }
             }
             health?.succeeded(.audit)
         } catch {
