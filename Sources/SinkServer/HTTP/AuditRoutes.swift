@@ -47,8 +47,8 @@ enum AuditRoutes {
         let parameters = request.uri.queryParameters
         let filter = AttemptLog.Filter(
             // As given: a `+` in an address is part of it (encode it as %2B all the same).
-            recipient: recipient ?? nonEmpty(exactValue("recipient", request)),
-            sender: nonEmpty(exactValue("sender", request)),
+            recipient: recipient ?? nonEmpty(SinkAPI.formValue("recipient", request, plusIsSpace: false)),
+            sender: nonEmpty(SinkAPI.formValue("sender", request, plusIsSpace: false)),
             query: nonEmpty(SinkAPI.formValue("query", request)),
             mailbox: nonEmpty(parameters.get("mailbox")))
         let start = try integer("start", parameters.get("start"), default: 0, range: 0...Int.max)
@@ -259,18 +259,6 @@ enum AuditRoutes {
     }
 
     // MARK: Parameters
-
-    /// A query-string value percent-decoded only: an address's `+` stays a `+`.
-    static func exactValue(_ name: String, _ request: Request) -> String? {
-        guard let raw = request.uri.query else { return nil }
-        for pair in raw.split(separator: "&") {
-            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            guard parts.first == Substring(name) else { continue }
-            let value = parts.count > 1 ? String(parts[1]) : ""
-            return value.removingPercentEncoding ?? value
-        }
-        return nil
-    }
 
     private static func nonEmpty(_ text: String?) -> String? {
         guard let text, !text.trimmingCharacters(in: .whitespaces).isEmpty else { return nil }

@@ -43,14 +43,15 @@ extension SinkAPI {
     }
 
     /// A query-string value decoded as an HTML form does (`+` is a space), as Go's
-    /// `url.Query` — and so Mailpit and MailHog — read it.
-    static func formValue(_ name: String, _ request: Request) -> String? {
+    /// `url.Query` — and so Mailpit and MailHog — read it; with `plusIsSpace: false` only
+    /// percent-decoded (an address's `+` stays a `+`).
+    static func formValue(_ name: String, _ request: Request, plusIsSpace: Bool = true) -> String? {
         guard let raw = request.uri.query else { return nil }
         for pair in raw.split(separator: "&") {
             let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             guard parts.first == Substring(name) else { continue }
             let value = parts.count > 1 ? String(parts[1]) : ""
-            return value.replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? value
+            return (plusIsSpace ? value.replacingOccurrences(of: "+", with: " ") : value).removingPercentEncoding ?? value
         }
         return nil
     }
