@@ -237,7 +237,7 @@ struct ProxyTests {
             #expect(hop.outcome == "delivered" && hop.reply.contains("queued as"))
         }
         let result = try await run([
-            "curl", "-s", "--max-time", "20", "http://127.0.0.1:\(final.httpPort)/api/v1/wait?query=subject%3A%22via%20Postfix%22&timeout=15s",
+            "curl", "-s", "--max-time", "70", "http://127.0.0.1:\(final.httpPort)/api/v1/wait?query=subject%3A%22via%20Postfix%22&timeout=60s",
         ])
         #expect(try jsonObject(result.stdout)["Holds"] as? Bool == true, "Postfix forwarded the message")
         final.signal(SIGTERM)

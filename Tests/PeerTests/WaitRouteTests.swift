@@ -10,7 +10,9 @@ struct WaitRouteTests {
     func waitsThenAnswers() async throws {
         try await withSinkApplication { sink, base in
             let waiting = Task {
-                try await curl(["\(base)/api/v1/wait?query=subject:code&timeout=20s&mailbox=ci"])
+                // Generous bounds: three smtplib processes start before it answers, and a loaded
+                // CI machine running every peer suite at once took more than 10 s for them.
+                try await curl(["--max-time", "90", "\(base)/api/v1/wait?query=subject:code&timeout=80s&mailbox=ci"])
             }
             // The request is waiting once it has subscribed to the events (a readiness check).
             for _ in 0..<1000 where !sink.store.events.hasSubscribers {

@@ -97,7 +97,7 @@ class Chromium:
             raise RuntimeError(f"{expression}: {details.get('exception', {}).get('description', details.get('text'))}")
         return result.get("result", {}).get("value")
 
-    def wait_for(self, expression, what, timeout=20.0):
+    def wait_for(self, expression, what, timeout=45.0):
         """Polls until `expression` is truthy; its value. A condition, with a deadline: not a sleep."""
         deadline = time.time() + timeout
         last = None

@@ -257,8 +257,10 @@ def audit_check(options):
         browser.wait_for("document.querySelectorAll('#attempt-rows tr').length === 4", "the delivery's four attempts")
         check(browser.evaluate("document.querySelectorAll('#delivery .attempt-line circle').length") == 4, "the delivery's time line has a point per attempt")
         check("451 4.3.0 Mailbox busy" in browser.evaluate("document.getElementById('attempt-rows').textContent"), "each attempt shows its reply")
-        check(browser.evaluate("[...document.querySelectorAll('#delivery-rows tr')].find(r => r.textContent.includes('ok@shop.example')).querySelector('.outcome').textContent") == "delivered",
-              "an accepted message is a delivered delivery")
+        # The accepted message's row arrives by its own event: wait for it, then read it.
+        outcome = browser.wait_for("(r => r && r.querySelector('.outcome').textContent)([...document.querySelectorAll('#delivery-rows tr')].find(r => r.textContent.includes('ok@shop.example')))",
+                                   "the accepted message's delivery listed")
+        check(outcome == "delivered", f"an accepted message is a delivered delivery ({outcome!r})")
         browser.screenshot(os.path.join(options.docs, "inbox-deliveries.png"))
 
         browser.evaluate("document.querySelector('.tab[data-panel=stats]').click()")
