@@ -76,7 +76,7 @@ extension YAMLReader {
         switch node {
         case .scalar(let scalar):
             if scalar.style != .plain { return .string(scalar.string) }
-            if scalar.tag == .init(.null) || scalar.string == "null" || scalar.string == "~" { return .null }
+            if scalar.tag == .init(.null) || isPlainNull(scalar) { return .null }
             if let value = node.bool { return .bool(value) }
             if let value = node.int { return .int(value) }
             if let value = node.float, value.isFinite { return .double(value) }

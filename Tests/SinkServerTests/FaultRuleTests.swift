@@ -105,6 +105,23 @@ struct FaultRuleTests {
         #expect(Self.error("rules:\n  - match: {phase: rcpt}\n    action: {reply: \"451 5.1.1 mixed\"}\n").contains("does not agree"))
         #expect(Self.error("rules:\n  - match: {phase: rcpt}\n    actoin: {hang: true}\n").contains("rules[0].actoin: unknown key"))
         #expect(Self.error("rules: [\n").hasPrefix("f.yaml:"))
+        // A key given twice is refused, whatever resolver types the scalars.
+        #expect(Self.error("seed: 1\nseed: 2\nrules: []\n").contains("not valid YAML"))
+    }
+
+    @Test("plain scalars read as the field expects: numbers, booleans, JSON types")
+    func scalarTypes() throws {
+        let reader = try YAMLReader.parse("n: 42\nf: 0.25\nyes: true\nno: off\ntext: \"17\"\nnothing: ~\n", file: "t.yaml")
+        #expect(try reader.required("n").int() == 42)
+        #expect(try reader.required("f").double() == 0.25)
+        #expect(try reader.required("yes").bool() == true)
+        #expect(try reader.required("no").bool() == false)
+        #expect(try reader.optional("nothing") == nil)
+        #expect(
+            reader.jsonValue()
+                == .object([
+                    ("n", .int(42)), ("f", .double(0.25)), ("yes", .bool(true)), ("no", .bool(false)), ("text", .string("17")), ("nothing", .null),
+                ]))
     }
 
     @Test("globs and regular expressions, case-insensitive")
