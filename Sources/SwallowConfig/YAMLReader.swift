@@ -105,7 +105,7 @@ public struct YAMLReader {
 
     /// `key:`, `key: ~` and `key: null` (plain, not quoted): YAML's null, read as absent.
     static func isPlainNull(_ scalar: Node.Scalar) -> Bool {
-        guard scalar.style == .plain || scalar.style == .any else { return false }
+        guard scalar.style == .plain else { return false }
         switch scalar.string {
         case "", "~", "null", "Null", "NULL": return true
         default: return false
