@@ -30,7 +30,7 @@ public final class Sink: Service, Sendable {
     private let localContext: SMTPServerContext
     private let eventLoopGroup: any EventLoopGroup
     /// The certificate and key of STARTTLS and `--smtps`, which `--http-tls` serves too.
-    let tlsConfiguration: TLSConfiguration?
+    let tls: SinkTLS?
     /// `--webhook`s, when any are given.
     let webhooks: Webhooks?
     /// `--relay`, when given: release and auto-relay.
@@ -43,9 +43,9 @@ public final class Sink: Service, Sendable {
     private init(
         configuration: SinkConfiguration, store: MessageStore, listeners: [any Channel], connections: ConnectionRegistry,
         metrics: SinkMetrics, faults: FaultEngine, logger: Logger, localContext: SMTPServerContext, eventLoopGroup: any EventLoopGroup,
-        tlsConfiguration: TLSConfiguration?
+        tls: SinkTLS?
     ) {
-        self.tlsConfiguration = tlsConfiguration
+        self.tls = tls
         self.localContext = localContext
         self.eventLoopGroup = eventLoopGroup
         self.webhooks =
@@ -72,12 +72,11 @@ public final class Sink: Service, Sendable {
         logger: Logger = Logger(label: "swallow.sink"),
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> Sink {
-        let tlsConfiguration = try configuration.tls.map { try TLSSetup.makeConfiguration($0, hostname: configuration.hostname) }
-        let tlsContext = try tlsConfiguration.map { try NIOSSLContext(configuration: $0) }
-        if configuration.httpTLS && tlsConfiguration == nil {
+        let tls = try configuration.tls.map { try SinkTLS($0, hostname: configuration.hostname) }
+        if configuration.httpTLS && tls == nil {
             throw ConfigurationError(message: "--http-tls needs TLS, which is turned off (--no-tls)")
         }
-        if configuration.smtps != nil && tlsContext == nil {
+        if configuration.smtps != nil && tls == nil {
             throw ConfigurationError(message: "--smtps needs TLS, which is turned off")
         }
         let store = try MessageStore.open(
@@ -89,7 +88,7 @@ public final class Sink: Service, Sendable {
         let sessionConfiguration = SMTPSession.Configuration(
             hostname: hostname,
             limits: configuration.limits,
-            startTLSAvailable: tlsContext != nil,
+            startTLSAvailable: tls != nil,
             auth: configuration.auth,
             requireAuth: configuration.requireAuth,
             authRequiresTLS: configuration.authRequiresTLS,
@@ -100,7 +99,7 @@ public final class Sink: Service, Sendable {
         let faults = FaultEngine(seed: configuration.faultSeed, rules: configuration.faultRules)
         var plain = SMTPServerContext(
             session: sessionConfiguration, configuration: configuration, store: store, connections: connections,
-            startTLS: tlsContext, implicitTLS: false, logger: logger, metrics: metrics, faults: faults,
+            startTLS: tls, implicitTLS: false, logger: logger, metrics: metrics, faults: faults,
             handoffs: LoopHandoffs(),
             audit: DeliveryAudit(
                 settings: configuration.audit, dataDirectory: configuration.dataDirectory, metrics: metrics, health: store.health)
@@ -112,12 +111,12 @@ public final class Sink: Service, Sendable {
         var listeners: [any Channel] = []
         do {
             listeners.append(try await listen(configuration.smtp, plain, group: eventLoopGroup, implicitTLS: nil))
-            if let smtps = configuration.smtps, let tlsContext {
+            if let smtps = configuration.smtps, let tls {
                 var implicit = plain
                 implicit.startTLS = nil
                 implicit.implicitTLS = true
                 implicit.session.startTLSAvailable = false
-                listeners.append(try await listen(smtps, implicit, group: eventLoopGroup, implicitTLS: tlsContext))
+                listeners.append(try await listen(smtps, implicit, group: eventLoopGroup, implicitTLS: tls.context()))
             }
         } catch {
             for listener in listeners { try? await listener.close() }
@@ -130,7 +129,7 @@ public final class Sink: Service, Sendable {
         local.session.requireAuth = false
         return Sink(
             configuration: configuration, store: store, listeners: listeners, connections: connections, metrics: metrics, faults: faults,
-            logger: logger, localContext: local, eventLoopGroup: eventLoopGroup, tlsConfiguration: tlsConfiguration
+            logger: logger, localContext: local, eventLoopGroup: eventLoopGroup, tls: tls
         )
     }
 

@@ -12,7 +12,7 @@ extension Sink {
         http: ListenAddress, logger: Logger, onReady: @escaping @Sendable (String) async -> Void = { _ in }
     ) throws -> some ApplicationProtocol {
         let readyLine = self.readyLine
-        let tls = configuration.httpTLS ? tlsConfiguration : nil
+        let tls = configuration.httpTLS ? try self.tls?.configuration() : nil
         return Application(
             router: SinkAPI.router(for: self),
             server: try tls.map { try .tls(.http1(), tlsConfiguration: $0) } ?? .http1(),

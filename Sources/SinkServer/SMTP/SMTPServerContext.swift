@@ -7,7 +7,8 @@ struct SMTPServerContext: Sendable {
     var configuration: SinkConfiguration
     var store: MessageStore
     var connections: ConnectionRegistry
-    var startTLS: NIOSSLContext?
+    /// STARTTLS's certificate and context (made on the first STARTTLS); nil offers no STARTTLS.
+    var startTLS: SinkTLS?
     var implicitTLS: Bool
     var logger: Logger
     var metrics: SinkMetrics

@@ -1,3 +1,4 @@
+import Logging
 import MailMessage
 import NIOCore
 import NIOSSL
@@ -20,8 +21,9 @@ extension SMTPServerHandler {
         // The 220 goes out in plaintext; everything after it is TLS.
         flushReplies(context: context)
         do {
-            try context.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: startTLS), position: .before(self))
+            try context.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: startTLS.context()), position: .before(self))
         } catch {
+            shared.logger.error("STARTTLS failed: \(error)")
             close(context: context)
         }
     }
