@@ -12,6 +12,9 @@
 
 #if defined(__linux__)
 #include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #endif
 
@@ -73,4 +76,44 @@ long long swallow_realtime_nanos(void) {
     struct timespec spec;
     clock_gettime(CLOCK_REALTIME, &spec);
     return (long long)spec.tv_sec * 1000000000LL + (long long)spec.tv_nsec;
+}
+
+long swallow_release_code_pages(void) {
+#if defined(__linux__)
+    FILE *smaps = fopen("/proc/self/smaps", "r");
+    if (smaps == NULL) return -1;
+    // Collected first and advised after reading: smaps describes the mappings as they are.
+    enum { most = 512 };
+    unsigned long starts[most], ends[most];
+    int count = 0, candidate = 0;
+    unsigned long start = 0, end = 0;
+    char line[1024];
+    while (fgets(line, sizeof line, smaps) != NULL) {
+        unsigned long low, high;
+        char permissions[8], path[8];
+        int fields = sscanf(line, "%lx-%lx %7s %*s %*s %*s %7s", &low, &high, permissions, path);
+        if (fields >= 3 && strchr(line, '-') < strchr(line, ' ')) {
+            // A mapping's header: code is "r-xp" with a file's path.
+            candidate = fields == 4 && strcmp(permissions, "r-xp") == 0 && path[0] == '/';
+            start = low;
+            end = high;
+        } else if (candidate && strncmp(line, "Anonymous:", 10) == 0) {
+            // A page written in a code mapping (a text relocation) exists nowhere else: keep it.
+            if (strtoul(line + 10, NULL, 10) == 0 && count < most) {
+                starts[count] = start;
+                ends[count] = end;
+                count += 1;
+            }
+            candidate = 0;
+        }
+    }
+    fclose(smaps);
+    long advised = 0;
+    for (int i = 0; i < count; i++) {
+        if (madvise((void *)starts[i], ends[i] - starts[i], MADV_DONTNEED) == 0) advised += (long)(ends[i] - starts[i]);
+    }
+    return advised;
+#else
+    return -1;
+#endif
 }

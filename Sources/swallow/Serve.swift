@@ -1,4 +1,5 @@
 import ArgumentParser
+import CSwallowSystem
 import Foundation
 import Logging
 import NIOCore
@@ -405,6 +406,11 @@ struct Serve: AsyncParsableCommand {
         let app = try sink.application(http: httpAddress, logger: logger) { line in
             // Unbuffered: scripts wait for this line.
             FileHandle.standardOutput.write(Data((line + "\n").utf8))
+            // Start-up is over: let the resident set forget the code only it ran (argument
+            // parsing, configuration, binding) and what the kernel mapped around it; code that
+            // runs later is mapped again on first use. Measured (Benchmarks/footprint.py): idle
+            // RSS from 38 MiB to 16 MiB; the first message and API call bring it to ~29 MiB.
+            _ = swallow_release_code_pages()
         }
         let group = ServiceGroup(
             configuration: .init(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)

@@ -27,6 +27,15 @@ void swallow_keep_large_allocations(unsigned long mmap_threshold, unsigned long 
 /// are bound by it: call it before the process starts any thread.
 void swallow_limit_malloc_arenas(int count);
 
+/// Drops this process's page-table entries for code: every private, executable, file-backed
+/// mapping that holds no page of its own (`Anonymous: 0` in `/proc/self/smaps`) gets
+/// `madvise(MADV_DONTNEED)`. Nothing is lost: the pages stay in the page cache and what runs
+/// later is mapped again on its first use (a minor fault). What goes is the resident-set count
+/// of code only start-up ran, and of code the kernel mapped around it (fault-around maps whole
+/// page-cache folios, many times what was executed). Returns the bytes advised, or -1 where
+/// there is no such interface (nothing changed).
+long swallow_release_code_pages(void);
+
 /// The wall clock (`CLOCK_REALTIME`) in nanoseconds since the Unix epoch.
 long long swallow_realtime_nanos(void);
 
