@@ -78,8 +78,8 @@ extension YAMLReader {
             if scalar.style != .plain { return .string(scalar.string) }
             if scalar.tag == .init(.null) || isPlainNull(scalar) { return .null }
             if let value = node.bool { return .bool(value) }
-            if let value = node.int { return .int(value) }
-            if let value = node.float, value.isFinite { return .double(value) }
+            if let value = integer(scalar.string) { return .int(value) }
+            if let value = number(scalar.string) { return .double(value) }
             return .string(scalar.string)
         case .mapping(let mapping):
             return .object(mapping.map { ($0.key.string ?? "", json($0.value)) })

@@ -4,11 +4,15 @@ import Foundation
 /// `12000/m`; sizes `512B`, `120KiB`, `2MiB`. Each parser returns nil for text it cannot read;
 /// callers say which field was wrong.
 public enum Quantity {
-    /// Seconds.
+    /// The longest duration read: 10^9 s (31 years). Durations become nanoseconds in `Int64`
+    /// (at most 9.2 x 10^18) and are added to clocks; a longer one would trap there.
+    public static let longestDuration = 1e9
+
+    /// Seconds, at most `longestDuration`.
     public static func duration(_ text: String) -> Double? {
         let text = text.trimmingCharacters(in: .whitespaces)
         for (suffix, scale) in [("ms", 0.001), ("us", 0.000_001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)] where text.hasSuffix(suffix) {
-            if let value = Double(text.dropLast(suffix.count)), value >= 0, value.isFinite { return value * scale }
+            if let value = Double(text.dropLast(suffix.count)), value >= 0, value * scale <= longestDuration { return value * scale }
         }
         return nil
     }
@@ -31,7 +35,9 @@ public enum Quantity {
     public static func size(_ text: String) -> Int? {
         let text = text.trimmingCharacters(in: .whitespaces)
         for (suffix, scale) in [("KiB", 1024.0), ("MiB", 1_048_576.0), ("GiB", 1_073_741_824.0), ("B", 1.0)] where text.hasSuffix(suffix) {
-            if let value = Double(text.dropLast(suffix.count)), value >= 0, value.isFinite { return Int(value * scale) }
+            // Below 2^63 (`Double(Int.max)`), or `Int(_:)` traps (found by FuzzScenario:
+            // `size: 0000000020000000000000000000000000000000000MiB`).
+            if let value = Double(text.dropLast(suffix.count)), value >= 0, value * scale < Double(Int.max) { return Int(value * scale) }
         }
         return Int(text).flatMap { $0 >= 0 ? $0 : nil }
     }

@@ -112,6 +112,41 @@ public struct YAMLReader {
         }
     }
 
+    /// A whole number as YAML 1.2's core schema writes it: decimal with an optional sign, or
+    /// `0x`/`0o`/`0b` digits, `_` allowed between digits; nil for anything else, and for a number
+    /// `Int` cannot hold. Not Yams's `Node.int`: it also reads YAML 1.1's base 60 (`1:30` is 90)
+    /// and traps when such a number overflows (found by FuzzRules: `2:2:1222222222222222:2`).
+    static func integer(_ text: String) -> Int? {
+        var digits = Substring(text)
+        var negative = false
+        if let sign = digits.first, sign == "-" || sign == "+" {
+            negative = sign == "-"
+            digits = digits.dropFirst()
+        }
+        var radix = 10
+        for (prefix, base) in [("0x", 16), ("0o", 8), ("0b", 2)] where digits.hasPrefix(prefix) {
+            radix = base
+            digits = digits.dropFirst(2)
+        }
+        let plain = digits.filter { $0 != "_" }
+        guard !plain.isEmpty, digits.first != "_", digits.last != "_", plain.allSatisfy(\.isASCII),
+            let magnitude = UInt(plain, radix: radix)
+        else { return nil }
+        if negative { return magnitude <= UInt(Int.max) + 1 ? Int(truncatingIfNeeded: 0 &- magnitude) : nil }
+        return magnitude <= UInt(Int.max) ? Int(magnitude) : nil
+    }
+
+    /// A number: a whole number as `integer` reads it, or a decimal (`1.5`, `-2e3`, `.5`);
+    /// nil for anything else (no base 60, no `.inf` or `.nan`).
+    static func number(_ text: String) -> Double? {
+        if let whole = integer(text) { return Double(whole) }
+        guard let first = text.unicodeScalars.first, "+-.0123456789".unicodeScalars.contains(first),
+            text.unicodeScalars.allSatisfy({ "+-.0123456789eE_".unicodeScalars.contains($0) }),
+            let value = Double(text.filter { $0 != "_" }), value.isFinite
+        else { return nil }
+        return value
+    }
+
     public func required(_ key: String) throws(InputError) -> YAMLReader {
         guard let value = try optional(key) else { throw error("missing required key `\(key)`") }
         return value
@@ -138,14 +173,14 @@ public struct YAMLReader {
     }
 
     public func int(in range: ClosedRange<Int> = 0...Int.max) throws(InputError) -> Int {
-        guard let value = node.int else { throw error("expected a whole number") }
+        guard case .scalar(let scalar) = node, let value = Self.integer(scalar.string) else { throw error("expected a whole number") }
         guard range.contains(value) else { throw error("must be between \(range.lowerBound) and \(range.upperBound)") }
         return value
     }
 
     public func double(in range: ClosedRange<Double> = -Double.greatestFiniteMagnitude...Double.greatestFiniteMagnitude) throws(InputError) -> Double
     {
-        guard let value = node.float ?? node.int.map(Double.init), value.isFinite else { throw error("expected a number") }
+        guard case .scalar(let scalar) = node, let value = Self.number(scalar.string) else { throw error("expected a number") }
         guard range.contains(value) else { throw error("must be between \(range.lowerBound) and \(range.upperBound)") }
         return value
     }

@@ -23,6 +23,26 @@ struct ScenarioTests {
         #expect(scenario.connection.pool == 10)
     }
 
+    @Test("crashes found by FuzzScenario are clear errors: sizes and durations beyond what the run can hold")
+    func fuzzRegressions() throws {
+        // FuzzScenario, 2026-12-05: a size past Int.max trapped converting to Int.
+        let huge = Self.minimal.replacingOccurrences(
+            of: "text: \"Code {otp}\"}",
+            with: "text: \"Code {otp}\", attachments: [{kind: pdf, name: a.pdf, size: 0000000020000000000000000000000000000000000MiB}]}")
+        #expect(huge != Self.minimal)
+        do {
+            _ = try Scenario.parse(huge, file: "s.yaml")
+            Issue.record("a size past Int.max was accepted")
+        } catch {
+            #expect(error.description.contains("size"), "\(error.description)")
+        }
+        #expect(Quantity.size("9223372036854775808B") == nil)
+        #expect(Quantity.size("8EiB") == nil && Quantity.size("1GiB") == 1 << 30)
+        // Durations become Int64 nanoseconds: at most 10^9 s.
+        #expect(Quantity.duration("1e300h") == nil)
+        #expect(Quantity.duration("1000000000s") == 1e9 && Quantity.duration("1000000001s") == nil)
+    }
+
     @Test("errors name the file, the line and the field")
     func errorsAreLocated() {
         let badRate = Self.minimal.replacingOccurrences(of: "rate: 100/s", with: "rate: fast")

@@ -124,6 +124,42 @@ struct FaultRuleTests {
                 ]))
     }
 
+    @Test("whole numbers as YAML 1.2 writes them; base 60 and overflow are errors, not traps (found by FuzzRules)")
+    func wholeNumbers() throws {
+        // FuzzRules, 2026-12-05: Yams read this as base 60 and trapped on the overflow.
+        #expect(throws: InputError.self) { try FaultRuleSet.parse(#"{"seed":2:2:1222222222222222:2:12:12:2:1:-0}"#) }
+        let reader = try YAMLReader.parse(
+            """
+            hex: 0x1F
+            octal: 0o17
+            grouped: 1_000
+            signed: -12
+            sixty: 1:30
+            over: 9223372036854775808
+            least: -9223372036854775808
+            spaced: 1 000
+            exponent: 2.5e3
+            time: "10:30"
+            """, file: "t.yaml")
+        #expect(try reader.required("hex").int() == 31)
+        #expect(try reader.required("octal").int() == 15)
+        #expect(try reader.required("grouped").int() == 1000)
+        #expect(try reader.required("signed").int(in: -100...100) == -12)
+        #expect(throws: InputError.self) { try reader.required("sixty").int() }
+        #expect(throws: InputError.self) { try reader.required("over").int() }
+        #expect(try reader.required("least").int(in: Int.min...0) == Int.min)
+        #expect(throws: InputError.self) { try reader.required("spaced").int() }
+        #expect(throws: InputError.self) { try reader.required("sixty").double() }
+        #expect(try reader.required("exponent").double() == 2500)
+        #expect(try reader.required("grouped").double() == 1000)
+        let json = reader.jsonValue()
+        #expect(json == .object([
+            ("hex", .int(31)), ("octal", .int(15)), ("grouped", .int(1000)), ("signed", .int(-12)), ("sixty", .string("1:30")),
+            ("over", .double(9223372036854775808)), ("least", .int(Int.min)), ("spaced", .string("1 000")),
+            ("exponent", .double(2500)), ("time", .string("10:30")),
+        ]))
+    }
+
     @Test("globs and regular expressions, case-insensitive")
     func patterns() throws {
         let cases: [(String, String, Bool)] = [
