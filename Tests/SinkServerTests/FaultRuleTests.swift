@@ -153,11 +153,13 @@ struct FaultRuleTests {
         #expect(try reader.required("exponent").double() == 2500)
         #expect(try reader.required("grouped").double() == 1000)
         let json = reader.jsonValue()
-        #expect(json == .object([
-            ("hex", .int(31)), ("octal", .int(15)), ("grouped", .int(1000)), ("signed", .int(-12)), ("sixty", .string("1:30")),
-            ("over", .double(9223372036854775808)), ("least", .int(Int.min)), ("spaced", .string("1 000")),
-            ("exponent", .double(2500)), ("time", .string("10:30")),
-        ]))
+        #expect(
+            json
+                == .object([
+                    ("hex", .int(31)), ("octal", .int(15)), ("grouped", .int(1000)), ("signed", .int(-12)), ("sixty", .string("1:30")),
+                    ("over", .double(9223372036854775808)), ("least", .int(Int.min)), ("spaced", .string("1 000")),
+                    ("exponent", .double(2500)), ("time", .string("10:30")),
+                ]))
     }
 
     @Test("globs and regular expressions, case-insensitive")
