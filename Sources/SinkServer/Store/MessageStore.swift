@@ -17,7 +17,7 @@ public final class MessageStore: Sendable {
         /// an array of exactly the message's bytes: a `ByteBuffer`'s capacity is a power of two
         /// (a 1.3 KiB message in a 2 KiB buffer), and 100 000 held messages measured 40% more
         /// memory for their bodies than the bytes themselves.
-        private var rawBytes: [UInt8]?
+        private(set) var rawBytes: [UInt8]?
         var read = false
         var tags: [String] = []
         /// Mailbox names for parallel CI jobs: the AUTH user and recipients' plus tags.
@@ -31,11 +31,6 @@ public final class MessageStore: Sendable {
             self.rawBytes = raw.map { Array($0.readableBytesView) }
             self.mailboxes = MailboxFiling.names(for: message)
         }
-
-        var hasRaw: Bool { rawBytes != nil }
-
-        /// The raw bytes, in a buffer of their own.
-        var raw: ByteBuffer? { rawBytes.map { ByteBuffer(bytes: $0) } }
 
         var summary: MessageSummary? {
             get { summaryBox?.summary }
@@ -279,9 +274,10 @@ public final class MessageStore: Sendable {
     /// The raw bytes as stored (the `Received:` header first), or nil for an unknown id or a
     /// message stored without its body (`--discard`).
     public func raw(id: String) async throws -> ByteBuffer? {
-        let (known, raw) = state.withLock { state in (state.entries[id] != nil, state.entries[id].flatMap(\.raw)) }
+        // The array is shared out of the lock; its copy into a buffer is made outside it.
+        let (known, bytes) = state.withLock { state in (state.entries[id] != nil, state.entries[id]?.rawBytes) }
         guard known else { return nil }
-        if let raw { return raw }
+        if let bytes { return ByteBuffer(bytes: bytes) }
         return try await disk?.readRaw(id: id)
     }
 
