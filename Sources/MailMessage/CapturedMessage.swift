@@ -7,7 +7,14 @@ public struct CapturedMessage: Codable, Hashable, Sendable, Identifiable {
     /// Sortable: later messages have larger ids.
     public var id: String
     public var envelope: Envelope
-    public var session: SessionInfo
+    /// The session, held by reference: the messages of one connection share one (see
+    /// `shareSession(_:)`), so a held message does not carry a copy of it inline.
+    public var session: SessionInfo {
+        get { sharedSession.value }
+        set { sharedSession = SharedSession(newValue) }
+    }
+    /// The reference `session` reads.
+    public private(set) var sharedSession: SharedSession
     public var timestamps: CaptureTimestamps
     /// Size of the stored raw message in bytes, the prepended `Received:` header included.
     public var size: Int
@@ -47,7 +54,7 @@ public struct CapturedMessage: Codable, Hashable, Sendable, Identifiable {
     ) {
         self.id = id
         self.envelope = envelope
-        self.session = session
+        self.sharedSession = SharedSession(session)
         self.timestamps = timestamps
         self.size = size
         self.receivedHeaderLength = receivedHeaderLength
@@ -57,6 +64,65 @@ public struct CapturedMessage: Codable, Hashable, Sendable, Identifiable {
         self.mailbox = mailbox
         self.bodyStored = bodyStored
         self.transcript = transcript
+    }
+}
+
+extension CapturedMessage {
+    /// A session's description, shared by the messages of one connection.
+    public final class SharedSession: Hashable, Sendable {
+        public let value: SessionInfo
+
+        public init(_ value: SessionInfo) { self.value = value }
+
+        public static func == (lhs: SharedSession, rhs: SharedSession) -> Bool { lhs === rhs || lhs.value == rhs.value }
+        public func hash(into hasher: inout Hasher) { hasher.combine(value) }
+    }
+
+    /// Holds `shared` instead of this message's own copy when they describe the same session
+    /// (the sink keeps a connection's last one: 100 000 held messages are 100 000 copies less).
+    public mutating func shareSession(_ shared: SharedSession) {
+        if shared !== sharedSession, shared.value == sharedSession.value { sharedSession = shared }
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, envelope, session, timestamps, size, receivedHeaderLength, anomalies, faults, traceID, mailbox, bodyStored
+        case transcript, relay
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(
+            id: try container.decode(String.self, forKey: .id),
+            envelope: try container.decode(Envelope.self, forKey: .envelope),
+            session: try container.decode(SessionInfo.self, forKey: .session),
+            timestamps: try container.decode(CaptureTimestamps.self, forKey: .timestamps),
+            size: try container.decode(Int.self, forKey: .size),
+            receivedHeaderLength: try container.decode(Int.self, forKey: .receivedHeaderLength),
+            anomalies: try container.decode([String].self, forKey: .anomalies),
+            faults: try container.decode([String].self, forKey: .faults),
+            traceID: try container.decodeIfPresent(String.self, forKey: .traceID),
+            mailbox: try container.decodeIfPresent(String.self, forKey: .mailbox),
+            bodyStored: try container.decode(Bool.self, forKey: .bodyStored),
+            transcript: try container.decodeIfPresent([TranscriptEntry].self, forKey: .transcript)
+        )
+        relay = try container.decodeIfPresent([RelayHop].self, forKey: .relay)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(id, forKey: .id)
+        try container.encode(envelope, forKey: .envelope)
+        try container.encode(session, forKey: .session)
+        try container.encode(timestamps, forKey: .timestamps)
+        try container.encode(size, forKey: .size)
+        try container.encode(receivedHeaderLength, forKey: .receivedHeaderLength)
+        try container.encode(anomalies, forKey: .anomalies)
+        try container.encode(faults, forKey: .faults)
+        try container.encodeIfPresent(traceID, forKey: .traceID)
+        try container.encodeIfPresent(mailbox, forKey: .mailbox)
+        try container.encode(bodyStored, forKey: .bodyStored)
+        try container.encodeIfPresent(transcript, forKey: .transcript)
+        try container.encodeIfPresent(relay, forKey: .relay)
     }
 }
 

@@ -1,7 +1,9 @@
+import Foundation
 import Logging
 import MailMessage
 import NIOCore
 import NIOEmbedded
+import SMTPProtocol
 import SwallowConfig
 import SwallowTestSupport
 import Synchronization
@@ -19,6 +21,7 @@ struct SMTPServerHandlerTests {
         let loop: EmbeddedEventLoop
         let store: MessageStore
         let faults: FaultEngine
+        let audit: DeliveryAudit
 
         init(rules: String = "rules: []\n", _ configure: (inout SinkConfiguration) -> Void = { _ in }) throws {
             var configuration = SinkConfiguration()
@@ -35,6 +38,7 @@ struct SMTPServerHandlerTests {
                 startTLS: nil, implicitTLS: false, logger: Logger(label: "test"), metrics: SinkMetrics(), faults: faults,
                 handoffs: LoopHandoffs()
             )
+            audit = context.audit
             channel = EmbeddedChannel(handler: SMTPServerHandler(context), loop: loop)
             try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 25)).wait()
         }
@@ -172,5 +176,52 @@ struct SMTPServerHandlerTests {
         _ = try harness.replies()
         try harness.send("EHLO c\r\nRCPT TO:<bounce@x>\r\nMAIL FROM:<a+fail-452@x>\r\n")
         #expect(try harness.codes() == [250, 503, 452])
+    }
+
+    @Test("a connection's messages share one session description and an equal envelope; a changed session gets its own")
+    func sharedSession() throws {
+        let harness = try Harness()
+        try harness.send("EHLO client.test\r\n" + Self.message + Self.message)
+        try harness.send("EHLO other.test\r\n" + Self.message)
+        let messages = harness.store.messages()
+        try #require(messages.count == 3)
+        #expect(messages[0].sharedSession === messages[1].sharedSession)
+        #expect(messages[0].envelope == messages[1].envelope)
+        #expect(messages[0].session.helo == "client.test" && messages[1].session.helo == "client.test")
+        #expect(messages[2].sharedSession !== messages[1].sharedSession)
+        #expect(messages[2].session.helo == "other.test")
+        // Setting a session gives that message its own; the others keep theirs.
+        var changed = messages[1]
+        changed.session.authUser = "job7"
+        #expect(changed.sharedSession !== messages[0].sharedSession && messages[0].session.authUser == nil)
+    }
+
+    @Test("an accepted attempt keeps the stored id for its reply and still reads as 250 2.0.0 Ok: queued as ID")
+    func queuedReply() throws {
+        let harness = try Harness()
+        try harness.send("EHLO client.test\r\n" + Self.message)
+        let id = try #require(harness.store.messages().first?.id)
+        let delivery = try #require(harness.audit.attempts.deliveries(.init()).items.first)
+        let reply = try #require(delivery.attempts.first?.reply)
+        #expect(reply.keptAsQueuedID)
+        #expect(reply.code == 250 && reply.enhanced == "2.0.0" && reply.text == "Ok: queued as \(id)")
+        #expect(reply == Attempt.Reply(.queued(id: id)))
+        let encoded = String(decoding: try JSONEncoder().encode(reply), as: UTF8.self)
+        #expect(encoded.contains("\"Text\":\"Ok: queued as \(id)\""))
+        // A reply that only looks alike is kept as it was.
+        let other = SMTPReply(code: .ok, enhanced: EnhancedStatusCode(2, 0, 0), lines: ["Ok: queued as \(id)x"])
+        #expect(!Attempt.Reply(other, queuedAs: id).keptAsQueuedID)
+        #expect(Attempt.Reply(other, queuedAs: id).text == "Ok: queued as \(id)x")
+    }
+
+    @Test("message ids: 15 characters (held inline), later ones sort later, and after an earlier version's 16-character ids")
+    func messageIDs() {
+        let now = WallClock.nanos()
+        let first = MessageIDGenerator.next(nanos: now)
+        let second = MessageIDGenerator.next(nanos: now)
+        let later = MessageIDGenerator.next(nanos: now + 1_000_000)
+        #expect(first.utf8.count == 15 && first < second && second < later)
+        // An earlier version wrote the same instant and counter with a tenth, leading 0 digit.
+        #expect("0" + later < first)
     }
 }

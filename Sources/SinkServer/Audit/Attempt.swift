@@ -39,19 +39,61 @@ struct Attempt: Sendable, Codable, Equatable {
     var size = 0
 
     /// The reply as written: kept whole (its lines are shared, not copied) and spelled out as
-    /// `Code`, `EnhancedCode` and `Text` only when encoded.
+    /// `Code`, `EnhancedCode` and `Text` only when encoded. The usual acceptance, `250 2.0.0 Ok:
+    /// queued as ID`, is kept as the stored message's id alone (shared with the message): its
+    /// text and lines were two allocations per attempt held (measured with 100 000 held messages).
     struct Reply: Sendable, Codable, Equatable {
-        var smtp: SMTPReply
-
-        init(_ reply: SMTPReply) { smtp = reply }
-
-        init(code: Int, enhanced: String?, text: String) {
-            smtp = SMTPReply(code, enhanced, text)
+        private enum Storage: Sendable, Equatable {
+            case reply(SMTPReply)
+            case queued(id: String)
         }
 
-        var code: Int { Int(smtp.code.rawValue) }
+        private var storage: Storage
+
+        /// `queuedAs`: the id of the message this reply accepted, if it did.
+        init(_ reply: SMTPReply, queuedAs id: String? = nil) {
+            if let id, Self.isQueued(reply, id: id) {
+                storage = .queued(id: id)
+            } else {
+                storage = .reply(reply)
+            }
+        }
+
+        init(code: Int, enhanced: String?, text: String) {
+            storage = .reply(SMTPReply(code, enhanced, text))
+        }
+
+        var smtp: SMTPReply {
+            switch storage {
+            case .reply(let reply): reply
+            case .queued(let id): .queued(id: id)
+            }
+        }
+
+        var code: Int {
+            switch storage {
+            case .reply(let reply): Int(reply.code.rawValue)
+            case .queued: 250
+            }
+        }
+
+        /// Held as the stored message's id alone.
+        var keptAsQueuedID: Bool {
+            if case .queued = storage { return true }
+            return false
+        }
+
         var enhanced: String? { smtp.enhanced?.description }
         var text: String { smtp.lines.joined(separator: " ") }
+
+        static func == (lhs: Reply, rhs: Reply) -> Bool { lhs.smtp == rhs.smtp }
+
+        private static func isQueued(_ reply: SMTPReply, id: String) -> Bool {
+            let prefix = "Ok: queued as "
+            guard reply.code == .ok, reply.enhanced == EnhancedStatusCode(2, 0, 0), reply.lines.count == 1 else { return false }
+            let line = reply.lines[0]
+            return line.utf8.count == prefix.utf8.count + id.utf8.count && line.hasPrefix(prefix) && line.hasSuffix(id)
+        }
 
         init(from decoder: any Decoder) throws {
             let container = try decoder.container(keyedBy: CodingKeys.self)

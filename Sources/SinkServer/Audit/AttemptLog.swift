@@ -56,6 +56,13 @@ final class AttemptLog: Sendable {
         self.settings = settings
         self.file = dataDirectory.map { JSONLinesFile(path: ($0 as NSString).appendingPathComponent("attempts.jsonl"), health: health) }
         self.metrics = metrics
+        // Room for the attempts kept, reserved once (pages are only resident once used): grown
+        // by doubling, the tables left their earlier copies behind in the heap.
+        let room = min(settings.maxAttempts, 100_000)
+        state.withLock { state in
+            state.deliveries.reserveCapacity(room)
+            state.order = CircularBuffer(initialCapacity: room + 1)
+        }
         if let file, settings.maxAttempts > 0 { load(file) }
     }
 
@@ -330,6 +337,10 @@ struct DeliveryTable {
 
     subscript(id: Int) -> Delivery? {
         slot(id).flatMap { slots[$0] }
+    }
+
+    mutating func reserveCapacity(_ capacity: Int) {
+        slots.reserveCapacity(capacity)
     }
 
     /// Adds the delivery with the next id.

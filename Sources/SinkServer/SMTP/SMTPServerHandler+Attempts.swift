@@ -66,10 +66,11 @@ extension SMTPServerHandler {
     }
 
     /// The message's end was answered: accepted (stored, or taken by a drop rule) or refused.
-    /// `envelope`: the captured message's, whose address strings are reused (no copies made).
+    /// `envelope`: the captured message's, whose address strings are reused (no copies made);
+    /// `storedID`: the id it was stored under, which an acceptance's reply names.
     func auditedMessageEnd(
         _ transaction: SMTPSession.Transaction, reply: SMTPReply?, fault: FaultDecision?, headers: MessageHeaders, size: Int,
-        dropped: Bool = false, envelope: Envelope? = nil
+        dropped: Bool = false, envelope: Envelope? = nil, storedID: String? = nil
     ) {
         let now = WallClock.nanos()
         if dropped || reply == nil {
@@ -82,12 +83,13 @@ extension SMTPServerHandler {
         record(
             transaction, recipients: envelope?.recipients.map(\.address) ?? transaction.recipients.map(\.path.address),
             phase: "data-end", reply: reply, fault: fault, at: now, headers: headers, dropped: dropped, sender: envelope?.mailFrom,
-            size: size)
+            size: size, storedID: storedID)
     }
 
     private func record(
         _ transaction: SMTPSession.Transaction, recipients: [String], phase: String, reply: SMTPReply?, fault: FaultDecision?,
-        at now: Int64, headers: MessageHeaders? = nil, dropped: Bool = false, sender: String? = nil, size: Int = 0
+        at now: Int64, headers: MessageHeaders? = nil, dropped: Bool = false, sender: String? = nil, size: Int = 0,
+        storedID: String? = nil
     ) {
         let log = audit.attempts
         guard log.enabled else { return }
@@ -95,7 +97,7 @@ extension SMTPServerHandler {
         var mailboxes: [String] = []
         if let user = session.authUser, !user.isEmpty { mailboxes.append(user) }
         if let header = headers?.mailbox, !header.isEmpty, !mailboxes.contains(header) { mailboxes.append(header) }
-        let answered = reply.map(Attempt.Reply.init)
+        let answered = reply.map { Attempt.Reply($0, queuedAs: storedID) }
         for recipient in recipients {
             var boxes = mailboxes
             if recipient.contains("@"), let detail = Mailbox.detail(ofAddress: recipient), !boxes.contains(String(detail)) {

@@ -117,7 +117,23 @@ extension SMTPServerHandler {
             message.faults = sessionFaults + transactionFaults.filter { !sessionFaults.contains($0) }
             transactionFaults = []
         }
+        shareWithPrevious(&message)
         return message
+    }
+
+    /// The connection's messages share one session description, and an envelope (or sender)
+    /// equal to the previous message's shares its strings: a held message then carries only
+    /// what is its own (measured: 100 000 held 1 KiB messages from 20 sessions).
+    private func shareWithPrevious(_ message: inout CapturedMessage) {
+        if let previous = previousMessage {
+            message.shareSession(previous.sharedSession)
+            if message.envelope == previous.envelope {
+                message.envelope = previous.envelope
+            } else if message.envelope.mailFrom == previous.envelope.mailFrom {
+                message.envelope.mailFrom = previous.envelope.mailFrom
+            }
+        }
+        previousMessage = (message.sharedSession, message.envelope)
     }
 
     private func storeFinished(
@@ -151,7 +167,9 @@ extension SMTPServerHandler {
                 shared.metrics.accepted(bytes: message.size)
                 let action = session.stored(id: message.id)
                 if let transaction, let headers, case .reply(let reply) = action {
-                    auditedMessageEnd(transaction, reply: reply, fault: nil, headers: headers, size: message.size, envelope: message.envelope)
+                    auditedMessageEnd(
+                        transaction, reply: reply, fault: nil, headers: headers, size: message.size, envelope: message.envelope,
+                        storedID: message.id)
                 }
                 act(action, context: context)
             }

@@ -68,6 +68,8 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     @exclusivity(unchecked) var answering: SMTPCommand?
     /// The message's headers the attempts need, from its end until its final reply.
     @exclusivity(unchecked) var ending: MessageHeaders?
+    /// The last message's session and envelope, which the next shares when equal.
+    @exclusivity(unchecked) var previousMessage: (sharedSession: CapturedMessage.SharedSession, envelope: Envelope)?
 
     init(_ shared: SMTPServerContext) {
         self.shared = shared

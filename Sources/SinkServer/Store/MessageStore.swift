@@ -137,7 +137,11 @@ public final class MessageStore: Sendable {
         self.disk = disk
         self.index = index
         self.health = index?.health ?? StorageHealth(logger: Logger(label: "swallow.store"))
-        state.withLock { $0.entries.reserveCapacity(min(maxMessages == 0 ? 10_000 : maxMessages, 100_000)) }
+        let room = min(maxMessages == 0 ? 10_000 : maxMessages, 100_000)
+        state.withLock { state in
+            state.entries.reserveCapacity(room)
+            state.order.reserveCapacity(room)
+        }
     }
 
     /// Opens the store under `--data DIR`, loading what an earlier run stored. The index
