@@ -91,7 +91,7 @@ final class LoadSender: LoadConnectionDelegate {
         connection = handler
         var bootstrap = ClientBootstrap(group: work.eventLoop)
             .connectTimeout(plan.connectTimeout)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
         if let bind { bootstrap = bootstrap.bind(to: bind) }
         let setup = plan.setup
         let bound = NIOLoopBound(handler, eventLoop: work.eventLoop)

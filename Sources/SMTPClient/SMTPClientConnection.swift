@@ -164,7 +164,7 @@ public final class SMTPClientConnection: @unchecked Sendable {
             channel =
                 try await bootstrap
                 .connectTimeout(.milliseconds(Int64(settings.connectTimeout * 1000)))
-                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelOption(.tcpOption(.tcp_nodelay), value: 1)
                 .connect(host: target.host, port: target.port) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         if settings.tls == .implicit, let tlsContext {

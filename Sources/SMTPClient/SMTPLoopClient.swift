@@ -34,7 +34,7 @@ public final class SMTPLoopClient: @unchecked Sendable {
         let timeout = TimeAmount.milliseconds(Int64(settings.replyTimeout * 1000))
         let connected = ClientBootstrap(group: eventLoop)
             .connectTimeout(.milliseconds(Int64(settings.connectTimeout * 1000)))
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if settings.tls == .implicit, let tlsContext {

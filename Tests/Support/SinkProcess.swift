@@ -20,14 +20,21 @@ public final class SinkProcess: @unchecked Sendable {
     public let httpPort: Int
 
     /// Starts `swallow serve ARGS --smtp 127.0.0.1:0 --http 127.0.0.1:0` and waits for its
-    /// `ready` line.
-    public init(arguments: [String] = []) throws {
+    /// `ready` line; `launcher` (a program that execs its arguments, e.g. `setpriv …`) first
+    /// when given.
+    public init(arguments: [String] = [], launcher: [String] = []) throws {
         let binary = productsDirectory().appendingPathComponent("swallow")
         guard FileManager.default.isExecutableFile(atPath: binary.path) else {
             throw Failure(description: "\(binary.path) is missing: run `swift build` before `swift test` (scripts/test does)")
         }
-        process.executableURL = binary
-        process.arguments = ["serve", "--smtp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--log-level", "warning"] + arguments
+        let serve = ["serve", "--smtp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--log-level", "warning"] + arguments
+        if launcher.isEmpty {
+            process.executableURL = binary
+            process.arguments = serve
+        } else {
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = launcher + [binary.path] + serve
+        }
         let text = try startReadingFirstLine(process, name: "swallow serve")
         var addresses: [String: String] = [:]
         for field in text.split(separator: " ").dropFirst() {
