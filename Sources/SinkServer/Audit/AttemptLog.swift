@@ -56,13 +56,10 @@ final class AttemptLog: Sendable {
         self.settings = settings
         self.file = dataDirectory.map { JSONLinesFile(path: ($0 as NSString).appendingPathComponent("attempts.jsonl"), health: health) }
         self.metrics = metrics
-        // Room for the attempts kept, reserved once (pages are only resident once used): grown
-        // by doubling, the tables left their earlier copies behind in the heap.
-        let room = min(settings.maxAttempts, 100_000)
-        state.withLock { state in
-            state.deliveries.reserveCapacity(room)
-            state.order = CircularBuffer(initialCapacity: room + 1)
-        }
+        // Room for the deliveries kept, reserved once (its pages are only resident once used):
+        // grown by doubling, the table left its earlier copies behind in the heap. Not the
+        // order ring: a `CircularBuffer` writes every slot of its room (2 MiB of idle RSS).
+        state.withLock { $0.deliveries.reserveCapacity(min(settings.maxAttempts, 100_000)) }
         if let file, settings.maxAttempts > 0 { load(file) }
     }
 
