@@ -66,7 +66,7 @@ final class LoadSender: LoadConnectionDelegate {
         mail.writeStaticString(">\r\n")
         let rcpts = message.recipients.map { ByteBuffer(string: "RCPT TO:<\($0)>\r\n") }
         var data = ByteBuffer()
-        data.writeDotStuffedMessage(ByteBuffer(bytes: message.data))
+        message.data.withUnsafeBytes { data.writeDotStuffedMessage(bytes: $0) }
         plan.recorder.started()
         return LoadTransaction(job: job, mail: mail, rcpts: rcpts, data: data, taken: work.eventLoop.now.uptimeNanoseconds)
     }

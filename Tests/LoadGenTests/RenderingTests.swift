@@ -86,6 +86,74 @@ struct RenderingTests {
         #expect(renderer.render(invoice, seq: 0, now: now).data == Renderer(runID: "run1", seed: 9).render(invoice, seq: 0, now: now).data)
     }
 
+    static let varied = """
+        count: 1
+        arrival: {kind: constant, rate: 1/s}
+        mix: [{template: plain}, {template: everything}, {template: sized}, {template: marked}]
+        templates:
+          plain:
+            from: a@b.example
+            to: c@d.example
+            subject: "Fixed"
+            text: "No placeholders at all."
+          everything:
+            from: "{pick:Ann|Bob} <from{seq}@shop.example>"
+            to: ["{user}", "x{seq}@e.example"]
+            cc: "copy{seq}@e.example"
+            users: [alice@example.com, "bob@example.com"]
+            subject: "{pick:Reçu|Receipt} {seq} for {amount}"
+            text: "Code {otp:8}, id {uuid}, on {date}. A . at the start\n.of a line, and = signs."
+            html: "<p>{otp} {seq}</p>"
+            headers: {X-Order: "{seq}-{run}", X-Fixed: "same"}
+            attachments:
+              - {kind: pdf, name: "{pick:facture-é|invoice}-{seq}.pdf", size: 3KiB}
+              - {kind: bytes, name: "blob.bin", size: 100}
+          sized:
+            from: a@b.example
+            to: "u{seq}@d.example"
+            subject: "Sized {seq}"
+            size: 2KiB
+          marked:
+            from: a@b.example
+            to: c@d.example
+            subject: "SWALLOWHOLEh3Q and 7036874417766193 {seq}"
+            text: "SWALLOWHOLEn0Q {seq}"
+        """
+
+    @Test("a laid-out template gives the MIME writer's bytes for every message (holes for addresses, subject, bodies, names, ids)")
+    func layout() throws {
+        let scenario = try Scenario.parse(Self.varied)
+        let now = Date(timeIntervalSince1970: 1_800_000_123)
+        var renderer = Renderer(runID: "run9", seed: 4)
+        renderer.calibrate(scenario.templates.values, seq: 0, now: now)
+        for name in ["plain", "everything"] {
+            let template = scenario.templates[name]!
+            #expect(renderer.laidOut(name), "\(name) has a layout")
+            for seq in [0, 1, 9, 10, 99_999, 1_000_001] {
+                let fast = renderer.render(template, seq: seq, now: now.addingTimeInterval(Double(seq) / 7))
+                let plain = Renderer(runID: "run9", seed: 4).render(template, seq: seq, now: now.addingTimeInterval(Double(seq) / 7))
+                #expect(fast.data == plain.data, "\(name) seq \(seq)")
+                #expect(fast.otp == plain.otp && fast.recipients == plain.recipients && fast.sender == plain.sender)
+            }
+        }
+        // A sized template's layout gives what the calibrated writer gives (padding measured once).
+        #expect(renderer.laidOut("sized"))
+        let sized = renderer.render(scenario.templates["sized"]!, seq: 12, now: now)
+        #expect(abs(sized.data.count - 2048) < 64)
+        #expect(ParsedMessage(bytes: sized.data).subject == "Sized 12")
+        // A template whose own text looks like a marker is written by the writer each time, correctly.
+        let marked = renderer.render(scenario.templates["marked"]!, seq: 5, now: now)
+        #expect(marked.data == Renderer(runID: "run9", seed: 4).render(scenario.templates["marked"]!, seq: 5, now: now).data)
+        #expect(ParsedMessage(bytes: marked.data).subject == "SWALLOWHOLEh3Q and 7036874417766193 5")
+    }
+
+    @Test("placeholders: an unclosed brace and an unknown name are kept as written")
+    func unclosedPlaceholder() {
+        var context = Renderer.Context(seq: 3, runID: "r", users: [], now: Date(), random: SeededRandom(seed: 1))
+        #expect(context.fill("ab{c") == "ab{c")
+        #expect(context.fill("x{seq}y{nope}z{") == "x3y{nope}z{")
+    }
+
     /// The header, the trailer, and every cross-reference offset pointing at its object.
     static func checkPDF(_ pdf: [UInt8]) throws {
         let text = String(decoding: pdf, as: UTF8.self)
