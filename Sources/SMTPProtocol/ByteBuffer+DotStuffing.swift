@@ -15,24 +15,19 @@ extension ByteBuffer {
         let start = writerIndex
         let count = bytes.count
         reserveCapacity(minimumWritableBytes: count + count / 64 + 5)
-        var lineStart = 0
+        // Only a `.` that begins a line (at the start, or after a CRLF) is doubled: the bytes
+        // between such dots go out in one write (by lines, a 200 KiB message was 2 700 writes).
+        var written = 0
         var index = 0
-        while index <= count {
-            if index < count, bytes[index] == UInt8(ascii: "."), index == lineStart {
+        while let dot = SMTPFrameDecoder.find(UInt8(ascii: "."), in: bytes, from: index) {
+            if dot == 0 || (dot >= 2 && bytes[dot - 2] == UInt8(ascii: "\r") && bytes[dot - 1] == UInt8(ascii: "\n")) {
+                writeBytes(UnsafeRawBufferPointer(rebasing: bytes[written..<dot]))
                 writeInteger(UInt8(ascii: "."))
+                written = dot
             }
-            guard let cr = SMTPFrameDecoder.find(UInt8(ascii: "\r"), in: bytes, from: index) else {
-                writeBytes(UnsafeRawBufferPointer(rebasing: bytes[lineStart..<count]))
-                break
-            }
-            if cr + 1 < count, bytes[cr + 1] == UInt8(ascii: "\n") {
-                writeBytes(UnsafeRawBufferPointer(rebasing: bytes[lineStart..<(cr + 2)]))
-                lineStart = cr + 2
-                index = cr + 2
-            } else {
-                index = cr + 1
-            }
+            index = dot + 1
         }
+        writeBytes(UnsafeRawBufferPointer(rebasing: bytes[written..<count]))
         let endsWithCRLF = count >= 2 && bytes[count - 2] == UInt8(ascii: "\r") && bytes[count - 1] == UInt8(ascii: "\n")
         if !endsWithCRLF && count > 0 {
             writeStaticString("\r\n")

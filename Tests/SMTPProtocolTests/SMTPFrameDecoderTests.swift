@@ -155,6 +155,24 @@ struct SMTPFrameDecoderTests {
         #expect(result.rest.isEmpty)
     }
 
+    @Test("dot-stuffing doubles exactly the dots that begin a line, in random messages too")
+    func stuffingExact() {
+        var wire = ByteBuffer()
+        wire.writeDotStuffedMessage(ByteBuffer(string: ".a\r\nb.c\r\n.\r\n\r\n..d\r.e\n.f"))
+        #expect(String(buffer: wire) == "..a\r\nb.c\r\n..\r\n\r\n...d\r.e\n.f\r\n.\r\n")
+        var random = SystemRandomNumberGenerator()
+        let alphabet = Array("..\r\nab".utf8)
+        for _ in 0..<500 {
+            let message = (0..<Int.random(in: 0..<40, using: &random)).map { _ in alphabet.randomElement(using: &random)! }
+            var wire = ByteBuffer()
+            wire.writeDotStuffedMessage(ByteBuffer(bytes: message))
+            let result = Self.decodeMessage(Array(wire.readableBytesView), splits: [])
+            var expected = message
+            if !expected.isEmpty && !expected.suffix(2).elementsEqual([13, 10]) { expected += [13, 10] }
+            #expect(result.ended && result.body == expected && result.rest.isEmpty, "\(message)")
+        }
+    }
+
     // MARK: Anomalies
 
     @Test(
