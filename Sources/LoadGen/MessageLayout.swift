@@ -21,10 +21,12 @@ struct MessageParts {
     /// Quoted-printable padding after the text.
     var tail = ""
     var otp: String?
+    /// Whether the `…Varies` flags are kept: only when a layout is made, not per message.
+    var marking = false
 
     mutating func header(_ name: String, _ value: String, varies: Bool) {
         headers.append((name, value))
-        headerVaries.append(varies)
+        if marking { headerVaries.append(varies) }
     }
 
     /// The message as the MIME writer writes it.
@@ -71,6 +73,8 @@ struct MessageLayout: Sendable {
 
     /// Nil when the message could not be cut (a marker's text in the template itself).
     init?(_ parts: MessageParts) {
+        // Parts made without `marking` do not say what varies.
+        guard parts.headerVaries.count == parts.headers.count, parts.nameVaries.count == parts.attachments.count else { return nil }
         var marked = parts
         marked.seq = Self.markSeq
         func mark(_ kind: Character, _ index: Int) -> String { "SWALLOWHOLE\(kind)\(index)Q" }

@@ -114,6 +114,7 @@ public struct Renderer: Sendable {
     private func parts(_ template: Template, seq: Int, now: Date, prepared: Prepared, marking: Bool = false) -> MessageParts {
         var context = context(template, seq: seq, now: now)
         var parts = MessageParts(seq: seq, traceID: "\(runID)/\(seq)", messageID: "<\(runID).\(seq)@swallow.load>")
+        parts.marking = marking
         parts.from = context.fill(template.from)
         let to = template.to.map { context.fill($0) }
         let cc = template.cc.map { context.fill($0) }
@@ -134,7 +135,7 @@ public struct Renderer: Sendable {
         for (name, value) in template.headers { parts.header(name, context.fill(value), varies: placeholders(value)) }
         for attachment in template.attachments {
             let name = context.fill(attachment.name)
-            parts.nameVaries.append(placeholders(attachment.name))
+            if marking { parts.nameVaries.append(placeholders(attachment.name)) }
             switch attachment.kind {
             case .pdf:
                 let lines = [subject, "Reference: \(parts.traceID)", "Date: \(context.fill("{date}"))"]
