@@ -97,7 +97,7 @@ final class AttemptLog: Sendable {
         } else {
             id = state.nextID
             state.nextID += 1
-            var delivery = Delivery(id: id, sender: attempt.sender, recipient: attempt.recipient, messageID: attempt.messageID, attempts: [attempt])
+            var delivery = Delivery(id: id, first: attempt)
             if !state.bounces.isEmpty, let bounced = state.bounces[key.recipient],
                 Double(attempt.atNanos - bounced) / 1e9 <= settings.bounceMemory, delivery.flag(.sentAfterBounce)
             {
@@ -122,10 +122,7 @@ final class AttemptLog: Sendable {
             let oldest = state.order.removeFirst()
             state.droppedAttempts += 1
             guard state.deliveries[oldest] != nil else { continue }
-            let emptied = state.deliveries.modify(oldest) { owner in
-                owner.attempts.removeFirst()
-                return owner.attempts.isEmpty
-            }
+            let emptied = state.deliveries.modify(oldest) { owner in !owner.attempts.dropOldest() }
             guard emptied, let owner = state.deliveries.remove(oldest) else { continue }
             state.deferred.remove(oldest)
             let ownerKey = Key(owner.sender, owner.recipient)
@@ -136,7 +133,7 @@ final class AttemptLog: Sendable {
 
     /// Appends a further attempt to its delivery and raises the flags it earns.
     private static func append(_ attempt: Attempt, to delivery: inout Delivery, settings: AuditSettings, raised: inout [DeliveryFlag]) {
-        let previous = delivery.attempts[delivery.attempts.count - 1]
+        let previous = delivery.attempts.latest
         let interval = Double(attempt.atNanos - previous.atNanos) / 1e9
         if previous.permanent {
             if delivery.flag(.retryAfterPermanent) { raised.append(.retryAfterPermanent) }
@@ -151,7 +148,6 @@ final class AttemptLog: Sendable {
             if interval < minimum, delivery.flag(.retryTooSoon) { raised.append(.retryTooSoon) }
         }
         delivery.attempts.append(attempt)
-        if delivery.messageID == nil { delivery.messageID = attempt.messageID }
         let intervals = delivery.intervals
         if intervals.count >= 3, !zip(intervals, intervals.dropFirst()).contains(where: { Delivery.grows($0, $1) }),
             delivery.flag(.noBackoff)
@@ -309,7 +305,13 @@ final class AttemptLog: Sendable {
     private func load(_ file: JSONLinesFile) {
         let attempts = file.read(Attempt.self)
         state.withLock { state in
-            for attempt in attempts { _ = Self.add(attempt, to: &state, settings: settings) }
+            // The attempts of a connection share one origin again, as when they were recorded.
+            var origins: [String: Attempt.Origin] = [:]
+            for var attempt in attempts {
+                let key = attempt.session + " " + attempt.client
+                if let shared = origins[key] { attempt.origin = shared } else { origins[key] = attempt.origin }
+                _ = Self.add(attempt, to: &state, settings: settings)
+            }
             state.writtenSinceCompaction = state.order.count
         }
     }

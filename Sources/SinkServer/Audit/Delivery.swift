@@ -7,11 +7,20 @@
 /// delivery unless it carries the same `Message-ID`.
 struct Delivery: Sendable {
     var id: Int
-    var sender: String
-    var recipient: String
-    var messageID: String?
-    var attempts: [Attempt]
+    var attempts: AttemptList
     var flags: [DeliveryFlag] = []
+
+    init(id: Int, first: Attempt) {
+        self.id = id
+        self.attempts = AttemptList(first)
+    }
+
+    /// As the oldest attempt kept wrote them (the attempts of a delivery share them but for
+    /// case). Read from the attempts, not held again.
+    var sender: String { attempts.oldest.sender }
+    var recipient: String { attempts.oldest.recipient }
+    /// The first `Message-ID` among the attempts kept.
+    var messageID: String? { attempts.lazy.compactMap(\.messageID).first }
 
     enum Outcome: String, Sendable {
         case delivered, deferred, bounced, dropped
@@ -19,7 +28,8 @@ struct Delivery: Sendable {
 
     /// From the last attempt: `dropped` when it got no answer or a drop rule took the message.
     var outcome: Outcome {
-        guard let last = attempts.last, let reply = last.reply, !last.dropped else { return .dropped }
+        let last = attempts.latest
+        guard let reply = last.reply, !last.dropped else { return .dropped }
         switch reply.code / 100 {
         case 2: return .delivered
         case 4: return .deferred
@@ -27,8 +37,8 @@ struct Delivery: Sendable {
         }
     }
 
-    var firstNanos: Int64 { attempts.first?.atNanos ?? 0 }
-    var lastNanos: Int64 { attempts.last?.atNanos ?? 0 }
+    var firstNanos: Int64 { attempts.oldest.atNanos }
+    var lastNanos: Int64 { attempts.latest.atNanos }
 
     /// Seconds between consecutive attempts.
     var intervals: [Double] {
@@ -47,13 +57,38 @@ struct Delivery: Sendable {
     func continues(with attempt: Attempt) -> Bool {
         if let known = messageID, let other = attempt.messageID { return known == other }
         // No Message-ID on one side: after the client was told it was taken, a new message.
-        return !(attempts.last?.accepted ?? false)
+        return !attempts.latest.accepted
     }
 
     /// Whether a step of `intervals` grows: longer than the one before by over 10% and 50 ms
     /// (measured intervals carry the network's and the scheduler's jitter).
     static func grows(_ earlier: Double, _ later: Double) -> Bool {
         later > earlier * 1.1 + 0.05
+    }
+}
+
+/// A delivery's attempts, oldest first; never empty. The oldest is held inline: most
+/// deliveries have one attempt, and an array of one was a further allocation of 272 bytes for
+/// each of the 100 000 attempts the audit keeps by default.
+struct AttemptList: RandomAccessCollection, Sendable {
+    private(set) var oldest: Attempt
+    private var later: [Attempt] = []
+
+    init(_ first: Attempt) { oldest = first }
+
+    var startIndex: Int { 0 }
+    var endIndex: Int { later.count + 1 }
+    subscript(position: Int) -> Attempt { position == 0 ? oldest : later[position - 1] }
+
+    var latest: Attempt { later.last ?? oldest }
+
+    mutating func append(_ attempt: Attempt) { later.append(attempt) }
+
+    /// Drops the oldest attempt; false when it is the only one (kept: the delivery goes with it).
+    mutating func dropOldest() -> Bool {
+        guard !later.isEmpty else { return false }
+        oldest = later.removeFirst()
+        return true
     }
 }
 

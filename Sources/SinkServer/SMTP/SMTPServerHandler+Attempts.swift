@@ -25,6 +25,14 @@ extension SMTPServerHandler {
 
     var audit: DeliveryAudit { shared.audit }
 
+    /// The connection's attempts share one origin (made again if the peer changed).
+    func attemptOrigin() -> Attempt.Origin {
+        if let origin = lastOrigin, origin.session == peer.sessionID, origin.client == peer.remoteIP { return origin }
+        let origin = Attempt.Origin(session: peer.sessionID, client: peer.remoteIP)
+        lastOrigin = origin
+        return origin
+    }
+
     /// A transaction command was answered with `reply`: a refusal of MAIL counts in the
     /// timeline; of RCPT, an attempt for its recipient; of DATA or BDAT, an attempt for every
     /// recipient accepted.
@@ -38,11 +46,11 @@ extension SMTPServerHandler {
         case .rcpt(let path, _):
             guard let transaction else { return }
             audit.timeline.refused(atNanos: now, code: code)
-            record(transaction, recipients: [path.address], phase: "rcpt", reply: reply, fault: fault, at: now)
+            record(transaction, recipients: [path.address], phase: .rcpt, reply: reply, fault: fault, at: now)
         case .data, .bdat:
             guard let transaction, !transaction.recipients.isEmpty else { return }
             audit.timeline.refused(atNanos: now, code: code)
-            record(transaction, recipients: transaction.recipients.map(\.path.address), phase: "data", reply: reply, fault: fault, at: now)
+            record(transaction, recipients: transaction.recipients.map(\.path.address), phase: .data, reply: reply, fault: fault, at: now)
         default:
             return
         }
@@ -62,7 +70,7 @@ extension SMTPServerHandler {
         } else {
             audit.timeline.dropped(atNanos: now)
         }
-        record(transaction, recipients: recipients, phase: fault.phase.rawValue, reply: reply, fault: fault, at: now)
+        record(transaction, recipients: recipients, phase: fault.phase, reply: reply, fault: fault, at: now)
     }
 
     /// The message's end was answered: accepted (stored, or taken by a drop rule) or refused.
@@ -82,12 +90,12 @@ extension SMTPServerHandler {
         }
         record(
             transaction, recipients: envelope?.recipients.map(\.address) ?? transaction.recipients.map(\.path.address),
-            phase: "data-end", reply: reply, fault: fault, at: now, headers: headers, dropped: dropped, sender: envelope?.mailFrom,
+            phase: .dataEnd, reply: reply, fault: fault, at: now, headers: headers, dropped: dropped, sender: envelope?.mailFrom,
             size: size, storedID: storedID)
     }
 
     private func record(
-        _ transaction: SMTPSession.Transaction, recipients: [String], phase: String, reply: SMTPReply?, fault: FaultDecision?,
+        _ transaction: SMTPSession.Transaction, recipients: [String], phase: FaultPhase, reply: SMTPReply?, fault: FaultDecision?,
         at now: Int64, headers: MessageHeaders? = nil, dropped: Bool = false, sender: String? = nil, size: Int = 0,
         storedID: String? = nil
     ) {
@@ -98,6 +106,7 @@ extension SMTPServerHandler {
         if let user = session.authUser, !user.isEmpty { mailboxes.append(user) }
         if let header = headers?.mailbox, !header.isEmpty, !mailboxes.contains(header) { mailboxes.append(header) }
         let answered = reply.map { Attempt.Reply($0, queuedAs: storedID) }
+        let origin = attemptOrigin()
         for recipient in recipients {
             var boxes = mailboxes
             if recipient.contains("@"), let detail = Mailbox.detail(ofAddress: recipient), !boxes.contains(String(detail)) {
@@ -106,7 +115,7 @@ extension SMTPServerHandler {
             log.record(
                 Attempt(
                     atNanos: now, sender: sender, recipient: recipient, phase: phase, reply: answered, messageID: headers?.messageID,
-                    rule: fault?.rule, session: peer.sessionID, client: peer.remoteIP, retryAfter: fault?.retryAfter,
+                    rule: fault?.rule, origin: origin, retryAfter: fault?.retryAfter,
                     dropped: dropped, mailboxes: boxes, subject: headers?.subject, transactionNanos: transaction.mailNanos,
                     size: size))
         }

@@ -69,6 +69,8 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// The message's headers the attempts need, from its end until its final reply.
     @exclusivity(unchecked) var ending: MessageHeaders?
     /// The last message's session and envelope, which the next shares when equal.
+    /// The origin of this connection's delivery attempts (see `attemptOrigin()`).
+    @exclusivity(unchecked) var lastOrigin: Attempt.Origin?
     @exclusivity(unchecked) var previousMessage: (sharedSession: CapturedMessage.SharedSession, envelope: Envelope)?
 
     init(_ shared: SMTPServerContext) {
