@@ -20,10 +20,20 @@ public struct CapturedMessage: Codable, Hashable, Sendable, Identifiable {
     /// the padding after `timestamps`.)
     public var bodyStored: Bool
     /// Size of the stored raw message in bytes, the prepended `Received:` header included.
-    public var size: Int
+    public var size: Int {
+        get { Int(storedSize) }
+        set { storedSize = UInt32(clamping: newValue) }
+    }
     /// Length of the `Received:` header the sink prepended; the bytes after it are exactly
     /// what the client sent (dot-unstuffed).
-    public var receivedHeaderLength: Int
+    public var receivedHeaderLength: Int {
+        get { Int(storedReceivedHeaderLength) }
+        set { storedReceivedHeaderLength = UInt32(clamping: newValue) }
+    }
+    /// The two lengths as 32 bits (a message held in memory is far below 4 GiB), in the
+    /// padding after `timestamps` and `bodyStored`.
+    private var storedSize: UInt32
+    private var storedReceivedHeaderLength: UInt32
     /// The `X-Swallow-Trace` header value, when present.
     public var traceID: String?
     /// What most messages do not have, boxed: a held message carries a reference for all of
@@ -76,8 +86,8 @@ public struct CapturedMessage: Codable, Hashable, Sendable, Identifiable {
         self.envelope = envelope
         self.sharedSession = SharedSession(session)
         self.timestamps = timestamps
-        self.size = size
-        self.receivedHeaderLength = receivedHeaderLength
+        self.storedSize = UInt32(clamping: size)
+        self.storedReceivedHeaderLength = UInt32(clamping: receivedHeaderLength)
         self.traceID = traceID
         self.bodyStored = bodyStored
         let extras = Extras.Values(anomalies: anomalies, faults: faults, mailbox: mailbox, transcript: transcript)

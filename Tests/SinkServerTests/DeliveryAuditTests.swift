@@ -14,9 +14,9 @@ struct DeliveryAuditTests {
         retryAfter: Double? = nil, dropped: Bool = false
     ) -> Attempt {
         Attempt(
-            atNanos: t0 + Int64(seconds * 1e9), sender: "app@example.com", recipient: recipient, phase: phase,
+            atNanos: t0 + Int64(seconds * 1e9), recipient: recipient, phase: phase,
             reply: code.map { Attempt.Reply(code: $0, enhanced: nil, text: "t") }, messageID: id,
-            origin: Attempt.Origin(session: "s1", client: "127.0.0.1"), retryAfter: retryAfter, dropped: dropped)
+            origin: Attempt.Origin(session: "s1", client: "127.0.0.1", sender: "app@example.com"), retryAfter: retryAfter, dropped: dropped)
     }
 
     static func log(_ attempts: [Attempt], settings: AuditSettings = AuditSettings()) -> AttemptLog {

@@ -10,24 +10,27 @@ import SMTPProtocol
 struct Attempt: Sendable, Codable, Equatable {
     /// When the transaction ended for this recipient (wall clock, nanoseconds).
     var atNanos: Int64
-    /// The envelope sender (empty for the null path `<>`).
-    var sender: String
     var recipient: String
     /// The fault phase that decided: `rcpt`, `data`, `data-end` (the final dot), or the phase
     /// of a rule's disconnect or hang.
     var phase: String { decidedAt.rawValue }
     /// The message's `Message-ID` header, when DATA got that far.
     var messageID: String?
-    /// The session and client address, shared by the attempts of a connection.
+    /// The session, client address and sender, shared by a connection's attempts.
     var origin: Origin
     var session: String { origin.session }
     var client: String { origin.client }
+    /// The envelope sender (empty for the null path `<>`).
+    var sender: String { origin.sender }
     /// The message's `Subject` as written (encoded words undecoded), when DATA got that far.
     var subject: String?
     /// When the transaction's MAIL was received: the attempts of one transaction share it.
     var transactionNanos: Int64 = 0
     /// The message's size, when it reached its end.
-    var size = 0
+    var size: Int {
+        get { Int(storedSize) }
+        set { storedSize = UInt32(clamping: newValue) }
+    }
     /// What most attempts do not have, boxed: an attempt held costs a reference for it, not
     /// the 40 bytes of room (100 000 held attempts are what the audit keeps by default).
     private var unusual: Unusual?
@@ -36,6 +39,8 @@ struct Attempt: Sendable, Codable, Equatable {
     var reply: Reply?
     /// The phase, held as its case (a byte, last with the reply: no padding; not a string's 16).
     var decidedAt: FaultPhase
+    /// The size in 32 bits, beside the reply and phase at the end (no padding of its own).
+    private var storedSize: UInt32
 
     /// The fault (a rule's name, or a built-in fault such as `+fail-451`) that decided.
     var rule: String? { unusual?.rule }
@@ -46,19 +51,22 @@ struct Attempt: Sendable, Codable, Equatable {
     /// The mailboxes the attempt belongs to (AUTH user, plus tag, `X-Swallow-Mailbox`).
     var mailboxes: [String] { unusual?.mailboxes ?? [] }
 
-    /// Where an attempt came from: one per connection, referenced by its attempts (two strings
-    /// held by each attempt were 24 bytes more of each of them).
+    /// Where an attempt came from: its session, the client's address and the envelope sender.
+    /// One per connection and sender, referenced by its attempts (the three strings held by
+    /// each attempt were 40 bytes more of each).
     final class Origin: Sendable, Equatable {
         let session: String
         let client: String
+        let sender: String
 
-        init(session: String, client: String) {
+        init(session: String, client: String, sender: String) {
             self.session = session
             self.client = client
+            self.sender = sender
         }
 
         static func == (lhs: Origin, rhs: Origin) -> Bool {
-            lhs === rhs || (lhs.session == rhs.session && lhs.client == rhs.client)
+            lhs === rhs || (lhs.session == rhs.session && lhs.client == rhs.client && lhs.sender == rhs.sender)
         }
     }
 
@@ -188,12 +196,11 @@ struct Attempt: Sendable, Codable, Equatable {
     }
 
     init(
-        atNanos: Int64, sender: String, recipient: String, phase: FaultPhase, reply: Reply?, messageID: String? = nil,
+        atNanos: Int64, recipient: String, phase: FaultPhase, reply: Reply?, messageID: String? = nil,
         rule: String? = nil, origin: Origin, retryAfter: Double? = nil, dropped: Bool = false,
         mailboxes: [String] = [], subject: String? = nil, transactionNanos: Int64 = 0, size: Int = 0
     ) {
         self.atNanos = atNanos
-        self.sender = sender
         self.recipient = recipient
         self.decidedAt = phase
         self.reply = reply
@@ -202,13 +209,12 @@ struct Attempt: Sendable, Codable, Equatable {
         self.unusual = Unusual.make(rule: rule, retryAfter: retryAfter, dropped: dropped, mailboxes: mailboxes)
         self.subject = subject
         self.transactionNanos = transactionNanos
-        self.size = size
+        self.storedSize = UInt32(clamping: size)
     }
 
     init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         atNanos = try container.decode(Int64.self, forKey: .atNanos)
-        sender = try container.decode(String.self, forKey: .sender)
         recipient = try container.decode(String.self, forKey: .recipient)
         let phase = try container.decode(String.self, forKey: .phase)
         guard let decidedAt = FaultPhase(rawValue: phase) else {
@@ -219,7 +225,8 @@ struct Attempt: Sendable, Codable, Equatable {
         messageID = try container.decodeIfPresent(String.self, forKey: .messageID)
         origin = Origin(
             session: try container.decodeIfPresent(String.self, forKey: .session) ?? "",
-            client: try container.decodeIfPresent(String.self, forKey: .client) ?? "")
+            client: try container.decodeIfPresent(String.self, forKey: .client) ?? "",
+            sender: try container.decode(String.self, forKey: .sender))
         unusual = Unusual.make(
             rule: try container.decodeIfPresent(String.self, forKey: .rule),
             retryAfter: try container.decodeIfPresent(Double.self, forKey: .retryAfter),
@@ -227,7 +234,7 @@ struct Attempt: Sendable, Codable, Equatable {
             mailboxes: try container.decodeIfPresent([String].self, forKey: .mailboxes) ?? [])
         subject = try container.decodeIfPresent(String.self, forKey: .subject)
         transactionNanos = try container.decodeIfPresent(Int64.self, forKey: .transactionNanos) ?? atNanos
-        size = try container.decodeIfPresent(Int.self, forKey: .size) ?? 0
+        storedSize = UInt32(clamping: try container.decodeIfPresent(Int.self, forKey: .size) ?? 0)
     }
 
     func encode(to encoder: any Encoder) throws {

@@ -308,7 +308,7 @@ final class AttemptLog: Sendable {
             // The attempts of a connection share one origin again, as when they were recorded.
             var origins: [String: Attempt.Origin] = [:]
             for var attempt in attempts {
-                let key = attempt.session + " " + attempt.client
+                let key = attempt.session + " " + attempt.client + " " + attempt.sender
                 if let shared = origins[key] { attempt.origin = shared } else { origins[key] = attempt.origin }
                 _ = Self.add(attempt, to: &state, settings: settings)
             }

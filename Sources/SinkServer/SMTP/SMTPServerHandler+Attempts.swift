@@ -25,10 +25,13 @@ extension SMTPServerHandler {
 
     var audit: DeliveryAudit { shared.audit }
 
-    /// The connection's attempts share one origin (made again if the peer changed).
-    func attemptOrigin() -> Attempt.Origin {
-        if let origin = lastOrigin, origin.session == peer.sessionID, origin.client == peer.remoteIP { return origin }
-        let origin = Attempt.Origin(session: peer.sessionID, client: peer.remoteIP)
+    /// The connection's attempts from one sender share one origin (made again when the sender
+    /// or the peer changes).
+    func attemptOrigin(sender: String) -> Attempt.Origin {
+        if let origin = lastOrigin, origin.sender == sender, origin.session == peer.sessionID, origin.client == peer.remoteIP {
+            return origin
+        }
+        let origin = Attempt.Origin(session: peer.sessionID, client: peer.remoteIP, sender: sender)
         lastOrigin = origin
         return origin
     }
@@ -106,7 +109,7 @@ extension SMTPServerHandler {
         if let user = session.authUser, !user.isEmpty { mailboxes.append(user) }
         if let header = headers?.mailbox, !header.isEmpty, !mailboxes.contains(header) { mailboxes.append(header) }
         let answered = reply.map { Attempt.Reply($0, queuedAs: storedID) }
-        let origin = attemptOrigin()
+        let origin = attemptOrigin(sender: sender)
         for recipient in recipients {
             var boxes = mailboxes
             if recipient.contains("@"), let detail = Mailbox.detail(ofAddress: recipient), !boxes.contains(String(detail)) {
@@ -114,7 +117,7 @@ extension SMTPServerHandler {
             }
             log.record(
                 Attempt(
-                    atNanos: now, sender: sender, recipient: recipient, phase: phase, reply: answered, messageID: headers?.messageID,
+                    atNanos: now, recipient: recipient, phase: phase, reply: answered, messageID: headers?.messageID,
                     rule: fault?.rule, origin: origin, retryAfter: fault?.retryAfter,
                     dropped: dropped, mailboxes: boxes, subject: headers?.subject, transactionNanos: transaction.mailNanos,
                     size: size))

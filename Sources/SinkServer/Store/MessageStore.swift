@@ -41,6 +41,7 @@ public final class MessageStore: Sendable {
             return entry
         }
 
+        var id: String { storage.header.message.id }
         var message: CapturedMessage {
             get { storage.header.message }
             nonmutating set { storage.header.message = newValue }
@@ -50,20 +51,26 @@ public final class MessageStore: Sendable {
             nonmutating set { storage.header.read = newValue }
         }
         var tags: [String] {
-            get { storage.header.tags }
-            nonmutating set { storage.header.tags = newValue }
+            get { storage.header.extras?.tags ?? [] }
+            nonmutating set { changeExtras { $0.tags = newValue } }
         }
         /// Mailbox names for parallel CI jobs: the AUTH user and recipients' plus tags.
-        var mailboxes: [String] { storage.header.mailboxes }
-        /// The MIME parse's summary, made on first use; boxed, so the many entries never
-        /// summarised do not each carry room for one.
+        var mailboxes: [String] { storage.header.extras?.mailboxes ?? [] }
+        /// The MIME parse's summary, made on first use.
         var summary: MessageSummary? {
-            get { storage.header.summaryBox?.summary }
-            nonmutating set { storage.header.summaryBox = newValue.map(SummaryBox.init) }
+            get { storage.header.extras?.summary }
+            nonmutating set { changeExtras { $0.summary = newValue } }
         }
+
+        private func changeExtras(_ change: (EntryExtras) -> Void) {
+            let extras = storage.header.extras ?? EntryExtras(mailboxes: [])
+            change(extras)
+            storage.header.extras = extras.isEmpty ? nil : extras
+        }
+
         /// The raw bytes' length, or nil when they are not held here. Read under the lock;
         /// the bytes themselves may then be read (`copyRaw`) out of it.
-        var rawCount: Int? { storage.header.rawCount < 0 ? nil : storage.header.rawCount }
+        var rawCount: Int? { storage.header.rawCount < 0 ? nil : Int(storage.header.rawCount) }
 
         /// The first `count` raw bytes as a buffer. The bytes never change, so this needs no
         /// lock once `count` was read under it.
@@ -74,23 +81,28 @@ public final class MessageStore: Sendable {
 
     struct EntryFields {
         var message: CapturedMessage
-        /// -1: no raw bytes held.
-        let rawCount: Int
-        var tags: [String] = []
-        let mailboxes: [String]
-        var summaryBox: SummaryBox?
+        /// -1: no raw bytes held (a message held in memory is far below 2 GiB).
+        let rawCount: Int32
         var read = false
+        /// Tags, mailbox names and the summary, which most entries have none of: boxed.
+        var extras: EntryExtras?
 
         init(message: CapturedMessage, rawCount: Int, mailboxes: [String]) {
             self.message = message
-            self.rawCount = rawCount
-            self.mailboxes = mailboxes
+            self.rawCount = Int32(clamping: rawCount)
+            if !mailboxes.isEmpty { extras = EntryExtras(mailboxes: mailboxes) }
         }
     }
 
-    final class SummaryBox: Sendable {
-        let summary: MessageSummary
-        init(_ summary: MessageSummary) { self.summary = summary }
+    /// Only touched under the store's lock.
+    final class EntryExtras: @unchecked Sendable {
+        var tags: [String] = []
+        let mailboxes: [String]
+        var summary: MessageSummary?
+
+        init(mailboxes: [String]) { self.mailboxes = mailboxes }
+
+        var isEmpty: Bool { tags.isEmpty && mailboxes.isEmpty && summary == nil }
     }
 
     /// A stored message's state as the API sees it.
@@ -102,7 +114,7 @@ public final class MessageStore: Sendable {
     }
 
     struct State {
-        var entries: [String: Entry] = [:]
+        var entries = EntryTable()
         /// Ids in arrival order; `order[head...]` are live.
         var order: [String] = []
         var head = 0
@@ -119,7 +131,7 @@ public final class MessageStore: Sendable {
 
         /// Adds an entry as the newest.
         mutating func append(_ entry: Entry) {
-            entries[entry.message.id] = entry
+            entries.insert(entry)
             order.append(entry.message.id)
             for name in entry.mailboxes { boxes[name, default: Box()].append(entry.message.id) }
         }
