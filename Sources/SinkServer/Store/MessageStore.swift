@@ -52,7 +52,11 @@ public final class MessageStore: Sendable {
         }
         var tags: [String] {
             get { storage.header.extras?.tags ?? [] }
-            nonmutating set { changeExtras { $0.tags = newValue } }
+            nonmutating set {
+                // Most messages get no tags: no box is made for none.
+                guard !newValue.isEmpty || storage.header.extras != nil else { return }
+                changeExtras { $0.tags = newValue }
+            }
         }
         /// Mailbox names for parallel CI jobs: the AUTH user and recipients' plus tags.
         var mailboxes: [String] { storage.header.extras?.mailboxes ?? [] }
