@@ -74,7 +74,7 @@ public final class MessageStore: Sendable {
 
         /// The raw bytes' length, or nil when they are not held here. Read under the lock;
         /// the bytes themselves may then be read (`copyRaw`) out of it.
-        var rawCount: Int? { storage.header.rawCount < 0 ? nil : Int(storage.header.rawCount) }
+        var rawCount: Int? { storage.header.rawCount == UInt32.max ? nil : Int(storage.header.rawCount) }
 
         /// The first `count` raw bytes as a buffer. The bytes never change, so this needs no
         /// lock once `count` was read under it.
@@ -85,15 +85,17 @@ public final class MessageStore: Sendable {
 
     struct EntryFields {
         var message: CapturedMessage
-        /// -1: no raw bytes held (a message held in memory is far below 2 GiB).
-        let rawCount: Int32
+        /// `UInt32.max`: no raw bytes held. (A message's bytes came in a `ByteBuffer`, whose
+        /// indices are 32 bits.)
+        let rawCount: UInt32
         var read = false
         /// Tags, mailbox names and the summary, which most entries have none of: boxed.
         var extras: EntryExtras?
 
         init(message: CapturedMessage, rawCount: Int, mailboxes: [String]) {
             self.message = message
-            self.rawCount = Int32(clamping: rawCount)
+            precondition(rawCount < UInt32.max, "a message in memory is less than 4 GiB")
+            self.rawCount = rawCount < 0 ? UInt32.max : UInt32(rawCount)
             if !mailboxes.isEmpty { extras = EntryExtras(mailboxes: mailboxes) }
         }
     }
