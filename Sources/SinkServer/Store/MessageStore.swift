@@ -7,10 +7,10 @@ import Synchronization
 /// Every captured message, newest last: metadata in memory, raw bytes in memory (no `--data`)
 /// or on disk (`--data DIR`). Bounded by `maxMessages`: the oldest are evicted (from disk too).
 public final class MessageStore: Sendable {
-    /// One stored message. A class: the table of entries holds a reference per message, so
-    /// the room the table keeps free (and reserves up to `--max-messages` at start) costs 8
-    /// bytes a slot, not the few hundred a message's metadata takes. Only touched under the
-    /// store's lock, but for the raw bytes, which never change once made.
+    /// One stored message, held by reference: the table of entries holds a reference per
+    /// message, so the room the table keeps free (and reserves up to `--max-messages` at start)
+    /// costs a reference a slot, not the few hundred bytes a message's metadata takes. Only
+    /// touched under the store's lock, but for the raw bytes, which never change once made.
     ///
     /// The raw bytes (in memory without a disk store) are allocated with the entry, after its
     /// fields: exactly the message's bytes (a `ByteBuffer`'s capacity is a power of two, a 1.3
