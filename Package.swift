@@ -64,7 +64,7 @@ let package = Package(
             dependencies: [.product(name: "Yams", package: "Yams")],
             swiftSettings: swiftSettings
         ),
-        // System calls Glibc's module leaves out (syncfs, SCHED_IDLE, mallopt), with fallbacks elsewhere.
+        // System calls Glibc's module leaves out (syncfs, SCHED_IDLE, mallopt, epoll), with fallbacks elsewhere.
         .target(name: "CSwallowSystem"),
         .target(
             name: "SinkServer",
@@ -98,6 +98,7 @@ let package = Package(
         .target(
             name: "LoadGen",
             dependencies: [
+                "CSwallowSystem",
                 "SMTPProtocol",
                 "SMTPClient",
                 "SwallowConfig",

@@ -16,7 +16,14 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #endif
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 
 int swallow_syncfs(int fd) {
 #if defined(__linux__)
@@ -115,5 +122,133 @@ long swallow_release_code_pages(void) {
     return advised;
 #else
     return -1;
+#endif
+}
+
+#if defined(__linux__)
+
+int swallow_poller_create(int *waker) {
+    int poller = epoll_create1(EPOLL_CLOEXEC);
+    if (poller == -1) return -1;
+    int wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (wake == -1) {
+        int saved = errno;
+        close(poller);
+        errno = saved;
+        return -1;
+    }
+    struct epoll_event event = {.events = EPOLLIN, .data.u64 = 0};
+    if (epoll_ctl(poller, EPOLL_CTL_ADD, wake, &event) == -1) {
+        int saved = errno;
+        close(wake);
+        close(poller);
+        errno = saved;
+        return -1;
+    }
+    *waker = wake;
+    return poller;
+}
+
+int swallow_poller_add(int poller, int fd, unsigned long long token) {
+    struct epoll_event event = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.u64 = token};
+    return epoll_ctl(poller, EPOLL_CTL_ADD, fd, &event);
+}
+
+int swallow_poller_wait(int poller, int waker, struct swallow_poll_event *events, int capacity, long long timeout_ns) {
+    struct epoll_event raw[64];
+    if (capacity > 64) capacity = 64;
+    int count;
+    static volatile int no_pwait2 = 0;
+    if (!no_pwait2) {
+        struct timespec limit = {.tv_sec = timeout_ns / 1000000000LL, .tv_nsec = timeout_ns % 1000000000LL};
+        count = epoll_pwait2(poller, raw, capacity, timeout_ns < 0 ? NULL : &limit, NULL);
+        if (count == -1 && errno == ENOSYS) no_pwait2 = 1;
+    }
+    if (no_pwait2) {
+        int ms = timeout_ns < 0 ? -1 : (int)((timeout_ns + 999999) / 1000000);
+        count = epoll_wait(poller, raw, capacity, ms);
+    }
+    if (count == -1) return errno == EINTR ? 0 : -1;
+    for (int i = 0; i < count; i++) {
+        unsigned int flags = 0;
+        if (raw[i].events & EPOLLIN) flags |= SWALLOW_POLL_READABLE;
+        if (raw[i].events & EPOLLOUT) flags |= SWALLOW_POLL_WRITABLE;
+        if (raw[i].events & (EPOLLHUP | EPOLLRDHUP | EPOLLERR)) flags |= SWALLOW_POLL_HANGUP;
+        events[i].token = raw[i].data.u64;
+        events[i].flags = flags;
+        if (raw[i].data.u64 == 0) {
+            unsigned long long drained;
+            while (read(waker, &drained, sizeof drained) > 0) {
+            }
+        }
+    }
+    return count;
+}
+
+void swallow_poller_wake(int waker) {
+    unsigned long long one = 1;
+    ssize_t written = write(waker, &one, sizeof one);
+    (void)written;
+}
+
+#else
+
+int swallow_poller_create(int *waker) {
+    (void)waker;
+    errno = ENOSYS;
+    return -1;
+}
+
+int swallow_poller_add(int poller, int fd, unsigned long long token) {
+    (void)poller, (void)fd, (void)token;
+    errno = ENOSYS;
+    return -1;
+}
+
+int swallow_poller_wait(int poller, int waker, struct swallow_poll_event *events, int capacity, long long timeout_ns) {
+    (void)poller, (void)waker, (void)events, (void)capacity, (void)timeout_ns;
+    errno = ENOSYS;
+    return -1;
+}
+
+void swallow_poller_wake(int waker) { (void)waker; }
+
+#endif
+
+int swallow_tcp_connect(const void *address, unsigned int address_length, const void *bind_address, unsigned int bind_length) {
+    const struct sockaddr *target = address;
+#if defined(__linux__)
+    int fd = socket(target->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd == -1) return -1;
+#else
+    int fd = socket(target->sa_family, SOCK_STREAM, 0);
+    if (fd == -1) return -1;
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+#endif
+    int one = 1;
+    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == -1) goto fail;
+    if (bind_address != NULL && bind(fd, bind_address, bind_length) == -1) goto fail;
+    if (connect(fd, target, address_length) == -1 && errno != EINPROGRESS) goto fail;
+    return fd;
+fail:;
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return -1;
+}
+
+int swallow_socket_error(int fd) {
+    int error = 0;
+    socklen_t length = sizeof error;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) == -1) return errno;
+    return error;
+}
+
+long swallow_send(int fd, const void *bytes, unsigned long count) {
+#if defined(MSG_NOSIGNAL)
+    return send(fd, bytes, count, MSG_NOSIGNAL);
+#else
+    return send(fd, bytes, count, 0);
 #endif
 }

@@ -29,7 +29,7 @@ extension LoadConnection {
     /// Begins a transaction: with PIPELINING, MAIL, every RCPT and DATA in one write;
     /// without, MAIL alone.
     func begin(_ transaction: LoadTransaction) {
-        guard let context, ready, !failed else {
+        guard let wire, ready, !failed else {
             return delegate?.transactionEnded(self, transaction, .failed(.closed("mail")), more: false) ?? ()
         }
         if transactions == 0 {
@@ -40,9 +40,9 @@ extension LoadConnection {
             transaction.times.auth = setupTimes.auth
         }
         transactions += 1
-        var buffer = context.channel.allocator.buffer(capacity: 256)
+        var buffer = Self.allocator.buffer(capacity: 256)
         appendCommands(transaction, to: &buffer)
-        context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+        wire.send(buffer)
     }
 
     func appendCommands(_ transaction: LoadTransaction, to buffer: inout ByteBuffer) {
@@ -60,32 +60,32 @@ extension LoadConnection {
 
     func writeNextRecipient(_ transaction: LoadTransaction) {
         let next = transaction.rcptReplies.count
-        guard let context, next < transaction.rcpts.count else { return }
+        guard let wire, next < transaction.rcpts.count else { return }
         expect(.rcpt(transaction))
-        context.writeAndFlush(wrapOutboundOut(transaction.rcpts[next]), promise: nil)
+        wire.send(transaction.rcpts[next])
     }
 
     /// The message's data; with PIPELINING, the next transaction's commands behind it.
     func writeData(_ transaction: LoadTransaction) {
-        guard let context else { return }
+        guard let wire else { return }
         transaction.phaseStarted = now
         expect(.dataEnd(transaction))
         if pipelining, let next = delegate?.nextTransaction(self) {
-            var buffer = context.channel.allocator.buffer(capacity: transaction.data.readableBytes + 256)
+            var buffer = Self.allocator.buffer(capacity: transaction.data.readableBytes + 256)
             buffer.writeImmutableBuffer(transaction.data)
             transactions += 1
             appendCommands(next, to: &buffer)
-            context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+            wire.send(buffer)
         } else if pipelining, setup.perConnection > 0, transactions >= setup.perConnection {
             // The connection's last message: QUIT goes in the same write.
-            var buffer = context.channel.allocator.buffer(capacity: transaction.data.readableBytes + 6)
+            var buffer = Self.allocator.buffer(capacity: transaction.data.readableBytes + 6)
             buffer.writeImmutableBuffer(transaction.data)
             buffer.writeStaticString("QUIT\r\n")
             quitQueued = true
             expect(.quit)
-            context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+            wire.send(buffer)
         } else {
-            context.writeAndFlush(wrapOutboundOut(transaction.data), promise: nil)
+            wire.send(transaction.data)
         }
     }
 
@@ -110,7 +110,7 @@ extension LoadConnection {
     /// Says QUIT and closes when it is answered (or the reply times out); the delegate hears
     /// nothing more but the close.
     func quit() {
-        guard context != nil, !quitting, !failed else { return }
+        guard wire != nil, !quitting, !failed else { return }
         quitting = true
         if !quitQueued { write("QUIT\r\n", expecting: .quit) }
     }
@@ -119,13 +119,13 @@ extension LoadConnection {
     func close() {
         guard !failed else { return }
         failed = true
-        context?.close(promise: nil)
+        wire?.close()
     }
 
     func write(_ text: String, expecting: Expect) {
-        guard let context else { return }
+        guard let wire else { return }
         expect(expecting)
-        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: text)), promise: nil)
+        wire.send(Self.allocator.buffer(string: text))
     }
 
     func expect(_ reply: Expect) {
@@ -137,8 +137,8 @@ extension LoadConnection {
     }
 
     func armTimer() {
-        guard timer == nil, let context else { return }
-        let loop = context.eventLoop
+        guard timer == nil, let wire else { return }
+        let loop = wire.eventLoop
         timer = loop.assumeIsolated().scheduleTask(deadline: .uptimeNanoseconds(deadline)) { [weak self] in
             guard let self else { return }
             self.timer = nil
@@ -178,7 +178,7 @@ extension LoadConnection {
                 delegate?.transactionEnded(self, transaction, .failed(error), more: index < ended.count - 1)
             }
         }
-        if close { context?.close(promise: nil) }
+        if close { wire?.close() }
     }
 
     static func base64(_ text: String) -> String {

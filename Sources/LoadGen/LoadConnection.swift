@@ -4,14 +4,12 @@ import NIOSSL
 import SMTPClient
 import SMTPProtocol
 
-/// The load generator's SMTP client connection as a channel handler: a state machine driven by
-/// the server's replies, entirely on the channel's event loop (no task, lock or hop per
-/// message). Replies are parsed from the bytes in place; only the text of replies that are
-/// not plain successes becomes strings.
-final class LoadConnection: ChannelInboundHandler {
-    typealias InboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
-
+/// The load generator's SMTP client connection: a state machine driven by the server's
+/// replies, entirely on its connection's event loop (no task, lock or hop per message).
+/// Replies are parsed from the bytes in place; only the text of replies that are not plain
+/// successes becomes strings. It reads and writes through a `LoadWire`: Swallow's own socket
+/// loop for plain TCP (`SocketWire`), a NIO channel for TLS (`LoadChannelHandler`).
+final class LoadConnection {
     struct Setup: Sendable {
         var helo: String
         var tls: Scenario.ConnectionSettings.TLSMode
@@ -52,7 +50,9 @@ final class LoadConnection: ChannelInboundHandler {
 
     weak var delegate: (any LoadConnectionDelegate)?
     let setup: Setup
-    var context: ChannelHandlerContext?
+    /// The connection's transport, from `connected` (or before it) to `closed`.
+    var wire: (any LoadWire)?
+    static let allocator = ByteBufferAllocator()
     var expects: [Expect] = []
     var expectHead = 0
     var cumulation: ByteBuffer?
@@ -87,24 +87,21 @@ final class LoadConnection: ChannelInboundHandler {
     /// The time, in uptime nanoseconds, from the connection's event loop: the one clock of a
     /// run (senders, schedules and connections all read their loop's `now`), which a test
     /// moves by hand on an `EmbeddedEventLoop`.
-    var now: UInt64 { context?.eventLoop.now.uptimeNanoseconds ?? NIODeadline.now().uptimeNanoseconds }
+    var now: UInt64 { wire?.eventLoop.now.uptimeNanoseconds ?? NIODeadline.now().uptimeNanoseconds }
 
-    // MARK: Channel events
+    // MARK: Transport events
 
-    func handlerAdded(context: ChannelHandlerContext) {
-        self.context = context
-    }
-
-    func channelActive(context: ChannelHandlerContext) {
+    /// The TCP connection is up.
+    func connected() {
         let now = self.now
         setupTimes.connect = now - phaseStarted
         phaseStarted = now
         tlsStarted = setup.tls == .implicit
         expect(.banner)
-        context.fireChannelActive()
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
+    /// The connection closed (it had connected).
+    func closed() {
         timer?.cancel()
         timer = nil
         if !failed && !quitting {
@@ -112,15 +109,17 @@ final class LoadConnection: ChannelInboundHandler {
         }
         delegate?.connectionClosed(self)
         delegate = nil
-        context.fireChannelInactive()
+        wire = nil
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    /// Reading or writing failed; the connection is closed.
+    func errored(_ error: any Error) {
         fail(.closed("\(pendingPhase ?? "idle"): \(error)"))
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var buffer = unwrapInboundIn(data)
+    /// Bytes from the server.
+    func received(_ data: ByteBuffer) {
+        var buffer = data
         if var pending = cumulation {
             cumulation = nil
             pending.writeBuffer(&buffer)
@@ -230,10 +229,9 @@ final class LoadConnection: ChannelInboundHandler {
                 becomeReady()
             }
         case .starttls:
-            guard code == 220, let context, let tlsContext = setup.tlsContext else { return fail(.protocolError("STARTTLS: \(reply)")) }
+            guard code == 220, let wire, let tlsContext = setup.tlsContext else { return fail(.protocolError("STARTTLS: \(reply)")) }
             do {
-                let handler = try NIOSSLClientHandler(context: tlsContext, serverHostname: nil)
-                try context.pipeline.syncOperations.addHandler(handler, position: .first)
+                try wire.startTLS(tlsContext)
             } catch {
                 return fail(.protocolError("TLS: \(error)"))
             }
@@ -291,7 +289,7 @@ final class LoadConnection: ChannelInboundHandler {
                 end(transaction, .reply(refusal.reply, phase: refusal.phase))
             }
         case .quit:
-            context?.close(promise: nil)
+            wire?.close()
         }
     }
 }

@@ -33,6 +33,12 @@ public struct LoadRunner: Sendable {
     public var onProgress: (@Sendable (Recorder, Double, Int?) -> Void)?
     /// This process's part of a run split over several (`--shard K/N`); nil: all of it.
     public var shard: Shard?
+    /// Plain TCP runs on Swallow's own socket loops (`SocketLoop`: one per core, a connection a
+    /// descriptor), TLS on SwiftNIO's channels. True: every connection a NIO channel, as TLS
+    /// takes (for comparison and tests).
+    public var nioChannelsOnly = false
+    /// Told how many socket loops the run started (0: NIO's event loops); for tests.
+    var observeSocketLoops: (@Sendable (Int) -> Void)?
 
     public init(scenario: Scenario, host: String, port: Int, seed: UInt64, runID: String? = nil) {
         self.scenario = scenario
@@ -110,7 +116,14 @@ public struct LoadRunner: Sendable {
 
         // The senders, spread over the event loops (one per core), the targets and the source
         // addresses; each loop runs its part of the schedule and its senders' connections.
-        let loops = Array(group.makeIterator())
+        let socketLoops: [SocketLoop] =
+            if settings.tls == .none && !nioChannelsOnly && SocketLoop.available {
+                (try? SocketLoop.start(count: System.coreCount)) ?? []
+            } else {
+                []
+            }
+        observeSocketLoops?(socketLoops.count)
+        let loops: [any EventLoop] = socketLoops.isEmpty ? Array(group.makeIterator()) : socketLoops
         let activeLoops = max(1, min(loops.count, workers))
         // Resolved once; a name that does not resolve fails each connection as a connect error.
         let addresses = targets.map { target in Result { try SocketAddress.makeAddressResolvingHost(target.host, port: target.port) } }
@@ -165,6 +178,7 @@ public struct LoadRunner: Sendable {
             }
         }
         for future in finished { try? await future.get() }
+        for loop in socketLoops { try? await loop.shutdownGracefully() }
         let sendingEnded = clockLoop.now.uptimeNanoseconds
         await tracker?.waitForDeliveries(grace: grace)
         progressTask.cancel()

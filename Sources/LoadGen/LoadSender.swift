@@ -66,7 +66,7 @@ final class LoadSender: LoadConnectionDelegate {
         mail.writeStaticString(">\r\n")
         let rcpts = message.recipients.map { ByteBuffer(string: "RCPT TO:<\($0)>\r\n") }
         var data = ByteBuffer()
-        message.data.withUnsafeBytes { data.writeDotStuffedMessage(bytes: $0) }
+        _ = message.data.withUnsafeBytes { data.writeDotStuffedMessage(bytes: $0) }
         plan.recorder.started()
         return LoadTransaction(job: job, mail: mail, rcpts: rcpts, data: data, taken: work.eventLoop.now.uptimeNanoseconds)
     }
@@ -89,12 +89,25 @@ final class LoadSender: LoadConnectionDelegate {
         }
         let handler = LoadConnection(setup: plan.setup, delegate: self, connectStarted: work.eventLoop.now.uptimeNanoseconds)
         connection = handler
+        let completion: (Result<Void, any Error>) -> Void = { [self] result in
+            switch result {
+            case .success:
+                self.work.connectionOpened()
+            case .failure(let error):
+                guard self.connection === handler else { return }
+                self.connection = nil
+                self.failWaiting(.connect("\(self.targetName): \(error)"), times: SMTPClientConnection.PhaseTimes())
+            }
+        }
+        if let loop = work.eventLoop as? SocketLoop {
+            return SocketWire.open(on: loop, to: address, from: bind, timeout: plan.connectTimeout, connection: handler, completion: completion)
+        }
         var bootstrap = ClientBootstrap(group: work.eventLoop)
             .connectTimeout(plan.connectTimeout)
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
         if let bind { bootstrap = bootstrap.bind(to: bind) }
         let setup = plan.setup
-        let bound = NIOLoopBound(handler, eventLoop: work.eventLoop)
+        let bound = NIOLoopBound(LoadChannelHandler(connection: handler, eventLoop: work.eventLoop), eventLoop: work.eventLoop)
         bootstrap.channelInitializer { channel in
             channel.eventLoop.makeCompletedFuture {
                 if setup.tls == .implicit, let context = setup.tlsContext {
@@ -105,16 +118,7 @@ final class LoadSender: LoadConnectionDelegate {
         }
         .connect(to: address)
         .assumeIsolated()
-        .whenComplete { [self] result in
-            switch result {
-            case .success:
-                self.work.connectionOpened()
-            case .failure(let error):
-                guard self.connection === handler else { return }
-                self.connection = nil
-                self.failWaiting(.connect("\(self.targetName): \(error)"), times: SMTPClientConnection.PhaseTimes())
-            }
-        }
+        .whenComplete { completion($0.map { _ in () }) }
     }
 
     private func failWaiting(_ error: SMTPClientError, times: SMTPClientConnection.PhaseTimes) {

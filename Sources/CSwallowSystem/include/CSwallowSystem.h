@@ -39,4 +39,45 @@ long swallow_release_code_pages(void);
 /// The wall clock (`CLOCK_REALTIME`) in nanoseconds since the Unix epoch.
 long long swallow_realtime_nanos(void);
 
+/// A readiness poller for the load generator's own socket loop: epoll on Linux (edge-triggered,
+/// each descriptor registered once for reading, writing and hang-up), nothing elsewhere (the
+/// functions return -1 with `errno` ENOSYS and the caller uses SwiftNIO's channels instead).
+struct swallow_poll_event {
+    unsigned long long token;
+    /// `SWALLOW_POLL_*` bits.
+    unsigned int flags;
+};
+
+enum {
+    SWALLOW_POLL_READABLE = 1,
+    SWALLOW_POLL_WRITABLE = 2,
+    /// The peer hung up or the socket has an error: read (or take `SO_ERROR`) to learn which.
+    SWALLOW_POLL_HANGUP = 4,
+};
+
+/// A new poller with a wake-up descriptor registered under token 0; -1 with errno.
+int swallow_poller_create(int *waker);
+
+/// Registers `fd` under `token` for readable, writable and hang-up edges. 0 or -1 with errno.
+int swallow_poller_add(int poller, int fd, unsigned long long token);
+
+/// Waits up to `timeout_ns` (-1: without limit) for events; returns how many were written to
+/// `events` (0 on time-out or an interrupt), or -1 with errno. The wake-up descriptor's event is
+/// drained here and reported under token 0.
+int swallow_poller_wait(int poller, int waker, struct swallow_poll_event *events, int capacity, long long timeout_ns);
+
+/// Makes the poller's wait return (from any thread).
+void swallow_poller_wake(int waker);
+
+/// A non-blocking TCP socket with `TCP_NODELAY`, bound to `bind_address` when it is not NULL,
+/// connecting to `address`. Returns the descriptor (the connection completes when it turns
+/// writable; `swallow_socket_error` says how), or -1 with errno.
+int swallow_tcp_connect(const void *address, unsigned int address_length, const void *bind_address, unsigned int bind_length);
+
+/// The socket's pending error (`SO_ERROR`): 0 when it connected.
+int swallow_socket_error(int fd);
+
+/// `send` without SIGPIPE; -1 with errno.
+long swallow_send(int fd, const void *bytes, unsigned long count);
+
 #endif

@@ -1,0 +1,353 @@
+import CSwallowSystem
+import Foundation
+import NIOCore
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// The load generator's own event loop for plain TCP: one thread, an edge-triggered poller
+/// (epoll), its sockets, its timers, and the `EventLoop` interface the rest of the run uses
+/// (promises, `scheduleTask`, `execute`), so the senders and schedules run on it unchanged.
+///
+/// Why it exists: a new connection per message is the load generator's hardest case, and a
+/// NIO `Channel`'s life (bootstrap, options, registration, pipeline, close) cost ~64 µs of CPU
+/// a connection on this project's machine, more than smtp-source's whole work per message
+/// (`perf record -g`, README "Compared with"). A connection here is a descriptor, one poller
+/// registration and two small objects. TLS still goes through NIO channels (NIOSSL).
+final class SocketLoop: EventLoop, @unchecked Sendable {
+    /// Whether this system has the poller (Linux); elsewhere every connection is a NIO channel.
+    static let available: Bool = {
+        var waker: Int32 = -1
+        let poller = swallow_poller_create(&waker)
+        guard poller >= 0 else { return false }
+        _ = systemClose(poller)
+        _ = systemClose(waker)
+        return true
+    }()
+
+    private let poller: Int32
+    private let waker: Int32
+    private let name: String
+    /// The loop thread's `pthread_self()`, once it runs.
+    private let threadID = Atomic<UInt>(0)
+    /// Work handed in from other threads, and whether the loop was told about it.
+    private let inbox = Mutex<(tasks: [@Sendable () -> Void], woken: Bool)>(([], false))
+    /// Work queued on the loop, run before it waits again.
+    private var ready: [() -> Void] = []
+    private var timers = TimerHeap()
+    private var sockets: [SocketWire?] = [nil]
+    private var freeSlots: [Int] = []
+    private var slotsFreedInBatch: [Int] = []
+    private var stopping = false
+    private var stopped: [@Sendable () -> Void] = []
+    /// One read buffer for every socket of the loop (a reply is consumed before the next read).
+    var readBuffer = ByteBuffer()
+
+    private init(name: String) throws {
+        var waker: Int32 = -1
+        let poller = swallow_poller_create(&waker)
+        guard poller >= 0 else { throw SocketError(operation: "epoll", code: errno) }
+        self.poller = poller
+        self.waker = waker
+        self.name = name
+        readBuffer = LoadConnection.allocator.buffer(capacity: Self.readSize)
+    }
+
+    static let readSize = 65_536
+
+    private static var currentThread: UInt {
+        #if canImport(Glibc)
+            UInt(pthread_self())
+        #else
+            UInt(bitPattern: pthread_self())
+        #endif
+    }
+
+    /// `count` loops, each on a thread of its own, running until `shutdownGracefully`.
+    static func start(count: Int) throws -> [SocketLoop] {
+        let loops = try (0..<count).map { try SocketLoop(name: "swallow-load-\($0)") }
+        for loop in loops {
+            let thread = Thread { loop.run() }
+            thread.name = loop.name
+            thread.start()
+        }
+        return loops
+    }
+
+    // MARK: EventLoop
+
+    var inEventLoop: Bool { threadID.load(ordering: .acquiring) == Self.currentThread }
+
+    func execute(_ task: @escaping @Sendable () -> Void) {
+        if inEventLoop {
+            ready.append(task)
+            return
+        }
+        let wake = inbox.withLock { inbox in
+            inbox.tasks.append(task)
+            defer { inbox.woken = true }
+            return !inbox.woken
+        }
+        if wake { swallow_poller_wake(waker) }
+    }
+
+    /// Runs `task` on this loop after what it does now. Call on the loop.
+    func later(_ task: @escaping () -> Void) {
+        ready.append(task)
+    }
+
+    func scheduleTask<T>(deadline: NIODeadline, _ task: @escaping @Sendable () throws -> T) -> Scheduled<T> {
+        let promise = makePromise(of: T.self)
+        let timer = Timer(deadline: deadline.uptimeNanoseconds) {
+            do { promise.assumeIsolatedUnsafeUnchecked().succeed(try task()) } catch { promise.fail(error) }
+        }
+        if inEventLoop {
+            timers.push(timer)
+        } else {
+            let box = UnsafeTransfer(timer)
+            execute { self.timers.push(box.value) }
+        }
+        let box = UnsafeTransfer(timer)
+        return Scheduled(promise: promise) {
+            if self.inEventLoop {
+                self.cancel(box.value)
+            } else {
+                self.execute { self.cancel(box.value) }
+            }
+        }
+    }
+
+    /// Marks a timer cancelled; the heap drops cancelled timers when they are most of it
+    /// (a connection's reply timer is cancelled when it closes, long before it is due).
+    private func cancel(_ timer: Timer) {
+        guard !timer.cancelled else { return }
+        timer.cancelled = true
+        cancelledTimers += 1
+        if cancelledTimers > 1024 && cancelledTimers * 2 > timers.count {
+            timers.removeCancelled()
+            cancelledTimers = 0
+        }
+    }
+
+    private var cancelledTimers = 0
+
+    func scheduleTask<T>(in delay: TimeAmount, _ task: @escaping @Sendable () throws -> T) -> Scheduled<T> {
+        scheduleTask(deadline: .now() + delay, task)
+    }
+
+    func preconditionInEventLoop(file: StaticString, line: UInt) {
+        precondition(inEventLoop, "not on \(name)", file: file, line: line)
+    }
+
+    func preconditionNotInEventLoop(file: StaticString, line: UInt) {
+        precondition(!inEventLoop, "on \(name)", file: file, line: line)
+    }
+
+    func shutdownGracefully(queue: DispatchQueue, _ callback: @escaping @Sendable ((any Error)?) -> Void) {
+        execute {
+            self.stopping = true
+            self.stopped.append { queue.async { callback(nil) } }
+        }
+    }
+
+    // MARK: Sockets
+
+    /// Registers a socket; its events go to `wire.handle(_:)` until `release(slot:)`.
+    func register(_ wire: SocketWire, fd: Int32) throws -> Int {
+        let slot: Int
+        if let free = freeSlots.popLast() {
+            slot = free
+            sockets[slot] = wire
+        } else {
+            slot = sockets.count
+            sockets.append(wire)
+        }
+        guard swallow_poller_add(poller, fd, UInt64(slot)) == 0 else {
+            let code = errno
+            sockets[slot] = nil
+            freeSlots.append(slot)
+            throw SocketError(operation: "epoll_ctl", code: code)
+        }
+        return slot
+    }
+
+    /// Forgets a socket (closed, so the poller dropped it); its slot is reused after the
+    /// events already taken from the poller are handled.
+    func release(slot: Int) {
+        sockets[slot] = nil
+        slotsFreedInBatch.append(slot)
+    }
+
+    // MARK: The loop
+
+    private func run() {
+        threadID.store(Self.currentThread, ordering: .releasing)
+        var events = [swallow_poll_event](repeating: swallow_poll_event(), count: 64)
+        while true {
+            runReady()
+            takeInbox()
+            runTimers()
+            if stopping && ready.isEmpty { break }
+            let timeout: Int64
+            if !ready.isEmpty {
+                timeout = 0
+            } else if let next = timers.nextDeadline {
+                let now = NIODeadline.now().uptimeNanoseconds
+                timeout = next > now ? Int64(next - now) : 0
+            } else {
+                timeout = -1
+            }
+            let count = events.withUnsafeMutableBufferPointer { buffer in
+                swallow_poller_wait(poller, waker, buffer.baseAddress, Int32(buffer.count), timeout)
+            }
+            if count < 0 {
+                let code = errno
+                fatalError("\(name): epoll_wait failed: \(String(cString: strerror(code)))")
+            }
+            for index in 0..<Int(count) {
+                let event = events[index]
+                let slot = Int(event.token)
+                if slot == 0 {
+                    inbox.withLock { $0.woken = false }
+                    continue
+                }
+                sockets[slot]?.handle(event.flags)
+            }
+            if !slotsFreedInBatch.isEmpty {
+                freeSlots.append(contentsOf: slotsFreedInBatch)
+                slotsFreedInBatch.removeAll(keepingCapacity: true)
+            }
+        }
+        for case let wire? in sockets { wire.close() }
+        _ = systemClose(poller)
+        _ = systemClose(waker)
+        for callback in stopped { callback() }
+    }
+
+    private func runReady() {
+        while !ready.isEmpty {
+            let tasks = ready
+            ready.removeAll(keepingCapacity: true)
+            for task in tasks { task() }
+        }
+    }
+
+    private func takeInbox() {
+        let tasks = inbox.withLock { inbox in
+            defer { inbox.tasks.removeAll(keepingCapacity: true) }
+            return inbox.tasks
+        }
+        for task in tasks { task() }
+        runReady()
+    }
+
+    private func runTimers() {
+        guard timers.nextDeadline != nil else { return }
+        let now = NIODeadline.now().uptimeNanoseconds
+        while let timer = timers.popDue(now: now) {
+            if timer.cancelled {
+                cancelledTimers -= 1
+            } else {
+                timer.action()
+            }
+            runReady()
+        }
+    }
+
+    /// A scheduled task; cancelled ones stay in the heap and are skipped when due.
+    final class Timer {
+        let deadline: UInt64
+        let action: () -> Void
+        var cancelled = false
+        var order: UInt64 = 0
+
+        init(deadline: UInt64, action: @escaping () -> Void) {
+            self.deadline = deadline
+            self.action = action
+        }
+    }
+
+    /// A binary min-heap of timers by deadline, then by the order they were scheduled in.
+    struct TimerHeap {
+        private var items: [Timer] = []
+        private var scheduled: UInt64 = 0
+
+        var nextDeadline: UInt64? { items.first?.deadline }
+        var count: Int { items.count }
+
+        /// Drops the cancelled timers and restores the heap order.
+        mutating func removeCancelled() {
+            items.removeAll { $0.cancelled }
+            var index = items.count / 2
+            while index > 0 {
+                index -= 1
+                siftDown(from: index)
+            }
+        }
+
+        private static func before(_ a: Timer, _ b: Timer) -> Bool {
+            a.deadline != b.deadline ? a.deadline < b.deadline : a.order < b.order
+        }
+
+        mutating func push(_ timer: Timer) {
+            scheduled += 1
+            timer.order = scheduled
+            items.append(timer)
+            var child = items.count - 1
+            while child > 0 {
+                let parent = (child - 1) / 2
+                guard Self.before(items[child], items[parent]) else { break }
+                items.swapAt(child, parent)
+                child = parent
+            }
+        }
+
+        mutating func popDue(now: UInt64) -> Timer? {
+            guard let first = items.first, first.deadline <= now else { return nil }
+            let last = items.removeLast()
+            guard !items.isEmpty else { return first }
+            items[0] = last
+            siftDown(from: 0)
+            return first
+        }
+
+        private mutating func siftDown(from start: Int) {
+            var parent = start
+            while true {
+                let left = parent * 2 + 1
+                guard left < items.count else { break }
+                var child = left
+                if left + 1 < items.count && Self.before(items[left + 1], items[left]) { child = left + 1 }
+                guard Self.before(items[child], items[parent]) else { break }
+                items.swapAt(child, parent)
+                parent = child
+            }
+        }
+    }
+}
+
+#if canImport(Glibc)
+    func systemClose(_ fd: Int32) -> Int32 { Glibc.close(fd) }
+    func systemRead(_ fd: Int32, _ bytes: UnsafeMutableRawPointer?, _ count: Int) -> Int { Glibc.read(fd, bytes, count) }
+#elseif canImport(Darwin)
+    func systemClose(_ fd: Int32) -> Int32 { Darwin.close(fd) }
+    func systemRead(_ fd: Int32, _ bytes: UnsafeMutableRawPointer?, _ count: Int) -> Int { Darwin.read(fd, bytes, count) }
+#endif
+
+/// A failed system call of the socket loop.
+struct SocketError: Error, CustomStringConvertible {
+    var operation: String
+    var code: Int32
+
+    var description: String { "\(operation): \(String(cString: strerror(code)))" }
+}
+
+/// Carries a value touched only on one loop across a `@Sendable` boundary.
+struct UnsafeTransfer<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
+}

@@ -1,0 +1,195 @@
+import Foundation
+import MailMessage
+import NIOCore
+import NIOPosix
+import SinkServer
+import SwallowConfig
+import SwallowTestSupport
+import Synchronization
+import Testing
+
+@testable import LoadGen
+
+/// A scripted SMTP server for the socket loop's edge cases: it answers every command with
+/// success, writing each reply one byte at a time (so the client reads lines in pieces), or
+/// says nothing at all.
+final class ScriptedServer: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    enum Script: Sendable { case byteByByte, silent }
+    let script: Script
+    let messages = Atomic<Int>(0)
+    private let pending = Mutex<[ObjectIdentifier: (line: [UInt8], inData: Bool)]>([:])
+
+    init(script: Script) { self.script = script }
+
+    static func start(_ script: Script) async throws -> (ScriptedServer, any Channel) {
+        let server = ScriptedServer(script: script)
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(server) }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        return (server, channel)
+    }
+
+    private func reply(_ text: String, context: ChannelHandlerContext) {
+        guard script == .byteByByte else { return }
+        for byte in text.utf8 {
+            context.write(wrapOutboundOut(ByteBuffer(bytes: [byte])), promise: nil)
+            context.flush()
+        }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        reply("220 scripted\r\n", context: context)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let key = ObjectIdentifier(context.channel)
+        var state = pending.withLock { $0[key] ?? ([], false) }
+        for byte in unwrapInboundIn(data).readableBytesView {
+            guard byte == UInt8(ascii: "\n") else {
+                state.line.append(byte)
+                continue
+            }
+            let line = String(decoding: state.line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            state.line.removeAll()
+            if state.inData {
+                if line == "." {
+                    state.inData = false
+                    messages.wrappingAdd(1, ordering: .relaxed)
+                    reply("250 2.0.0 queued\r\n", context: context)
+                }
+                continue
+            }
+            let verb = line.prefix(4).uppercased()
+            switch verb {
+            case "EHLO": reply("250-scripted\r\n250 PIPELINING\r\n", context: context)
+            case "DATA":
+                state.inData = true
+                reply("354 go\r\n", context: context)
+            case "QUIT":
+                reply("221 bye\r\n", context: context)
+                context.close(promise: nil)
+            default: reply("250 ok\r\n", context: context)
+            }
+        }
+        pending.withLock { $0[key] = state }
+    }
+}
+
+@Suite("The load generator's socket loop", .enabled(if: SocketLoop.available, "no epoll here: every connection is a NIO channel"))
+struct SocketLoopTests {
+    static func scenario(count: Int, connection: String, template: String = "{from: a@x.example, to: b@x.example, subject: s, text: t}")
+        -> Scenario
+    {
+        try! Scenario.parse(
+            """
+            name: socket
+            count: \(count)
+            arrival: {kind: closed, senders: 4}
+            connection: \(connection)
+            templates: {t: \(template)}
+            """)
+    }
+
+    @Test("plain TCP runs on the socket loop and sends what NIO's channels send: 300 KiB messages, kept and per connection")
+    func sameAsChannels() async throws {
+        for perConnection in [0, 1] {
+            var sizes: [[Int]] = []
+            for channelsOnly in [false, true] {
+                let socketLoops = Atomic<Int>(-1)
+                let stored = try await LoadRunTests.withSink { sink in
+                    var runner = LoadRunner(
+                        scenario: Self.scenario(
+                            count: 12, connection: "{pool: 4, per_connection: \(perConnection)}",
+                            template: "{from: a@x.example, to: b@x.example, subject: s, text: t, size: 300KiB}"),
+                        host: "127.0.0.1", port: sink.smtpAddress.port, seed: 3, runID: "same")
+                    runner.nioChannelsOnly = channelsOnly
+                    runner.observeSocketLoops = { socketLoops.store($0, ordering: .relaxed) }
+                    let report = try await runner.run()
+                    #expect(report.accepted == 12, "\(report.errors)")
+                    return sink.store.messages().map(\.size).sorted()
+                }
+                // The socket loop ran exactly when it should have.
+                #expect((socketLoops.load(ordering: .relaxed) > 0) == !channelsOnly)
+                sizes.append(stored)
+            }
+            #expect(sizes[0].count == 12 && sizes[0].allSatisfy { $0 > 300_000 })
+            #expect(sizes[0] == sizes[1])
+        }
+    }
+
+    @Test("replies written a byte at a time are read whole, pipelined and one connection per message")
+    func repliesInPieces() async throws {
+        let (server, channel) = try await ScriptedServer.start(.byteByByte)
+        defer { channel.close(promise: nil) }
+        let port = channel.localAddress!.port!
+        for perConnection in [0, 1] {
+            let report = try await LoadRunner(
+                scenario: Self.scenario(count: 8, connection: "{pool: 2, per_connection: \(perConnection)}"),
+                host: "127.0.0.1", port: port, seed: 1
+            ).run()
+            #expect(report.accepted == 8, "\(report.errors)")
+        }
+        #expect(server.messages.load(ordering: .relaxed) == 16)
+    }
+
+    @Test("a server that never answers is a timeout of the banner, not a hang")
+    func silentServer() async throws {
+        let (_, channel) = try await ScriptedServer.start(.silent)
+        defer { channel.close(promise: nil) }
+        let report = try await LoadRunner(
+            scenario: Self.scenario(count: 3, connection: "{pool: 1, timeout: 200ms}"),
+            host: "127.0.0.1", port: channel.localAddress!.port!, seed: 1
+        ).run()
+        #expect(report.accepted == 0)
+        #expect(report.failed == 3)
+        #expect(report.errors.keys.allSatisfy { $0.hasPrefix("banner") && $0.contains("timeout") }, "\(report.errors)")
+    }
+
+    @Test("as an EventLoop: tasks run in deadline order, cancelled ones never, work from other threads on the loop")
+    func eventLoop() async throws {
+        let loop = try #require(try SocketLoop.start(count: 1).first)
+        let order = Mutex<[Int]>([])
+        let now = NIODeadline.now()
+        var futures: [EventLoopFuture<Void>] = []
+        for (index, delay) in [30, 10, 20].enumerated() {
+            futures.append(loop.scheduleTask(deadline: now + .milliseconds(Int64(delay))) { order.withLock { $0.append(index) } }.futureResult)
+        }
+        let cancelled = loop.scheduleTask(in: .milliseconds(5)) { order.withLock { $0.append(99) } }
+        cancelled.cancel()
+        let onLoop = try await loop.submit { loop.inEventLoop }.get()
+        #expect(onLoop)
+        #expect(!loop.inEventLoop)
+        for future in futures { try await future.get() }
+        #expect(throws: EventLoopError.self) { try cancelled.futureResult.wait() }
+        #expect(order.withLock { $0 } == [1, 2, 0])
+        try await loop.shutdownGracefully()
+    }
+
+    @Test("the timer heap pops by deadline and keeps its order after cancelled timers are dropped")
+    func timerHeap() {
+        var heap = SocketLoop.TimerHeap()
+        var generator = SystemRandomNumberGenerator()
+        var timers: [SocketLoop.Timer] = []
+        for _ in 0..<2000 {
+            let timer = SocketLoop.Timer(deadline: UInt64.random(in: 0..<500, using: &generator)) {}
+            timers.append(timer)
+            heap.push(timer)
+        }
+        for timer in timers where Bool.random(using: &generator) { timer.cancelled = true }
+        heap.removeCancelled()
+        let live = timers.filter { !$0.cancelled }
+        #expect(heap.count == live.count)
+        var popped: [SocketLoop.Timer] = []
+        while let timer = heap.popDue(now: 400) { popped.append(timer) }
+        #expect(popped.map(\.deadline) == live.map(\.deadline).filter { $0 <= 400 }.sorted())
+        // Equal deadlines leave in the order they were scheduled.
+        for (a, b) in zip(popped, popped.dropFirst()) where a.deadline == b.deadline { #expect(a.order < b.order) }
+        #expect(heap.count == live.filter { $0.deadline > 400 }.count)
+    }
+}
