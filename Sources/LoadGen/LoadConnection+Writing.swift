@@ -70,23 +70,21 @@ extension LoadConnection {
         guard let wire else { return }
         transaction.phaseStarted = now
         expect(.dataEnd(transaction))
+        // The data is sent once: the commands that follow it are appended to its own buffer,
+        // taken from the transaction so no copy is made (a 200 KiB message was copied again
+        // here for the few bytes after it).
+        var buffer = transaction.data
+        transaction.data = ByteBuffer()
         if pipelining, let next = delegate?.nextTransaction(self) {
-            var buffer = Self.allocator.buffer(capacity: transaction.data.readableBytes + 256)
-            buffer.writeImmutableBuffer(transaction.data)
             transactions += 1
             appendCommands(next, to: &buffer)
-            wire.send(buffer)
         } else if pipelining, setup.perConnection > 0, transactions >= setup.perConnection {
             // The connection's last message: QUIT goes in the same write.
-            var buffer = Self.allocator.buffer(capacity: transaction.data.readableBytes + 6)
-            buffer.writeImmutableBuffer(transaction.data)
             buffer.writeStaticString("QUIT\r\n")
             quitQueued = true
             expect(.quit)
-            wire.send(buffer)
-        } else {
-            wire.send(transaction.data)
         }
+        wire.send(buffer)
     }
 
     /// Ends a refused transaction: an empty message if the server said 354 anyway, then RSET;

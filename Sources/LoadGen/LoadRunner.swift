@@ -37,6 +37,12 @@ public struct LoadRunner: Sendable {
     /// descriptor), TLS on SwiftNIO's channels. True: every connection a NIO channel, as TLS
     /// takes (for comparison and tests).
     public var nioChannelsOnly = false
+    /// Threads (socket loops) for plain TCP; nil: `defaultThreads`.
+    public var threads: Int?
+    /// Half the cores, at least one: the generator usually shares the machine with the server
+    /// it measures, and on this project's 2-core machine one loop sent more than two, at less
+    /// CPU, against a server on the other core (README, "The load generator").
+    public static var defaultThreads: Int { max(1, System.coreCount / 2) }
     /// Told how many socket loops the run started (0: NIO's event loops); for tests.
     var observeSocketLoops: (@Sendable (Int) -> Void)?
 
@@ -118,7 +124,7 @@ public struct LoadRunner: Sendable {
         // addresses; each loop runs its part of the schedule and its senders' connections.
         let socketLoops: [SocketLoop] =
             if settings.tls == .none && !nioChannelsOnly && SocketLoop.available {
-                (try? SocketLoop.start(count: System.coreCount)) ?? []
+                (try? SocketLoop.start(count: threads ?? Self.defaultThreads)) ?? []
             } else {
                 []
             }

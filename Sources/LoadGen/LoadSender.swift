@@ -59,14 +59,13 @@ final class LoadSender: LoadConnectionDelegate {
 
     private func transaction(for job: LoadRunner.Job) -> LoadTransaction? {
         guard let template = plan.scenario.templates[job.template] else { return nil }
-        let message = plan.renderer.render(template, seq: job.seq, now: plan.startedDate.addingTimeInterval(job.offset))
+        var data = LoadConnection.allocator.buffer(capacity: 0)
+        let message = plan.renderer.renderStuffed(template, seq: job.seq, now: plan.startedDate.addingTimeInterval(job.offset), into: &data)
         plan.tracker?.rendered(seq: job.seq, otp: message.otp)
         var mail = ByteBuffer(string: "MAIL FROM:<")
         mail.writeString(message.sender)
         mail.writeStaticString(">\r\n")
         let rcpts = message.recipients.map { ByteBuffer(string: "RCPT TO:<\($0)>\r\n") }
-        var data = ByteBuffer()
-        _ = message.data.withUnsafeBytes { data.writeDotStuffedMessage(bytes: $0) }
         plan.recorder.started()
         return LoadTransaction(job: job, mail: mail, rcpts: rcpts, data: data, taken: work.eventLoop.now.uptimeNanoseconds)
     }

@@ -9,8 +9,8 @@ final class LoadTransaction {
     /// `MAIL FROM:<…>`, one `RCPT TO:<…>` per recipient, CRLF after each.
     let mail: ByteBuffer
     let rcpts: [ByteBuffer]
-    /// The message, dot-stuffed, with its `.` line.
-    let data: ByteBuffer
+    /// The message, dot-stuffed, with its `.` line; taken (emptied) when it is sent.
+    var data: ByteBuffer
     /// Uptime nanoseconds the message was taken up (its lag counts to here).
     let taken: UInt64
     var times = SMTPClientConnection.PhaseTimes()

@@ -1,4 +1,6 @@
 import MailMessage
+import NIOCore
+import SMTPProtocol
 
 /// One message's fields, filled: what `MIMEWriter.message` is given, and which of them vary
 /// from one message of the template to the next.
@@ -17,7 +19,7 @@ struct MessageParts {
     var attachments: [(name: String, type: String, bytes: [UInt8])] = []
     var nameVaries: [Bool] = []
     /// Per attachment, its body already in base64 lines (a PDF's), or nil (its bytes are encoded).
-    var encoded: [String?] = []
+    var encoded: [EncodedBody?] = []
     /// Quoted-printable padding after the text.
     var tail = ""
     var otp: String?
@@ -33,7 +35,33 @@ struct MessageParts {
     func message() -> [UInt8] {
         MIMEWriter.message(
             headers: headers, text: text, html: html, attachments: attachments, seq: seq, encodedTextTail: tail,
-            encodedAttachments: encoded)
+            encodedAttachments: encoded.map { $0?.string })
+    }
+}
+
+/// An attachment body already in base64 lines: bytes shared by every message (a cached
+/// encoding) with `patch` written over them from `at`. Copied into a message once, where a
+/// string of it would be copied, checked as UTF-8 and copied again.
+struct EncodedBody {
+    var shared: [UInt8]
+    var at = 0
+    var patch: [UInt8] = []
+
+    /// The body's bytes in order: the shared bytes before the patch, the patch, the rest.
+    func forEachSegment(_ body: (UnsafeRawBufferPointer) -> Void) {
+        shared.withUnsafeBytes { shared in
+            guard !patch.isEmpty else { return body(shared) }
+            body(UnsafeRawBufferPointer(rebasing: shared[..<at]))
+            patch.withUnsafeBytes(body)
+            body(UnsafeRawBufferPointer(rebasing: shared[(at + patch.count)...]))
+        }
+    }
+
+    var string: String {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(shared.count)
+        forEachSegment { bytes += $0 }
+        return String(decoding: bytes, as: UTF8.self)
     }
 }
 
@@ -83,7 +111,7 @@ struct MessageLayout: Sendable {
         if parts.htmlVaries, marked.html != nil { marked.html = mark("m", 0) }
         for index in marked.attachments.indices {
             if parts.nameVaries[index] { marked.attachments[index].name = mark("n", index) }
-            marked.encoded[index] = mark("b", index)
+            marked.encoded[index] = EncodedBody(shared: Array(mark("b", index).utf8))
         }
         guard let pieces = Self.cut(marked.message()) else { return nil }
         self.pieces = pieces
@@ -154,18 +182,40 @@ struct MessageLayout: Sendable {
     /// The message of these parts: the same bytes as `parts.message()`.
     func message(_ parts: MessageParts) -> [UInt8] {
         var out: [UInt8] = []
-        out.reserveCapacity(sharedCount + parts.encoded.reduce(1024) { $0 + ($1?.utf8.count ?? 0) })
+        out.reserveCapacity(sharedCount + parts.encoded.reduce(1024) { $0 + ($1?.shared.count ?? 0) })
+        forEachSegment(parts) { out += $0 }
+        return out
+    }
+
+    /// `message(parts)` dot-stuffed into `buffer` with its final `.` line: the bytes DATA
+    /// sends, copied once.
+    func writeStuffed(_ parts: MessageParts, to buffer: inout ByteBuffer) {
+        var stuffer = DotStuffer()
+        forEachSegment(parts) { stuffer.write($0, to: &buffer) }
+        stuffer.finish(&buffer)
+    }
+
+    /// The message's bytes in order, shared pieces and filled holes.
+    private func forEachSegment(_ parts: MessageParts, _ body: (UnsafeRawBufferPointer) -> Void) {
+        func text(_ string: String) {
+            var string = string
+            string.withUTF8 { body(UnsafeRawBufferPointer($0)) }
+        }
         for piece in pieces {
             switch piece {
-            case .bytes(let bytes): out += bytes
-            case .hole(.header(let index)): out += parts.headers[index].1.utf8
-            case .hole(.text): out += MIMEWriter.quotedPrintable(parts.text ?? "").utf8
-            case .hole(.html): out += MIMEWriter.quotedPrintable(parts.html ?? "").utf8
-            case .hole(.name(let index, let key)): out += MIMEWriter.fileParameter(key, parts.attachments[index].name).utf8
-            case .hole(.body(let index)): out += (parts.encoded[index] ?? MIMEWriter.base64Lines(parts.attachments[index].bytes)).utf8
-            case .hole(.seq): out += String(parts.seq).utf8
+            case .bytes(let bytes): bytes.withUnsafeBytes(body)
+            case .hole(.header(let index)): text(parts.headers[index].1)
+            case .hole(.text): text(MIMEWriter.quotedPrintable(parts.text ?? ""))
+            case .hole(.html): text(MIMEWriter.quotedPrintable(parts.html ?? ""))
+            case .hole(.name(let index, let key)): text(MIMEWriter.fileParameter(key, parts.attachments[index].name))
+            case .hole(.body(let index)):
+                if let encoded = parts.encoded[index] {
+                    encoded.forEachSegment(body)
+                } else {
+                    text(MIMEWriter.base64Lines(parts.attachments[index].bytes))
+                }
+            case .hole(.seq): text(String(parts.seq))
             }
         }
-        return out
     }
 }

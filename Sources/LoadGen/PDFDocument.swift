@@ -29,21 +29,22 @@ public enum PDFDocument {
         return output
     }
 
-    /// `make(lines:size:)` in base64 lines, as a MIME part carries it: the cached layout's
-    /// encoding with only the lines that hold the text encoded again (base64 maps each 57
-    /// bytes to one 76-character line, so the rest is unchanged).
+    /// `make(lines:size:)` in base64 lines, as a MIME part carries it.
     public static func base64(lines: [String], size: Int = 0) -> String {
+        encodedBody(lines: lines, size: size).string
+    }
+
+    /// `base64(lines:size:)` without writing it out: the cached layout's encoding with only the
+    /// lines that hold the text encoded again (base64 maps each 57 bytes to one 76-character
+    /// line, so the rest is unchanged), to be copied once into the message.
+    static func encodedBody(lines: [String], size: Int = 0) -> EncodedBody {
         let layout = layout(lineCount: lines.count, size: size)
-        guard let first = layout.slots.first, let last = layout.slots.last else { return String(decoding: layout.base64, as: UTF8.self) }
+        guard let first = layout.slots.first, let last = layout.slots.last else { return EncodedBody(shared: layout.base64) }
         let start = first / 57 * 57
         let end = min(layout.bytes.count, (last + slotWidth + 56) / 57 * 57)
         var block = Array(layout.bytes[start..<end])
         fill(&block, lines: lines, slots: layout.slots, from: start)
-        let encoded = MIMEWriter.base64Lines(block).utf8
-        var output = layout.base64
-        let at = start / 57 * 78
-        output.replaceSubrange(at..<(at + encoded.count), with: encoded)
-        return String(decoding: output, as: UTF8.self)
+        return EncodedBody(shared: layout.base64, at: start / 57 * 78, patch: Array(MIMEWriter.base64Lines(block).utf8))
     }
 
     private static func layout(lineCount: Int, size: Int) -> Layout {

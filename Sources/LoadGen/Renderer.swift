@@ -1,5 +1,7 @@
 import Foundation
 import MailMessage
+import NIOCore
+import SMTPProtocol
 
 /// A small, fast, seedable generator (SplitMix64): the same seed gives the same run.
 public struct SeededRandom: RandomNumberGenerator, Sendable {
@@ -86,6 +88,33 @@ public struct Renderer: Sendable {
         )
     }
 
+    /// What a sender needs besides the bytes.
+    struct Envelope {
+        var sender: String
+        var recipients: [String]
+        var otp: String?
+    }
+
+    /// `render(_:seq:now:)` for sending: the message dot-stuffed, with its final `.` line,
+    /// straight into `buffer` when its template is laid out (copied once), else rendered and
+    /// then stuffed.
+    func renderStuffed(_ template: Template, seq: Int, now: Date, into buffer: inout ByteBuffer) -> Envelope {
+        let prepared = prepared[template.name] ?? Prepared()
+        guard template.eml == nil, prepared.padding != nil || template.size == nil, let layout = prepared.layout else {
+            let message = render(template, seq: seq, now: now, prepared: prepared)
+            buffer.reserveCapacity(minimumWritableBytes: message.data.count + message.data.count / 64 + 320)
+            _ = message.data.withUnsafeBytes { buffer.writeDotStuffedMessage(bytes: $0) }
+            return Envelope(sender: message.sender, recipients: message.recipients, otp: message.otp)
+        }
+        let parts = parts(template, seq: seq, now: now, prepared: prepared)
+        let encoded = parts.encoded.reduce(0) { $0 + ($1?.shared.count ?? 0) }
+        let size = layout.sharedCount + encoded + (parts.text?.utf8.count ?? 0) + (parts.html?.utf8.count ?? 0)
+        // Room for what the holes add, stuffed dots, and the next message's commands after it.
+        buffer.reserveCapacity(minimumWritableBytes: size + size / 32 + 1024)
+        layout.writeStuffed(parts, to: &buffer)
+        return Envelope(sender: Self.address(parts.from), recipients: parts.recipients.map(Self.address), otp: parts.otp)
+    }
+
     /// A template given as a message file: placeholders filled, the trace and a Message-ID first.
     private func renderFile(_ template: Template, seq: Int, now: Date) -> RenderedMessage {
         var context = context(template, seq: seq, now: now)
@@ -140,7 +169,7 @@ public struct Renderer: Sendable {
             case .pdf:
                 let lines = [subject, "Reference: \(parts.traceID)", "Date: \(context.fill("{date}"))"]
                 parts.attachments.append((name, "application/pdf", []))
-                parts.encoded.append(PDFDocument.base64(lines: lines, size: attachment.size))
+                parts.encoded.append(PDFDocument.encodedBody(lines: lines, size: attachment.size))
             case .bytes:
                 var bytes = [UInt8](repeating: 0, count: attachment.size)
                 for index in bytes.indices { bytes[index] = UInt8(truncatingIfNeeded: context.random.next()) }

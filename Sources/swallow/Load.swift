@@ -88,6 +88,12 @@ struct Load: AsyncParsableCommand {
     @Option(help: "The run id in trace headers (run/seq); default random. Shards may share one.")
     var runId: String?
 
+    @Option(
+        help:
+            "Threads that run plain-TCP connections (default: half the cores, at least 1, leaving the rest to a server on the same machine). TLS connections use SwiftNIO's event loops."
+    )
+    var threads: Int?
+
     func run() async throws {
         // Rendered messages of 100 KiB and more are allocated and freed thousands of times a
         // second: glibc's defaults give each its own mapping and fresh pages (measured on a
@@ -211,6 +217,12 @@ struct Load: AsyncParsableCommand {
         }
         runner.startAt = startInstant
         runner.shard = parsedShard
+        if let threads {
+            guard threads >= 1 && threads <= 1024 else {
+                throw InputError(file: "--threads", line: nil, field: "", message: "expected 1 to 1024 threads, got \(threads)")
+            }
+            runner.threads = threads
+        }
         runner.grace = graceSeconds
         if let embedded { runner.deliveries = StoreDeliveries(store: embedded.store, bodies: !scenario.content.isEmpty) }
         if let remote { runner.deliveries = remote }

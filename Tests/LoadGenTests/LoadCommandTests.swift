@@ -65,6 +65,9 @@ struct LoadCommandTests {
         let unreachable = try Self.run(["load", failing, "--quiet", "--target", "127.0.0.1:1"])
         #expect(unreachable.status == 2)
         #expect(unreachable.stderr.contains("could not be reached"))
+        let noThreads = try Self.run(["load", failing, "--quiet", "--threads", "0"])
+        #expect(noThreads.status == 2)
+        #expect(noThreads.stderr.contains("--threads"))
     }
 }
 

@@ -1,5 +1,7 @@
 import Foundation
 import MailMessage
+import NIOCore
+import SMTPProtocol
 import Testing
 
 @testable import LoadGen
@@ -145,6 +147,20 @@ struct RenderingTests {
         let marked = renderer.render(scenario.templates["marked"]!, seq: 5, now: now)
         #expect(marked.data == Renderer(runID: "run9", seed: 4).render(scenario.templates["marked"]!, seq: 5, now: now).data)
         #expect(ParsedMessage(bytes: marked.data).subject == "SWALLOWHOLEh3Q and 7036874417766193 5")
+        // What is sent: each template's message dot-stuffed straight into the wire buffer is the
+        // rendered message stuffed afterwards, laid out or not.
+        for name in ["plain", "everything", "sized", "marked"] {
+            let template = scenario.templates[name]!
+            for seq in [0, 7, 123_456] {
+                var wire = ByteBuffer()
+                let envelope = renderer.renderStuffed(template, seq: seq, now: now, into: &wire)
+                let rendered = renderer.render(template, seq: seq, now: now)
+                var expected = ByteBuffer()
+                _ = rendered.data.withUnsafeBytes { expected.writeDotStuffedMessage(bytes: $0) }
+                #expect(wire == expected, "\(name) seq \(seq)")
+                #expect(envelope.sender == rendered.sender && envelope.recipients == rendered.recipients && envelope.otp == rendered.otp)
+            }
+        }
     }
 
     @Test("placeholders: an unclosed brace and an unknown name are kept as written")

@@ -123,6 +123,22 @@ struct SocketLoopTests {
         }
     }
 
+    @Test("threads: the run starts as many socket loops as asked, half the cores by default")
+    func threads() async throws {
+        for threads in [nil, 1, 3] {
+            let socketLoops = Atomic<Int>(-1)
+            try await LoadRunTests.withSink { sink in
+                var runner = LoadRunner(
+                    scenario: Self.scenario(count: 6, connection: "{pool: 4}"), host: "127.0.0.1", port: sink.smtpAddress.port, seed: 1)
+                runner.threads = threads
+                runner.observeSocketLoops = { socketLoops.store($0, ordering: .relaxed) }
+                let report = try await runner.run()
+                #expect(report.accepted == 6)
+            }
+            #expect(socketLoops.load(ordering: .relaxed) == (threads ?? max(1, System.coreCount / 2)))
+        }
+    }
+
     @Test("replies written a byte at a time are read whole, pipelined and one connection per message")
     func repliesInPieces() async throws {
         let (server, channel) = try await ScriptedServer.start(.byteByByte)

@@ -173,6 +173,24 @@ struct SMTPFrameDecoderTests {
         }
     }
 
+    @Test("a message dot-stuffed in pieces, cut anywhere, is the message dot-stuffed whole")
+    func stuffingInPieces() {
+        var random = SystemRandomNumberGenerator()
+        let alphabet = Array("..\r\nab".utf8)
+        for _ in 0..<1000 {
+            let message = (0..<Int.random(in: 0..<40, using: &random)).map { _ in alphabet.randomElement(using: &random)! }
+            var whole = ByteBuffer()
+            whole.writeDotStuffedMessage(ByteBuffer(bytes: message))
+            var cuts = (0..<Int.random(in: 0..<6, using: &random)).map { _ in Int.random(in: 0...message.count, using: &random) }
+            cuts = ([0] + cuts.sorted() + [message.count])
+            var pieces = ByteBuffer()
+            var stuffer = DotStuffer()
+            for (start, end) in zip(cuts, cuts.dropFirst()) { stuffer.write(message[start..<end], to: &pieces) }
+            stuffer.finish(&pieces)
+            #expect(pieces == whole, "\(message) cut at \(cuts)")
+        }
+    }
+
     // MARK: Anomalies
 
     @Test(

@@ -82,7 +82,9 @@ public enum MIMEWriter {
     /// `name*=utf-8''…` (what readers prefer) after an encoded-word fallback.
     public static func fileParameter(_ key: String, _ name: String) -> String {
         let ascii = name.utf8.allSatisfy { $0 >= 32 && $0 < 127 }
-        let quoted = name.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+        let quoted =
+            name.utf8.contains { $0 == UInt8(ascii: "\\") || $0 == UInt8(ascii: "\"") }
+            ? name.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") : name
         guard !ascii else { return "\(key)=\"\(quoted)\"" }
         let unreserved = Set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~".utf8)
         let percent = name.utf8.map { unreserved.contains($0) ? String(UnicodeScalar($0)) : String(format: "%%%02X", $0) }.joined()
