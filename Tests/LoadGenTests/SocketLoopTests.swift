@@ -10,6 +10,10 @@ import Testing
 
 @testable import LoadGen
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// A scripted SMTP server for the socket loop's edge cases: it answers every command with
 /// success, writing each reply one byte at a time (so the client reads lines in pieces), or
 /// says nothing at all.
@@ -165,6 +169,46 @@ struct SocketLoopTests {
         #expect(report.accepted == 0)
         #expect(report.failed == 3)
         #expect(report.errors.keys.allSatisfy { $0.hasPrefix("banner") && $0.contains("timeout") }, "\(report.errors)")
+    }
+
+    @Test("a connect that is never answered is a connect failure after connect_timeout, not a hang")
+    func connectTimeout() async throws {
+        // A listener that never accepts, its queue filled: further SYNs are dropped, so a
+        // connect stays in SYN-SENT until the client gives up.
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        #expect(listener >= 0)
+        defer { close(listener) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let port = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { raw -> Int in
+                guard bind(listener, raw, length) == 0, listen(listener, 0) == 0, getsockname(listener, raw, &length) == 0 else { return 0 }
+                return Int(UInt16(bigEndian: pointer.pointee.sin_port))
+            }
+        }
+        #expect(port > 0)
+        var fillers: [Int32] = []
+        defer { for fd in fillers { close(fd) } }
+        for _ in 0..<3 {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+            var target = address
+            target.sin_port = in_port_t(UInt16(port).bigEndian)
+            _ = withUnsafePointer(to: &target) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            fillers.append(fd)
+        }
+        let started = ContinuousClock.now
+        let report = try await LoadRunner(
+            scenario: Self.scenario(count: 2, connection: "{pool: 2, connect_timeout: 300ms}"),
+            host: "127.0.0.1", port: port, seed: 1
+        ).run()
+        #expect(report.accepted == 0)
+        #expect(report.failed == 2)
+        #expect(report.errors.keys.allSatisfy { $0.hasPrefix("connect") && $0.contains("timed out") }, "\(report.errors)")
+        #expect(ContinuousClock.now - started < .seconds(10))
     }
 
     @Test("as an EventLoop: tasks run in deadline order, cancelled ones never, work from other threads on the loop")
