@@ -32,6 +32,12 @@ final class LoadChannelHandler: ChannelInboundHandler, LoadWire {
         connection.wire = self
     }
 
+    func handlerRemoved(context: ChannelHandlerContext) {
+        // The connection and this handler hold each other until the pipeline lets go.
+        if connection.wire === self { connection.wire = nil }
+        self.context = nil
+    }
+
     func channelActive(context: ChannelHandlerContext) {
         connection.connected()
         context.fireChannelActive()

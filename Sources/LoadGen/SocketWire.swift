@@ -161,7 +161,13 @@ final class SocketWire: LoadWire {
         unsent.removeAll()
         _ = systemClose(fd)
         loop.release(slot: slot)
-        if wasConnected { connection.closed() }
+        if wasConnected {
+            connection.closed()
+        } else {
+            // Never connected: nothing tells the connection, but it must let go of this wire
+            // (each holds the other).
+            connection.wire = nil
+        }
     }
 
     private func fail(_ error: SocketError) {

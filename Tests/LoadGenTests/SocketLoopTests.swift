@@ -2,6 +2,7 @@ import Foundation
 import MailMessage
 import NIOCore
 import NIOPosix
+import SMTPClient
 import SinkServer
 import SwallowConfig
 import SwallowTestSupport
@@ -83,6 +84,15 @@ final class ScriptedServer: ChannelInboundHandler, Sendable {
         }
         pending.withLock { $0[key] = state }
     }
+}
+
+/// A delegate that wants nothing.
+final class QuietDelegate: LoadConnectionDelegate {
+    func connectionReady(_ connection: LoadConnection) {}
+    func connectionFailed(_ connection: LoadConnection, _ error: SMTPClientError, times: SMTPClientConnection.PhaseTimes) {}
+    func transactionEnded(_ connection: LoadConnection, _ transaction: LoadTransaction, _ outcome: SMTPClientConnection.Outcome, more: Bool) {}
+    func nextTransaction(_ connection: LoadConnection) -> LoadTransaction? { nil }
+    func connectionClosed(_ connection: LoadConnection) {}
 }
 
 @Suite("The load generator's socket loop", .enabled(if: SocketLoop.available, "no epoll here: every connection is a NIO channel"))
@@ -171,7 +181,7 @@ struct SocketLoopTests {
         #expect(report.errors.keys.allSatisfy { $0.hasPrefix("banner") && $0.contains("timeout") }, "\(report.errors)")
     }
 
-    @Test("a connect that is never answered is a connect failure after connect_timeout, not a hang")
+    @Test("a connect that is never answered is a connect failure after connect_timeout, not a hang, and nothing of it is kept")
     func connectTimeout() async throws {
         // A listener that never accepts, its queue filled: further SYNs are dropped, so a
         // connect stays in SYN-SENT until the client gives up.
@@ -209,6 +219,28 @@ struct SocketLoopTests {
         #expect(report.failed == 2)
         #expect(report.errors.keys.allSatisfy { $0.hasPrefix("connect") && $0.contains("timed out") }, "\(report.errors)")
         #expect(ContinuousClock.now - started < .seconds(10))
+
+        // A connection whose connect failed and its socket let go of each other (each holds the
+        // other while it is open).
+        let loop = try #require(try SocketLoop.start(count: 1).first)
+        let released = loop.makePromise(of: Bool.self)
+        loop.execute {
+            let delegate = QuietDelegate()
+            let setup = LoadConnection.Setup(
+                helo: "t", tls: .none, tlsContext: nil, auth: nil, pipelining: true, replyTimeout: 1_000_000_000, perConnection: 0)
+            var connection: LoadConnection? = LoadConnection(setup: setup, delegate: delegate, connectStarted: 0)
+            weak let weakConnection = connection
+            SocketWire.open(
+                on: loop, to: try! SocketAddress(ipAddress: "127.0.0.1", port: port), from: nil, timeout: .milliseconds(100),
+                connection: connection!
+            ) { result in
+                guard case .failure = result else { return released.succeed(false) }
+                loop.later { released.succeed(weakConnection == nil) }
+            }
+            connection = nil
+        }
+        #expect(try await released.futureResult.get())
+        try await loop.shutdownGracefully()
     }
 
     @Test("as an EventLoop: tasks run in deadline order, cancelled ones never, work from other threads on the loop")
