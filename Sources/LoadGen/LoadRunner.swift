@@ -33,8 +33,8 @@ public struct LoadRunner: Sendable {
     public var onProgress: (@Sendable (Recorder, Double, Int?) -> Void)?
     /// This process's part of a run split over several (`--shard K/N`); nil: all of it.
     public var shard: Shard?
-    /// Plain TCP runs on Swallow's own socket loops (`SocketLoop`: one per core, a connection a
-    /// descriptor), TLS on SwiftNIO's channels. True: every connection a NIO channel, as TLS
+    /// Plain TCP runs on Swallow's own socket loops (`SocketLoop`: `threads` of them, a
+    /// connection a descriptor), TLS on SwiftNIO's channels. True: every connection a NIO channel, as TLS
     /// takes (for comparison and tests).
     public var nioChannelsOnly = false
     /// Threads (socket loops) for plain TCP; nil: `defaultThreads`.
