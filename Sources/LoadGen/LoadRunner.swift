@@ -120,7 +120,7 @@ public struct LoadRunner: Sendable {
         }
         defer { consumer.cancel() }
 
-        // The senders, spread over the event loops (one per core), the targets and the source
+        // The senders, spread over the event loops (the socket loops, or NIO's for TLS), the targets and the source
         // addresses; each loop runs its part of the schedule and its senders' connections.
         let socketLoops: [SocketLoop] =
             if settings.tls == .none && !nioChannelsOnly && SocketLoop.available {
