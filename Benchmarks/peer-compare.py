@@ -9,6 +9,7 @@ machine. Swallow really stores every message (memory store); smtp-sink stores no
 
     python3 Benchmarks/peer-compare.py            # full run (a few minutes)
     python3 Benchmarks/peer-compare.py --quick    # smaller counts
+    python3 Benchmarks/peer-compare.py --cases "1KiB x1,200KiB x20 conn"   # some cases only
     python3 Benchmarks/peer-compare.py --swallow-args "--data /tmp/d --fsync batch"
 
 Everything listens on 127.0.0.1 and every load is bounded by its message count.
@@ -128,11 +129,17 @@ def run_case(sink, size, sessions, persistent, messages):
     return {"rate": messages / wall, "cpu_us": cpu * 1e6 / messages, "rss_mib": rss / 1024}
 
 
+def case_name(size, label, sessions, persistent, messages):
+    return f"{label} x{sessions} {'persistent' if persistent else 'conn/msg'} ({messages})"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller message counts")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per case (median reported)")
     parser.add_argument("--swallow-args", default="", help="extra arguments for swallow serve")
+    parser.add_argument("--cases", default="", help="only the cases whose name contains one of these comma-separated texts, "
+                        "e.g. '1KiB x1,200KiB x20 conn'")
     options = parser.parse_args()
 
     binary = ensure_tools()
@@ -145,6 +152,9 @@ def main():
             for persistent in (True, False):
                 base = (20000 if sessions == 20 else 5000) if size == 1024 else (2000 if sessions == 20 else 500)
                 cases.append((size, label, sessions, persistent, max(50, int(base * scale))))
+    wanted = [text.strip() for text in options.cases.split(",") if text.strip()]
+    if wanted:
+        cases = [case for case in cases if any(text in case_name(*case) for text in wanted)]
 
     print(f"# swallow serve {options.swallow_args} vs smtp-sink; smtp-source load; {options.rounds} rounds, median", flush=True)
     header = f"{'case':<28} {'sink':<10} {'msg/s':>9} {'cpu us/msg':>11} {'peak RSS MiB':>13}"
@@ -157,7 +167,7 @@ def main():
             order = (swallow, peer) if round_index % 2 == 0 else (peer, swallow)
             for sink in order:
                 results[sink.name].append(run_case(sink, size, sessions, persistent, messages))
-        name = f"{label} x{sessions} {'persistent' if persistent else 'conn/msg'} ({messages})"
+        name = case_name(size, label, sessions, persistent, messages)
         medians = {}
         for sink_name, runs in results.items():
             medians[sink_name] = {key: statistics.median(run[key] for run in runs) for key in runs[0]}

@@ -136,7 +136,6 @@ public final class Sink: Service, Sendable {
     private static func listen(
         _ address: ListenAddress, _ context: SMTPServerContext, group: any EventLoopGroup, implicitTLS: NIOSSLContext?
     ) async throws -> any Channel {
-        let idleTimeout = context.configuration.idleTimeout
         return try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 512)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -145,7 +144,6 @@ public final class Sink: Service, Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
                     if let implicitTLS { try pipeline.addHandler(NIOSSLServerHandler(context: implicitTLS)) }
-                    try pipeline.addHandler(IdleStateHandler(readTimeout: idleTimeout))
                     try pipeline.addHandler(SMTPServerHandler(context))
                 }
             }

@@ -115,17 +115,70 @@ struct SMTPServerHandlerTests {
         #expect(try harness.codes() == [250])
     }
 
-    @Test("hang: nothing more is answered; the command-line deadline does not run while hung")
+    @Test("hang: nothing more is answered; the command-line deadline does not run while hung, silence ends it")
     func hang() throws {
         let harness = try Harness { $0.idleTimeout = .seconds(2) }
         _ = try harness.replies()
         try harness.send("EHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<hang@x>\r\nRCPT TO:<b@x>\r\nDATA\r\n")
         #expect(try harness.codes() == [250, 250])
+        harness.loop.advanceTime(by: .seconds(1))
+        // Input while hung is dropped but is not silence: the 2 s count from here.
         try harness.send("NOOP\r\nNOOP")
-        harness.loop.advanceTime(by: .seconds(60))
+        harness.loop.advanceTime(by: .milliseconds(1_999))
         #expect(try harness.codes() == [])
         #expect(harness.channel.isActive)
+        harness.loop.advanceTime(by: .milliseconds(1))
+        #expect(try harness.replies() == ["421 4.4.2 Idle timeout, closing connection\r\n"])
+        #expect(!harness.channel.isActive)
         #expect(harness.store.messages().count == 0)
+    }
+
+    @Test("--idle-timeout of silence answers 421 and closes; every read starts it again")
+    func silence() throws {
+        let harness = try Harness { $0.idleTimeout = .seconds(2) }
+        #expect(try harness.codes() == [220])
+        harness.loop.advanceTime(by: .milliseconds(1_900))
+        try harness.send("EHLO c\r\n")
+        harness.loop.advanceTime(by: .milliseconds(1_900))
+        try harness.send("NOOP\r\n")
+        harness.loop.advanceTime(by: .milliseconds(1_999))
+        #expect(try harness.codes() == [250, 250])
+        #expect(harness.channel.isActive)
+        harness.loop.advanceTime(by: .milliseconds(1))
+        #expect(try harness.replies() == ["421 4.4.2 Idle timeout, closing connection\r\n"])
+        #expect(!harness.channel.isActive)
+    }
+
+    @Test("--data-timeout counts from DATA, however steadily the message's bytes come; a message that ends in time stops it")
+    func dataDeadline() throws {
+        let harness = try Harness {
+            $0.idleTimeout = .seconds(2)
+            $0.dataTimeout = .seconds(3)
+        }
+        _ = try harness.replies()
+        // A message that ends in time: its deadline must not cut the next transaction.
+        try harness.send("EHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@x>\r\nDATA\r\n")
+        harness.loop.advanceTime(by: .milliseconds(1_500))
+        try harness.send("body\r\n")
+        harness.loop.advanceTime(by: .milliseconds(1_000))
+        try harness.send(".\r\n")
+        #expect(try harness.codes() == [250, 250, 250, 354, 250])
+        try harness.send("MAIL FROM:<a@x>\r\nRCPT TO:<b@x>\r\n")
+        harness.loop.advanceTime(by: .milliseconds(1_000))
+        #expect(try harness.codes() == [250, 250])
+        #expect(harness.channel.isActive)
+        // A message whose lines keep coming, each well within the idle timeout, is cut at 3 s.
+        try harness.send("DATA\r\n")
+        for _ in 0..<5 {
+            harness.loop.advanceTime(by: .milliseconds(500))
+            try harness.send("line\r\n")
+        }
+        harness.loop.advanceTime(by: .milliseconds(499))
+        #expect(try harness.codes() == [354])
+        harness.loop.advanceTime(by: .milliseconds(1))
+        #expect(try harness.replies() == ["421 4.4.2 Message data not completed in time, closing connection\r\n"])
+        #expect(!harness.channel.isActive)
+        #expect(harness.store.messages().count == 1)
     }
 
     @Test("a command line that trickles in is cut at --idle-timeout from its first byte")

@@ -70,11 +70,9 @@ enum LocalSubmission {
         guard socketpair(AF_UNIX, type, 0, &fds) == 0 else {
             throw Failure(description: "socketpair failed: errno \(errno)")
         }
-        let idleTimeout = context.configuration.idleTimeout
         let server: any Channel
         do {
             server = try await adopt(fds[0], group: group) { pipeline in
-                try pipeline.addHandler(IdleStateHandler(readTimeout: idleTimeout))
                 try pipeline.addHandler(SMTPServerHandler(context))
             }
         } catch {

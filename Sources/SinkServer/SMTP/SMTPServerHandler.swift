@@ -11,7 +11,7 @@ import SMTPProtocol
 /// This file is the channel adapter: connection lifecycle, input, framing and output. The
 /// steps it calls live beside it: asking the fault engine and carrying out its decisions
 /// (`+Faults`), the message's store round-trip and final reply (`+Delivery`), the deadlines
-/// (`ConnectionDeadlines`), the throttle (`ConnectionThrottle`), STARTTLS (`+StartTLS`) and
+/// (`ConnectionDeadlines`: silence, a command line, a message's data), the throttle (`ConnectionThrottle`), STARTTLS (`+StartTLS`) and
 /// writing (`+Output`).
 ///
 /// Everything but the disk write runs synchronously on the event loop: replies to pipelined
@@ -85,6 +85,8 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func channelActive(context: ChannelHandlerContext) {
         connectedNanos = WallClock.nanos()
         handoff = shared.handoffs.handoff(for: context.eventLoop)
+        readHappened(context: context)
+        watch(until: deadlines.lastRead + shared.configuration.idleTimeout, context: context)
         guard let number = shared.connections.add(context.channel) else {
             return act(.replyAndClose(.tooManyConnections), context: context)
         }
@@ -114,9 +116,6 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let event = event as? IdleStateHandler.IdleStateEvent, event == .read {
-            return act(.replyAndClose(.idleTimeout), context: context)
-        }
         if let event = event as? TLSUserEvent, case .handshakeCompleted = event {
             return tlsEstablished(context: context)
         }
@@ -126,6 +125,7 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: Input
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        readHappened(context: context)
         // Hung: what arrives is dropped, so memory stays bounded.
         guard !hung else { return }
         var bytes = unwrapInboundIn(data)
