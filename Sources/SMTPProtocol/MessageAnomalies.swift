@@ -30,47 +30,75 @@ public struct MessageAnomalies: OptionSet, Hashable, Sendable {
 
     /// Scans a whole message. `eightBitDeclared` is true when the client sent BODY=8BITMIME
     /// (or SMTPUTF8, which implies it).
+    ///
+    /// Two passes: one over the lines (`memchr` for each LF: bare LFs and long lines, and the
+    /// CRLFs counted), one over all bytes 16 at a time (`ByteCensus`: CRs counted, NULs and
+    /// octets over 127 noticed). A CR that does not begin a CRLF makes the counts differ.
+    /// Measured (`perf record`, 200 KiB messages): the earlier scan, a `memchr` per CR besides
+    /// the one per LF and a word loop for the high bit, was 18% of the sink's CPU.
     public static func scan(_ message: ByteBuffer, maxLineBytes: Int = 998, eightBitDeclared: Bool) -> MessageAnomalies {
         message.withUnsafeReadableBytes { bytes in
             var found: MessageAnomalies = []
             let count = bytes.count
-            // Line ends: every LF must follow a CR; every CR must precede an LF.
             var lineStart = 0
             var index = 0
+            var crlfs = 0
             while let lf = SMTPFrameDecoder.find(UInt8(ascii: "\n"), in: bytes, from: index) {
                 let crlf = lf > 0 && bytes[lf - 1] == UInt8(ascii: "\r")
-                if !crlf { found.insert(.bareLF) }
+                if crlf { crlfs += 1 } else { found.insert(.bareLF) }
                 if lf - lineStart - (crlf ? 1 : 0) > maxLineBytes { found.insert(.longLine) }
                 lineStart = lf + 1
                 index = lf + 1
             }
             if count - lineStart > maxLineBytes { found.insert(.longLine) }
-            index = 0
-            while let cr = SMTPFrameDecoder.find(UInt8(ascii: "\r"), in: bytes, from: index) {
-                if cr + 1 >= count || bytes[cr + 1] != UInt8(ascii: "\n") {
-                    found.insert(.bareCR)
-                    break
-                }
-                index = cr + 2
-            }
-            if SMTPFrameDecoder.find(0, in: bytes, from: 0) != nil { found.insert(.nul) }
-            if !eightBitDeclared && Self.hasHighBit(bytes) { found.insert(.eightBitWithoutDeclaration) }
+            let census = ByteCensus(bytes)
+            if census.carriageReturns != crlfs { found.insert(.bareCR) }
+            if census.hasNUL { found.insert(.nul) }
+            if !eightBitDeclared && census.hasHighBit { found.insert(.eightBitWithoutDeclaration) }
             return found
         }
     }
+}
 
-    private static func hasHighBit(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        var index = 0
+/// What one pass over a message's bytes finds: how many CRs, whether any NUL, whether any octet
+/// over 127. Sixteen bytes at a time with SIMD comparisons, the rest one by one.
+struct ByteCensus {
+    var carriageReturns = 0
+    var hasNUL = false
+    var hasHighBit = false
+
+    init(_ bytes: UnsafeRawBufferPointer) {
+        typealias Lanes = SIMD16<UInt8>
         let count = bytes.count
-        var accumulated: UInt64 = 0
-        while index + 8 <= count {
-            accumulated |= bytes.loadUnaligned(fromByteOffset: index, as: UInt64.self)
-            index += 8
+        let cr = Lanes(repeating: UInt8(ascii: "\r"))
+        let zero = Lanes(repeating: 0)
+        let one = Lanes(repeating: 1)
+        var index = 0
+        var ored = zero
+        var nuls = zero
+        while index + Lanes.scalarCount <= count {
+            // Per-lane counts stay below 256: at most 255 blocks before they are added up.
+            var crs = zero
+            var blocks = 0
+            while blocks < 255 && index + Lanes.scalarCount <= count {
+                let block = bytes.loadUnaligned(fromByteOffset: index, as: Lanes.self)
+                ored |= block
+                crs &+= one.replacing(with: 0, where: block .!= cr)
+                nuls |= one.replacing(with: 0, where: block .!= zero)
+                index += Lanes.scalarCount
+                blocks += 1
+            }
+            carriageReturns += crs.indices.reduce(0) { $0 + Int(crs[$1]) }
         }
+        var tailOred: UInt8 = 0
         while index < count {
-            accumulated |= UInt64(bytes[index])
+            let byte = bytes[index]
+            tailOred |= byte
+            if byte == UInt8(ascii: "\r") { carriageReturns += 1 }
+            if byte == 0 { hasNUL = true }
             index += 1
         }
-        return accumulated & 0x8080_8080_8080_8080 != 0
+        hasHighBit = (ored.max() | tailOred) & 0x80 != 0
+        hasNUL = hasNUL || nuls.max() != 0
     }
 }

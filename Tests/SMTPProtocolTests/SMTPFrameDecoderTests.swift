@@ -208,6 +208,56 @@ struct SMTPFrameDecoderTests {
         #expect(MessageAnomalies.scan(ByteBuffer(string: message), eightBitDeclared: false).names == names)
     }
 
+    @Test("the scan agrees with a byte-by-byte reading on random messages, short and past the block counters' flush")
+    func anomaliesMatchReference() {
+        var generator = SystemRandomNumberGenerator()
+        let alphabet: [UInt8] = [UInt8(ascii: "a"), UInt8(ascii: "a"), UInt8(ascii: "a"), 13, 10, 0, 0xE9, 0x7F]
+        for round in 0..<400 {
+            let length = round < 200 ? Int.random(in: 0...80, using: &generator) : Int.random(in: 4_000...9_000, using: &generator)
+            // Mostly clean lines, so each anomaly is also seen alone.
+            var bytes: [UInt8] = []
+            while bytes.count < length {
+                if Int.random(in: 0..<40, using: &generator) == 0 {
+                    bytes.append(alphabet.randomElement(using: &generator)!)
+                } else if Int.random(in: 0..<30, using: &generator) == 0 {
+                    bytes += [13, 10]
+                } else {
+                    bytes.append(UInt8(ascii: "x"))
+                }
+            }
+            let maxLine = Int.random(in: 20...200, using: &generator)
+            let found = MessageAnomalies.scan(ByteBuffer(bytes: bytes), maxLineBytes: maxLine, eightBitDeclared: false)
+            #expect(found == Self.referenceAnomalies(bytes, maxLineBytes: maxLine), "\(bytes)")
+        }
+    }
+
+    /// Anomalies read one byte at a time, the way the definitions say it.
+    static func referenceAnomalies(_ bytes: [UInt8], maxLineBytes: Int) -> MessageAnomalies {
+        var found: MessageAnomalies = []
+        var lineLength = 0
+        for (index, byte) in bytes.enumerated() {
+            switch byte {
+            case 10:
+                let crlf = index > 0 && bytes[index - 1] == 13
+                if !crlf { found.insert(.bareLF) }
+                if lineLength - (crlf ? 1 : 0) > maxLineBytes { found.insert(.longLine) }
+                lineLength = 0
+                continue
+            case 13:
+                if index + 1 == bytes.count || bytes[index + 1] != 10 { found.insert(.bareCR) }
+            case 0:
+                found.insert(.nul)
+            case 0x80...:
+                found.insert(.eightBitWithoutDeclaration)
+            default:
+                break
+            }
+            lineLength += 1
+        }
+        if lineLength > maxLineBytes { found.insert(.longLine) }
+        return found
+    }
+
     @Test("8-bit bytes are fine when BODY=8BITMIME was declared")
     func eightBitDeclared() {
         #expect(MessageAnomalies.scan(ByteBuffer(string: "caf\u{e9}\r\n"), eightBitDeclared: true).isEmpty)
