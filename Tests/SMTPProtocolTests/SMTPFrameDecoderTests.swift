@@ -214,20 +214,40 @@ struct SMTPFrameDecoderTests {
         let alphabet: [UInt8] = [UInt8(ascii: "a"), UInt8(ascii: "a"), UInt8(ascii: "a"), 13, 10, 0, 0xE9, 0x7F]
         for round in 0..<400 {
             let length = round < 200 ? Int.random(in: 0...80, using: &generator) : Int.random(in: 4_000...9_000, using: &generator)
+            // Some messages with lines near and over the limit, for the exact line pass.
+            let lineOdds = round % 3 == 0 ? 300 : 30
             // Mostly clean lines, so each anomaly is also seen alone.
             var bytes: [UInt8] = []
             while bytes.count < length {
                 if Int.random(in: 0..<40, using: &generator) == 0 {
                     bytes.append(alphabet.randomElement(using: &generator)!)
-                } else if Int.random(in: 0..<30, using: &generator) == 0 {
+                } else if Int.random(in: 0..<lineOdds, using: &generator) == 0 {
                     bytes += [13, 10]
                 } else {
                     bytes.append(UInt8(ascii: "x"))
                 }
             }
-            let maxLine = Int.random(in: 20...200, using: &generator)
+            let maxLine = Int.random(in: 20...400, using: &generator)
             let found = MessageAnomalies.scan(ByteBuffer(bytes: bytes), maxLineBytes: maxLine, eightBitDeclared: false)
             #expect(found == Self.referenceAnomalies(bytes, maxLineBytes: maxLine), "\(bytes)")
+        }
+    }
+
+    @Test("a long line is found wherever it lies: at the start, in the middle, running into the last bytes", arguments: [0, 1, 7, 15, 16, 17, 31])
+    func longLineAtEveryOffset(_ tail: Int) {
+        for length in [998, 999] {
+            for lead in [0, 5, 37] {
+                var bytes = [UInt8](repeating: UInt8(ascii: "x"), count: lead)
+                if lead > 0 { bytes += [13, 10] }
+                bytes += [UInt8](repeating: UInt8(ascii: "y"), count: length) + [13, 10]
+                bytes += [UInt8](repeating: UInt8(ascii: "z"), count: tail)
+                let found = MessageAnomalies.scan(ByteBuffer(bytes: bytes), eightBitDeclared: false)
+                #expect(found.contains(.longLine) == (length > 998), "lead \(lead), length \(length), tail \(tail)")
+                // Unterminated: the long line is the message's end.
+                let open = [UInt8](repeating: UInt8(ascii: "x"), count: lead) + [13, 10] + [UInt8](repeating: UInt8(ascii: "y"), count: length)
+                let openFound = MessageAnomalies.scan(ByteBuffer(bytes: open), eightBitDeclared: false)
+                #expect(openFound.contains(.longLine) == (length > 998), "unterminated, lead \(lead), length \(length)")
+            }
         }
     }
 
