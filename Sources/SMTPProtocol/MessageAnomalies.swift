@@ -41,14 +41,12 @@ public struct MessageAnomalies: OptionSet, Hashable, Sendable {
             var found: MessageAnomalies = []
             let count = bytes.count
             var lineStart = 0
-            var index = 0
             var crlfs = 0
-            while let lf = SMTPFrameDecoder.find(UInt8(ascii: "\n"), in: bytes, from: index) {
+            while let lf = SMTPFrameDecoder.find(UInt8(ascii: "\n"), in: bytes, from: lineStart) {
                 let crlf = lf > 0 && bytes[lf - 1] == UInt8(ascii: "\r")
                 if crlf { crlfs += 1 } else { found.insert(.bareLF) }
                 if lf - lineStart - (crlf ? 1 : 0) > maxLineBytes { found.insert(.longLine) }
                 lineStart = lf + 1
-                index = lf + 1
             }
             if count - lineStart > maxLineBytes { found.insert(.longLine) }
             let census = ByteCensus(bytes)
@@ -88,7 +86,7 @@ struct ByteCensus {
                 index += Lanes.scalarCount
                 blocks += 1
             }
-            carriageReturns += crs.indices.reduce(0) { $0 + Int(crs[$1]) }
+            carriageReturns += Int(SIMD16<UInt16>(truncatingIfNeeded: crs).wrappedSum())
         }
         var tailOred: UInt8 = 0
         while index < count {
