@@ -24,17 +24,24 @@ public final class MessageStore: Sendable {
 
         private let storage: Storage
 
-        /// `raw`: kept in the entry; nil with a disk store (the bytes are on disk).
-        static func make(message: CapturedMessage, raw: ByteBuffer?) -> Entry {
+        /// `raw`: kept in the entry, or in `arena` when it is a large message; nil with a disk
+        /// store (the bytes are on disk).
+        static func make(message: CapturedMessage, raw: ByteBuffer?, arena: MessageArena? = nil) -> Entry {
             let count = raw?.readableBytes ?? 0
-            let made = Storage.create(minimumCapacity: count) { _ in
-                EntryFields(message: message, rawCount: raw == nil ? -1 : count, mailboxes: MailboxFiling.names(for: message))
+            let placed = raw == nil ? nil : arena?.allocate(count)
+            let made = Storage.create(minimumCapacity: placed == nil ? count : 0) { _ in
+                EntryFields(
+                    message: message, rawCount: raw == nil ? -1 : count, mailboxes: MailboxFiling.names(for: message), arena: placed)
             }
             let entry = Entry(storage: unsafeDowncast(made, to: Storage.self))
             if let raw, count > 0 {
-                entry.storage.withUnsafeMutablePointerToElements { elements in
-                    raw.withUnsafeReadableBytes { bytes in
-                        elements.initialize(from: bytes.bindMemory(to: UInt8.self).baseAddress!, count: count)
+                raw.withUnsafeReadableBytes { bytes in
+                    if let placed {
+                        placed.start.copyMemory(from: bytes.baseAddress!, byteCount: count)
+                    } else {
+                        entry.storage.withUnsafeMutablePointerToElements { elements in
+                            elements.initialize(from: bytes.bindMemory(to: UInt8.self).baseAddress!, count: count)
+                        }
                     }
                 }
             }
@@ -76,10 +83,17 @@ public final class MessageStore: Sendable {
         /// the bytes themselves may then be read (`copyRaw`) out of it.
         var rawCount: Int? { storage.header.rawCount == UInt32.max ? nil : Int(storage.header.rawCount) }
 
+        /// Whether the raw bytes are in the store's arena; the region they are in. For tests.
+        var placedInArena: Bool { storage.header.arena != nil }
+        var arenaRegion: MessageArena.Region? { storage.header.arena?.region }
+
         /// The first `count` raw bytes as a buffer. The bytes never change, so this needs no
         /// lock once `count` was read under it.
         func copyRaw(count: Int) -> ByteBuffer {
-            storage.withUnsafeMutablePointerToElements { ByteBuffer(bytes: UnsafeBufferPointer(start: $0, count: count)) }
+            if let placed = storage.header.arena {
+                return ByteBuffer(bytes: UnsafeRawBufferPointer(start: placed.start, count: count))
+            }
+            return storage.withUnsafeMutablePointerToElements { ByteBuffer(bytes: UnsafeBufferPointer(start: $0, count: count)) }
         }
     }
 
@@ -91,9 +105,13 @@ public final class MessageStore: Sendable {
         var read = false
         /// Tags, mailbox names and the summary, which most entries have none of: boxed.
         var extras: EntryExtras?
+        /// Where the raw bytes are when a large message's are in the store's arena rather than
+        /// after these fields. Never changes, so the bytes are read without the lock.
+        let arena: MessageArena.Bytes?
 
-        init(message: CapturedMessage, rawCount: Int, mailboxes: [String]) {
+        init(message: CapturedMessage, rawCount: Int, mailboxes: [String], arena: MessageArena.Bytes? = nil) {
             self.message = message
+            self.arena = arena
             precondition(rawCount < UInt32.max, "a message in memory is less than 4 GiB")
             self.rawCount = rawCount < 0 ? UInt32.max : UInt32(rawCount)
             if !mailboxes.isEmpty { extras = EntryExtras(mailboxes: mailboxes) }
@@ -191,6 +209,8 @@ public final class MessageStore: Sendable {
     public let events = MessageEvents()
     /// Storage failures: logged, counted, shown as `degraded`.
     public let health: StorageHealth
+    /// Large messages' raw bytes, in memory (see `MessageArena`).
+    let arena = MessageArena()
 
     /// A memory store.
     public convenience init(maxMessages: Int, tagging: Tagging = Tagging(), mailboxQuota: Int = 0) {
@@ -290,7 +310,7 @@ public final class MessageStore: Sendable {
             disk.enqueue(message, raw: raw, tags: tags)
         }
         let keepRaw = disk == nil || disk?.policy == .never
-        let entry = Entry.make(message: message, raw: keepRaw ? raw : nil)
+        let entry = Entry.make(message: message, raw: keepRaw ? raw : nil, arena: arena)
         entry.tags = tags
         let quotas = mailboxes.quotas(for: entry.mailboxes)
         let evicted = state.withLock { state in
