@@ -89,9 +89,10 @@ final class MessageArena: Sendable {
     /// too large) or no region could be mapped: the caller then allocates the bytes itself.
     func allocate(_ count: Int) -> Bytes? {
         guard count >= Self.smallest, count <= Self.largest else { return nil }
+        let footprint = (count + 7) & ~7
         let (bytes, prepare) = state.withLock { state -> (Bytes?, Bool) in
             if let current = state.current, state.used + count <= current.size {
-                defer { state.used += (count + 7) & ~7 }
+                defer { state.used += footprint }
                 return (Bytes(region: current, offset: state.used), false)
             }
             // The current region is full (its unused end stays unused): the next one is a
@@ -101,7 +102,7 @@ final class MessageArena: Sendable {
                 return (nil, false)
             }
             state.current = next
-            state.used = (count + 7) & ~7
+            state.used = footprint
             let prepare = !state.preparing && state.ready.count < Self.readyAhead
             if prepare { state.preparing = true }
             return (Bytes(region: next, offset: 0), prepare)
@@ -113,9 +114,6 @@ final class MessageArena: Sendable {
         }
         return bytes
     }
-
-    /// Regions mapped and faulted in, waiting; for tests.
-    var readyCount: Int { state.withLock { $0.ready.count } }
 
     /// Maps and faults regions until `readyAhead` wait (or mapping fails).
     private func prepareAhead() {

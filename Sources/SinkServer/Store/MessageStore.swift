@@ -15,7 +15,8 @@ public final class MessageStore: Sendable {
     /// The raw bytes (in memory without a disk store) are allocated with the entry, after its
     /// fields: exactly the message's bytes (a `ByteBuffer`'s capacity is a power of two, a 1.3
     /// KiB message in a 2 KiB buffer), and one allocation a message, not two (an array beside
-    /// the entry was 54 bytes more each, 100 000 held 1 KiB messages measured).
+    /// the entry was 54 bytes more each, 100 000 held 1 KiB messages measured). A large
+    /// message's bytes go to the store's `MessageArena` instead (the entry's `arena` says where).
     ///
     /// A reference (`Storage`, a `ManagedBuffer`, which is not `Sendable`) in a `Sendable`
     /// wrapper: the store's lock guards its fields; its bytes never change.
