@@ -18,7 +18,19 @@ public struct LoadReport: Codable, Sendable {
             p99 = empty ? 0 : ms(histogram.valueAtPercentile(99))
             p999 = empty ? 0 : ms(histogram.valueAtPercentile(99.9))
             max = empty ? 0 : ms(histogram.max)
-            mean = empty ? 0 : (histogram.mean / 1000 * 1000).rounded() / 1000
+            mean = empty ? 0 : (Self.mean(histogram) / 1000 * 1000).rounded() / 1000
+        }
+
+        /// `Histogram.mean`, the same sum (each recorded value's bucket median times its count),
+        /// walked here: the library's own is compiled for any count type, and a profile of a
+        /// 1.7 s run had the report's means at 10 ms of its wall time.
+        static func mean(_ histogram: Histogram<UInt64>) -> Double {
+            guard histogram.totalCount > 0 else { return 0 }
+            var total = 0.0
+            for recorded in histogram.recordedValues() {
+                total += Double(histogram.medianEquivalentForValue(recorded.value)) * Double(recorded.count)
+            }
+            return total / Double(histogram.totalCount)
         }
 
         func value(_ percentile: String) -> Double? {

@@ -17,6 +17,18 @@ struct ShardTests {
         for bad in ["0/8", "9/8", "3", "3/0", "a/b", "/8", "3/8/1"] { #expect(Shard(parsing: bad) == nil, "\(bad)") }
     }
 
+    @Test("a report's mean is the histogram library's mean, for values across many buckets")
+    func latencyMean() {
+        var histogram = Recorder.histogram()
+        #expect(LoadReport.Latency.mean(histogram) == 0)
+        var random = SystemRandomNumberGenerator()
+        for _ in 0..<5_000 { _ = histogram.record(UInt64.random(in: 1...2_000_000, using: &random)) }
+        _ = histogram.record(3_000_000_000)
+        let ours = LoadReport.Latency.mean(histogram)
+        #expect(abs(ours - histogram.mean) <= histogram.mean * 1e-12)
+        #expect(LoadReport.Latency(histogram).mean == (histogram.mean / 1000 * 1000).rounded() / 1000)
+    }
+
     @Test("three shards send exactly the whole run, disjoint; their merged report is the run's")
     func threeShards() async throws {
         var configuration = SinkConfiguration()
