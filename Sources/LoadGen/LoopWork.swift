@@ -10,7 +10,10 @@ final class LoopWork {
     let plan: RunPlan
     private var jobs: [LoadRunner.Job] = []
     private var head = 0
-    private var idle: [LoadSender] = []
+    /// Senders waiting for a job, longest waiting first: open-loop jobs go round the pool, so
+    /// every connection (and with several targets, every target) takes its share even at a
+    /// rate one connection could carry (a stack gave every job to the same sender).
+    private var idle = CircularBuffer<LoadSender>()
     /// Every sender of this loop (connections only hold their sender weakly).
     private var senders: [LoadSender] = []
     /// The schedule has no more entries for this loop.
@@ -55,7 +58,7 @@ final class LoopWork {
         if plan.closed {
             for sender in senders { sender.next() }
         } else {
-            idle = senders
+            idle = CircularBuffer(senders)
             tick()
         }
     }
@@ -105,7 +108,7 @@ final class LoopWork {
 
     private func dispatch(upTo horizon: UInt64) {
         while !idle.isEmpty, head < jobs.count, jobs[head].due <= horizon {
-            idle.removeLast().next()
+            idle.removeFirst().next()
         }
     }
 

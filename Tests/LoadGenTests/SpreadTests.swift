@@ -16,6 +16,37 @@ struct SpreadTests {
         return (sink, Task { try await sink.run() })
     }
 
+    @Test("--target A,B at a rate one connection could carry: open-loop jobs go round the pool, so both targets take their share")
+    func twoTargetsOpenLoopLowRate() async throws {
+        let (first, firstTask) = try await Self.startSink()
+        let (second, secondTask) = try await Self.startSink()
+        defer {
+            first.shutdown()
+            second.shutdown()
+        }
+        let scenario = try Scenario.parse(
+            """
+            name: slow
+            count: 20
+            arrival: {kind: constant, rate: 200/s}
+            connection: {pool: 4, per_connection: 0}
+            templates:
+              otp: {from: a@x.example, to: "u{seq}@x.example", subject: "Code {otp:6}", text: "Code {otp}"}
+            """)
+        var runner = LoadRunner(scenario: scenario, host: "127.0.0.1", port: first.smtpAddress.port, seed: 1)
+        runner.targets = [LoadTarget(host: "127.0.0.1", port: first.smtpAddress.port), LoadTarget(host: "127.0.0.1", port: second.smtpAddress.port)]
+        let report = try await runner.run()
+        #expect(report.accepted == 20)
+        // Round the pool of four, two connections on each target: about ten each (exactly ten
+        // unless a sender was still busy at its turn). A stack of idle senders sent all 20 to one.
+        #expect((5...15).contains(first.store.count) && (5...15).contains(second.store.count), "\(first.store.count) / \(second.store.count)")
+        #expect(first.store.count + second.store.count == 20)
+        first.shutdown()
+        second.shutdown()
+        _ = await firstTask.result
+        _ = await secondTask.result
+    }
+
     @Test("--target A,B: connections are spread evenly over two sinks and per_target counts each")
     func twoTargets() async throws {
         let (first, firstTask) = try await Self.startSink()
