@@ -64,14 +64,15 @@ extension CapturedMessage {
     }
 }
 
-/// A minimal JSON writer: objects, arrays, escaped strings, integers, booleans.
-struct JSONWriter {
-    var bytes: [UInt8] = []
+/// A minimal JSON writer: objects, arrays, escaped strings, integers, booleans. Public for the
+/// sink's own JSON lines (`attempts.jsonl`), which are written on the same hot paths.
+public struct JSONWriter {
+    public internal(set) var bytes: [UInt8] = []
     var needsComma = false
 
-    init() { bytes.reserveCapacity(768) }
+    public init() { bytes.reserveCapacity(768) }
 
-    mutating func object(_ body: (inout JSONWriter) -> Void) {
+    public mutating func object(_ body: (inout JSONWriter) -> Void) {
         bytes.append(UInt8(ascii: "{"))
         needsComma = false
         body(&self)
@@ -79,7 +80,7 @@ struct JSONWriter {
         needsComma = true
     }
 
-    mutating func array<T>(_ items: [T], _ element: (inout JSONWriter, T) -> Void) {
+    public mutating func array<T>(_ items: [T], _ element: (inout JSONWriter, T) -> Void) {
         bytes.append(UInt8(ascii: "["))
         needsComma = false
         for item in items {
@@ -91,7 +92,7 @@ struct JSONWriter {
         needsComma = true
     }
 
-    mutating func field(_ name: String, _ value: (inout JSONWriter) -> Void) {
+    public mutating func field(_ name: String, _ value: (inout JSONWriter) -> Void) {
         if needsComma { bytes.append(UInt8(ascii: ",")) }
         string(name)
         bytes.append(UInt8(ascii: ":"))
@@ -100,7 +101,7 @@ struct JSONWriter {
         needsComma = true
     }
 
-    mutating func dictionary(_ values: [String: String]) {
+    public mutating func dictionary(_ values: [String: String]) {
         object {
             for (key, value) in values.sorted(by: { $0.key < $1.key }) {
                 $0.field(key) { $0.string(value) }
@@ -108,17 +109,17 @@ struct JSONWriter {
         }
     }
 
-    mutating func bool(_ value: Bool) {
+    public mutating func bool(_ value: Bool) {
         bytes.append(contentsOf: value ? Array("true".utf8) : Array("false".utf8))
         needsComma = true
     }
 
-    mutating func number(_ value: Int64) {
+    public mutating func number(_ value: Int64) {
         bytes.append(contentsOf: String(value).utf8)
         needsComma = true
     }
 
-    mutating func string(_ value: String) {
+    public mutating func string(_ value: String) {
         bytes.append(UInt8(ascii: "\""))
         for byte in value.utf8 {
             switch byte {
@@ -135,5 +136,16 @@ struct JSONWriter {
         }
         bytes.append(UInt8(ascii: "\""))
         needsComma = true
+    }
+
+    public mutating func null() {
+        bytes.append(contentsOf: "null".utf8)
+        needsComma = true
+    }
+
+    /// Ends a line of JSON lines.
+    public mutating func newline() {
+        bytes.append(UInt8(ascii: "\n"))
+        needsComma = false
     }
 }

@@ -117,7 +117,7 @@ extension JSONWriter {
     }
 
     /// A finite number, in the shortest form that reads back exactly.
-    mutating func double(_ value: Double) {
+    public mutating func double(_ value: Double) {
         bytes.append(contentsOf: (value.isFinite ? "\(value)" : "0").utf8)
         needsComma = true
     }

@@ -169,11 +169,16 @@ public final class Sink: Service, Sendable {
         let store = self.store
         let maxAge = configuration.maxAge
         let audit = self.audit
+        // The work itself runs on a queue of its own: the task runs on the event loops (NIO is
+        // the concurrency executor), and the audit's file writes would stall their connections.
+        let housekeeping = DispatchQueue(label: "swallow.housekeeping", qos: .utility)
         let sweeper = Task {
             while !Task.isCancelled {
                 try? await Task.sleep(for: .seconds(1))
-                store.expire(nowNanos: WallClock.nanos(), maxAge: maxAge)
-                audit.tick(nowNanos: WallClock.nanos())
+                housekeeping.async {
+                    store.expire(nowNanos: WallClock.nanos(), maxAge: maxAge)
+                    audit.tick(nowNanos: WallClock.nanos())
+                }
             }
         }
         await withGracefulShutdownHandler {
@@ -184,7 +189,12 @@ public final class Sink: Service, Sendable {
             self.shutdown()
         }
         sweeper.cancel()
-        audit.tick(nowNanos: WallClock.nanos())
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            housekeeping.async {
+                audit.tick(nowNanos: WallClock.nanos())
+                done.resume()
+            }
+        }
         await relay?.finish()
         await store.drain()
         await webhooks?.finish()

@@ -1,4 +1,6 @@
 import Foundation
+import MailMessage
+import SMTPProtocol
 import Testing
 
 @testable import SinkServer
@@ -127,6 +129,34 @@ struct DeliveryAuditTests {
         let delivery = try Self.only(second)
         #expect(Array(delivery.attempts) == (0..<4).map { Self.attempt(Double($0) * 0.1, code: 451) })
         #expect(delivery.flags == [.retryTooSoon, .noBackoff])
+    }
+
+    @Test("an attempt's line in attempts.jsonl is byte for byte what JSONEncoder with sorted keys wrote, and reads back equal")
+    func jsonLine() throws {
+        let origin = Attempt.Origin(session: "s\"1", client: "[::1]:5", sender: "")
+        let attempts = [
+            Self.attempt(0, code: 250, phase: .dataEnd, id: "<a@x>"),
+            Attempt(
+                atNanos: 7, recipient: "b\\o\u{1}b@example.com", phase: .rcpt, reply: nil, rule: "+fail-451", origin: origin,
+                dropped: true, mailboxes: ["team-a", "ci"], subject: "Ünïcode \"quoted\"", transactionNanos: 3, size: 1024),
+            Attempt(
+                atNanos: 9, recipient: "c@example.com", phase: .dataEnd,
+                reply: Attempt.Reply(SMTPReply(250, "2.0.0", "Ok: queued as M1"), queuedAs: "M1"), origin: origin),
+            Attempt(
+                atNanos: 9, recipient: "d@example.com", phase: .rcpt, reply: Attempt.Reply(code: 451, enhanced: "4.7.1", text: "later"),
+                rule: "grey\nlist", origin: origin, retryAfter: 300),
+        ]
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        for attempt in attempts {
+            var out = JSONWriter()
+            attempt.writeJSON(&out)
+            let reference = try encoder.encode(attempt)
+            #expect(try JSONDecoder().decode(Attempt.self, from: Data(out.bytes)) == attempt)
+            // JSONEncoder writes 300.0 as 300 and a newline as \n; the line writes 300.0 and
+            // \u000a. Both read back the same.
+            if attempt.retryAfter == nil { #expect(String(decoding: out.bytes, as: UTF8.self) == String(decoding: reference, as: UTF8.self)) }
+        }
     }
 
     @Test("attempts.jsonl is rewritten with the attempts kept once four times --max-attempts were appended")

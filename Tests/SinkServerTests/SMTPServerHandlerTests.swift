@@ -103,6 +103,41 @@ struct SMTPServerHandlerTests {
         #expect(harness.store.messages().count == 1)
     }
 
+    /// Counts the reads that reach the socket's end of the pipeline.
+    final class ReadCounter: ChannelOutboundHandler {
+        typealias OutboundIn = ByteBuffer
+        var reads = 0
+        func read(context: ChannelHandlerContext) {
+            reads += 1
+            context.read()
+        }
+    }
+
+    @Test("while a message waits, input is still read until 64 KiB wait undecoded; then reads stop until it is answered")
+    func pausedReadsAreBounded() throws {
+        let harness = try Harness(rules: "rules:\n  - {name: slow, match: {phase: data-end}, action: {delay: 30s}}\n")
+        let counter = ReadCounter()
+        try harness.channel.pipeline.syncOperations.addHandler(counter, position: .first)
+        _ = try harness.replies()
+        try harness.send("EHLO c\r\n" + Self.message)
+        #expect(try harness.codes() == [250, 250, 250, 354])
+        // Waiting, little buffered: a read goes through (withholding it costs two epoll_ctl).
+        counter.reads = 0
+        harness.channel.read()
+        #expect(counter.reads == 1)
+        // A client that pipelines 72 KB behind the message: kept, not decoded, and no more reads.
+        try harness.send(String(repeating: "NOOP\r\n", count: 12_000))
+        counter.reads = 0
+        harness.channel.read()
+        #expect(counter.reads == 0)
+        #expect(try harness.codes() == [])
+        // Answered: the buffered commands are processed and the withheld read goes out.
+        harness.loop.advanceTime(by: .seconds(30))
+        let codes = try harness.codes()
+        #expect(codes.count == 12_001 && codes.allSatisfy { $0 == 250 })
+        #expect(counter.reads == 1)
+    }
+
     @Test("slow-D@ and +delay-D are built-in delays, decided like a rule's")
     func builtInDelay() throws {
         let harness = try Harness()

@@ -1,3 +1,4 @@
+import MailMessage
 import SMTPProtocol
 
 /// One delivery attempt: one recipient of one SMTP transaction, as the transaction ended for
@@ -254,6 +255,40 @@ struct Attempt: Sendable, Codable, Equatable {
         try container.encodeIfPresent(subject, forKey: .subject)
         try container.encode(transactionNanos, forKey: .transactionNanos)
         try container.encode(size, forKey: .size)
+    }
+}
+
+extension Attempt: JSONLine {
+    /// As `encode(to:)` with `JSONEncoder`'s `.sortedKeys`, which `attempts.jsonl` was first
+    /// written with.
+    func writeJSON(_ out: inout JSONWriter) {
+        out.object {
+            $0.field("AtNanos") { $0.number(atNanos) }
+            $0.field("Client") { $0.string(client) }
+            $0.field("Dropped") { $0.bool(dropped) }
+            $0.field("Mailboxes") { $0.array(mailboxes) { $0.string($1) } }
+            if let messageID { $0.field("MessageID") { $0.string(messageID) } }
+            $0.field("Phase") { $0.string(phase) }
+            $0.field("Recipient") { $0.string(recipient) }
+            if let reply {
+                $0.field("Reply") { writer in
+                    writer.object {
+                        $0.field("Code") { $0.number(Int64(reply.code)) }
+                        $0.field("EnhancedCode") { writer in
+                            if let enhanced = reply.enhanced { writer.string(enhanced) } else { writer.null() }
+                        }
+                        $0.field("Text") { $0.string(reply.text) }
+                    }
+                }
+            }
+            if let retryAfter { $0.field("RetryAfter") { $0.double(retryAfter) } }
+            if let rule { $0.field("Rule") { $0.string(rule) } }
+            $0.field("Sender") { $0.string(sender) }
+            $0.field("Session") { $0.string(session) }
+            $0.field("Size") { $0.number(Int64(size)) }
+            if let subject { $0.field("Subject") { $0.string(subject) } }
+            $0.field("TransactionAtNanos") { $0.number(transactionNanos) }
+        }
     }
 }
 
