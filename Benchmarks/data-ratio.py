@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The sink's SMTP throughput with `--data DIR --fsync batch` against in memory, same run.
+"""The sink's SMTP throughput with `--data DIR --fsync batch` (or `--fsync always`) against in
+memory, same run.
 
 Postfix's smtp-source sends N 1 KiB messages over 20 persistent sessions (`-d -s 20 -l 1024`)
 to a fresh `swallow serve` in memory, then to a fresh one writing to a new directory (or the
@@ -9,6 +10,7 @@ for minutes after many were deleted, which would penalise the next round.
 
     python3 Benchmarks/data-ratio.py              # 7 rounds of 20 000 messages
     python3 Benchmarks/data-ratio.py --rounds 3 --count 50000
+    python3 Benchmarks/data-ratio.py --fsync always
 
 Everything listens on 127.0.0.1; every load is bounded by its count.
 """
@@ -29,6 +31,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--count", type=int, default=20_000)
+    parser.add_argument("--fsync", choices=["batch", "always", "never"], default="batch")
     options = parser.parse_args()
     binary = peer.ensure_tools()
     rates = {"memory": [], "data": []}
@@ -40,7 +43,7 @@ def main():
                 extra = ["--max-messages", "0"]
                 if mode == "data":
                     directories.append(tempfile.mkdtemp(prefix="swallow-ratio-"))
-                    extra += ["--data", directories[-1], "--fsync", "batch"]
+                    extra += ["--data", directories[-1], "--fsync", options.fsync]
                 proc, smtp, _ = api.start(binary, extra)
                 try:
                     rates[mode].append(api.fill(smtp, options.count))
@@ -54,7 +57,7 @@ def main():
     memory, data = statistics.median(rates["memory"]), statistics.median(rates["data"])
     print(f"# smtp-source -d -s 20 -l 1024 -m {options.count}, {options.rounds} alternating rounds")
     print(f"  in memory              {', '.join(f'{r:.0f}' for r in rates['memory'])} msg/s; median {memory:.0f}")
-    print(f"  --data --fsync batch   {', '.join(f'{r:.0f}' for r in rates['data'])} msg/s; median {data:.0f}")
+    print(f"  --data --fsync {options.fsync:<7} {', '.join(f'{r:.0f}' for r in rates['data'])} msg/s; median {data:.0f}")
     print(f"  ratio of medians {data / memory:.2f}x; per round {', '.join(f'{r:.2f}' for r in ratios)} (min {min(ratios):.2f})")
 
 

@@ -12,9 +12,12 @@ final class LoopHandoff: Sendable {
 
     let loop: any EventLoop
     private let state = Mutex(State())
+    /// The messages this loop stores itself in the current pass.
+    let stores: InlineStoreBatch
 
     init(loop: any EventLoop) {
         self.loop = loop
+        self.stores = InlineStoreBatch(loop: loop)
     }
 
     func post(_ task: @escaping @Sendable () -> Void) {

@@ -89,10 +89,18 @@ extension SMTPServerHandler {
         paused = true
         let loop = context.eventLoop
         let bound = NIOLoopBound((self, context), eventLoop: loop)
+        let handoff = self.handoff ?? shared.handoffs.handoff(for: loop)
+        if delay == .zero, let raw, store.takesInline(raw) {
+            // Stored by this loop, with the others of this pass, after their reads.
+            let item = InlineStoreBatch.Item(message: message, raw: raw) { result in
+                let (handler, context) = bound.value
+                handler.storeFinished(message, result, answer: answer, context: context)
+            }
+            return handoff.stores.add(item, to: store)
+        }
         // The delay counts from the message's recorded end of data, whatever the store takes.
         let deadline = loop.now + .nanoseconds(delay.wholeNanoseconds)
         let delayed = delay > .zero
-        let handoff = self.handoff ?? shared.handoffs.handoff(for: loop)
         store.insert(message, raw: raw) { result in
             // A delayed reply: later commands wait behind it.
             guard delayed else {

@@ -82,15 +82,7 @@ final class MessageIndex: Sendable {
         }
 
         init(_ queued: WrittenMessage) {
-            let raw: [UInt8]? =
-                if let raw = queued.raw {
-                    Array(raw.readableBytesView)
-                } else if queued.message.bodyStored {
-                    FileManager.default.contents(atPath: queued.path).map(Array.init)
-                } else {
-                    nil
-                }
-            self.init(queued.message, raw: raw, tags: queued.tags, capturedJSON: queued.metadata)
+            self.init(queued.message, raw: queued.body(), tags: queued.tags, capturedJSON: queued.metadata)
         }
     }
 
@@ -143,13 +135,15 @@ final class MessageIndex: Sendable {
     }
 
     /// Queues stored messages for indexing; waits while the backlog is full.
-    func enqueue(_ messages: [WrittenMessage]) {
-        guard !messages.isEmpty else { return }
+    /// Without `mayWait`, returns false instead of waiting (the messages are not queued).
+    @discardableResult
+    func enqueue(_ messages: [WrittenMessage], mayWait: Bool = true) -> Bool {
+        guard !messages.isEmpty else { return true }
         let metadataBytes = messages.reduce(0) { $0 + $1.metadata.count }
         while true {
             let (admitted, schedule) = pending.withLock { pending -> (Bool, Bool) in
                 guard pending.messages.isEmpty || pending.metadataBytes + metadataBytes <= Self.maxPendingMetadataBytes else {
-                    pending.waiters += 1
+                    if mayWait { pending.waiters += 1 }
                     return (false, false)
                 }
                 for var queued in messages {
@@ -170,7 +164,8 @@ final class MessageIndex: Sendable {
                 return (true, !pending.scheduled)
             }
             if schedule { queue.async { self.drain() } }
-            if admitted { return }
+            if admitted { return true }
+            guard mayWait else { return false }
             room.wait()
         }
     }

@@ -256,7 +256,7 @@ public final class MessageStore: Sendable {
             for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: indexPath + suffix) }
             index = try MessageIndex(path: indexPath, health: health)
         }
-        let disk = try DiskStore(root: dataDirectory, policy: policy, health: health) { index.enqueue($0) }
+        let disk = try DiskStore(root: dataDirectory, policy: policy, health: health) { index.enqueue($0, mayWait: $1) }
         let registry = MailboxRegistry(defaultQuota: mailboxQuota, dataDirectory: dataDirectory, logger: logger)
         let store = MessageStore(maxMessages: maxMessages, tagging: tagging, mailboxes: registry, disk: disk, index: index)
 
@@ -319,6 +319,25 @@ public final class MessageStore: Sendable {
             return state.evict(keeping: maxMessages) + Self.enforce(quotas, names: entry.mailboxes, &state)
         }
         forget(evicted)
+    }
+
+    /// Whether `insert(_:raw:on:completion:)` stores this message on its event loop
+    /// (`DiskStore.takesInline`). Ask once per message.
+    func takesInline(_ raw: ByteBuffer?) -> Bool {
+        guard let disk, let raw else { return false }
+        return disk.takesInline(size: raw.readableBytes)
+    }
+
+    /// Stores the small messages of a burst that one event loop took in one pass together, on
+    /// that loop; each `completion` runs there.
+    func insertInline(_ items: [InlineStoreBatch.Item]) {
+        guard let disk else { return }
+        let tagged = items.map { (message: $0.message, raw: $0.raw, tags: tagging.tags(for: $0.message, raw: $0.raw)) }
+        let result = disk.storeInline(tagged)
+        for (item, tagged) in zip(items, tagged) {
+            if case .success = result { insertNow(tagged.message, raw: tagged.raw, tags: tagged.tags) }
+            item.completion(result)
+        }
     }
 
     /// Stores a message with the disk write off the caller's thread; `completion` runs on the

@@ -1,0 +1,112 @@
+import Foundation
+import MailMessage
+import NIOCore
+import Synchronization
+import Testing
+
+@testable import SinkServer
+
+/// The spool of a burst's bodies (`BodySpool`) in the disk store: reads before the files
+/// exist, the files written and the spool emptied, recovery after a crash.
+@Suite("Body spool")
+struct BodySpoolTests {
+    static func message(_ id: String) -> CapturedMessage {
+        CapturedMessage(
+            id: id, envelope: Envelope(mailFrom: "a@example.com", recipients: [.init(address: "b@example.com")]),
+            session: SessionInfo(id: "s", remoteAddress: "127.0.0.1:1", localAddress: "127.0.0.1:25", helo: "h", esmtp: true),
+            timestamps: CaptureTimestamps(connectedNanos: 0, mailNanos: 0, dataStartNanos: 0, dataEndNanos: 0), size: 0,
+            receivedHeaderLength: 0)
+    }
+
+    static func directory() throws -> String {
+        let directory = NSTemporaryDirectory() + "swallow-spool-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: directory + "/messages", withIntermediateDirectories: true)
+        return directory
+    }
+
+    static func size(_ path: String) -> Int {
+        ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber)?.intValue ?? -1
+    }
+
+    @Test("a spool's records read back in order; a record cut short, or its header, ends them")
+    func records() {
+        let bytes = Array("M1 3\nabc\nM2 0\n\nM3 2\nx\n\nM4 10\nshort".utf8)
+        let records = BodySpool.records(in: bytes)
+        #expect(records.map(\.id) == ["M1", "M2", "M3"])
+        #expect(records.map { String(decoding: $0.body, as: UTF8.self) } == ["abc", "", "x\n"])
+        #expect(BodySpool.records(in: Array("M1 3\nab".utf8)).isEmpty)
+        #expect(BodySpool.records(in: Array("M1 x\nabc\n".utf8)).isEmpty)
+    }
+
+    @Test("a burst stored by its loop: bodies read back at once; drained, each has its .eml and the spool is empty")
+    func burstFiled() async throws {
+        let root = try Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let written = WrittenLog()
+        let disk = try DiskStore(root: root, policy: .batch) { messages, _ in
+            written.add(messages.map(\.message.id))
+            return true
+        }
+        let items = (1...3).map {
+            (message: Self.message("M\($0)"), raw: ByteBuffer(string: "Subject: \($0)\r\n\r\nbody \($0)\r\n"), tags: [String]())
+        }
+        let result = disk.storeInline(items)
+        #expect(throws: Never.self) { try result.get() }
+        #expect(written.ids == ["M1", "M2", "M3"])
+        for item in items {
+            #expect(try await disk.readRaw(id: item.message.id) == item.raw)
+        }
+        #expect(Self.size("\(root)/messages/spool") > 0)
+        let journal = try String(contentsOfFile: "\(root)/messages/metadata.jsonl", encoding: .utf8)
+        #expect(journal.split(separator: "\n").count == 3)
+        await disk.drain()
+        for item in items {
+            #expect(FileManager.default.contents(atPath: "\(root)/messages/\(item.message.id).eml") == Data(item.raw.readableBytesView))
+            #expect(try await disk.readRaw(id: item.message.id) == item.raw)
+        }
+        #expect(Self.size("\(root)/messages/spool") == 0)
+        #expect(disk.spool.isEmpty)
+    }
+
+    @Test("a deleted message's spooled body never gets its .eml")
+    func deletedBeforeFiled() async throws {
+        let root = try Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let disk = try DiskStore(root: root, policy: .batch)
+        let items = ["M1", "M2"].map { (message: Self.message($0), raw: ByteBuffer(string: "body \($0)\r\n"), tags: [String]()) }
+        let result = disk.storeInline(items)
+        #expect(throws: Never.self) { try result.get() }
+        disk.delete(ids: ["M1"])
+        await disk.drain()
+        #expect(!FileManager.default.fileExists(atPath: "\(root)/messages/M1.eml"))
+        #expect(FileManager.default.fileExists(atPath: "\(root)/messages/M2.eml"))
+        #expect(try await disk.readRaw(id: "M1") == nil)
+    }
+
+    @Test("a start after a crash writes the .eml of each spooled message not deleted, then empties the spool")
+    func recoveredAfterCrash() throws {
+        let root = try Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let messages = "\(root)/messages"
+        // What a killed sink left: three bodies spooled (the last cut short: it never got a
+        // metadata line, nor a 250), their lines, and a deletion of the second.
+        let lines = try ["M1", "M2"].map { String(decoding: try Self.message($0).jsonData(), as: UTF8.self) }
+        let journal = lines.joined(separator: "\n") + "\n{\"deleted\":[\"M2\"]}\n"
+        try Data(journal.utf8).write(to: URL(fileURLWithPath: "\(messages)/metadata.jsonl"))
+        try Data("M1 6\nbody 1\nM2 6\nbody 2\nM3 6\nbo".utf8).write(to: URL(fileURLWithPath: "\(messages)/spool"))
+        let disk = try DiskStore(root: root, policy: .batch)
+        #expect(FileManager.default.contents(atPath: "\(messages)/M1.eml") == Data("body 1".utf8))
+        #expect(!FileManager.default.fileExists(atPath: "\(messages)/M2.eml"))
+        #expect(!FileManager.default.fileExists(atPath: "\(messages)/M3.eml"))
+        #expect(Self.size("\(messages)/spool") == 0)
+        let loaded = try disk.loadAll { _, _ in }
+        #expect(loaded.map(\.id) == ["M1"])
+    }
+}
+
+/// Ids handed to the index, in order.
+final class WrittenLog: Sendable {
+    private let state = Mutex<[String]>([])
+    func add(_ ids: [String]) { state.withLock { $0 += ids } }
+    var ids: [String] { state.withLock { $0 } }
+}
