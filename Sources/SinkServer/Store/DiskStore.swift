@@ -60,6 +60,8 @@ final class DiskStore: Sendable {
     /// Bodies of a burst waiting for their `.eml` (`always` and `batch`).
     let spool: BodySpool
     private let journalLock = Mutex(())
+    /// `afterQueuedWrites` bodies not yet run.
+    private let queuedBodies = Atomic<Int>(0)
     /// When the last message came to be stored (uptime ns): messages less than
     /// `burstGap` apart are a burst.
     private let lastArrival = Atomic<UInt64>(0)
@@ -223,7 +225,11 @@ final class DiskStore: Sendable {
     /// Runs `body` on the writer once every write submitted so far has been written (and
     /// handed to `onWritten`).
     func afterQueuedWrites(_ body: @escaping @Sendable () -> Void) {
-        writer.async(execute: body)
+        queuedBodies.add(1, ordering: .relaxed)
+        writer.async {
+            body()
+            self.queuedBodies.subtract(1, ordering: .releasing)
+        }
     }
 
     private func submit(_ write: PendingWrite) {
@@ -296,7 +302,12 @@ final class DiskStore: Sendable {
     }
 
     /// Returns once every write, and every `afterQueuedWrites` body, queued so far has run.
+    /// At once when nothing is queued: an API read then does not wait behind the spool's
+    /// files being written (a chunk takes milliseconds, far more while ext4 is slow to create
+    /// files after a large deletion).
     func passQueuedWrites() async {
+        let idle = writes.withLock { !$0.scheduled && $0.queue.isEmpty }
+        if idle, queuedBodies.load(ordering: .acquiring) == 0 { return }
         await onWriter {}
     }
 
@@ -432,11 +443,11 @@ final class DiskStore: Sendable {
 
     /// On the writer: writes the `.eml` files of spooled bodies once they are due (arrivals
     /// paused, too many waiting, or waiting too long; all of them when `force`), a chunk at a
-    /// time so that writes queued meanwhile go first; then syncs and empties the spool. When
-    /// not yet due, a timer comes back.
+    /// time so that what is queued meanwhile goes first; then syncs and empties the spool.
+    /// When not yet due, a timer comes back.
     private func fileSpooled(force: Bool = false) {
         while true {
-            switch spool.due(now: DispatchTime.now().uptimeNanoseconds, force: force, limit: 256) {
+            switch spool.due(now: DispatchTime.now().uptimeNanoseconds, force: force, limit: force ? 256 : 32) {
             case .wait(let nanoseconds):
                 return scheduleFiling(after: nanoseconds)
             case .file(let chunk) where chunk.isEmpty:
@@ -467,9 +478,11 @@ final class DiskStore: Sendable {
                     spool.requeue(failed)
                     return
                 }
-                if !force, writes.withLock({ !$0.queue.isEmpty }) {
-                    // The write already queued runs first, and files more after it.
-                    return
+                if !force {
+                    // What was queued on the writer meanwhile (writes, deletions, an API read
+                    // waiting for the writes before it) goes first: a chunk of 32 files takes
+                    // a few milliseconds, which is all such a read waits.
+                    return writer.async { self.fileSpooled() }
                 }
             }
         }
