@@ -83,21 +83,23 @@ struct BodySpoolTests {
         #expect(try await disk.readRaw(id: "M1") == nil)
     }
 
-    @Test("a start after a crash writes the .eml of each spooled message not deleted, then empties the spool")
+    @Test("a start after a crash writes the .eml of each spooled message the journal describes and did not delete, then empties the spool")
     func recoveredAfterCrash() throws {
         let root = try Self.directory()
         defer { try? FileManager.default.removeItem(atPath: root) }
         let messages = "\(root)/messages"
-        // What a killed sink left: three bodies spooled (the last cut short: it never got a
-        // metadata line, nor a 250), their lines, and a deletion of the second.
+        // What a killed sink left: four bodies spooled (the third without a metadata line:
+        // the sink died between the two appends, before any 250; the last cut short), the
+        // lines of the first two, and a deletion of the second.
         let lines = try ["M1", "M2"].map { String(decoding: try Self.message($0).jsonData(), as: UTF8.self) }
         let journal = lines.joined(separator: "\n") + "\n{\"deleted\":[\"M2\"]}\n"
         try Data(journal.utf8).write(to: URL(fileURLWithPath: "\(messages)/metadata.jsonl"))
-        try Data("M1 6\nbody 1\nM2 6\nbody 2\nM3 6\nbo".utf8).write(to: URL(fileURLWithPath: "\(messages)/spool"))
+        try Data("M1 6\nbody 1\nM2 6\nbody 2\nM3 6\nbody 3\nM4 6\nbo".utf8).write(to: URL(fileURLWithPath: "\(messages)/spool"))
         let disk = try DiskStore(root: root, policy: .batch)
         #expect(FileManager.default.contents(atPath: "\(messages)/M1.eml") == Data("body 1".utf8))
         #expect(!FileManager.default.fileExists(atPath: "\(messages)/M2.eml"))
         #expect(!FileManager.default.fileExists(atPath: "\(messages)/M3.eml"))
+        #expect(!FileManager.default.fileExists(atPath: "\(messages)/M4.eml"))
         #expect(Self.size("\(messages)/spool") == 0)
         let loaded = try disk.loadAll { _, _ in }
         #expect(loaded.map(\.id) == ["M1"])

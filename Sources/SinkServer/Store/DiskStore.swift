@@ -477,9 +477,9 @@ final class DiskStore: Sendable {
                 // Filed first, then forgotten: a reader finds the body in one or the other.
                 spool.discard(chunk.map(\.id).filter { id in !failed.contains { $0.id == id } })
                 if !failed.isEmpty {
-                    // Kept in the spool (and memory); tried again after the next writes.
+                    // Kept in the spool (and memory); tried again in a second.
                     spool.requeue(failed)
-                    return
+                    return scheduleFiling(after: 1_000_000_000)
                 }
                 if !force {
                     // What was queued on the writer meanwhile (writes, deletions, an API read
@@ -491,18 +491,13 @@ final class DiskStore: Sendable {
         }
     }
 
-    /// At start: bodies a crash left in the spool, of messages not deleted since, get their
-    /// `.eml`; then the spool is emptied.
+    /// At start: bodies a crash left in the spool get their `.eml` if the journal describes
+    /// their message and no later line deleted it (a body appended just before a crash, whose
+    /// metadata line never was, got no `250` and is not stored); then the spool is emptied.
     private func recoverSpool() throws {
         guard let bytes = FileManager.default.contents(atPath: spool.path), !bytes.isEmpty else { return }
-        var deleted: Set<String> = []
-        if let journal = FileManager.default.contents(atPath: journalPath) {
-            let decoder = JSONDecoder()
-            for line in journal.split(separator: UInt8(ascii: "\n")) where line.starts(with: Array(#"{"deleted""#.utf8)) {
-                if let deletion = try? decoder.decode(Deletion.self, from: Data(line)) { deleted.formUnion(deletion.deleted) }
-            }
-        }
-        for (id, body) in BodySpool.records(in: Array(bytes)) where !deleted.contains(id) && !FileManager.default.fileExists(atPath: emlPath(id)) {
+        let live = FileManager.default.contents(atPath: journalPath).map(JournalCompaction.liveIDs) ?? []
+        for (id, body) in BodySpool.records(in: Array(bytes)) where live.contains(id) && !FileManager.default.fileExists(atPath: emlPath(id)) {
             try body.withUnsafeBytes { try writeFile(emlPath(id), $0) }
         }
         guard systemSyncfs(directoryDescriptor) == 0 else { throw DiskError(path: directory, operation: "syncfs", code: errno) }

@@ -24,6 +24,17 @@ enum JournalCompaction {
     /// Which lines still describe a stored message. Message lines are recognised by the
     /// `{"id":"...` that both JSON writers put first; anything else is decoded.
     static func scan(_ journal: Data) -> Scan {
+        let (latest, ranges) = latestLines(journal)
+        return Scan(live: latest.values.sorted().map { ranges[$0] }, lines: ranges.count)
+    }
+
+    /// The ids of the messages the journal describes and no later line deleted.
+    static func liveIDs(_ journal: Data) -> Set<String> {
+        Set(latestLines(journal).latest.keys)
+    }
+
+    /// Each live message's latest line (an index into `ranges`), and every line's byte range.
+    private static func latestLines(_ journal: Data) -> (latest: [String: Int], ranges: [Range<Int>]) {
         var latest: [String: Int] = [:]
         var ranges: [Range<Int>] = []
         let decoder = JSONDecoder()
@@ -47,7 +58,7 @@ enum JournalCompaction {
                 }
             }
         }
-        return Scan(live: latest.values.sorted().map { ranges[$0] }, lines: ranges.count)
+        return (latest, ranges)
     }
 
     private struct Deletion: Decodable { var deleted: [String] }

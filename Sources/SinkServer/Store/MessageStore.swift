@@ -331,9 +331,9 @@ public final class MessageStore: Sendable {
     /// Stores the small messages of a burst that one event loop took in one pass together, on
     /// that loop; each `completion` runs there.
     func insertInline(_ items: [InlineStoreBatch.Item]) {
-        guard let disk else { return }
         let tagged = items.map { (message: $0.message, raw: $0.raw, tags: tagging.tags(for: $0.message, raw: $0.raw)) }
-        let result = disk.storeInline(tagged)
+        // `takesInline` said yes only with a disk store.
+        let result = disk?.storeInline(tagged) ?? .failure(ConfigurationError(message: "no data directory"))
         for (item, tagged) in zip(items, tagged) {
             if case .success = result { insertNow(tagged.message, raw: tagged.raw, tags: tagged.tags) }
             item.completion(result)
