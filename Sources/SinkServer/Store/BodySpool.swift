@@ -130,12 +130,9 @@ final class BodySpool: Sendable {
 
     func due(now: UInt64, force: Bool, limit: Int) -> Due {
         state.withLock { state in
-            var ready = force || state.bytes >= Self.maxPendingBytes || now &- state.oldestArrival >= Self.maxDeferral
-            if !ready {
-                let quiet = now &- state.lastArrival
-                if quiet < Self.quietGap, !state.bodies.isEmpty { return .wait(Self.quietGap - quiet) }
-                ready = true
-            }
+            let pressed = force || state.bytes >= Self.maxPendingBytes || now &- state.oldestArrival >= Self.maxDeferral
+            let quiet = now &- state.lastArrival
+            if !pressed, quiet < Self.quietGap, !state.bodies.isEmpty { return .wait(Self.quietGap - quiet) }
             var chunk: [(id: String, raw: ByteBuffer)] = []
             while chunk.count < limit, let id = state.order.first {
                 if let raw = state.bodies[id] { chunk.append((id, raw)) }

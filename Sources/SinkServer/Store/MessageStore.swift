@@ -323,9 +323,8 @@ public final class MessageStore: Sendable {
 
     /// Whether `insert(_:raw:on:completion:)` stores this message on its event loop
     /// (`DiskStore.takesInline`). Ask once per message.
-    func takesInline(_ raw: ByteBuffer?) -> Bool {
-        guard let disk, let raw else { return false }
-        return disk.takesInline(size: raw.readableBytes)
+    func takesInline(_ raw: ByteBuffer) -> Bool {
+        disk?.takesInline(size: raw.readableBytes) ?? false
     }
 
     /// Stores the small messages of a burst that one event loop took in one pass together, on
