@@ -130,38 +130,44 @@ public struct SMTPFrameDecoder: Sendable {
     }
 
     /// Scans message bytes. `atLineStart` means the bytes before `bytes` ended with CRLF.
+    ///
+    /// Only a dot that begins a line matters (a stuffed dot, or the end), so the scan looks for
+    /// dots, not line ends: one `memchr` for a body without dots (base64 parts, smtp-source's
+    /// lines), at most two a line otherwise (a dot inside a line skips to the line's end).
+    /// Measured (`perf record`, 200 KiB messages of 80-byte lines): a `memchr` for every CR
+    /// was ~6% of the sink's CPU.
     private static func scanMessage(_ bytes: UnsafeRawBufferPointer, atLineStart: Bool) -> MessageStep {
         let count = bytes.count
-        var index = 0
-        var lineStart = atLineStart
-        while true {
-            if lineStart {
-                guard index < count else { return index > 0 ? .emit(length: index, skip: 0, atLineStart: true) : .needMore }
-                if bytes[index] == UInt8(ascii: ".") {
-                    // Need up to ".\r\n" to decide between the end and a stuffed dot.
-                    if index + 1 == count || (bytes[index + 1] == UInt8(ascii: "\r") && index + 2 == count) {
-                        return index > 0 ? .emit(length: index, skip: 0, atLineStart: true) : .needMore
-                    }
-                    if bytes[index + 1] == UInt8(ascii: "\r") && bytes[index + 2] == UInt8(ascii: "\n") {
-                        return .end(length: index)
-                    }
-                    return .emit(length: index, skip: 1, atLineStart: false)
-                }
-                lineStart = false
+        guard count > 0 else { return .needMore }
+        let cr = UInt8(ascii: "\r")
+        let lf = UInt8(ascii: "\n")
+        var from = 0
+        while let dot = find(UInt8(ascii: "."), in: bytes, from: from) {
+            // A held-back CR never ends what was emitted, so a line begins here only after
+            // CRLF in these bytes, or at their start when the emitted bytes ended with CRLF.
+            let beginsLine = dot == 0 ? atLineStart : dot >= 2 && bytes[dot - 2] == cr && bytes[dot - 1] == lf
+            guard beginsLine else {
+                // No line begins before this line's LF.
+                guard let end = find(lf, in: bytes, from: dot + 1) else { break }
+                from = end + 1
+                continue
             }
-            guard let cr = find(UInt8(ascii: "\r"), in: bytes, from: index) else {
-                return count > 0 ? .emit(length: count, skip: 0, atLineStart: false) : .needMore
+            // Need up to ".\r\n" to decide between the end and a stuffed dot.
+            if dot + 1 == count || (bytes[dot + 1] == cr && dot + 2 == count) {
+                return dot > 0 ? .emit(length: dot, skip: 0, atLineStart: true) : .needMore
             }
-            if cr + 1 == count {
-                // A CR at the very end: hold it back until we know whether LF follows.
-                return cr > 0 ? .emit(length: cr, skip: 0, atLineStart: false) : .needMore
+            if bytes[dot + 1] == cr && bytes[dot + 2] == lf {
+                return .end(length: dot)
             }
-            index = cr + 1
-            if bytes[index] == UInt8(ascii: "\n") {
-                index += 1
-                lineStart = true
-            }
+            return .emit(length: dot, skip: 1, atLineStart: false)
         }
+        // No line begins with a dot: all of it, but a CR at the very end waits to see whether
+        // LF follows.
+        if bytes[count - 1] == cr {
+            return count > 1 ? .emit(length: count - 1, skip: 0, atLineStart: false) : .needMore
+        }
+        let endsLine = count >= 2 && bytes[count - 2] == cr && bytes[count - 1] == lf
+        return .emit(length: count, skip: 0, atLineStart: endsLine)
     }
 
     // MARK: BDAT

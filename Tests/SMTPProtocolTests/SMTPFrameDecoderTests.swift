@@ -99,6 +99,42 @@ struct SMTPFrameDecoderTests {
         #expect(String(decoding: byteByByte.body, as: UTF8.self) == expected)
     }
 
+    /// The data of `input` read a byte at a time by RFC 5321 §4.5.2: a line begins after CRLF
+    /// only; a dot beginning a line is removed, and `.` CRLF alone ends the data.
+    static func unstuffed(_ input: [UInt8]) -> (body: [UInt8], ended: Bool, rest: [UInt8]) {
+        var body: [UInt8] = []
+        var lineStart = true
+        var index = 0
+        while index < input.count {
+            if lineStart && input[index] == UInt8(ascii: ".") {
+                if index + 2 < input.count && input[index + 1] == 13 && input[index + 2] == 10 {
+                    return (body, true, Array(input[(index + 3)...]))
+                }
+                index += 1
+                lineStart = false
+                continue
+            }
+            body.append(input[index])
+            lineStart = input[index] == 10 && index > 0 && input[index - 1] == 13
+            index += 1
+        }
+        return (body, false, [])
+    }
+
+    @Test("the data read in pieces cut anywhere is the data read a byte at a time, on random messages with dots, CRs and LFs")
+    func messageModeAgreesWithByteReading() {
+        var random = SystemRandomNumberGenerator()
+        let alphabet = Array("...\r\n\nab".utf8)
+        for round in 0..<3000 {
+            let length = round % 10 == 0 ? Int.random(in: 0..<2000, using: &random) : Int.random(in: 0..<60, using: &random)
+            let input = (0..<length).map { _ in alphabet.randomElement(using: &random)! } + Array("\r\n.\r\nQUIT\r\n".utf8)
+            let cuts = (0..<Int.random(in: 0..<6, using: &random)).map { _ in Int.random(in: 0...input.count, using: &random) }.sorted()
+            let expected = Self.unstuffed(input)
+            let result = Self.decodeMessage(input, splits: cuts)
+            #expect(result.ended == expected.ended && result.body == expected.body && result.rest == expected.rest, "\(input) cut at \(cuts)")
+        }
+    }
+
     @Test("without CRLF.CRLF the message never ends, and the decoder holds back at most four bytes")
     func endlessData() {
         var decoder = SMTPFrameDecoder(mode: .message)
