@@ -131,35 +131,28 @@ public struct SMTPFrameDecoder: Sendable {
 
     /// Scans message bytes. `atLineStart` means the bytes before `bytes` ended with CRLF.
     ///
-    /// Only a dot that begins a line matters (a stuffed dot, or the end), so the scan looks for
-    /// dots, not line ends: one `memchr` for a body without dots (base64 parts, smtp-source's
-    /// lines), at most two a line otherwise (a dot inside a line skips to the line's end).
-    /// Measured (`perf record`, 200 KiB messages of 80-byte lines): a `memchr` for every CR
-    /// was ~6% of the sink's CPU.
+    /// Only a dot that begins a line matters (a stuffed dot, or the end), so the scan first
+    /// looks for dots: one `memchr` for bytes without any (base64 parts, smtp-source's lines;
+    /// 200 KiB of 80-byte lines in 1.8 µs against 15.5 µs line by line). A dot inside a line
+    /// skips to the line's end; text has dots as often as lines, so after `dotsInsideLines` of
+    /// them the rest is scanned line by line (the dot scan alone took 28 µs for 200 KiB of prose).
     private static func scanMessage(_ bytes: UnsafeRawBufferPointer, atLineStart: Bool) -> MessageStep {
         let count = bytes.count
         guard count > 0 else { return .needMore }
         let cr = UInt8(ascii: "\r")
         let lf = UInt8(ascii: "\n")
         var from = 0
+        var insideLines = 0
         while let dot = find(UInt8(ascii: "."), in: bytes, from: from) {
             // A held-back CR never ends what was emitted, so a line begins here only after
             // CRLF in these bytes, or at their start when the emitted bytes ended with CRLF.
             let beginsLine = dot == 0 ? atLineStart : dot >= 2 && bytes[dot - 2] == cr && bytes[dot - 1] == lf
-            guard beginsLine else {
-                // No line begins before this line's LF.
-                guard let end = find(lf, in: bytes, from: dot + 1) else { break }
-                from = end + 1
-                continue
-            }
-            // Need up to ".\r\n" to decide between the end and a stuffed dot.
-            if dot + 1 == count || (bytes[dot + 1] == cr && dot + 2 == count) {
-                return dot > 0 ? .emit(length: dot, skip: 0, atLineStart: true) : .needMore
-            }
-            if bytes[dot + 1] == cr && bytes[dot + 2] == lf {
-                return .end(length: dot)
-            }
-            return .emit(length: dot, skip: 1, atLineStart: false)
+            if beginsLine { return dotAtLineStart(bytes, dot) }
+            insideLines += 1
+            // No line begins before the next LF, nor at the byte after a dot.
+            guard insideLines < dotsInsideLines else { return scanLines(bytes, from: dot + 1, atLineStart: false) }
+            guard let end = find(lf, in: bytes, from: dot + 1) else { break }
+            from = end + 1
         }
         // No line begins with a dot: all of it, but a CR at the very end waits to see whether
         // LF follows.
@@ -168,6 +161,49 @@ public struct SMTPFrameDecoder: Sendable {
         }
         let endsLine = count >= 2 && bytes[count - 2] == cr && bytes[count - 1] == lf
         return .emit(length: count, skip: 0, atLineStart: endsLine)
+    }
+
+    /// Dots inside lines that one scan passes before it goes line by line.
+    static let dotsInsideLines = 16
+
+    /// The bytes from `start` on, line by line (a `memchr` for each CR); no line before `start`
+    /// begins with a dot, and `atLineStart` says whether one begins at `start`.
+    private static func scanLines(_ bytes: UnsafeRawBufferPointer, from start: Int, atLineStart: Bool) -> MessageStep {
+        let count = bytes.count
+        var index = start
+        var lineStart = atLineStart
+        while true {
+            if lineStart {
+                guard index < count else { return index > 0 ? .emit(length: index, skip: 0, atLineStart: true) : .needMore }
+                if bytes[index] == UInt8(ascii: ".") { return dotAtLineStart(bytes, index) }
+                lineStart = false
+            }
+            guard let cr = find(UInt8(ascii: "\r"), in: bytes, from: index) else {
+                return count > 0 ? .emit(length: count, skip: 0, atLineStart: false) : .needMore
+            }
+            if cr + 1 == count {
+                // A CR at the very end: hold it back until we know whether LF follows.
+                return cr > 0 ? .emit(length: cr, skip: 0, atLineStart: false) : .needMore
+            }
+            index = cr + 1
+            if bytes[index] == UInt8(ascii: "\n") {
+                index += 1
+                lineStart = true
+            }
+        }
+    }
+
+    /// A dot begins a line at `dot`: the end (`.` CRLF), a stuffed dot, or too few bytes yet.
+    private static func dotAtLineStart(_ bytes: UnsafeRawBufferPointer, _ dot: Int) -> MessageStep {
+        let count = bytes.count
+        // Need up to ".\r\n" to decide between the end and a stuffed dot.
+        if dot + 1 == count || (bytes[dot + 1] == UInt8(ascii: "\r") && dot + 2 == count) {
+            return dot > 0 ? .emit(length: dot, skip: 0, atLineStart: true) : .needMore
+        }
+        if bytes[dot + 1] == UInt8(ascii: "\r") && bytes[dot + 2] == UInt8(ascii: "\n") {
+            return .end(length: dot)
+        }
+        return .emit(length: dot, skip: 1, atLineStart: false)
     }
 
     // MARK: BDAT
