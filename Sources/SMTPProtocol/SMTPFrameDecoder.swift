@@ -165,7 +165,7 @@ public struct SMTPFrameDecoder: Sendable {
     }
 
     /// Dots inside lines that one scan passes before it goes line by line.
-    static let dotsInsideLines = 16
+    private static let dotsInsideLines = 16
 
     /// The bytes from `start` on, line by line (a `memchr` for each CR); no line before `start`
     /// begins with a dot, and `atLineStart` says whether one begins at `start`.

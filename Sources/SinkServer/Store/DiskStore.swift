@@ -192,9 +192,7 @@ final class DiskStore: Sendable {
                 let line = try item.message.jsonData()
                 lines.append(line)
                 lines.append(UInt8(ascii: "\n"))
-                written.append(
-                    WrittenMessage(
-                        message: item.message, raw: item.raw, metadata: line, path: emlPath(item.message.id), tags: item.tags, spool: spool))
+                written.append(self.written(item.message, raw: item.raw, line: line, tags: item.tags))
             }
             try spool.store(items.map { ($0.message.id, $0.raw) }, now: now) { try append(lines) }
         } catch {
@@ -391,8 +389,12 @@ final class DiskStore: Sendable {
     }
 
     private func written(_ write: PendingWrite, line: Data) -> WrittenMessage {
-        WrittenMessage(
-            message: write.message, raw: write.raw, metadata: line, path: emlPath(write.message.id), tags: write.tags, spool: spool)
+        written(write.message, raw: write.raw, line: line, tags: write.tags)
+    }
+
+    /// A message now in the files (or the spool), as `onWritten` is told of it.
+    private func written(_ message: CapturedMessage, raw: ByteBuffer?, line: Data, tags: [String]) -> WrittenMessage {
+        WrittenMessage(message: message, raw: raw, metadata: line, path: emlPath(message.id), tags: tags, spool: spool)
     }
 
     /// A burst (more than one message waiting, or bodies already spooled): the small bodies
