@@ -152,6 +152,28 @@ struct LoopbackProtocolTests {
         }
     }
 
+    @Test("large messages one after another on a connection (the loop's capture buffers reused) are each stored byte-exact")
+    func largeMessagesInSequence() async throws {
+        try await withSink { sink in
+            // Sizes that shrink and grow, so a reused buffer holds more of an earlier message's bytes
+            // than the next message writes, and has to grow for a later one.
+            let sizes = [100_000, 40_000, 150_000, 20_000, 300_000]
+            let bodies = sizes.enumerated().map { index, size in
+                let line = String(repeating: Character(UnicodeScalar(UInt8(ascii: "a") + UInt8(index))), count: 76) + "\r\n"
+                return "Subject: message \(index)\r\n\r\n" + String(repeating: line, count: size / 78)
+            }
+            let ids = try await onThread {
+                let client = try RawSMTPClient(port: sink.smtpAddress.port)
+                try Self.greet(client)
+                return try bodies.map { try sendMessage(client, body: $0) }
+            }
+            for (index, id) in ids.enumerated() {
+                let bytes = try #require(try await sink.store.receivedBytes(id: id))
+                #expect(String(buffer: bytes) == bodies[index], "message \(index)")
+            }
+        }
+    }
+
     @Test("a DATA line over 998 octets is accepted and flagged; bare LF is flagged")
     func longDataLine() async throws {
         try await withSink { sink in

@@ -14,10 +14,13 @@ final class LoopHandoff: Sendable {
     private let state = Mutex(State())
     /// The messages this loop stores itself in the current pass.
     let stores: InlineStoreBatch
+    /// Capture buffers this loop's connections reuse.
+    let captures: CaptureBuffers
 
     init(loop: any EventLoop) {
         self.loop = loop
         self.stores = InlineStoreBatch(loop: loop)
+        self.captures = CaptureBuffers(loop: loop)
     }
 
     func post(_ task: @escaping @Sendable () -> Void) {

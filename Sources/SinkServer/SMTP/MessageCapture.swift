@@ -33,8 +33,15 @@ struct MessageCapture {
         body = buffer
     }
 
-    mutating func append(_ bytes: inout ByteBuffer) {
+    /// Adds a piece of the body; a body growing past its first buffer moves into one of the
+    /// loop's kept buffers when there is one (`CaptureBuffers`).
+    mutating func append(_ bytes: inout ByteBuffer, buffers: CaptureBuffers?) {
         guard body != nil else { return }
+        let needed = body!.readableBytes + bytes.readableBytes
+        if body!.capacity < needed, needed > CaptureBuffers.minimumCapacity, var kept = buffers?.take(capacity: needed) {
+            kept.writeImmutableBuffer(body!)
+            body = kept
+        }
         body!.writeBuffer(&bytes)
     }
 

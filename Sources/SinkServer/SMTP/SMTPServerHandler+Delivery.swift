@@ -23,7 +23,7 @@ extension SMTPServerHandler {
                 allocator: context.channel.allocator, sizeHint: session.declaredSize ?? bytes.readableBytes
             )
         }
-        capture!.append(&bytes)
+        capture!.append(&bytes, buffers: handoff?.captures)
     }
 
     func deliver(_ transaction: SMTPSession.Transaction, context: ChannelHandlerContext) {
@@ -84,6 +84,7 @@ extension SMTPServerHandler {
         let store = shared.store
         guard store.insertWaitsForDisk || delay > .zero else {
             store.insertNow(message, raw: raw)
+            if let raw, store.copiesRaw { handoff?.captures.give(raw) }
             return stored(message, .success(()), answer: answer, context: context)
         }
         paused = true

@@ -298,6 +298,9 @@ public final class MessageStore: Sendable {
     /// True when an insert must wait for the disk before the `250` (`--data` with `--fsync`
     /// `always` or `batch`); otherwise `insertNow` stores at once.
     var insertWaitsForDisk: Bool { disk != nil && disk?.policy != .never }
+    /// Whether `insertNow` is done with the raw bytes when it returns (it copies them, and no disk
+    /// writer holds them): the caller may then reuse their buffer.
+    var copiesRaw: Bool { disk == nil }
 
     /// Stores a message at once; with `--fsync never` its disk write is queued. It is announced
     /// (`announce`) once its reply is out.
