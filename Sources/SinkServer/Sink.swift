@@ -147,10 +147,12 @@ public final class Sink: Service, Sendable {
         return try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 512)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.recvAllocator, value: Self.receiveBuffers)
+            // No child channel options: NIO sets TCP_NODELAY on the listening socket, which accepted
+            // sockets inherit (Linux, BSD), and the read size is set in the initializer, at once;
+            // each child option costs a `setsockopt` or a chain of futures per connection.
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try channel.syncOptions?.setOption(.recvAllocator, value: Self.receiveBuffers)
                     let pipeline = channel.pipeline.syncOperations
                     if let implicitTLS { try pipeline.addHandler(NIOSSLServerHandler(context: implicitTLS)) }
                     try pipeline.addHandler(SMTPServerHandler(context))
@@ -218,6 +220,9 @@ public final class Sink: Service, Sendable {
 
     /// Open SMTP connections now.
     public var openConnections: Int { connections.count }
+
+    /// The open SMTP connections' channels.
+    var openChannels: [any Channel] { connections.channels }
 
     /// `/metrics` text.
     public func metricsText() -> [UInt8] {

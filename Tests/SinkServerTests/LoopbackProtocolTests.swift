@@ -2,9 +2,10 @@ import Foundation
 import MailMessage
 import NIOCore
 import SMTPProtocol
-import SinkServer
 import SwallowTestSupport
 import Testing
+
+@testable import SinkServer
 
 /// The sink over real sockets on 127.0.0.1, driven byte by byte.
 @Suite("SMTP over loopback: raw sockets", .timeLimit(.minutes(3)))
@@ -170,6 +171,22 @@ struct LoopbackProtocolTests {
             for (index, id) in ids.enumerated() {
                 let bytes = try #require(try await sink.store.receivedBytes(id: id))
                 #expect(String(buffer: bytes) == bodies[index], "message \(index)")
+            }
+        }
+    }
+
+    @Test("an accepted connection has TCP_NODELAY (inherited from the listening socket) and reads starting at 64 KiB")
+    func acceptedSocketOptions() async throws {
+        try await withSink { sink in
+            try await onThread {
+                let client = try RawSMTPClient(port: sink.smtpAddress.port)
+                // The greeting is written once the connection is registered.
+                #expect(try client.readReply().code == 220)
+                let channel = try #require(sink.openChannels.first)
+                #expect(try channel.getOption(.tcpOption(.tcp_nodelay)).wait() != 0)
+                let allocator = try channel.getOption(.recvAllocator).wait() as? AdaptiveRecvByteBufferAllocator
+                #expect(allocator?.initial == 65_536)
+                #expect(try client.command("QUIT").code == 221)
             }
         }
     }

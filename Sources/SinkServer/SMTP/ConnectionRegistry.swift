@@ -34,6 +34,9 @@ final class ConnectionRegistry: Sendable {
 
     var count: Int { state.withLock { $0.channels.count } }
 
+    /// The open connections' channels (tests look at their options).
+    var channels: [any Channel] { state.withLock { Array($0.channels.values) } }
+
     /// Refuses new connections and closes the open ones.
     func closeAll() {
         let open = state.withLock { state in
