@@ -133,14 +133,6 @@ public final class Sink: Service, Sendable {
         )
     }
 
-    /// Reads on a new connection start at 64 KiB, not NIO's 2 KiB (which grows after reads that
-    /// fill it). Measured, alternating, 3 rounds: 200 KiB messages from 20 sessions with a
-    /// connection each, 2 790–2 816 -> 3 093–3 253 msg/s and ~12% less CPU a message (fewer reads
-    /// while the new connection's window opens, and fewer wake-ups of the sender from them);
-    /// 1 KiB, a connection per message, one session or 20: no difference beyond the noise. The
-    /// buffer's pages are touched only as far as a read fills them.
-    static let receiveBuffers = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 65_536, maximum: 65_536)
-
     private static func listen(
         _ address: ListenAddress, _ context: SMTPServerContext, group: any EventLoopGroup, implicitTLS: NIOSSLContext?
     ) async throws -> any Channel {
@@ -148,11 +140,10 @@ public final class Sink: Service, Sendable {
             .serverChannelOption(.backlog, value: 512)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             // No child channel options: NIO sets TCP_NODELAY on the listening socket, which accepted
-            // sockets inherit (Linux, BSD), and the read size is set in the initializer, at once;
-            // each child option costs a `setsockopt` or a chain of futures per connection.
+            // sockets inherit (Linux, BSD); each child option costs a `setsockopt` or a chain of
+            // futures per connection.
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.syncOptions?.setOption(.recvAllocator, value: Self.receiveBuffers)
                     let pipeline = channel.pipeline.syncOperations
                     if let implicitTLS { try pipeline.addHandler(NIOSSLServerHandler(context: implicitTLS)) }
                     try pipeline.addHandler(SMTPServerHandler(context))

@@ -13,7 +13,20 @@ extension SMTPServerHandler {
     func beginMessage(context: ChannelHandlerContext) {
         capture = nil
         startDataDeadline(context: context)
+        if !messageReads, !throttle.isOn {
+            messageReads = true
+            try? context.channel.syncOptions?.setOption(.recvAllocator, value: Self.messageReadSizes)
+        }
     }
+
+    /// From a connection's first message on, its reads start at 64 KiB rather than NIO's 2 KiB
+    /// (which grows only after reads that fill it). Commands keep the small reads, so a thousand
+    /// clients trickling their first line cost what they did; a `throttle` fault keeps its own
+    /// small reads. Measured, alternating, 3 rounds: 200 KiB messages from 20 sessions with a
+    /// connection each, 2 790–2 816 -> 3 093–3 253 msg/s and ~12% less CPU a message (fewer
+    /// reads while the new connection's window opens, and fewer wake-ups of the sender from
+    /// them); 1 KiB, a connection per message, one session or 20: no difference beyond the noise.
+    static let messageReadSizes = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 65_536, maximum: 65_536)
 
     func keep(_ bytes: inout ByteBuffer, context: ChannelHandlerContext) {
         guard session.messageBytes(bytes.readableBytes) else { return }

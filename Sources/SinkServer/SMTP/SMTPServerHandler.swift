@@ -55,6 +55,8 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     @exclusivity(unchecked) var transactionFaults: [String] = []
     @exclusivity(unchecked) var throttle = ConnectionThrottle()
     @exclusivity(unchecked) var throttledReadScheduled = false
+    /// Reads sized for message data from now on (`messageReadSizes`).
+    @exclusivity(unchecked) var messageReads = false
     /// A `hang` fault: no more replies, input dropped; the idle timeout ends the connection.
     @exclusivity(unchecked) var hung = false
     @exclusivity(unchecked) var deadlines = ConnectionDeadlines()
