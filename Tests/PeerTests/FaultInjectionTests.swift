@@ -226,6 +226,31 @@ struct FaultInjectionTests {
         }
     }
 
+    @Test("throttle: holds on a connection whose earlier message was read in large reads")
+    func throttleAfterLargeMessage() async throws {
+        try await Self.withRules("rules:\n  - {match: {phase: rcpt, recipient: \"slow@*\"}, action: {throttle: 8KiB/s}}\n") { sink in
+            let line = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\r\n"
+            let large = String(repeating: line, count: 3_200)
+            let body = String(repeating: line, count: 192)
+            let (codes, elapsed) = try await onThread { () -> ([Int], Duration) in
+                let client = try RawSMTPClient(port: sink.smtpAddress.port, timeoutSeconds: 10)
+                var codes = [try client.readReply().code]
+                for command in ["EHLO c", "MAIL FROM:<a@x>", "RCPT TO:<b@x>", "DATA", "Subject: large\r\n\r\n" + large + "."] {
+                    codes.append(try client.command(command).code)
+                }
+                let started = ContinuousClock.now
+                for command in ["MAIL FROM:<a@x>", "RCPT TO:<slow@x>", "DATA", "Subject: throttled\r\n\r\n" + body + "."] {
+                    codes.append(try client.command(command).code)
+                }
+                return (codes, ContinuousClock.now - started)
+            }
+            #expect(codes == [220, 250, 250, 250, 354, 250, 250, 250, 354, 250])
+            // 12 KiB at 8 KiB/s: at least a second, though the connection's reads had grown.
+            #expect(elapsed >= .milliseconds(1200), "took \(elapsed)")
+            #expect(sink.store.messages().count == 2)
+        }
+    }
+
     @Test("greylisting: 451 until the retry comes late enough, then accepted")
     func greylisting() async throws {
         try await Self.withRules("rules:\n  - {name: grey, match: {phase: rcpt}, action: {greylist: {retry_after: 300ms}}}\n") { sink in

@@ -3,8 +3,15 @@ import NIOCore
 /// A `throttle` fault's budget for one connection: at most `bytesPerSecond` in both directions
 /// together. Every byte read or written is charged; reading waits until the budget is back to
 /// zero. Times are the event loop's (`NIODeadline`), so an embedded loop's clock drives it in tests.
+///
+/// Reads are made small (`configure`), but a connection's read buffer, once grown (a large
+/// message before the throttle began), is reused at its size: what one read brings beyond
+/// `piece` bytes waits in the handler (`throttled`) and is handed on a piece at a time, as the
+/// budget allows, with no reading meanwhile.
 struct ConnectionThrottle {
     private(set) var bytesPerSecond = 0.0
+    /// How many bytes are handed on at a time (a twentieth of a second's worth).
+    private(set) var piece = 64
     /// When the budget is back to zero (uptime nanoseconds).
     private(set) var freeAt: UInt64 = 0
 
@@ -13,7 +20,12 @@ struct ConnectionThrottle {
     /// Turns the throttle on at `rate` from `now`.
     mutating func start(bytesPerSecond rate: Int, now: NIODeadline) {
         bytesPerSecond = Double(rate)
+        piece = Self.piece(bytesPerSecond: rate)
         freeAt = now.uptimeNanoseconds
+    }
+
+    static func piece(bytesPerSecond rate: Int) -> Int {
+        max(64, min(rate / 20, 64 * 1024))
     }
 
     /// Charges `bytes` to the budget.
@@ -31,7 +43,7 @@ struct ConnectionThrottle {
     /// Small reads, so the rate is smooth rather than one burst per second, and one read per
     /// readiness event, so every read passes through the handler's `read(context:)`.
     static func configure(_ channel: any Channel, bytesPerSecond rate: Int) {
-        let chunk = max(64, min(rate / 20, 64 * 1024))
+        let chunk = piece(bytesPerSecond: rate)
         try? channel.syncOptions?.setOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: chunk))
         try? channel.syncOptions?.setOption(.maxMessagesPerRead, value: 1)
     }
@@ -51,6 +63,36 @@ extension SMTPServerHandler {
             handler.read(context: context)
         }
         return true
+    }
+
+    /// Hands what a throttled read brought on to the decoder a piece at a time, each piece when
+    /// the budget allows it; reading resumes once all of it is handed on.
+    func releaseThrottled(context: ChannelHandlerContext) {
+        while var pending = throttled, pending.readableBytes > 0, !closing {
+            if let deadline = throttle.readDeadline(now: context.eventLoop.now) {
+                guard !throttledReleaseScheduled else { return }
+                throttledReleaseScheduled = true
+                let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+                context.eventLoop.scheduleTask(deadline: deadline) {
+                    let (handler, context) = bound.value
+                    handler.throttledReleaseScheduled = false
+                    handler.releaseThrottled(context: context)
+                    handler.flushReplies(context: context)
+                }
+                return
+            }
+            var piece = pending.readSlice(length: min(throttle.piece, pending.readableBytes))!
+            throttled = pending.readableBytes > 0 ? pending : nil
+            throttle.spend(piece.readableBytes, now: context.eventLoop.now)
+            if cumulation == nil || cumulation!.readableBytes == 0 {
+                cumulation = piece
+            } else {
+                cumulation!.writeBuffer(&piece)
+            }
+            process(context: context)
+        }
+        throttled = nil
+        resumeReading(context: context)
     }
 
     func startThrottle(_ bytesPerSecond: Int, context: ChannelHandlerContext) {

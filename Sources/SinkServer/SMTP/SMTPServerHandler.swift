@@ -55,6 +55,9 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     @exclusivity(unchecked) var transactionFaults: [String] = []
     @exclusivity(unchecked) var throttle = ConnectionThrottle()
     @exclusivity(unchecked) var throttledReadScheduled = false
+    /// Under a throttle: bytes read but not yet handed to the decoder, and whether their release is scheduled.
+    @exclusivity(unchecked) var throttled: ByteBuffer?
+    @exclusivity(unchecked) var throttledReleaseScheduled = false
     /// Reads sized for message data from now on (`messageReadSizes`).
     @exclusivity(unchecked) var messageReads = false
     /// A `hang` fault: no more replies, input dropped; the idle timeout ends the connection.
@@ -108,6 +111,7 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         deadlines.cancelAll()
         closeUpstream()
         capture = nil
+        throttled = nil
         shared.connections.remove(context.channel)
         context.fireChannelInactive()
     }
@@ -131,7 +135,10 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         // Hung: what arrives is dropped, so memory stays bounded.
         guard !hung else { return }
         var bytes = unwrapInboundIn(data)
-        if throttle.isOn { throttle.spend(bytes.readableBytes, now: context.eventLoop.now) }
+        if throttle.isOn {
+            if throttled == nil { throttled = bytes } else { throttled!.writeBuffer(&bytes) }
+            return releaseThrottled(context: context)
+        }
         if cumulation == nil || cumulation!.readableBytes == 0 {
             cumulation = bytes
         } else {
@@ -151,7 +158,7 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     static let pausedReadBound = 64 * 1024
 
     func read(context: ChannelHandlerContext) {
-        guard !paused || (cumulation?.readableBytes ?? 0) < Self.pausedReadBound else {
+        guard !paused || (cumulation?.readableBytes ?? 0) < Self.pausedReadBound, throttled == nil else {
             readPending = true
             return
         }
@@ -161,7 +168,7 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Reads again if a read was asked for while paused.
     func resumeReading(context: ChannelHandlerContext) {
-        guard readPending, !paused else { return }
+        guard readPending, !paused, throttled == nil else { return }
         readPending = false
         context.read()
     }
