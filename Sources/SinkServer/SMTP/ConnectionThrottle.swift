@@ -56,13 +56,22 @@ extension SMTPServerHandler {
         guard throttle.isOn, let deadline = throttle.readDeadline(now: context.eventLoop.now) else { return false }
         guard !throttledReadScheduled else { return true }
         throttledReadScheduled = true
-        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        context.eventLoop.scheduleTask(deadline: deadline) {
-            let (handler, context) = bound.value
+        at(deadline, context: context) { handler, context in
             handler.throttledReadScheduled = false
             handler.read(context: context)
         }
         return true
+    }
+
+    /// Runs `body` on the connection's loop at `deadline`.
+    private func at(
+        _ deadline: NIODeadline, context: ChannelHandlerContext, _ body: @escaping (SMTPServerHandler, ChannelHandlerContext) -> Void
+    ) {
+        let bound = NIOLoopBound((self, context, body), eventLoop: context.eventLoop)
+        context.eventLoop.scheduleTask(deadline: deadline) {
+            let (handler, context, body) = bound.value
+            body(handler, context)
+        }
     }
 
     /// Hands what a throttled read brought on to the decoder a piece at a time, each piece when
@@ -72,9 +81,7 @@ extension SMTPServerHandler {
             if let deadline = throttle.readDeadline(now: context.eventLoop.now) {
                 guard !throttledReleaseScheduled else { return }
                 throttledReleaseScheduled = true
-                let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-                context.eventLoop.scheduleTask(deadline: deadline) {
-                    let (handler, context) = bound.value
+                at(deadline, context: context) { handler, context in
                     handler.throttledReleaseScheduled = false
                     handler.releaseThrottled(context: context)
                     handler.flushReplies(context: context)
@@ -84,11 +91,7 @@ extension SMTPServerHandler {
             var piece = pending.readSlice(length: min(throttle.piece, pending.readableBytes))!
             throttled = pending.readableBytes > 0 ? pending : nil
             throttle.spend(piece.readableBytes, now: context.eventLoop.now)
-            if cumulation == nil || cumulation!.readableBytes == 0 {
-                cumulation = piece
-            } else {
-                cumulation!.writeBuffer(&piece)
-            }
+            accumulate(&piece)
             process(context: context)
         }
         throttled = nil

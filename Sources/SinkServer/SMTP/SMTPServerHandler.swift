@@ -139,12 +139,17 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             if throttled == nil { throttled = bytes } else { throttled!.writeBuffer(&bytes) }
             return releaseThrottled(context: context)
         }
+        accumulate(&bytes)
+        process(context: context)
+    }
+
+    /// Adds bytes read to those waiting for the decoder (taking the read's buffer when none wait).
+    func accumulate(_ bytes: inout ByteBuffer) {
         if cumulation == nil || cumulation!.readableBytes == 0 {
             cumulation = bytes
         } else {
             cumulation!.writeBuffer(&bytes)
         }
-        process(context: context)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
