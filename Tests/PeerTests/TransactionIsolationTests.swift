@@ -379,7 +379,6 @@ struct SlowClientTests {
         #expect(listed?["messages_count"] as? Int == 1)
     }
 
-    /// The resident set of a process, from /proc.
     /// A client trickling its message's bytes leaves, after each read, a few bytes the framer
     /// keeps: they must not hold the connection's whole read buffer (64 KiB once a message
     /// begins), or the next read needs another. Measured: ~45 KiB a connection held, ~14 copied out.
@@ -431,6 +430,7 @@ struct SlowClientTests {
         #expect(perConnection < 24, "\(perConnection) KiB a connection")
     }
 
+    /// The resident set of a process, from /proc.
     static func residentKiB(_ pid: Int32) throws -> Int {
         let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
         guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),

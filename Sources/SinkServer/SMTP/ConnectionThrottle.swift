@@ -20,12 +20,8 @@ struct ConnectionThrottle {
     /// Turns the throttle on at `rate` from `now`.
     mutating func start(bytesPerSecond rate: Int, now: NIODeadline) {
         bytesPerSecond = Double(rate)
-        piece = Self.piece(bytesPerSecond: rate)
+        piece = max(64, min(rate / 20, 64 * 1024))
         freeAt = now.uptimeNanoseconds
-    }
-
-    static func piece(bytesPerSecond rate: Int) -> Int {
-        max(64, min(rate / 20, 64 * 1024))
     }
 
     /// Charges `bytes` to the budget.
@@ -42,9 +38,8 @@ struct ConnectionThrottle {
 
     /// Small reads, so the rate is smooth rather than one burst per second, and one read per
     /// readiness event, so every read passes through the handler's `read(context:)`.
-    static func configure(_ channel: any Channel, bytesPerSecond rate: Int) {
-        let chunk = piece(bytesPerSecond: rate)
-        try? channel.syncOptions?.setOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: chunk))
+    func configure(_ channel: any Channel) {
+        try? channel.syncOptions?.setOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: piece))
         try? channel.syncOptions?.setOption(.maxMessagesPerRead, value: 1)
     }
 }
@@ -100,6 +95,6 @@ extension SMTPServerHandler {
 
     func startThrottle(_ bytesPerSecond: Int, context: ChannelHandlerContext) {
         throttle.start(bytesPerSecond: bytesPerSecond, now: context.eventLoop.now)
-        ConnectionThrottle.configure(context.channel, bytesPerSecond: bytesPerSecond)
+        throttle.configure(context.channel)
     }
 }
