@@ -69,6 +69,7 @@ let package = Package(
         .target(
             name: "SinkServer",
             dependencies: [
+                "SocketIO",
                 "CSwallowSystem",
                 "SMTPProtocol",
                 "SMTPClient",
@@ -96,9 +97,15 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "SocketIO",
+            dependencies: ["CSwallowSystem", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "LoadGen",
             dependencies: [
                 "CSwallowSystem",
+                "SocketIO",
                 "SMTPProtocol",
                 "SMTPClient",
                 "SwallowConfig",
@@ -152,6 +159,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "SocketIOTests",
+            dependencies: ["SocketIO", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "SMTPProtocolTests",
             dependencies: [
                 "SMTPProtocol",
@@ -164,6 +176,7 @@ let package = Package(
             name: "LoadGenTests",
             dependencies: [
                 "LoadGen",
+                "SocketIO",
                 "SwallowConfig",
                 "SinkServer",
                 "SMTPProtocol",
@@ -201,6 +214,7 @@ let package = Package(
         .testTarget(
             name: "SinkServerTests",
             dependencies: [
+                "SocketIO",
                 "SinkServer",
                 "SwallowConfig",
                 "SMTPProtocol",

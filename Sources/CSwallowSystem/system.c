@@ -245,6 +245,40 @@ int swallow_socket_error(int fd) {
     return error;
 }
 
+int swallow_tcp_listen(const void *address, unsigned int address_length, int backlog) {
+    const struct sockaddr *local = address;
+#if defined(__linux__)
+    int fd = socket(local->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd == -1) return -1;
+#else
+    int fd = socket(local->sa_family, SOCK_STREAM, 0);
+    if (fd == -1) return -1;
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+#endif
+    int one = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == -1
+        || setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == -1
+        || bind(fd, local, address_length) == -1 || listen(fd, backlog) == -1) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
+
+int swallow_tcp_accept(int listener, void *address, unsigned int *address_length) {
+    socklen_t length = *address_length;
+#if defined(__linux__)
+    int fd = accept4(listener, address, &length, SOCK_NONBLOCK | SOCK_CLOEXEC);
+#else
+    int fd = accept(listener, address, &length);
+    if (fd != -1) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+#endif
+    if (fd != -1) *address_length = length;
+    return fd;
+}
+
 long swallow_send(int fd, const void *bytes, unsigned long count) {
 #if defined(MSG_NOSIGNAL)
     return send(fd, bytes, count, MSG_NOSIGNAL);

@@ -4,6 +4,7 @@ import NIOPosix
 import NIOSSL
 import SMTPClient
 import SMTPProtocol
+import SocketIO
 import SwallowConfig
 import Synchronization
 

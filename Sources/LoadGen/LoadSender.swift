@@ -4,6 +4,7 @@ import NIOPosix
 import NIOSSL
 import SMTPClient
 import SMTPProtocol
+import SocketIO
 
 /// One sender: at most one connection at a time, reopened after `per_connection` messages
 /// or an error; takes its jobs from its loop. Touched only on that loop.

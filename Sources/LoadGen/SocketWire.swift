@@ -1,6 +1,7 @@
 import CSwallowSystem
 import NIOCore
 import NIOSSL
+import SocketIO
 
 #if canImport(Glibc)
     import Glibc
@@ -11,7 +12,7 @@ import NIOSSL
 /// A `LoadConnection` over a plain non-blocking TCP socket of a `SocketLoop`: connect, read
 /// into the loop's buffer, write what the socket takes and keep the rest until it is
 /// writable again, close. Touched only on its loop.
-final class SocketWire: LoadWire {
+final class SocketWire: LoadWire, LoopSocket {
     unowned let loop: SocketLoop
     let connection: LoadConnection
     private let fd: Int32

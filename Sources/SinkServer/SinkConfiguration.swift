@@ -71,6 +71,9 @@ public struct SinkConfiguration: Sendable {
     public var fsync: FsyncPolicy = .batch
     /// Stored messages kept; the oldest are evicted. 0: no limit.
     public var maxMessages = 10_000
+    /// Plain and implicit-TLS SMTP connections on SwiftNIO's own channels rather than on
+    /// Swallow's socket loops (`--nio-channels`; systems without epoll always use NIO's).
+    public var nioChannels = false
     /// Keep metadata and timings only, never bodies (`--discard`).
     public var discardBodies = false
     /// Keep each session's SMTP transcript with its messages (`--transcripts`).

@@ -194,6 +194,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "I/O threads (default: half the cores, at least 1, leaving the rest to the senders that share the machine).")
     var threads: Int?
 
+    @Flag(help: "Serve SMTP connections on SwiftNIO's channels instead of Swallow's own socket loops (which take ~20% less CPU a message).")
+    var nioChannels = false
+
     static var defaultThreads: Int { max(1, ProcessInfo.processInfo.activeProcessorCount / 2) }
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
@@ -267,6 +270,7 @@ struct Serve: AsyncParsableCommand {
         }
         configuration.httpTLS = httpTls
         configuration.discardBodies = discard
+        configuration.nioChannels = nioChannels
         configuration.transcripts = transcripts
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
         // A tag rule or webhook that does not parse is bad input, as a bad rule file is: exit 2.

@@ -10,6 +10,7 @@ import Synchronization
 import Testing
 
 @testable import LoadGen
+@testable import SocketIO
 
 #if canImport(Glibc)
     import Glibc

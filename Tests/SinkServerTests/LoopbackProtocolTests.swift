@@ -2,6 +2,7 @@ import Foundation
 import MailMessage
 import NIOCore
 import SMTPProtocol
+import SocketIO
 import SwallowTestSupport
 import Testing
 
@@ -175,14 +176,17 @@ struct LoopbackProtocolTests {
         }
     }
 
-    @Test("an accepted connection has TCP_NODELAY (inherited from the listening socket); its reads start at 64 KiB once a message begins")
-    func acceptedSocketOptions() async throws {
-        try await withSink { sink in
+    @Test(
+        "an accepted connection (Swallow's socket loop by default, NIO's with --nio-channels) has TCP_NODELAY (inherited from the listening socket); its reads start at 64 KiB once a message begins",
+        arguments: [false, true])
+    func acceptedSocketOptions(nioChannels: Bool) async throws {
+        try await withSink({ $0.nioChannels = nioChannels }) { sink in
             try await onThread {
                 let client = try RawSMTPClient(port: sink.smtpAddress.port)
                 // The greeting is written once the connection is registered.
                 try Self.greet(client)
                 let channel = try #require(sink.openChannels.first)
+                #expect((channel is LoopChannel) == (!nioChannels && SocketLoop.available))
                 #expect(try channel.getOption(.tcpOption(.tcp_nodelay)).wait() != 0)
                 func initialRead() throws -> Int? {
                     (try channel.getOption(.recvAllocator).wait() as? AdaptiveRecvByteBufferAllocator)?.initial

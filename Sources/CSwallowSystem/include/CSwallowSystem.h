@@ -39,7 +39,7 @@ long swallow_release_code_pages(void);
 /// The wall clock (`CLOCK_REALTIME`) in nanoseconds since the Unix epoch.
 long long swallow_realtime_nanos(void);
 
-/// A readiness poller for the load generator's own socket loop: epoll on Linux (edge-triggered,
+/// A readiness poller for Swallow's own socket loops (the load generator's, the sink's): epoll on Linux (edge-triggered,
 /// each descriptor registered once for reading, writing and hang-up), nothing elsewhere (the
 /// functions return -1 with `errno` ENOSYS and the caller uses SwiftNIO's channels instead).
 struct swallow_poll_event {
@@ -65,6 +65,15 @@ int swallow_poller_add(int poller, int fd, unsigned long long token);
 /// `events` (0 on time-out or an interrupt), or -1 with errno. The wake-up descriptor's event is
 /// drained here and reported under token 0.
 int swallow_poller_wait(int poller, int waker, struct swallow_poll_event *events, int capacity, long long timeout_ns);
+
+/// A listening TCP socket, non-blocking, bound to `address` with `SO_REUSEADDR` and
+/// `TCP_NODELAY` (which accepted sockets inherit); -1 with errno.
+int swallow_tcp_listen(const void *address, unsigned int address_length, int backlog);
+
+/// Accepts a connection from a non-blocking listening socket: a non-blocking descriptor, its
+/// peer's address in `address` (up to `*address_length` bytes; the length written back); -1
+/// with errno (`EAGAIN` when none waits).
+int swallow_tcp_accept(int listener, void *address, unsigned int *address_length);
 
 /// Makes the poller's wait return (from any thread).
 void swallow_poller_wake(int waker);

@@ -9,18 +9,27 @@ import Synchronization
     import Darwin
 #endif
 
-/// The load generator's own event loop for plain TCP: one thread, an edge-triggered poller
-/// (epoll), its sockets, its timers, and the `EventLoop` interface the rest of the run uses
-/// (promises, `scheduleTask`, `execute`), so the senders and schedules run on it unchanged.
+/// A socket of a `SocketLoop`: told what the poller saw for it, closed when the loop stops.
+/// Touched only on its loop.
+public protocol LoopSocket: AnyObject {
+    /// The poller's news (`SWALLOW_POLL_*` bits).
+    func handle(_ flags: UInt32)
+    /// Closes the socket (the loop is stopping).
+    func close()
+}
+
+/// Swallow's own event loop for plain TCP: one thread, an edge-triggered poller (epoll), its
+/// sockets, its timers, and the `EventLoop` interface the rest uses (promises, `scheduleTask`,
+/// `execute`), so code written for NIO's loops runs on it unchanged.
 ///
 /// Why it exists: a new connection per message is the load generator's hardest case, and a
 /// NIO `Channel`'s life (bootstrap, options, registration, pipeline, close) cost ~64 µs of CPU
 /// a connection on this project's machine, more than smtp-source's whole work per message
 /// (`perf record -g`, README "Compared with"). A connection here is a descriptor, one poller
 /// registration and two small objects. TLS still goes through NIO channels (NIOSSL).
-final class SocketLoop: EventLoop, @unchecked Sendable {
+public final class SocketLoop: EventLoop, @unchecked Sendable {
     /// Whether this system has the poller (Linux); elsewhere every connection is a NIO channel.
-    static let available: Bool = {
+    public static let available: Bool = {
         var waker: Int32 = -1
         let poller = swallow_poller_create(&waker)
         guard poller >= 0 else { return false }
@@ -39,13 +48,13 @@ final class SocketLoop: EventLoop, @unchecked Sendable {
     /// Work queued on the loop, run before it waits again.
     private var ready: [() -> Void] = []
     private var timers = TimerHeap()
-    private var sockets: [SocketWire?] = [nil]
+    private var sockets: [(any LoopSocket)?] = [nil]
     private var freeSlots: [Int] = []
     private var slotsFreedInBatch: [Int] = []
     private var stopping = false
     private var stopped: [@Sendable () -> Void] = []
     /// One read buffer for every socket of the loop (a reply is consumed before the next read).
-    var readBuffer = ByteBuffer()
+    public var readBuffer = ByteBuffer()
 
     private init(name: String) throws {
         var waker: Int32 = -1
@@ -54,10 +63,10 @@ final class SocketLoop: EventLoop, @unchecked Sendable {
         self.poller = poller
         self.waker = waker
         self.name = name
-        readBuffer = LoadConnection.allocator.buffer(capacity: Self.readSize)
+        readBuffer = ByteBufferAllocator().buffer(capacity: Self.readSize)
     }
 
-    static let readSize = 65_536
+    public static let readSize = 65_536
 
     private static var currentThread: UInt {
         #if canImport(Glibc)
@@ -68,8 +77,8 @@ final class SocketLoop: EventLoop, @unchecked Sendable {
     }
 
     /// `count` loops, each on a thread of its own, running until `shutdownGracefully`.
-    static func start(count: Int) throws -> [SocketLoop] {
-        let loops = try (0..<count).map { try SocketLoop(name: "swallow-load-\($0)") }
+    public static func start(count: Int, name: String = "swallow-load") throws -> [SocketLoop] {
+        let loops = try (0..<count).map { try SocketLoop(name: "\(name)-\($0)") }
         for loop in loops {
             let thread = Thread { loop.run() }
             thread.name = loop.name
@@ -80,9 +89,9 @@ final class SocketLoop: EventLoop, @unchecked Sendable {
 
     // MARK: EventLoop
 
-    var inEventLoop: Bool { threadID.load(ordering: .acquiring) == Self.currentThread }
+    public var inEventLoop: Bool { threadID.load(ordering: .acquiring) == Self.currentThread }
 
-    func execute(_ task: @escaping @Sendable () -> Void) {
+    public func execute(_ task: @escaping @Sendable () -> Void) {
         if inEventLoop {
             ready.append(task)
             return
@@ -96,11 +105,11 @@ final class SocketLoop: EventLoop, @unchecked Sendable {
     }
 
     /// Runs `task` on this loop after what it does now. Call on the loop.
-    func later(_ task: @escaping () -> Void) {
+    public func later(_ task: @escaping () -> Void) {
         ready.append(task)
     }
 
-    func scheduleTask<T>(deadline: NIODeadline, _ task: @escaping @Sendable () throws -> T) -> Scheduled<T> {
+    public func scheduleTask<T>(deadline: NIODeadline, _ task: @escaping @Sendable () throws -> T) -> Scheduled<T> {
         let promise = makePromise(of: T.self)
         let timer = Timer(deadline: deadline.uptimeNanoseconds) {
             do { promise.assumeIsolatedUnsafeUnchecked().succeed(try task()) } catch { promise.fail(error) }
@@ -135,19 +144,19 @@ final class SocketLoop: EventLoop, @unchecked Sendable {
 
     private var cancelledTimers = 0
 
-    func scheduleTask<T>(in delay: TimeAmount, _ task: @escaping @Sendable () throws -> T) -> Scheduled<T> {
+    public func scheduleTask<T>(in delay: TimeAmount, _ task: @escaping @Sendable () throws -> T) -> Scheduled<T> {
         scheduleTask(deadline: .now() + delay, task)
     }
 
-    func preconditionInEventLoop(file: StaticString, line: UInt) {
+    public func preconditionInEventLoop(file: StaticString, line: UInt) {
         precondition(inEventLoop, "not on \(name)", file: file, line: line)
     }
 
-    func preconditionNotInEventLoop(file: StaticString, line: UInt) {
+    public func preconditionNotInEventLoop(file: StaticString, line: UInt) {
         precondition(!inEventLoop, "on \(name)", file: file, line: line)
     }
 
-    func shutdownGracefully(queue: DispatchQueue, _ callback: @escaping @Sendable ((any Error)?) -> Void) {
+    public func shutdownGracefully(queue: DispatchQueue, _ callback: @escaping @Sendable ((any Error)?) -> Void) {
         execute {
             self.stopping = true
             self.stopped.append { queue.async { callback(nil) } }
@@ -157,7 +166,7 @@ final class SocketLoop: EventLoop, @unchecked Sendable {
     // MARK: Sockets
 
     /// Registers a socket; its events go to `wire.handle(_:)` until `release(slot:)`.
-    func register(_ wire: SocketWire, fd: Int32) throws -> Int {
+    public func register(_ wire: any LoopSocket, fd: Int32) throws -> Int {
         let slot: Int
         if let free = freeSlots.popLast() {
             slot = free
@@ -177,7 +186,7 @@ final class SocketLoop: EventLoop, @unchecked Sendable {
 
     /// Forgets a socket (closed, so the poller dropped it); its slot is reused after the
     /// events already taken from the poller are handled.
-    func release(slot: Int) {
+    public func release(slot: Int) {
         sockets[slot] = nil
         slotsFreedInBatch.append(slot)
     }
@@ -331,23 +340,28 @@ final class SocketLoop: EventLoop, @unchecked Sendable {
 }
 
 #if canImport(Glibc)
-    func systemClose(_ fd: Int32) -> Int32 { Glibc.close(fd) }
-    func systemRead(_ fd: Int32, _ bytes: UnsafeMutableRawPointer?, _ count: Int) -> Int { Glibc.read(fd, bytes, count) }
+    public func systemClose(_ fd: Int32) -> Int32 { Glibc.close(fd) }
+    public func systemRead(_ fd: Int32, _ bytes: UnsafeMutableRawPointer?, _ count: Int) -> Int { Glibc.read(fd, bytes, count) }
 #elseif canImport(Darwin)
-    func systemClose(_ fd: Int32) -> Int32 { Darwin.close(fd) }
-    func systemRead(_ fd: Int32, _ bytes: UnsafeMutableRawPointer?, _ count: Int) -> Int { Darwin.read(fd, bytes, count) }
+    public func systemClose(_ fd: Int32) -> Int32 { Darwin.close(fd) }
+    public func systemRead(_ fd: Int32, _ bytes: UnsafeMutableRawPointer?, _ count: Int) -> Int { Darwin.read(fd, bytes, count) }
 #endif
 
 /// A failed system call of the socket loop.
-struct SocketError: Error, CustomStringConvertible {
-    var operation: String
-    var code: Int32
+public struct SocketError: Error, CustomStringConvertible {
+    public var operation: String
+    public var code: Int32
 
-    var description: String { "\(operation): \(String(cString: strerror(code)))" }
+    public init(operation: String, code: Int32) {
+        self.operation = operation
+        self.code = code
+    }
+
+    public var description: String { "\(operation): \(String(cString: strerror(code)))" }
 }
 
 /// Carries a value touched only on one loop across a `@Sendable` boundary.
-struct UnsafeTransfer<Value>: @unchecked Sendable {
-    let value: Value
-    init(_ value: Value) { self.value = value }
+public struct UnsafeTransfer<Value>: @unchecked Sendable {
+    public let value: Value
+    public init(_ value: Value) { self.value = value }
 }

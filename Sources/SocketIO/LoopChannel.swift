@@ -1,0 +1,370 @@
+import CSwallowSystem
+import NIOCore
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// An accepted TCP connection served on a `SocketLoop`, as a NIO `Channel`: the same pipeline
+/// and handlers as on NIO's own sockets (TLS and PROXY handlers included), without NIO's
+/// per-connection machinery (bootstrap futures, registration state, pending-writes manager).
+/// Touched only on its loop.
+///
+/// What it does as NIO's socket channels do: reads only when a read was asked for (`read0`, which
+/// `autoRead` asks for after every read pass), up to `maxMessagesPerRead` reads a pass into
+/// buffers sized by the `recvAllocator`; writes what was flushed, keeping the rest until the
+/// socket is writable; closes on end of input (no half-closure) and on errors.
+public final class LoopChannel: Channel, ChannelCore, LoopSocket, @unchecked Sendable {
+    public let loop: SocketLoop
+    private let fd: Int32
+    private var slot = 0
+    private var _pipeline: ChannelPipeline!
+    private let closePromise: EventLoopPromise<Void>
+    public let localAddress: SocketAddress?
+    public let remoteAddress: SocketAddress?
+    public let allocator: ByteBufferAllocator
+
+    private var isOpen = true
+    /// A read was asked for and not done yet.
+    private var readRequested = false
+    /// The socket may hold input (an edge seen, no short read or `EAGAIN` since).
+    private var mayRead = false
+    /// A read pass is queued on the loop.
+    private var readQueued = false
+    private var autoRead = true
+    private var maxMessagesPerRead = 4
+    private var reads: NIOPooledRecvBufferAllocator
+    /// Written and not yet taken by the socket; the first `flushed` of them are due.
+    private var unsent = CircularBuffer<(ByteBuffer, EventLoopPromise<Void>?)>(initialCapacity: 4)
+    private var flushed = 0
+    private var waitingForWritable = false
+
+    /// Wraps `fd` (connected, non-blocking). Call `start` once handlers are added.
+    public init(
+        fd: Int32, loop: SocketLoop, local: SocketAddress?, remote: SocketAddress?,
+        allocator: ByteBufferAllocator = ByteBufferAllocator()
+    ) {
+        self.fd = fd
+        self.loop = loop
+        self.localAddress = local
+        self.remoteAddress = remote
+        self.allocator = allocator
+        self.closePromise = loop.makePromise()
+        self.reads = NIOPooledRecvBufferAllocator(capacity: 1, recvAllocator: AdaptiveRecvByteBufferAllocator())
+        self._pipeline = ChannelPipeline(channel: self)
+    }
+
+    /// Registers with the loop and makes the channel active (registered, active, a first read).
+    public func start() throws {
+        slot = try loop.register(self, fd: fd)
+        mayRead = true
+        let pipeline = _pipeline.syncOperations
+        pipeline.fireChannelRegistered()
+        pipeline.fireChannelActive()
+        if autoRead, isOpen { pipeline.read() }
+    }
+
+    // MARK: Channel
+
+    public var pipeline: ChannelPipeline { _pipeline }
+    public var closeFuture: EventLoopFuture<Void> { closePromise.futureResult }
+    public var parent: (any Channel)? { nil }
+    public var isWritable: Bool { true }
+    public var isActive: Bool { isOpen }
+    public var _channelCore: any ChannelCore { self }
+    public var eventLoop: any EventLoop { loop }
+    public var syncOptions: (any NIOSynchronousChannelOptions)? { SynchronousOptions(channel: self) }
+
+    public func setOption<Option: ChannelOption>(_ option: Option, value: Option.Value) -> EventLoopFuture<Void> {
+        guard loop.inEventLoop else {
+            return loop.submit { try self.setOption0(option, value: value) }
+        }
+        return loop.makeCompletedFuture { try setOption0(option, value: value) }
+    }
+
+    public func getOption<Option: ChannelOption>(_ option: Option) -> EventLoopFuture<Option.Value> {
+        guard loop.inEventLoop else {
+            return loop.submit { try self.getOption0(option) }
+        }
+        return loop.makeCompletedFuture { try getOption0(option) }
+    }
+
+    struct SynchronousOptions: NIOSynchronousChannelOptions {
+        let channel: LoopChannel
+        func setOption<Option: ChannelOption>(_ option: Option, value: Option.Value) throws {
+            try channel.setOption0(option, value: value)
+        }
+        func getOption<Option: ChannelOption>(_ option: Option) throws -> Option.Value {
+            try channel.getOption0(option)
+        }
+    }
+
+    private func setOption0<Option: ChannelOption>(_ option: Option, value: Option.Value) throws {
+        loop.preconditionInEventLoop()
+        switch option {
+        case is ChannelOptions.Types.AutoReadOption:
+            let on = value as! Bool
+            let was = autoRead
+            autoRead = on
+            if on, !was, isOpen { read0() }
+        case is ChannelOptions.Types.RecvAllocatorOption:
+            reads.recvAllocator = value as! any RecvByteBufferAllocator
+        case is ChannelOptions.Types.MaxMessagesPerReadOption:
+            maxMessagesPerRead = Int(value as! UInt)
+        case let option as ChannelOptions.Types.SocketOption:
+            var number = value as! SocketOptionValue
+            let result = setsockopt(
+                fd, option.optionLevel.rawValue, option.optionName.rawValue, &number, socklen_t(MemoryLayout<SocketOptionValue>.size))
+            guard result == 0 else { throw SocketError(operation: "setsockopt", code: errno) }
+        default:
+            throw ChannelError.operationUnsupported
+        }
+    }
+
+    private func getOption0<Option: ChannelOption>(_ option: Option) throws -> Option.Value {
+        loop.preconditionInEventLoop()
+        switch option {
+        case is ChannelOptions.Types.AutoReadOption:
+            return autoRead as! Option.Value
+        case is ChannelOptions.Types.RecvAllocatorOption:
+            return reads.recvAllocator as! Option.Value
+        case is ChannelOptions.Types.MaxMessagesPerReadOption:
+            return UInt(maxMessagesPerRead) as! Option.Value
+        case let option as ChannelOptions.Types.SocketOption:
+            var number: SocketOptionValue = 0
+            var length = socklen_t(MemoryLayout<SocketOptionValue>.size)
+            guard getsockopt(fd, option.optionLevel.rawValue, option.optionName.rawValue, &number, &length) == 0 else {
+                throw SocketError(operation: "getsockopt", code: errno)
+            }
+            return number as! Option.Value
+        default:
+            throw ChannelError.operationUnsupported
+        }
+    }
+
+    // MARK: ChannelCore
+
+    public func localAddress0() throws -> SocketAddress {
+        guard let localAddress else { throw ChannelError.operationUnsupported }
+        return localAddress
+    }
+
+    public func remoteAddress0() throws -> SocketAddress {
+        guard let remoteAddress else { throw ChannelError.operationUnsupported }
+        return remoteAddress
+    }
+
+    public func register0(promise: EventLoopPromise<Void>?) {
+        promise?.succeed(())
+    }
+
+    public func registerAlreadyConfigured0(promise: EventLoopPromise<Void>?) {
+        promise?.succeed(())
+    }
+
+    public func bind0(to: SocketAddress, promise: EventLoopPromise<Void>?) {
+        promise?.fail(ChannelError.operationUnsupported)
+    }
+
+    public func connect0(to: SocketAddress, promise: EventLoopPromise<Void>?) {
+        promise?.fail(ChannelError.operationUnsupported)
+    }
+
+    public func write0(_ data: NIOAny, promise: EventLoopPromise<Void>?) {
+        guard isOpen else {
+            promise?.fail(ChannelError.ioOnClosedChannel)
+            return
+        }
+        unsent.append((unwrapData(data, as: ByteBuffer.self), promise))
+    }
+
+    public func flush0() {
+        guard isOpen else { return }
+        flushed = unsent.count
+        if !waitingForWritable { writeFlushed() }
+    }
+
+    public func read0() {
+        guard isOpen else { return }
+        readRequested = true
+        if mayRead, !readQueued {
+            readQueued = true
+            loop.later { [self] in
+                readQueued = false
+                if readRequested, mayRead, isOpen { readPass() }
+            }
+        }
+    }
+
+    public func close0(error: any Error, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        guard isOpen else {
+            promise?.fail(ChannelError.alreadyClosed)
+            return
+        }
+        switch mode {
+        case .output:
+            _ = shutdown(fd, Int32(SHUT_WR))
+            promise?.succeed(())
+            return
+        case .input:
+            promise?.fail(ChannelError.operationUnsupported)
+            return
+        case .all:
+            break
+        }
+        isOpen = false
+        if slot != 0 { loop.release(slot: slot) }
+        _ = systemClose(fd)
+        let failed = unsent
+        unsent.removeAll()
+        flushed = 0
+        for (_, pending) in failed { pending?.fail(ChannelError.ioOnClosedChannel) }
+        promise?.succeed(())
+        _pipeline.syncOperations.fireChannelInactive()
+        _pipeline.syncOperations.fireChannelUnregistered()
+        loop.later { [self] in
+            removeHandlers(pipeline: _pipeline)
+            closePromise.succeed(())
+        }
+    }
+
+    public func triggerUserOutboundEvent0(_ event: Any, promise: EventLoopPromise<Void>?) {
+        promise?.fail(ChannelError.operationUnsupported)
+    }
+
+    public func channelRead0(_ data: NIOAny) {}
+
+    public func errorCaught0(error: any Error) {}
+
+    // MARK: LoopSocket
+
+    public func handle(_ flags: UInt32) {
+        guard isOpen else { return }
+        if flags & UInt32(SWALLOW_POLL_READABLE | SWALLOW_POLL_HANGUP) != 0 {
+            mayRead = true
+            if readRequested { readPass() }
+        }
+        if isOpen, waitingForWritable, flags & UInt32(SWALLOW_POLL_WRITABLE) != 0 {
+            waitingForWritable = false
+            writeFlushed()
+        }
+    }
+
+    public func close() {
+        guard isOpen else { return }
+        close0(error: ChannelError.eof, mode: .all, promise: nil)
+    }
+
+    // MARK: Reading and writing
+
+    /// Up to `maxMessagesPerRead` reads, then `channelReadComplete` and, with `autoRead`, the
+    /// next read asked for.
+    private func readPass() {
+        readRequested = false
+        let pipeline = _pipeline.syncOperations
+        var readSome = false
+        for _ in 0..<max(maxMessagesPerRead, 1) {
+            var result = 0
+            var code: Int32 = 0
+            let (buffer, _) = reads.buffer(allocator: allocator) { buffer in
+                buffer.clear()
+                buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 0) { space in
+                    result = systemRead(fd, space.baseAddress, space.count)
+                    if result < 0 { code = errno }
+                    return max(result, 0)
+                }
+            }
+            if result > 0 {
+                reads.record(actualReadBytes: result)
+                readSome = true
+                let full = result == buffer.capacity
+                pipeline.fireChannelRead(NIOAny(buffer))
+                guard isOpen else { return }
+                if !full {
+                    mayRead = false
+                    break
+                }
+            } else if result == 0 {
+                mayRead = false
+                if readSome { pipeline.fireChannelReadComplete() }
+                return close0(error: ChannelError.eof, mode: .all, promise: nil)
+            } else if code == EAGAIN || code == EWOULDBLOCK {
+                mayRead = false
+                break
+            } else if code == EINTR {
+                continue
+            } else {
+                mayRead = false
+                pipeline.fireErrorCaught(SocketError(operation: "read", code: code))
+                if isOpen { close0(error: ChannelError.eof, mode: .all, promise: nil) }
+                return
+            }
+        }
+        if readSome { pipeline.fireChannelReadComplete() }
+        if isOpen, autoRead { pipeline.read() }
+    }
+
+    /// Writes the flushed buffers, in one system call when it takes them all.
+    private func writeFlushed() {
+        while flushed > 0, isOpen {
+            var written = 0
+            var code: Int32 = 0
+            if flushed == 1 || unsent[unsent.startIndex].0.readableBytes >= 65_536 {
+                written = unsent[unsent.startIndex].0.withUnsafeReadableBytes { bytes in
+                    swallow_send(fd, bytes.baseAddress, UInt(bytes.count))
+                }
+            } else {
+                written = writeVector()
+            }
+            if written < 0 {
+                code = errno
+                if code == EAGAIN || code == EWOULDBLOCK {
+                    waitingForWritable = true
+                    return
+                }
+                if code == EINTR { continue }
+                _pipeline.syncOperations.fireErrorCaught(SocketError(operation: "write", code: code))
+                if isOpen { close0(error: ChannelError.eof, mode: .all, promise: nil) }
+                return
+            }
+            var left = written
+            while left > 0, flushed > 0 {
+                let size = unsent[unsent.startIndex].0.readableBytes
+                if left >= size {
+                    left -= size
+                    let (_, promise) = unsent.removeFirst()
+                    flushed -= 1
+                    promise?.succeed(())
+                } else {
+                    unsent[unsent.startIndex].0.moveReaderIndex(forwardBy: left)
+                    left = 0
+                }
+            }
+            // Empty buffers are done once reached.
+            while flushed > 0, unsent[unsent.startIndex].0.readableBytes == 0 {
+                let (_, promise) = unsent.removeFirst()
+                flushed -= 1
+                promise?.succeed(())
+            }
+        }
+    }
+
+    private func writeVector() -> Int {
+        let count = min(flushed, 64)
+        return withUnsafeTemporaryAllocation(of: iovec.self, capacity: count) { vectors in
+            var index = unsent.startIndex
+            for slot in 0..<count {
+                unsent[index].0.withUnsafeReadableBytes { bytes in
+                    vectors[slot] = iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count)
+                }
+                index = unsent.index(after: index)
+            }
+            var message = msghdr()
+            message.msg_iov = vectors.baseAddress
+            message.msg_iovlen = numericCast(count)
+            return sendmsg(fd, &message, Int32(MSG_NOSIGNAL))
+        }
+    }
+}

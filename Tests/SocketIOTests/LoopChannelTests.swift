@@ -1,0 +1,221 @@
+import NIOCore
+import SocketIO
+import Synchronization
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// `LoopChannel` and `LoopListener` over real loopback sockets, with a blocking client on the
+/// test's thread: what NIO's socket channels promise a pipeline (reads only when asked, in
+/// pieces the allocator sizes; writes in order, kept until the peer takes them; close seen on
+/// both sides).
+@Suite(.enabled(if: SocketLoop.available, "needs epoll"))
+struct LoopChannelTests {
+    /// Records what reaches the pipeline; echoes when asked to.
+    final class Recorder: ChannelInboundHandler, @unchecked Sendable {
+        typealias InboundIn = ByteBuffer
+        typealias OutboundOut = ByteBuffer
+        let echo: Bool
+        let events = Mutex<[String]>([])
+        let received = Mutex<[UInt8]>([])
+        let reads = Mutex<[Int]>([])
+        let inactive: EventLoopPromise<Void>
+        let active: EventLoopPromise<any Channel>
+
+        init(echo: Bool, loop: any EventLoop) {
+            self.echo = echo
+            inactive = loop.makePromise()
+            active = loop.makePromise()
+        }
+
+        func channelActive(context: ChannelHandlerContext) {
+            events.withLock { $0.append("active") }
+            active.succeed(context.channel)
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let buffer = unwrapInboundIn(data)
+            received.withLock { $0 += Array(buffer.readableBytesView) }
+            reads.withLock { $0.append(buffer.readableBytes) }
+            if echo { context.write(data, promise: nil) }
+        }
+
+        func channelReadComplete(context: ChannelHandlerContext) {
+            if echo { context.flush() }
+        }
+
+        func channelInactive(context: ChannelHandlerContext) {
+            events.withLock { $0.append("inactive") }
+            inactive.succeed(())
+        }
+    }
+
+    /// A blocking TCP client.
+    struct Client {
+        let fd: Int32
+
+        init(port: Int) throws {
+            fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = in_port_t(UInt16(port).bigEndian)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            let result = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            try #require(result == 0)
+        }
+
+        func send(_ bytes: [UInt8]) {
+            var offset = 0
+            while offset < bytes.count {
+                let sent = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                guard sent > 0 else { return }
+                offset += sent
+            }
+        }
+
+        /// Reads until `count` bytes or end of input.
+        func receive(_ count: Int) -> [UInt8] {
+            var bytes: [UInt8] = []
+            var chunk = [UInt8](repeating: 0, count: 65_536)
+            while bytes.count < count {
+                let got = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, min($0.count, count - bytes.count), 0) }
+                guard got > 0 else { break }
+                bytes += chunk[..<got]
+            }
+            return bytes
+        }
+
+        func close() { _ = Glibc.close(fd) }
+    }
+
+    static func listen(
+        loops: [SocketLoop], _ configure: @escaping @Sendable (LoopChannel) throws -> Void
+    ) async throws -> LoopListener {
+        try await LoopListener.bind(try SocketAddress(ipAddress: "127.0.0.1", port: 0), loops: loops, initializer: configure)
+    }
+
+    @Test("accepted connections echo through the pipeline, know both addresses, and close on end of input")
+    func echoAndClose() async throws {
+        let loops = try SocketLoop.start(count: 2, name: "test-echo")
+        defer { for loop in loops { loop.shutdownGracefully { _ in } } }
+        let recorders = Mutex<[Recorder]>([])
+        let listener = try await Self.listen(loops: loops) { channel in
+            let recorder = Recorder(echo: true, loop: channel.eventLoop)
+            recorders.withLock { $0.append(recorder) }
+            try channel.pipeline.syncOperations.addHandler(recorder)
+        }
+        defer { listener.stop() }
+        let port = try #require(listener.localAddress.port)
+        for round in 0..<4 {
+            let client = try Client(port: port)
+            let message = Array("hello \(round)\r\n".utf8)
+            client.send(message)
+            #expect(client.receive(message.count) == message)
+            client.close()
+        }
+        let all = recorders.withLock { $0 }
+        #expect(all.count == 4)
+        for recorder in all {
+            let channel = try await recorder.active.futureResult.get()
+            #expect(channel.remoteAddress?.ipAddress == "127.0.0.1")
+            #expect(channel.localAddress?.port == port)
+            try await recorder.inactive.futureResult.get()
+            try await channel.closeFuture.get()
+            #expect(recorder.events.withLock { $0 } == ["active", "inactive"])
+        }
+        // Connections went to both loops in turn.
+        #expect(Set(all.map { ObjectIdentifier(try! $0.active.futureResult.wait().eventLoop as AnyObject) }).count == 2)
+    }
+
+    @Test("a write larger than the socket takes is kept until the peer reads, in order, and its promise waits for it")
+    func backpressure() async throws {
+        let loops = try SocketLoop.start(count: 1, name: "test-write")
+        defer { for loop in loops { loop.shutdownGracefully { _ in } } }
+        let (accepted, next) = AsyncStream.makeStream(of: Recorder.self)
+        let listener = try await Self.listen(loops: loops) { channel in
+            let made = Recorder(echo: false, loop: channel.eventLoop)
+            next.yield(made)
+            try channel.pipeline.syncOperations.addHandler(made)
+        }
+        defer { listener.stop() }
+        let client = try Client(port: try #require(listener.localAddress.port))
+        defer { client.close() }
+        client.send([1])
+        var recorders = accepted.makeAsyncIterator()
+        let channel = try await #require(await recorders.next()).active.futureResult.get()
+        let size = 16 * 1024 * 1024
+        let pieces = (1...4).map { piece in [UInt8](repeating: UInt8(piece), count: size / 4) }
+        let written = try await channel.eventLoop.submit {
+            for piece in pieces.dropLast() { channel.write(ByteBuffer(bytes: piece), promise: nil) }
+            return channel.writeAndFlush(ByteBuffer(bytes: pieces.last!))
+        }.get()
+        // The client has read nothing: 16 MiB cannot all be in the sockets' buffers.
+        let done = Mutex(false)
+        written.whenComplete { _ in done.withLock { $0 = true } }
+        try await channel.eventLoop.submit {}.get()
+        #expect(!done.withLock { $0 })
+        let received = client.receive(size)
+        #expect(received == pieces.flatMap { $0 })
+        try await written.get()
+    }
+
+    @Test("reads happen only when asked for with autoRead off, in pieces the allocator sizes")
+    func readsOnRequest() async throws {
+        let loops = try SocketLoop.start(count: 1, name: "test-read")
+        defer { for loop in loops { loop.shutdownGracefully { _ in } } }
+        let (accepted, next) = AsyncStream.makeStream(of: Recorder.self)
+        let listener = try await Self.listen(loops: loops) { channel in
+            let made = Recorder(echo: false, loop: channel.eventLoop)
+            next.yield(made)
+            try channel.syncOptions!.setOption(.autoRead, value: false)
+            try channel.syncOptions!.setOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 16))
+            try channel.syncOptions!.setOption(.maxMessagesPerRead, value: 1)
+            try channel.pipeline.syncOperations.addHandler(made)
+        }
+        defer { listener.stop() }
+        let client = try Client(port: try #require(listener.localAddress.port))
+        defer { client.close() }
+        client.send([UInt8](repeating: 65, count: 40))
+        var recorders = accepted.makeAsyncIterator()
+        let made = try #require(await recorders.next())
+        let channel = try await made.active.futureResult.get()
+        // The bytes were in the socket when `send` returned; after two turns of the loop its
+        // poller has reported them, and anything read unasked would have been read.
+        try await channel.eventLoop.submit {}.get()
+        try await channel.eventLoop.submit {}.get()
+        #expect(made.reads.withLock { $0 }.isEmpty)
+        for expected in [[16], [16, 16], [16, 16, 8]] {
+            try await channel.eventLoop.submit { channel.read() }.get()
+            try await channel.eventLoop.submit {}.get()
+            #expect(made.reads.withLock { $0 } == expected)
+        }
+        #expect(made.received.withLock { $0 } == [UInt8](repeating: 65, count: 40))
+    }
+
+    @Test("closing from another thread closes the socket: the client reads end of input")
+    func closeFromAnotherThread() async throws {
+        let loops = try SocketLoop.start(count: 1, name: "test-close")
+        defer { for loop in loops { loop.shutdownGracefully { _ in } } }
+        let (accepted, next) = AsyncStream.makeStream(of: Recorder.self)
+        let listener = try await Self.listen(loops: loops) { channel in
+            let made = Recorder(echo: false, loop: channel.eventLoop)
+            next.yield(made)
+            try channel.pipeline.syncOperations.addHandler(made)
+        }
+        let client = try Client(port: try #require(listener.localAddress.port))
+        defer { client.close() }
+        var recorders = accepted.makeAsyncIterator()
+        let made = try #require(await recorders.next())
+        let channel = try await made.active.futureResult.get()
+        try await channel.close()
+        #expect(client.receive(1) == [])
+        try await made.inactive.futureResult.get()
+        await #expect(throws: ChannelError.self) { try await channel.close() }
+        listener.stop()
+        try await listener.closeFuture.get()
+    }
+}
