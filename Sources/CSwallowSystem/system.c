@@ -2,6 +2,7 @@
 #include "CSwallowSystem.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <time.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -243,6 +244,17 @@ int swallow_socket_error(int fd) {
     socklen_t length = sizeof error;
     if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) == -1) return errno;
     return error;
+}
+
+void swallow_name_thread(const char *name) {
+#if defined(__linux__)
+    char shortened[16];
+    strncpy(shortened, name, sizeof shortened - 1);
+    shortened[sizeof shortened - 1] = 0;
+    pthread_setname_np(pthread_self(), shortened);
+#else
+    (void)name;
+#endif
 }
 
 int swallow_tcp_listen(const void *address, unsigned int address_length, int backlog) {

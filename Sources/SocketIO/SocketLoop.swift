@@ -195,6 +195,8 @@ public final class SocketLoop: EventLoop, @unchecked Sendable {
 
     private func run() {
         threadID.store(Self.currentThread, ordering: .releasing)
+        // Named for `top -H` and `perf` (Foundation's `Thread.name` did not reach the kernel).
+        swallow_name_thread(name)
         var events = [swallow_poll_event](repeating: swallow_poll_event(), count: 64)
         while true {
             runReady()

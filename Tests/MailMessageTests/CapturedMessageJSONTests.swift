@@ -39,4 +39,19 @@ struct CapturedMessageJSONTests {
         message.transcript = [TranscriptEntry(nanos: 5, direction: .client, text: "EHLO x")]
         #expect(try JSONDecoder().decode(CapturedMessage.self, from: message.jsonData()) == message)
     }
+
+    @Test("JSONWriter escapes quotes, backslashes and control characters wherever they fall, and keeps the rest byte for byte")
+    func writerEscapes() throws {
+        let samples = [
+            "", "plain", "\"", "\\", "a\"b\\c", "\u{0}\u{1f}\t\r\n", "end\n", "\nstart", "héllo ✉︎ 日本",
+            String(repeating: "x", count: 300) + "\"" + String(repeating: "y", count: 300),
+        ]
+        for sample in samples {
+            var writer = JSONWriter()
+            writer.array([sample]) { $0.string($1) }
+            let decoded = try JSONSerialization.jsonObject(with: Data(writer.bytes)) as? [String]
+            #expect(decoded == [sample])
+            #expect(!writer.bytes.contains { $0 < 0x20 })
+        }
+    }
 }

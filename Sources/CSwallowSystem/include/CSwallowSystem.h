@@ -66,6 +66,9 @@ int swallow_poller_add(int poller, int fd, unsigned long long token);
 /// drained here and reported under token 0.
 int swallow_poller_wait(int poller, int waker, struct swallow_poll_event *events, int capacity, long long timeout_ns);
 
+/// Names the calling thread (at most 15 bytes are kept) for `top -H`, `perf` and `/proc`.
+void swallow_name_thread(const char *name);
+
 /// A listening TCP socket, non-blocking, bound to `address` with `SO_REUSEADDR` and
 /// `TCP_NODELAY` (which accepted sockets inherit); -1 with errno.
 int swallow_tcp_listen(const void *address, unsigned int address_length, int backlog);
