@@ -144,6 +144,45 @@ public final class SocketLoop: EventLoop, @unchecked Sendable {
 
     private var cancelledTimers = 0
 
+    // MARK: Scheduled callbacks
+
+    /// Timers of `scheduleCallback`, by id, until they run or are cancelled.
+    private var callbacks: [UInt64: Timer] = [:]
+    private let nextCallbackID = Atomic<UInt64>(1)
+
+    /// A callback without the promise, closures and cancellation future of `scheduleTask`: a
+    /// connection's watchdog is scheduled and cancelled once per connection.
+    public func scheduleCallback(
+        at deadline: NIODeadline, handler: some (NIOScheduledCallbackHandler & Sendable)
+    ) throws -> NIOScheduledCallback {
+        let id = nextCallbackID.add(1, ordering: .relaxed).oldValue
+        let schedule: @Sendable () -> Void = { [self] in
+            let timer = Timer(deadline: deadline.uptimeNanoseconds) { [unowned self] in
+                callbacks[id] = nil
+                handler.handleScheduledCallback(eventLoop: self)
+            }
+            callbacks[id] = timer
+            timers.push(timer)
+        }
+        if inEventLoop { schedule() } else { execute(schedule) }
+        return NIOScheduledCallback(self, id: id)
+    }
+
+    public func scheduleCallback(
+        in amount: TimeAmount, handler: some (NIOScheduledCallbackHandler & Sendable)
+    ) throws -> NIOScheduledCallback {
+        try scheduleCallback(at: .now() + amount, handler: handler)
+    }
+
+    public func cancelScheduledCallback(_ scheduledCallback: NIOScheduledCallback) {
+        guard let id = scheduledCallback.customCallbackID else { return }
+        let cancel: @Sendable () -> Void = { [self] in
+            guard let timer = callbacks.removeValue(forKey: id) else { return }
+            self.cancel(timer)
+        }
+        if inEventLoop { cancel() } else { execute(cancel) }
+    }
+
     public func scheduleTask<T>(in delay: TimeAmount, _ task: @escaping @Sendable () throws -> T) -> Scheduled<T> {
         scheduleTask(deadline: .now() + delay, task)
     }

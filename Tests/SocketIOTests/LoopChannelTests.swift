@@ -218,4 +218,41 @@ struct LoopChannelTests {
         listener.stop()
         try await listener.closeFuture.get()
     }
+
+    final class Fired: Sendable {
+        let names = Mutex<[String]>([])
+    }
+
+    struct Recording: NIOScheduledCallbackHandler, Sendable {
+        let name: String
+        let fired: Fired
+        let done: EventLoopPromise<Void>?
+
+        func handleScheduledCallback(eventLoop: some EventLoop) {
+            fired.names.withLock { $0.append(name) }
+            done?.succeed(())
+        }
+    }
+
+    @Test("scheduled callbacks run in deadline order; a cancelled one never runs")
+    func scheduledCallbacks() async throws {
+        let loops = try SocketLoop.start(count: 1, name: "test-timers")
+        defer { for loop in loops { loop.shutdownGracefully { _ in } } }
+        let loop = loops[0]
+        let fired = Fired()
+        let last = loop.makePromise(of: Void.self)
+        let now = NIODeadline.now()
+        try await loop.submit {
+            _ = try loop.scheduleCallback(at: now + .milliseconds(30), handler: Recording(name: "c", fired: fired, done: last))
+            let cancelled = try loop.scheduleCallback(at: now + .milliseconds(5), handler: Recording(name: "x", fired: fired, done: nil))
+            _ = try loop.scheduleCallback(at: now + .milliseconds(10), handler: Recording(name: "b", fired: fired, done: nil))
+            _ = try loop.scheduleCallback(at: now + .milliseconds(1), handler: Recording(name: "a", fired: fired, done: nil))
+            cancelled.cancel()
+        }.get()
+        // From another thread too.
+        let other = try loop.scheduleCallback(at: now + .milliseconds(20), handler: Recording(name: "y", fired: fired, done: nil))
+        other.cancel()
+        try await last.futureResult.get()
+        #expect(fired.names.withLock { $0 } == ["a", "b", "c"])
+    }
 }

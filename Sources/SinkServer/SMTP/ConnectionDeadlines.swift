@@ -17,7 +17,7 @@ struct ConnectionDeadlines {
     var lastRead = NIODeadline.uptimeNanoseconds(0)
     var lineStarted: NIODeadline?
     var dataStarted: NIODeadline?
-    var watchdog: Scheduled<Void>?
+    var watchdog: NIOScheduledCallback?
     var watchdogDue = NIODeadline.distantFuture
 
     mutating func lineEnded() {
@@ -81,8 +81,15 @@ extension SMTPServerHandler {
         guard deadline < deadlines.watchdogDue else { return }
         deadlines.watchdog?.cancel()
         deadlines.watchdogDue = deadline
-        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        deadlines.watchdog = context.eventLoop.scheduleTask(deadline: deadline) {
+        let watchdog = Watchdog(bound: NIOLoopBound((self, context), eventLoop: context.eventLoop))
+        deadlines.watchdog = try? context.eventLoop.scheduleCallback(at: deadline, handler: watchdog)
+    }
+
+    /// The watchdog's callback (no promise or future per connection, as `scheduleTask` makes).
+    private struct Watchdog: NIOScheduledCallbackHandler, Sendable {
+        let bound: NIOLoopBound<(SMTPServerHandler, ChannelHandlerContext)>
+
+        func handleScheduledCallback(eventLoop: some EventLoop) {
             let (handler, context) = bound.value
             handler.watchdogFired(context: context)
         }
