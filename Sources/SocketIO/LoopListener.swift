@@ -19,6 +19,8 @@ public final class LoopListener: LoopSocket, @unchecked Sendable {
     private var next = 0
     private var isOpen = true
     private let closed: EventLoopPromise<Void>
+    /// How long the listener waits after `accept` failed for want of descriptors or memory.
+    static let retryAfterFailedAccept = TimeAmount.milliseconds(100)
     /// Connections taken by one poller event before the others get a turn.
     private static let acceptsPerEvent = 64
 
@@ -81,9 +83,11 @@ public final class LoopListener: LoopSocket, @unchecked Sendable {
             let connection = swallow_tcp_accept(fd, &storage, &length)
             guard connection >= 0 else {
                 let code = errno
-                // ECONNABORTED and the like concern one connection; EMFILE waits for the next event.
                 if code == EAGAIN || code == EWOULDBLOCK { return }
-                if code == EINTR || code == ECONNABORTED { continue }
+                if code == EINTR || code == ECONNABORTED || code == EPROTO { continue }
+                // Out of descriptors or memory: the poller reports no new edge for connections
+                // already waiting, so the listener tries again a little later.
+                _ = loops[0].scheduleTask(in: Self.retryAfterFailedAccept) { [self] in if isOpen { acceptWaiting() } }
                 return
             }
             hand(connection, remote: Self.address(storage))

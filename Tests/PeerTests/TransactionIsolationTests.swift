@@ -439,3 +439,43 @@ struct SlowClientTests {
         return kib
     }
 }
+
+@Suite(
+    "Out of descriptors", .timeLimit(.minutes(1)),
+    .enabled(if: Peers.available("prlimit"), Comment(rawValue: Peers.reason("prlimit"))))
+struct DescriptorExhaustionTests {
+    @Test("connections waiting while the sink is out of descriptors are greeted once descriptors free up, with no new connection to prompt it")
+    func acceptResumes() async throws {
+        // A limit a few descriptors above what the idle sink holds (~18 here): some of the 12
+        // clients are accepted, the rest wait in the backlog while `accept` fails with EMFILE.
+        let sink = try SinkProcess(arguments: ["--log-level", "error"], launcher: ["prlimit", "--nofile=26:26"])
+        defer {
+            sink.signal(SIGTERM)
+            _ = sink.wait()
+        }
+        let greeted = try await onThread { () -> [Int] in
+            let clients = try (0..<12).map { _ in try RawSMTPClient(port: sink.smtpPort, timeoutSeconds: 5) }
+            var greeted: [Int] = []
+            var accepted: [RawSMTPClient] = []
+            var waiting: [RawSMTPClient] = []
+            for client in clients {
+                if client.isReadable(timeoutMilliseconds: 300), let reply = try? client.readReply() {
+                    greeted.append(reply.code)
+                    accepted.append(client)
+                } else {
+                    waiting.append(client)
+                }
+            }
+            for client in accepted { _ = try? client.command("QUIT") }
+            // Those accepted have quit and their descriptors are free: the rest get their
+            // greeting, each quitting to free a descriptor for the next.
+            #expect(!waiting.isEmpty, "the limit left no client waiting; the test proves nothing")
+            for client in waiting {
+                greeted.append((try? client.readReply().code) ?? 0)
+                _ = try? client.command("QUIT")
+            }
+            return greeted
+        }
+        #expect(greeted == [Int](repeating: 220, count: 12))
+    }
+}

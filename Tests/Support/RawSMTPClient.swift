@@ -83,10 +83,10 @@ public final class RawSMTPClient {
     }
 
     /// True when a reply (or the end of the connection) is waiting to be read.
-    public func isReadable() -> Bool {
+    public func isReadable(timeoutMilliseconds: Int32 = 0) -> Bool {
         guard pending.isEmpty else { return true }
         var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        return poll(&entry, 1, 0) > 0
+        return poll(&entry, 1, timeoutMilliseconds) > 0
     }
 
     /// True when the server has closed the connection: a read finds end-of-file, or a reset
