@@ -98,6 +98,21 @@ struct LoopChannelTests {
         try await LoopListener.bind(try SocketAddress(ipAddress: "127.0.0.1", port: 0), loops: loops, initializer: configure)
     }
 
+    /// A listener on `loop` whose connections each get a non-echoing `Recorder` (after
+    /// `configure`), handed out in the order they were accepted.
+    static func recording(
+        on loop: SocketLoop, _ configure: @escaping @Sendable (LoopChannel) throws -> Void = { _ in }
+    ) async throws -> (LoopListener, AsyncStream<Recorder>.AsyncIterator) {
+        let (accepted, next) = AsyncStream.makeStream(of: Recorder.self)
+        let listener = try await listen(loops: [loop]) { channel in
+            let made = Recorder(echo: false, loop: channel.eventLoop)
+            try configure(channel)
+            next.yield(made)
+            try channel.pipeline.syncOperations.addHandler(made)
+        }
+        return (listener, accepted.makeAsyncIterator())
+    }
+
     @Test("accepted connections echo through the pipeline, know both addresses, and close on end of input")
     func echoAndClose() async throws {
         let loops = try SocketLoop.start(count: 2, name: "test-echo")
@@ -135,17 +150,11 @@ struct LoopChannelTests {
     func backpressure() async throws {
         let loops = try SocketLoop.start(count: 1, name: "test-write")
         defer { for loop in loops { loop.shutdownGracefully { _ in } } }
-        let (accepted, next) = AsyncStream.makeStream(of: Recorder.self)
-        let listener = try await Self.listen(loops: loops) { channel in
-            let made = Recorder(echo: false, loop: channel.eventLoop)
-            next.yield(made)
-            try channel.pipeline.syncOperations.addHandler(made)
-        }
+        var (listener, recorders) = try await Self.recording(on: loops[0])
         defer { listener.stop() }
         let client = try Client(port: try #require(listener.localAddress.port))
         defer { client.close() }
         client.send([1])
-        var recorders = accepted.makeAsyncIterator()
         let channel = try await #require(await recorders.next()).active.futureResult.get()
         let size = 16 * 1024 * 1024
         let pieces = (1...4).map { piece in [UInt8](repeating: UInt8(piece), count: size / 4) }
@@ -167,20 +176,15 @@ struct LoopChannelTests {
     func readsOnRequest() async throws {
         let loops = try SocketLoop.start(count: 1, name: "test-read")
         defer { for loop in loops { loop.shutdownGracefully { _ in } } }
-        let (accepted, next) = AsyncStream.makeStream(of: Recorder.self)
-        let listener = try await Self.listen(loops: loops) { channel in
-            let made = Recorder(echo: false, loop: channel.eventLoop)
-            next.yield(made)
+        var (listener, recorders) = try await Self.recording(on: loops[0]) { channel in
             try channel.syncOptions!.setOption(.autoRead, value: false)
             try channel.syncOptions!.setOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 16))
             try channel.syncOptions!.setOption(.maxMessagesPerRead, value: 1)
-            try channel.pipeline.syncOperations.addHandler(made)
         }
         defer { listener.stop() }
         let client = try Client(port: try #require(listener.localAddress.port))
         defer { client.close() }
         client.send([UInt8](repeating: 65, count: 40))
-        var recorders = accepted.makeAsyncIterator()
         let made = try #require(await recorders.next())
         let channel = try await made.active.futureResult.get()
         // The bytes were in the socket when `send` returned; after two turns of the loop its
@@ -200,15 +204,9 @@ struct LoopChannelTests {
     func closeFromAnotherThread() async throws {
         let loops = try SocketLoop.start(count: 1, name: "test-close")
         defer { for loop in loops { loop.shutdownGracefully { _ in } } }
-        let (accepted, next) = AsyncStream.makeStream(of: Recorder.self)
-        let listener = try await Self.listen(loops: loops) { channel in
-            let made = Recorder(echo: false, loop: channel.eventLoop)
-            next.yield(made)
-            try channel.pipeline.syncOperations.addHandler(made)
-        }
+        var (listener, recorders) = try await Self.recording(on: loops[0])
         let client = try Client(port: try #require(listener.localAddress.port))
         defer { client.close() }
-        var recorders = accepted.makeAsyncIterator()
         let made = try #require(await recorders.next())
         let channel = try await made.active.futureResult.get()
         try await channel.close()
