@@ -71,6 +71,13 @@ public final class Sink: Service, Sendable {
         self.smtpsAddress = listeners.count > 1 ? Self.bound(listeners[1], fallback: configuration.smtps!) : nil
     }
 
+    /// A sink bound and never run (or dropped while running) stops accepting and lets its socket
+    /// loops end; after `run` they have ended already, and this does nothing.
+    deinit {
+        for listener in listeners { listener.close() }
+        for loop in socketLoops { loop.shutdownGracefully { _ in } }
+    }
+
     /// Opens the store and binds every listener.
     public static func bind(
         _ configuration: SinkConfiguration,

@@ -44,7 +44,10 @@ public final class SocketLoop: EventLoop, @unchecked Sendable {
     /// The loop thread's `pthread_self()`, once it runs.
     private let threadID = Atomic<UInt>(0)
     /// Work handed in from other threads, and whether the loop was told about it.
-    private let inbox = Mutex<(tasks: [@Sendable () -> Void], woken: Bool)>(([], false))
+    /// `finished` once the loop has stopped and closed its descriptors: work handed in then is
+    /// dropped, and nothing writes to a wake-up descriptor whose number may belong to another
+    /// file by then.
+    private let inbox = Mutex<(tasks: [@Sendable () -> Void], woken: Bool, finished: Bool)>(([], false, false))
     /// Work queued on the loop, run before it waits again.
     private var ready: [() -> Void] = []
     private var timers = TimerHeap()
@@ -96,13 +99,16 @@ public final class SocketLoop: EventLoop, @unchecked Sendable {
             ready.append(task)
             return
         }
-        let wake = inbox.withLock { inbox in
+        inbox.withLock { inbox in
+            guard !inbox.finished else { return }
             inbox.tasks.append(task)
-            defer { inbox.woken = true }
-            return !inbox.woken
+            if !inbox.woken { swallow_poller_wake(waker) }
+            inbox.woken = true
         }
-        if wake { swallow_poller_wake(waker) }
     }
+
+    /// Work handed in from other threads and not yet taken (for tests).
+    var handedIn: Int { inbox.withLock { $0.tasks.count } }
 
     /// Runs `task` on this loop after what it does now. Call on the loop.
     public func later(_ task: @escaping () -> Void) {
@@ -273,6 +279,7 @@ public final class SocketLoop: EventLoop, @unchecked Sendable {
             }
         }
         for case let wire? in sockets { wire.close() }
+        inbox.withLock { $0.finished = true }
         _ = systemClose(poller)
         _ = systemClose(waker)
         for callback in stopped { callback() }

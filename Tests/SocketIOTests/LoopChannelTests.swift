@@ -1,7 +1,8 @@
 import NIOCore
-import SocketIO
 import Synchronization
 import Testing
+
+@testable import SocketIO
 
 #if canImport(Glibc)
     import Glibc
@@ -252,5 +253,15 @@ struct LoopChannelTests {
         other.cancel()
         try await last.futureResult.get()
         #expect(fired.names.withLock { $0 } == ["a", "b", "c"])
+    }
+
+    @Test("work handed to a loop after it stopped is dropped (its wake-up descriptor, closed, may name another file by then)")
+    func executeAfterShutdown() async throws {
+        let loop = try SocketLoop.start(count: 1, name: "test-stopped")[0]
+        try await loop.shutdownGracefully()
+        let ran = Mutex(false)
+        loop.execute { ran.withLock { $0 = true } }
+        #expect(loop.handedIn == 0)
+        #expect(!ran.withLock { $0 })
     }
 }
