@@ -8,14 +8,18 @@ import NIOCore
 #endif
 
 /// An accepted TCP connection served on a `SocketLoop`, as a NIO `Channel`: the same pipeline
-/// and handlers as on NIO's own sockets (TLS and PROXY handlers included), without NIO's
-/// per-connection machinery (bootstrap futures, registration state, pending-writes manager).
-/// Touched only on its loop.
+/// and handlers as on NIO's own sockets (NIOSSL's included), without NIO's per-connection
+/// machinery (bootstrap futures, registration state, pending-writes manager). Touched only on
+/// its loop.
 ///
 /// What it does as NIO's socket channels do: reads only when a read was asked for (`read0`, which
 /// `autoRead` asks for after every read pass), up to `maxMessagesPerRead` reads a pass into
 /// buffers sized by the `recvAllocator`; writes what was flushed, keeping the rest until the
 /// socket is writable; closes on end of input (no half-closure) and on errors.
+/// What it leaves out: write watermarks (`isWritable` is always true; the sink's handlers write
+/// replies a read at a time and never wait on writability), options other than `autoRead`,
+/// `recvAllocator`, `maxMessagesPerRead` and socket options (`operationUnsupported`), and
+/// closing only the input.
 public final class LoopChannel: Channel, ChannelCore, LoopSocket, @unchecked Sendable {
     public let loop: SocketLoop
     private let fd: Int32
