@@ -43,7 +43,12 @@ public final class LoopListener: LoopSocket, @unchecked Sendable {
         }
         let listener = LoopListener(fd: fd, local: bound, loops: loops, initializer: initializer)
         let box = UnsafeTransfer(listener)
-        try await loops[0].submit { box.value.slot = try loops[0].register(box.value, fd: fd) }.get()
+        do {
+            try await loops[0].submit { box.value.slot = try loops[0].register(box.value, fd: fd) }.get()
+        } catch {
+            _ = systemClose(fd)
+            throw error
+        }
         return listener
     }
 
@@ -66,7 +71,7 @@ public final class LoopListener: LoopSocket, @unchecked Sendable {
     public func close() {
         guard isOpen else { return }
         isOpen = false
-        loops[0].release(slot: slot)
+        if slot != 0 { loops[0].release(slot: slot) }
         _ = systemClose(fd)
         closed.succeed(())
     }
