@@ -31,12 +31,7 @@ public final class LoopListener: LoopSocket, @unchecked Sendable {
     ) async throws -> LoopListener {
         let fd = address.withSockAddr { pointer, length in swallow_tcp_listen(pointer, UInt32(length), backlog) }
         guard fd >= 0 else { throw SocketError(operation: "listen on \(address)", code: errno) }
-        var storage = sockaddr_storage()
-        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        let named = withUnsafeMutablePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        }
-        guard named == 0, let bound = Self.address(storage) else {
+        guard let bound = Self.localAddress(of: fd) else {
             let code = errno
             _ = systemClose(fd)
             throw SocketError(operation: "getsockname", code: code)
