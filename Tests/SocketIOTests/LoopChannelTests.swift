@@ -1,3 +1,4 @@
+import Dispatch
 import NIOCore
 import Synchronization
 import Testing
@@ -242,17 +243,30 @@ struct LoopChannelTests {
         let last = loop.makePromise(of: Void.self)
         let now = NIODeadline.now()
         try await loop.submit {
-            _ = try loop.scheduleCallback(at: now + .milliseconds(30), handler: Recording(name: "c", fired: fired, done: last))
+            _ = try loop.scheduleCallback(at: now + .milliseconds(30), handler: Recording(name: "c", fired: fired, done: nil))
             let cancelled = try loop.scheduleCallback(at: now + .milliseconds(5), handler: Recording(name: "x", fired: fired, done: nil))
             _ = try loop.scheduleCallback(at: now + .milliseconds(10), handler: Recording(name: "b", fired: fired, done: nil))
             _ = try loop.scheduleCallback(at: now + .milliseconds(1), handler: Recording(name: "a", fired: fired, done: nil))
             cancelled.cancel()
         }.get()
-        // From another thread too.
-        let other = try loop.scheduleCallback(at: now + .milliseconds(20), handler: Recording(name: "y", fired: fired, done: nil))
+        // From another thread too: with the loop held, "y" is scheduled already due and
+        // cancelled, so both requests wait in the loop's inbox and are taken together.
+        let gate = DispatchSemaphore(value: 0)
+        // (Not a promise of the loop's: awaiting one registers its callback through the held loop.)
+        await withCheckedContinuation { (held: CheckedContinuation<Void, Never>) in
+            loop.execute {
+                held.resume()
+                gate.wait()
+            }
+        }
+        let other = try loop.scheduleCallback(at: .now(), handler: Recording(name: "y", fired: fired, done: nil))
         other.cancel()
+        gate.signal()
+        // Due no earlier than "y" and after "c": had "y" not been cancelled, it would run first.
+        _ = try loop.scheduleCallback(
+            at: max(now + .milliseconds(40), .now()), handler: Recording(name: "z", fired: fired, done: last))
         try await last.futureResult.get()
-        #expect(fired.names.withLock { $0 } == ["a", "b", "c"])
+        #expect(fired.names.withLock { $0 } == ["a", "b", "c", "z"])
     }
 
     @Test("work handed to a loop after it stopped is dropped (its wake-up descriptor, closed, may name another file by then)")
