@@ -250,6 +250,15 @@ struct SocketLoopTests {
     func eventLoop() async throws {
         let loop = try #require(try SocketLoop.start(count: 1).first)
         let order = Mutex<[Int]>([])
+        // The loop is held while this thread schedules and cancels, so every request waits in
+        // its inbox and is taken at once: on a busy machine, a deadline could pass in between.
+        let gate = DispatchSemaphore(value: 0)
+        await withCheckedContinuation { (held: CheckedContinuation<Void, Never>) in
+            loop.execute {
+                held.resume()
+                gate.wait()
+            }
+        }
         let now = NIODeadline.now()
         var futures: [EventLoopFuture<Void>] = []
         for (index, delay) in [30, 10, 20].enumerated() {
@@ -257,6 +266,7 @@ struct SocketLoopTests {
         }
         let cancelled = loop.scheduleTask(in: .milliseconds(5)) { order.withLock { $0.append(99) } }
         cancelled.cancel()
+        gate.signal()
         let onLoop = try await loop.submit { loop.inEventLoop }.get()
         #expect(onLoop)
         #expect(!loop.inEventLoop)
