@@ -32,7 +32,7 @@ final class InlineStoreBatch: @unchecked Sendable {
             let items = self.items
             self.items.removeAll(keepingCapacity: true)
             self.scheduled = false
-            store.insertInline(items)
+            store.insertInline(items, on: self.loop)
         }
     }
 }

@@ -332,10 +332,23 @@ public final class MessageStore: Sendable {
 
     /// Stores the small messages of a burst that one event loop took in one pass together, on
     /// that loop; each `completion` runs there.
-    func insertInline(_ items: [InlineStoreBatch.Item]) {
+    /// With `--fsync always` they are answered once a sync covers them, back on `loop`.
+    func insertInline(_ items: [InlineStoreBatch.Item], on loop: any EventLoop) {
         let tagged = items.map { (message: $0.message, raw: $0.raw, tags: tagging.tags(for: $0.message, raw: $0.raw)) }
         // `takesInline` said yes only with a disk store.
-        let result = disk?.storeInline(tagged) ?? .failure(ConfigurationError(message: "no data directory"))
+        guard let disk else { return finishInline(items, tagged, .failure(ConfigurationError(message: "no data directory"))) }
+        guard disk.policy == .always else { return finishInline(items, tagged, disk.storeInline(tagged)) }
+        let waiting = NIOLoopBound(items, eventLoop: loop)
+        let appended = disk.storeInline(tagged) { result in
+            loop.execute { self.finishInline(waiting.value, tagged, result) }
+        }
+        if case .failure = appended { finishInline(items, tagged, appended) }
+    }
+
+    private func finishInline(
+        _ items: [InlineStoreBatch.Item], _ tagged: [(message: CapturedMessage, raw: ByteBuffer, tags: [String])],
+        _ result: Result<Void, any Error>
+    ) {
         for (item, tagged) in zip(items, tagged) {
             if case .success = result { insertNow(tagged.message, raw: tagged.raw, tags: tagged.tags) }
             item.completion(result)
