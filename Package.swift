@@ -160,7 +160,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SocketIOTests",
-            dependencies: ["SocketIO", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["SocketIO", "SwallowTestSupport", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -252,21 +252,16 @@ struct SocketLoopTests {
         let order = Mutex<[Int]>([])
         // The loop is held while this thread schedules and cancels, so every request waits in
         // its inbox and is taken at once: on a busy machine, a deadline could pass in between.
-        let gate = DispatchSemaphore(value: 0)
-        await withCheckedContinuation { (held: CheckedContinuation<Void, Never>) in
-            loop.execute {
-                held.resume()
-                gate.wait()
+        let (futures, cancelled) = await holding(loop) {
+            let now = NIODeadline.now()
+            var futures: [EventLoopFuture<Void>] = []
+            for (index, delay) in [30, 10, 20].enumerated() {
+                futures.append(loop.scheduleTask(deadline: now + .milliseconds(Int64(delay))) { order.withLock { $0.append(index) } }.futureResult)
             }
+            let cancelled = loop.scheduleTask(in: .milliseconds(5)) { order.withLock { $0.append(99) } }
+            cancelled.cancel()
+            return (futures, cancelled)
         }
-        let now = NIODeadline.now()
-        var futures: [EventLoopFuture<Void>] = []
-        for (index, delay) in [30, 10, 20].enumerated() {
-            futures.append(loop.scheduleTask(deadline: now + .milliseconds(Int64(delay))) { order.withLock { $0.append(index) } }.futureResult)
-        }
-        let cancelled = loop.scheduleTask(in: .milliseconds(5)) { order.withLock { $0.append(99) } }
-        cancelled.cancel()
-        gate.signal()
         let onLoop = try await loop.submit { loop.inEventLoop }.get()
         #expect(onLoop)
         #expect(!loop.inEventLoop)

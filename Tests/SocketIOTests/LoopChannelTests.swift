@@ -1,5 +1,5 @@
-import Dispatch
 import NIOCore
+import SwallowTestSupport
 import Synchronization
 import Testing
 
@@ -251,17 +251,10 @@ struct LoopChannelTests {
         }.get()
         // From another thread too: with the loop held, "y" is scheduled already due and
         // cancelled, so both requests wait in the loop's inbox and are taken together.
-        let gate = DispatchSemaphore(value: 0)
-        // (Not a promise of the loop's: awaiting one registers its callback through the held loop.)
-        await withCheckedContinuation { (held: CheckedContinuation<Void, Never>) in
-            loop.execute {
-                held.resume()
-                gate.wait()
-            }
+        try await holding(loop) {
+            let other = try loop.scheduleCallback(at: .now(), handler: Recording(name: "y", fired: fired, done: nil))
+            other.cancel()
         }
-        let other = try loop.scheduleCallback(at: .now(), handler: Recording(name: "y", fired: fired, done: nil))
-        other.cancel()
-        gate.signal()
         // Due no earlier than "y" and after "c": had "y" not been cancelled, it would run first.
         _ = try loop.scheduleCallback(
             at: max(now + .milliseconds(40), .now()), handler: Recording(name: "z", fired: fired, done: last))

@@ -45,9 +45,9 @@ final class DiskStore: Sendable {
         var completion: (@Sendable (Result<Void, any Error>) -> Void)?
     }
 
-    private let writes = Mutex<(queue: [PendingWrite], scheduled: Bool)>(([], false))
+    private let writes = WriterQueue<PendingWrite>()
     /// `always`: messages stored inline, waiting for the next `syncfs` (`afterSync`).
-    private let syncWaiters = Mutex<(queue: [@Sendable (Result<Void, any Error>) -> Void], scheduled: Bool)>(([], false))
+    private let syncWaiters = WriterQueue<@Sendable (Result<Void, any Error>) -> Void>()
     private let directoryDescriptor: Int32
     /// `metadata.jsonl`, opened for appending: concurrent writers each append whole lines.
     private let journalDescriptor: Int32
@@ -230,26 +230,14 @@ final class DiskStore: Sendable {
     /// `always`: runs `completion` on the writer once a `syncfs` that began after this call has
     /// returned (its result). Waiters that gather while one `syncfs` runs share the next.
     private func afterSync(_ completion: @escaping @Sendable (Result<Void, any Error>) -> Void) {
-        let schedule = syncWaiters.withLock { waiters in
-            waiters.queue.append(completion)
-            defer { waiters.scheduled = true }
-            return !waiters.scheduled
-        }
-        if schedule { writer.async { self.syncWaiting() } }
+        if syncWaiters.add(completion) { writer.async { self.syncWaiting() } }
     }
 
     private func syncWaiting() {
         while true {
-            let waiting = syncWaiters.withLock { waiters in
-                let waiting = waiters.queue
-                waiters.queue.removeAll(keepingCapacity: true)
-                if waiting.isEmpty { waiters.scheduled = false }
-                return waiting
-            }
+            let waiting = syncWaiters.takeAll()
             guard !waiting.isEmpty else { return }
-            let result: Result<Void, any Error> =
-                systemSyncfs(directoryDescriptor) == 0
-                ? .success(()) : .failure(DiskError(path: directory, operation: "syncfs", code: errno))
+            let result = Result { try sync() }
             if case .failure(let error) = result { health?.failed(.disk, "sync \(directory)", error) }
             for completion in waiting { completion(result) }
         }
@@ -280,12 +268,7 @@ final class DiskStore: Sendable {
     }
 
     private func submit(_ write: PendingWrite) {
-        let schedule = writes.withLock { writes in
-            writes.queue.append(write)
-            defer { writes.scheduled = true }
-            return !writes.scheduled
-        }
-        if schedule { writer.async { self.writeQueued() } }
+        if writes.add(write) { writer.async { self.writeQueued() } }
     }
 
     /// Reads a message's raw bytes.
@@ -353,7 +336,7 @@ final class DiskStore: Sendable {
     /// files being written (a chunk takes milliseconds, far more while ext4 is slow to create
     /// files after a large deletion).
     func passQueuedWrites() async {
-        let idle = writes.withLock { !$0.scheduled && $0.queue.isEmpty }
+        let idle = writes.isIdle
         if idle, queuedBodies.load(ordering: .acquiring) == 0 { return }
         await onWriter {}
     }
@@ -390,12 +373,7 @@ final class DiskStore: Sendable {
     /// completed. One thread creating files in the directory beats many contending for its lock.
     private func writeQueued() {
         while true {
-            var batch = writes.withLock { writes in
-                let batch = writes.queue
-                writes.queue.removeAll(keepingCapacity: true)
-                if batch.isEmpty { writes.scheduled = false }
-                return batch
-            }
+            var batch = writes.takeAll()
             guard !batch.isEmpty else { return fileSpooled() }
             for index in batch.indices { batch[index].metadata = Result { try batch[index].message.jsonData() } }
             var results: [Result<Void, any Error>?] = Array(repeating: nil, count: batch.count)
@@ -421,8 +399,7 @@ final class DiskStore: Sendable {
             }
             if policy == .always {
                 var outcomes = results.map { $0 ?? .success(()) }
-                if systemSyncfs(directoryDescriptor) != 0 {
-                    let error = DiskError(path: directory, operation: "syncfs", code: errno)
+                if case .failure(let error) = Result(catching: { try sync() }) {
                     outcomes = outcomes.map { $0.flatMap { .failure(error) } }
                     written = []
                 }
@@ -505,7 +482,7 @@ final class DiskStore: Sendable {
                 guard spool.holdsOnlyFiled else { return }
                 // The files must be as durable as the records they replace before those go.
                 do {
-                    if systemSyncfs(directoryDescriptor) != 0 { throw DiskError(path: directory, operation: "syncfs", code: errno) }
+                    try sync()
                     try spool.truncateIfFiled()
                 } catch {
                     // The spool keeps its records; emptied after the next burst's files.
@@ -548,7 +525,7 @@ final class DiskStore: Sendable {
         for (id, body) in BodySpool.records(in: Array(bytes)) where live.contains(id) && !FileManager.default.fileExists(atPath: emlPath(id)) {
             try body.withUnsafeBytes { try writeFile(emlPath(id), $0) }
         }
-        guard systemSyncfs(directoryDescriptor) == 0 else { throw DiskError(path: directory, operation: "syncfs", code: errno) }
+        try sync()
         try spool.truncateIfFiled()
     }
 
@@ -588,6 +565,11 @@ final class DiskStore: Sendable {
         return deadline != 0 && DispatchTime.now().uptimeNanoseconds >= deadline
     }
 
+    /// `syncfs` of the data directory's file system, or the error it gave.
+    private func sync() throws {
+        guard systemSyncfs(directoryDescriptor) == 0 else { throw DiskError(path: directory, operation: "syncfs", code: errno) }
+    }
+
     /// On the writer only.
     private func flush() {
         flushScheduled.store(false, ordering: .releasing)
@@ -596,6 +578,32 @@ final class DiskStore: Sendable {
         // on ext4 it stalls the creation of the next files.
         systemSyncfs(directoryDescriptor)
     }
+}
+
+/// Work handed to the disk writer: `add` says whether the writer must be asked to run (nothing
+/// was waiting and no run is under way); a run takes everything queued until it finds nothing,
+/// and only then counts as over.
+private final class WriterQueue<Element: Sendable>: Sendable {
+    private let state = Mutex<(queue: [Element], scheduled: Bool)>(([], false))
+
+    func add(_ element: Element) -> Bool {
+        state.withLock { state in
+            state.queue.append(element)
+            defer { state.scheduled = true }
+            return !state.scheduled
+        }
+    }
+
+    func takeAll() -> [Element] {
+        state.withLock { state in
+            let taken = state.queue
+            state.queue.removeAll(keepingCapacity: true)
+            if taken.isEmpty { state.scheduled = false }
+            return taken
+        }
+    }
+
+    var isIdle: Bool { state.withLock { !$0.scheduled && $0.queue.isEmpty } }
 }
 
 /// `syncfs(2)` on Linux (through the C shim: Glibc's module leaves it out), a full fsync elsewhere.
