@@ -7,8 +7,16 @@ extension CapturedMessage {
     /// on the path to the `250`. A message with a transcript (rare: `--transcripts`) goes
     /// through `JSONEncoder`, as does one with relay hops.
     public func jsonData() throws -> Data {
-        if transcript != nil || relay != nil { return try JSONEncoder().encode(self) }
         var out = JSONWriter()
+        guard writeJSON(into: &out) else { return try JSONEncoder().encode(self) }
+        return Data(out.bytes)
+    }
+
+    /// Appends what `jsonData()` returns to `out`, for a caller that writes many messages'
+    /// lines into one buffer; false, with nothing written, for a message that goes through
+    /// `JSONEncoder` (a transcript or relay hops).
+    public func writeJSON(into out: inout JSONWriter) -> Bool {
+        if transcript != nil || relay != nil { return false }
         out.object {
             $0.field("id") { $0.string(id) }
             $0.field("envelope") { envelope in
@@ -60,7 +68,7 @@ extension CapturedMessage {
             if let traceID { $0.field("traceID") { $0.string(traceID) } }
             $0.field("bodyStored") { $0.bool(bodyStored) }
         }
-        return Data(out.bytes)
+        return true
     }
 }
 
@@ -70,7 +78,13 @@ public struct JSONWriter {
     public internal(set) var bytes: [UInt8] = []
     var needsComma = false
 
-    public init() { bytes.reserveCapacity(768) }
+    public init(capacity: Int = 768) { bytes.reserveCapacity(capacity) }
+
+    /// Appends bytes that are JSON already (a value another encoder wrote).
+    public mutating func verbatim(_ json: some Collection<UInt8>) {
+        bytes.append(contentsOf: json)
+        needsComma = true
+    }
 
     public mutating func object(_ body: (inout JSONWriter) -> Void) {
         bytes.append(UInt8(ascii: "{"))
@@ -102,6 +116,11 @@ public struct JSONWriter {
     }
 
     public mutating func dictionary(_ values: [String: String]) {
+        if values.isEmpty {
+            bytes.append(contentsOf: "{}".utf8)
+            needsComma = true
+            return
+        }
         object {
             for (key, value) in values.sorted(by: { $0.key < $1.key }) {
                 $0.field(key) { $0.string(value) }
@@ -114,8 +133,21 @@ public struct JSONWriter {
         needsComma = true
     }
 
+    /// Digits written straight into the bytes: `String(value)` allocated for every number of
+    /// more than 15 digits (the nanosecond timestamps).
     public mutating func number(_ value: Int64) {
-        bytes.append(contentsOf: String(value).utf8)
+        if value < 0 { bytes.append(UInt8(ascii: "-")) }
+        var magnitude = value.magnitude
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)
+        withUnsafeMutableBytes(of: &digits) { scratch in
+            var index = scratch.count
+            repeat {
+                index -= 1
+                scratch[index] = UInt8(ascii: "0") + UInt8(magnitude % 10)
+                magnitude /= 10
+            } while magnitude > 0
+            bytes.append(contentsOf: scratch[index...])
+        }
         needsComma = true
     }
 

@@ -54,4 +54,29 @@ struct CapturedMessageJSONTests {
             #expect(!writer.bytes.contains { $0 < 0x20 })
         }
     }
+
+    @Test("JSONWriter writes integers as Foundation reads them, from Int64.min to Int64.max")
+    func writerNumbers() throws {
+        let samples: [Int64] = [0, 1, 9, 10, 99, 100, -1, -10, 1_733_580_000_123_456_789, .max, .min, .min + 1]
+        var writer = JSONWriter()
+        writer.array(samples) { $0.number($1) }
+        #expect(String(decoding: writer.bytes, as: UTF8.self) == "[" + samples.map(String.init).joined(separator: ",") + "]")
+    }
+
+    @Test("messages written into one buffer make the lines jsonData() makes, one after another")
+    func sharedBuffer() throws {
+        var first = Self.message(tls: nil, authUser: nil, traceID: nil, replySent: nil)
+        let second = Self.message(tls: TLSInfo(version: "TLSv1.3", cipher: "x", implicit: false), authUser: "u", traceID: "t", replySent: 5)
+        var lines = JSONWriter(capacity: 16)
+        for message in [first, second] {
+            #expect(message.writeJSON(into: &lines))
+            lines.newline()
+        }
+        let expected = try [first, second].map { String(decoding: try $0.jsonData(), as: UTF8.self) + "\n" }.joined()
+        #expect(String(decoding: lines.bytes, as: UTF8.self) == expected)
+        first.transcript = [TranscriptEntry(nanos: 5, direction: .client, text: "EHLO x")]
+        let before = lines.bytes.count
+        #expect(!first.writeJSON(into: &lines))
+        #expect(lines.bytes.count == before)
+    }
 }

@@ -195,17 +195,21 @@ final class DiskStore: Sendable {
         synced: (@Sendable (Result<Void, any Error>) -> Void)? = nil
     ) -> Result<Void, any Error> {
         let now = DispatchTime.now().uptimeNanoseconds
-        var lines = Data()
+        // Every line into one buffer, each message's copied out of it for the index.
+        var lines = JSONWriter(capacity: items.count * 640)
         var written: [WrittenMessage] = []
         written.reserveCapacity(items.count)
         do {
             for item in items {
-                let line = try item.message.jsonData()
-                lines.append(line)
-                lines.append(UInt8(ascii: "\n"))
+                let start = lines.bytes.count
+                if !item.message.writeJSON(into: &lines) { lines.verbatim(try item.message.jsonData()) }
+                let line = Data(lines.bytes[start...])
+                lines.newline()
                 written.append(self.written(item.message, raw: item.raw, line: line, tags: item.tags))
             }
-            try spool.store(items.map { ($0.message.id, $0.raw) }, now: now) { try append(lines) }
+            try spool.store(items.map { ($0.message.id, $0.raw) }, now: now) {
+                try lines.bytes.withUnsafeBytes { try append($0) }
+            }
         } catch {
             health?.failed(.disk, "store \(items.count) messages in \(spool.path) and the journal", error)
             return .failure(error)
@@ -417,7 +421,7 @@ final class DiskStore: Sendable {
 
     /// A message now in the files (or the spool), as `onWritten` is told of it.
     private func written(_ message: CapturedMessage, raw: ByteBuffer?, line: Data, tags: [String]) -> WrittenMessage {
-        WrittenMessage(message: message, raw: raw, metadata: line, path: emlPath(message.id), tags: tags, spool: spool)
+        WrittenMessage(message: message, raw: raw, metadata: line, directory: directory, tags: tags, spool: spool)
     }
 
     /// A burst (more than one message waiting, or bodies already spooled): the small bodies
@@ -532,9 +536,11 @@ final class DiskStore: Sendable {
     /// Appends whole lines to the metadata journal in one `write`. Event loops append too
     /// (`storeInline`): the lock keeps a line from going to a journal being compacted.
     private func append(_ lines: Data) throws {
-        try journalLock.withLock { _ in
-            try lines.withUnsafeBytes { try writeFully(journalDescriptor, $0, path: journalPath) }
-        }
+        try lines.withUnsafeBytes { try append($0) }
+    }
+
+    private func append(_ lines: UnsafeRawBufferPointer) throws {
+        try journalLock.withLock { _ in try writeFully(journalDescriptor, lines, path: journalPath) }
     }
 
     /// How many message bodies are stored (cheap: names only). The index is trusted when it
@@ -619,7 +625,9 @@ struct WrittenMessage: Sendable {
     var raw: ByteBuffer?
     /// The message's metadata line, as written to the journal.
     var metadata: Data
-    var path: String
+    /// The data directory's `messages`: the `.eml` path is made only when it is read.
+    var directory: String
+    var path: String { "\(directory)/\(message.id).eml" }
     var tags: [String] = []
     /// Where the body waits while its `.eml` is not written yet.
     var spool: BodySpool? = nil
