@@ -104,6 +104,61 @@ struct BodySpoolTests {
         let loaded = try disk.loadAll { _, _ in }
         #expect(loaded.map(\.id) == ["M1"])
     }
+
+    @Test("--fsync always's group commit waits for as many messages as the last sync answered plus those that waited after it, no longer than that sync took, at most 2 ms")
+    func groupCommitPolicy() {
+        let lone = GroupCommit(answered: 1, waitingAfter: 0, syncNanos: 500_000)
+        #expect(lone.linger(holding: 1) == 0)
+        let split = GroupCommit(answered: 10, waitingAfter: 9, syncNanos: 700_000)
+        #expect(split.expected == 19)
+        #expect(split.linger(holding: 9) == 700_000)
+        #expect(split.linger(holding: 19) == 0)
+        #expect(split.linger(holding: 25) == 0)
+        #expect(GroupCommit(answered: 20, waitingAfter: 0, syncNanos: 9_000_000).linger(holding: 1) == DiskStore.maxLinger)
+        #expect(GroupCommit().linger(holding: 1) == 0)
+    }
+
+    @Test("--fsync always: bursts appended from several threads are each answered once synced, indexed only then, every line in the journal; a burst the group commit waited for more with is answered too")
+    func alwaysBurstsSynced() async throws {
+        let root = try Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let written = WrittenLog()
+        let disk = try DiskStore(root: root, policy: .always) { messages, _ in
+            written.add(messages.map(\.message.id))
+            return true
+        }
+        func store(_ ids: [String]) async -> Result<Void, any Error> {
+            let items = ids.map { (message: Self.message($0), raw: ByteBuffer(string: "Subject: \($0)\r\n\r\nbody\r\n"), tags: [String]()) }
+            return await withCheckedContinuation { continuation in
+                let appended = disk.storeInline(items) { continuation.resume(returning: $0) }
+                if case .failure = appended { continuation.resume(returning: appended) }
+            }
+        }
+        let bursts = (0..<12).map { burst in (0..<4).map { "B\(burst)M\($0)" } }
+        let results = await withTaskGroup(of: (ids: [String], indexed: Bool, result: Result<Void, any Error>).self) { group in
+            for ids in bursts {
+                group.addTask {
+                    let result = await store(ids)
+                    return (ids, Set(ids).isSubset(of: Set(written.ids)), result)
+                }
+            }
+            return await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(results.count == bursts.count)
+        for (ids, indexed, result) in results {
+            #expect(throws: Never.self) { try result.get() }
+            #expect(indexed, "\(ids) answered before it was handed to the index")
+        }
+        #expect(disk.lastGroupCommit.answered > 0)
+        // Whatever the last sync expects, a lone burst is answered (a linger is bounded).
+        let lone = await store(["LONE"])
+        #expect(throws: Never.self) { try lone.get() }
+        let journal = try String(contentsOfFile: "\(root)/messages/metadata.jsonl", encoding: .utf8)
+        #expect(journal.split(separator: "\n").count == bursts.count * 4 + 1)
+        for id in bursts.joined() + ["LONE"] {
+            #expect(try await disk.readRaw(id: id) == ByteBuffer(string: "Subject: \(id)\r\n\r\nbody\r\n"))
+        }
+    }
 }
 
 /// Ids handed to the index, in order.

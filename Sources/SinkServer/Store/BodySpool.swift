@@ -35,7 +35,8 @@ final class BodySpool: Sendable {
     static let maxDeferral: UInt64 = 5_000_000_000
 
     let path: String
-    private let descriptor: Int32
+    /// Open for appending; the disk writer syncs it (`fdatasync`) with `--fsync always`.
+    let descriptor: Int32
 
     private struct State {
         var bodies: [String: ByteBuffer] = [:]

@@ -4,7 +4,7 @@ import NIOCore
 /// The small messages of a burst that one event loop stores itself in one pass of its loop
 /// (`DiskStore.storeInline`): gathered while the pass reads its connections, written together
 /// by a task that runs right after that I/O, and answered from it (with `--fsync always`, once
-/// the disk writer's next `syncfs` returned). One append to the spool and
+/// the disk writer synced the spool and the journal). One append to the spool and
 /// one to the journal per pass instead of two per message: two per message saturated the loop.
 ///
 /// Confined to its event loop: only that loop's handlers add to it, and its task runs there.
