@@ -105,7 +105,9 @@ struct BodySpoolTests {
         #expect(loaded.map(\.id) == ["M1"])
     }
 
-    @Test("--fsync always's group commit waits for as many messages as the last sync answered plus those that waited after it, no longer than that sync took, at most 2 ms")
+    @Test(
+        "--fsync always's group commit waits for as many messages as the last sync answered plus those that waited after it, no longer than that sync took, at most 2 ms"
+    )
     func groupCommitPolicy() {
         let lone = GroupCommit(answered: 1, waitingAfter: 0, syncNanos: 500_000)
         #expect(lone.linger(holding: 1) == 0)
@@ -118,7 +120,9 @@ struct BodySpoolTests {
         #expect(GroupCommit().linger(holding: 1) == 0)
     }
 
-    @Test("--fsync always: bursts appended from several threads are each answered once synced, indexed only then, every line in the journal; a burst the group commit waited for more with is answered too")
+    @Test(
+        "--fsync always: bursts appended from several threads are each answered once synced, indexed only then, every line in the journal; a lone burst after them is answered too"
+    )
     func alwaysBurstsSynced() async throws {
         let root = try Self.directory()
         defer { try? FileManager.default.removeItem(atPath: root) }
