@@ -21,12 +21,14 @@ public struct Mailbox: Hashable, Sendable, CustomStringConvertible {
     public var detail: Substring? { Self.detail(ofAddress: description) }
 
     /// The same, for an address held as text (`local@domain`; the last `@` ends the local part).
+    /// Bytes, not characters: it runs for every recipient on the way to the `250`.
     public static func detail(ofAddress address: some StringProtocol) -> Substring? {
         let text = Substring(address)
-        let local = text.lastIndex(of: "@").map { text[..<$0] } ?? text
-        guard let plus = local.firstIndex(of: "+") else { return nil }
-        let detail = local[local.index(after: plus)...]
-        return detail.isEmpty ? nil : detail
+        let bytes = text.utf8
+        let localEnd = bytes.lastIndex(of: UInt8(ascii: "@")) ?? bytes.endIndex
+        guard let plus = bytes[..<localEnd].firstIndex(of: UInt8(ascii: "+")) else { return nil }
+        let start = bytes.index(after: plus)
+        return start < localEnd ? text[start..<localEnd] : nil
     }
 
     /// True when any character is outside ASCII: such a path needs SMTPUTF8 (RFC 6531 §3.4).

@@ -58,25 +58,81 @@ extension ByteBuffer {
     /// `code text`, each ended by CRLF (RFC 5321 §4.2.1). Returns the number of bytes written.
     @discardableResult
     public mutating func writeSMTPReply(_ reply: SMTPReply) -> Int {
-        // Digits are written as bytes: string interpolation here cost eight allocations per
-        // reply (Benchmarks/: "encode the replies of one transaction").
+        // Each line's prefix (`250-2.0.0 `) is made in a small stack buffer and written with its
+        // text: a byte at a time (`writeInteger`), the prefix cost a capacity and uniqueness
+        // check per byte (~3% of the sink's 1 KiB profile with the code's digits, `perf record`).
         let start = writerIndex
         let count = max(reply.lines.count, 1)
+        let digits = 0..<1000
+        let fast =
+            digits.contains(reply.code.rawValue)
+            && reply.enhanced.map { digits.contains($0.statusClass) && digits.contains($0.subject) && digits.contains($0.detail) } ?? true
         for index in 0..<count {
-            writeDecimal(reply.code.rawValue)
-            writeInteger(index == count - 1 ? UInt8(ascii: " ") : UInt8(ascii: "-"))
-            if let enhanced = reply.enhanced {
-                writeDecimal(enhanced.statusClass)
-                writeInteger(UInt8(ascii: "."))
-                writeDecimal(enhanced.subject)
-                writeInteger(UInt8(ascii: "."))
-                writeDecimal(enhanced.detail)
-                writeInteger(UInt8(ascii: " "))
+            guard fast else {
+                writeSlowly(reply, line: index, count: count)
+                continue
             }
-            if index < reply.lines.count { writeString(reply.lines[index]) }
-            writeStaticString("\r\n")
+            // At most `999-999.999.999 `: 16 bytes.
+            var prefix: (UInt64, UInt64) = (0, 0)
+            let prefixLength = withUnsafeMutableBytes(of: &prefix) { bytes in
+                var at = Self.putDecimal(reply.code.rawValue, into: bytes, at: 0)
+                bytes[at] = index == count - 1 ? UInt8(ascii: " ") : UInt8(ascii: "-")
+                at += 1
+                if let enhanced = reply.enhanced {
+                    at = Self.putDecimal(enhanced.statusClass, into: bytes, at: at)
+                    bytes[at] = UInt8(ascii: ".")
+                    at = Self.putDecimal(enhanced.subject, into: bytes, at: at + 1)
+                    bytes[at] = UInt8(ascii: ".")
+                    at = Self.putDecimal(enhanced.detail, into: bytes, at: at + 1)
+                    bytes[at] = UInt8(ascii: " ")
+                    at += 1
+                }
+                return at
+            }
+            var text = index < reply.lines.count ? reply.lines[index] : ""
+            text.withUTF8 { utf8 in
+                let length = prefixLength + utf8.count + 2
+                writeWithUnsafeMutableBytes(minimumWritableBytes: length) { out in
+                    withUnsafeBytes(of: prefix) { out.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: prefixLength) }
+                    if utf8.count > 0 { (out.baseAddress! + prefixLength).copyMemory(from: utf8.baseAddress!, byteCount: utf8.count) }
+                    out[length - 2] = UInt8(ascii: "\r")
+                    out[length - 1] = UInt8(ascii: "\n")
+                    return length
+                }
+            }
         }
         return writerIndex - start
+    }
+
+    /// Puts `value` (0...999) in decimal at `at`; returns where it ends.
+    private static func putDecimal(_ value: Int, into bytes: UnsafeMutableRawBufferPointer, at: Int) -> Int {
+        var at = at
+        if value >= 100 {
+            bytes[at] = UInt8(truncatingIfNeeded: 48 + value / 100)
+            at += 1
+        }
+        if value >= 10 {
+            bytes[at] = UInt8(truncatingIfNeeded: 48 + value / 10 % 10)
+            at += 1
+        }
+        bytes[at] = UInt8(truncatingIfNeeded: 48 + value % 10)
+        return at + 1
+    }
+
+    /// One line of a reply with a code or enhanced status part beyond three digits.
+    private mutating func writeSlowly(_ reply: SMTPReply, line index: Int, count: Int) {
+        writeDecimal(reply.code.rawValue)
+        writeInteger(index == count - 1 ? UInt8(ascii: " ") : UInt8(ascii: "-"))
+        if let enhanced = reply.enhanced {
+            writeDecimal(enhanced.statusClass)
+            writeInteger(UInt8(ascii: "."))
+            writeDecimal(enhanced.subject)
+            writeInteger(UInt8(ascii: "."))
+            writeDecimal(enhanced.detail)
+            writeInteger(UInt8(ascii: " "))
+        }
+        if index < reply.lines.count { writeString(reply.lines[index]) }
+        writeStaticString("\r\n")
     }
 
     /// A non-negative integer in decimal, without making a `String`.

@@ -113,6 +113,21 @@ struct SMTPCommandParsingTests {
                 "AUTH PLAIN " + String(repeating: "A", count: 4000),
                 .command(.auth(mechanism: "PLAIN", initialResponse: String(repeating: "A", count: 4000)))),
             Case("NOOP a\rb", .rejected(.bareLineEnding)),
+            // Read as bytes: any case of the verb and the FROM:/TO: prefix, runs of spaces.
+            Case(
+                "MaIl FrOm:   <alice@example.com>  SIZE=10   BODY=7BIT ",
+                .command(.mail(.mailbox(alice), parameters: [ESMTPParameter("SIZE", "10"), ESMTPParameter("BODY", "7BIT")]))),
+            Case("rcpt to:<POSTMASTER>", .command(.rcpt(.postmaster, parameters: []))),
+            Case(
+                "RCPT TO:<postmaster@example.com>", .command(.rcpt(.mailbox(Mailbox(localPart: "postmaster", domain: "example.com")), parameters: []))
+            ),
+            Case("RCPT TO:<postmasters>", .rejectedWithReply(501)),
+            Case("RCPT TO", .rejectedWithReply(501)),
+            Case("RCPT T", .rejectedWithReply(501)),
+            Case("MAIL FROM:<alice@example.com>x", .rejectedWithReply(501)),
+            Case("NOOP \t hi \t", .command(.noop("hi"))),
+            Case("EHLO \u{301}host", .command(.ehlo("\u{301}host"))),
+            Case("MAİL FROM:<alice@example.com>", .rejected(.unrecognizedCommand("MAİL"))),
         ])
     func parse(_ c: Case) { c.check() }
 

@@ -31,12 +31,26 @@ struct SMTPReplyTests {
             ),
             (SMTPReply(code: ReplyCode(rawValue: 220), lines: []), "220 \r\n"),
             (SMTPReply(code: ReplyCode(rawValue: 1234), lines: ["odd"]), "1234 odd\r\n"),
+            (
+                SMTPReply(code: ReplyCode(rawValue: 250), enhanced: EnhancedStatusCode(2, 1000, 0), lines: ["x", "y"]),
+                "250-2.1000.0 x\r\n250 2.1000.0 y\r\n"
+            ),
+            (
+                SMTPReply(code: ReplyCode(rawValue: 999), enhanced: EnhancedStatusCode(999, 999, 999), lines: ["héllo ✉︎"]),
+                "999 999.999.999 héllo ✉︎\r\n"
+            ),
+            (SMTPReply(code: ReplyCode(rawValue: 0), lines: [""]), "0 \r\n"),
         ])
     func digits(reply: SMTPReply, wire: String) {
         var buffer = ByteBuffer()
         let written = buffer.writeSMTPReply(reply)
         #expect(String(buffer: buffer) == wire)
         #expect(written == wire.utf8.count)
+        // After other bytes, in a buffer with no room to spare.
+        var full = ByteBuffer(string: "354 go\r\n")
+        full.reserveCapacity(full.readableBytes)
+        #expect(full.writeSMTPReply(reply) == wire.utf8.count)
+        #expect(String(buffer: full) == "354 go\r\n" + wire)
     }
 
     @Test("an empty 334 challenge is written as `334 `")

@@ -47,12 +47,26 @@ struct SMTPServerHandlerTests {
             try channel.writeInbound(ByteBuffer(string: text))
         }
 
-        /// Every reply written so far, one string per write, CRLFs kept.
+        /// Every reply written so far, one string per reply (a multi-line reply is one), CRLFs
+        /// kept. The replies of one pass leave in one write.
         func replies() throws -> [String] {
             var replies: [String] = []
+            var current = ""
             while let buffer = try channel.readOutbound(as: ByteBuffer.self) {
-                replies.append(String(buffer: buffer))
+                var text = Substring(String(buffer: buffer))
+                while let end = text.range(of: "\r\n") {
+                    let line = text[..<end.upperBound]
+                    current += line
+                    text = text[end.upperBound...]
+                    // `250-…` continues a reply; `250 …` ends it.
+                    if line.dropFirst(3).first != "-" {
+                        replies.append(current)
+                        current = ""
+                    }
+                }
+                current += text
             }
+            if !current.isEmpty { replies.append(current) }
             return replies
         }
 

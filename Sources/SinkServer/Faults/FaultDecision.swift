@@ -76,7 +76,7 @@ struct FaultEvent {
         default: return names
         }
         if let user = authUser, !user.isEmpty { names.append(user) }
-        for recipient in recipients where recipient.contains("@") {
+        for recipient in recipients where recipient.utf8.contains(UInt8(ascii: "@")) {
             if let detail = Mailbox.detail(ofAddress: recipient), !names.contains(String(detail)) { names.append(String(detail)) }
         }
         if let header = header("X-Swallow-Mailbox"), !header.isEmpty, !names.contains(header) { names.append(header) }

@@ -75,7 +75,7 @@ enum PlusTagFault: Equatable, Sendable {
 
     init?(_ address: String) {
         // The last `+` segment of the subaddress: `app+job42+fail-451@…` fails with 451.
-        guard address.contains("@"), let detail = Mailbox.detail(ofAddress: address),
+        guard address.utf8.contains(UInt8(ascii: "@")), let detail = Mailbox.detail(ofAddress: address),
             let last = detail.split(separator: "+", omittingEmptySubsequences: false).last
         else { return nil }
         let tag = last.lowercased()

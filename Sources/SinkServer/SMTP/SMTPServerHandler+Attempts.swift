@@ -112,7 +112,7 @@ extension SMTPServerHandler {
         let origin = attemptOrigin(sender: sender)
         for recipient in recipients {
             var boxes = mailboxes
-            if recipient.contains("@"), let detail = Mailbox.detail(ofAddress: recipient), !boxes.contains(String(detail)) {
+            if recipient.utf8.contains(UInt8(ascii: "@")), let detail = Mailbox.detail(ofAddress: recipient), !boxes.contains(String(detail)) {
                 boxes.append(String(detail))
             }
             log.record(

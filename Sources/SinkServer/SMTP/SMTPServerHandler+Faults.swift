@@ -152,8 +152,7 @@ extension SMTPServerHandler {
         if let reply { self.reply(reply, context: context) }
         if let partial {
             transcript.note("partial reply, then closed: \(partial)")
-            context.write(wrapOutboundOut(context.channel.allocator.buffer(string: partial)), promise: nil)
-            unflushed = true
+            replyVerbatim(partial)
         }
         close(context: context)
     }

@@ -9,16 +9,34 @@ extension SMTPServerHandler {
         let code = reply.code.rawValue
         if code >= 400 { shared.metrics.rejected(code: code) }
         shared.metrics.replied(code)
-        var buffer = context.channel.allocator.buffer(capacity: 64)
-        buffer.writeSMTPReply(reply)
-        if throttle.isOn { throttle.spend(buffer.readableBytes, now: context.eventLoop.now) }
-        context.write(wrapOutboundOut(buffer), promise: nil)
+        startReplies()
+        let written = replies.writeSMTPReply(reply)
+        if throttle.isOn { throttle.spend(written, now: context.eventLoop.now) }
         unflushed = true
+    }
+
+    /// Bytes to send after the replies so far (a fault's partial reply).
+    func replyVerbatim(_ text: String) {
+        startReplies()
+        replies.writeString(text)
+        unflushed = true
+    }
+
+    /// Starts the reply buffer over once what it held was handed to the channel: without a
+    /// copy once the channel has sent it (the usual case: it sends at once), with a new buffer
+    /// while it still holds it.
+    private func startReplies() {
+        guard replies.readableBytes == 0, replies.readerIndex > 0 else { return }
+        if replies.capacity > 16 * 1024 { replies = ByteBuffer() } else { replies.clear() }
     }
 
     func flushReplies(context: ChannelHandlerContext) {
         guard unflushed else { return }
         unflushed = false
+        if replies.readableBytes > 0 {
+            context.write(wrapOutboundOut(replies), promise: nil)
+            replies.moveReaderIndex(to: replies.writerIndex)
+        }
         context.flush()
     }
 

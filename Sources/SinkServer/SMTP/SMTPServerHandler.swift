@@ -48,6 +48,10 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     @exclusivity(unchecked) var handoff: LoopHandoff?
     /// Replies written but not flushed yet.
     @exclusivity(unchecked) var unflushed = false
+    /// The replies of one pass, handed to the channel together by `flushReplies`. Its memory is
+    /// reused: once the channel has sent them, the next reply starts it over (a buffer per
+    /// reply was a `malloc` and a `free` per reply).
+    @exclusivity(unchecked) var replies = ByteBuffer()
     /// Waiting for the store or a fault's delay: no decoding, no reading.
     @exclusivity(unchecked) var paused = false
     /// Fault rules that fired before MAIL, and in the transaction under way.

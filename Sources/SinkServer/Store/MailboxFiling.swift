@@ -9,7 +9,7 @@ enum MailboxFiling {
         var names: [String] = []
         if let user = message.session.authUser, !user.isEmpty { names.append(user) }
         for recipient in message.envelope.recipients {
-            guard recipient.address.contains("@"), let detail = Mailbox.detail(ofAddress: recipient.address) else { continue }
+            guard recipient.address.utf8.contains(UInt8(ascii: "@")), let detail = Mailbox.detail(ofAddress: recipient.address) else { continue }
             let tag = String(detail)
             if !names.contains(tag) { names.append(tag) }
         }
