@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// A fast, allocation-light look at a message's header section, for the few fields the
 /// sink needs at capture time (the trace id). The full RFC 5322 / MIME parse lives elsewhere.
 public enum HeaderLookup {
@@ -15,8 +21,7 @@ public enum HeaderLookup {
         let count = message.count
         var lineStart = 0
         while lineStart < count, remaining > 0 {
-            var lineEnd = lineStart
-            while lineEnd < count && message[lineEnd] != UInt8(ascii: "\n") { lineEnd += 1 }
+            let lineEnd = Self.lineEnd(from: lineStart, in: message)
             let contentEnd = lineEnd > lineStart && message[lineEnd - 1] == UInt8(ascii: "\r") ? lineEnd - 1 : lineEnd
             if contentEnd == lineStart { break }  // end of the header section
             for (index, wanted) in names.enumerated() where found[index] == nil {
@@ -39,8 +44,7 @@ public enum HeaderLookup {
         var value = [UInt8](UnsafeRawBufferPointer(rebasing: message[start..<end]))
         var next = lineEnd + 1
         while next < count, message[next] == UInt8(ascii: " ") || message[next] == UInt8(ascii: "\t") {
-            var stop = next
-            while stop < count && message[stop] != UInt8(ascii: "\n") { stop += 1 }
+            let stop = Self.lineEnd(from: next, in: message)
             let contentStop = stop > next && message[stop - 1] == UInt8(ascii: "\r") ? stop - 1 : stop
             value.append(contentsOf: UnsafeRawBufferPointer(rebasing: message[next..<contentStop]))
             next = stop + 1
@@ -51,6 +55,14 @@ public enum HeaderLookup {
         while first < last, blank(value[first]) { first += 1 }
         while last > first, blank(value[last - 1]) { last -= 1 }
         return String(decoding: value[first..<last], as: UTF8.self)
+    }
+
+    /// The index of the first LF at or after `start`, or the end (`memchr`: a byte-at-a-time
+    /// loop here was most of the lookups' cost).
+    private static func lineEnd(from start: Int, in message: UnsafeRawBufferPointer) -> Int {
+        guard start < message.count, let base = message.baseAddress else { return message.count }
+        guard let found = memchr(base + start, Int32(UInt8(ascii: "\n")), message.count - start) else { return message.count }
+        return UnsafeRawPointer(found) - base
     }
 
     private static func matches(_ wanted: [UInt8], _ bytes: UnsafeRawBufferPointer, at start: Int) -> Bool {

@@ -1,3 +1,4 @@
+import MailMessage
 import NIOCore
 import SMTPProtocol
 
@@ -25,6 +26,8 @@ struct BuiltInFaults: FaultSource {
         }
     }
 
+    private static let faultHeader = [Array("x-swallow-fault".utf8)]
+
     func decide(_ event: FaultEvent) -> FaultDecision? {
         switch event.phase {
         case .mail:
@@ -49,7 +52,9 @@ struct BuiltInFaults: FaultSource {
         if magic.contains(.reject) {
             return FaultDecision(rule: "reject@", phase: .dataEnd, delay: .zero, effect: .reply(MagicAddress.rejectReply), builtIn: true)
         }
-        let header = FaultEvent.header("X-Swallow-Fault", in: event.message).flatMap(HeaderFault.init)
+        let header = event.message.flatMap { body in
+            body.withUnsafeReadableBytes { HeaderLookup.firstValues(named: Self.faultHeader, in: $0)[0] }
+        }.flatMap(HeaderFault.init)
         if let header, let reply = header.reply {
             return FaultDecision(rule: "X-Swallow-Fault", phase: .dataEnd, delay: header.delay, effect: .reply(reply), builtIn: true)
         }

@@ -36,7 +36,8 @@ extension SMTPServerHandler {
         guard session.messageBytes(bytes.readableBytes) else { return }
         if capture == nil {
             capture = MessageCapture(
-                session: session, peer: peer, configuration: shared.configuration,
+                session: session, peer: peer, hostname: shared.configuration.hostname,
+                discardBodies: shared.configuration.discardBodies, maxMessageBytes: shared.configuration.limits.maxMessageBytes,
                 allocator: context.channel.allocator, sizeHint: session.declaredSize ?? bytes.readableBytes
             )
         }
@@ -47,7 +48,8 @@ extension SMTPServerHandler {
         let current =
             capture
             ?? MessageCapture(
-                session: session, peer: peer, configuration: shared.configuration,
+                session: session, peer: peer, hostname: shared.configuration.hostname,
+                discardBodies: shared.configuration.discardBodies, maxMessageBytes: shared.configuration.limits.maxMessageBytes,
                 allocator: context.channel.allocator, sizeHint: 0
             )
         capture = nil
