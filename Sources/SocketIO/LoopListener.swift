@@ -50,6 +50,7 @@ public final class LoopListener: LoopSocket, @unchecked Sendable {
     private init(fd: Int32, local: SocketAddress, loops: [SocketLoop], initializer: @escaping @Sendable (LoopChannel) throws -> Void) {
         self.fd = fd
         self.localAddress = local
+        self.wildcard = local.ipAddress == "0.0.0.0" || local.ipAddress == "::"
         self.loops = loops
         self.initializer = initializer
         self.closed = loops[0].makePromise()
@@ -113,10 +114,10 @@ public final class LoopListener: LoopSocket, @unchecked Sendable {
         if loop === loops[0] { open() } else { loop.execute(open) }
     }
 
-    /// Bound to every address: a connection's own local address is asked for.
-    private var wildcard: Bool {
-        localAddress.ipAddress == "0.0.0.0" || localAddress.ipAddress == "::"
-    }
+    /// Bound to every address: a connection's own local address is asked for. Decided once
+    /// (formatting the address for each connection showed in the profile of a connection per
+    /// message).
+    private let wildcard: Bool
 
     private static func localAddress(of fd: Int32) -> SocketAddress? {
         var storage = sockaddr_storage()

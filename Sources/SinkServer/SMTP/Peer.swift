@@ -24,13 +24,15 @@ struct Peer {
 
     init(sessionID: String, remote: SocketAddress?, local: SocketAddress?) {
         self.sessionID = sessionID
-        self.remote = remote.map(Self.describe) ?? "unknown"
-        self.local = local.map(Self.describe) ?? "unknown"
-        self.remoteIP = remote?.ipAddress ?? "unknown"
+        // The remote IP formatted once (`inet_ntop` and a string each time), for both fields.
+        let remoteIP = remote?.ipAddress
+        self.remote = remote.map { Self.describe($0, ip: remoteIP) } ?? "unknown"
+        self.local = local.map { Self.describe($0) } ?? "unknown"
+        self.remoteIP = remoteIP ?? "unknown"
     }
 
-    static func describe(_ address: SocketAddress) -> String {
-        guard let ip = address.ipAddress, let port = address.port else { return "\(address)" }
-        return ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
+    static func describe(_ address: SocketAddress, ip known: String? = nil) -> String {
+        guard let ip = known ?? address.ipAddress, let port = address.port else { return "\(address)" }
+        return ip.utf8.contains(UInt8(ascii: ":")) ? "[\(ip)]:\(port)" : "\(ip):\(port)"
     }
 }
