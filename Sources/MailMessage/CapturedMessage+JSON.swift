@@ -18,55 +18,55 @@ extension CapturedMessage {
     public func writeJSON(into out: inout JSONWriter) -> Bool {
         if transcript != nil || relay != nil { return false }
         out.object {
-            $0.field("id") { $0.string(id) }
-            $0.field("envelope") { envelope in
+            $0.field(key: "id") { $0.string(id) }
+            $0.field(key: "envelope") { envelope in
                 envelope.object {
-                    $0.field("mailFrom") { $0.string(self.envelope.mailFrom) }
-                    $0.field("mailParameters") { $0.dictionary(self.envelope.mailParameters) }
-                    $0.field("recipients") { list in
+                    $0.field(key: "mailFrom") { $0.string(self.envelope.mailFrom) }
+                    $0.field(key: "mailParameters") { $0.dictionary(self.envelope.mailParameters) }
+                    $0.field(key: "recipients") { list in
                         list.array(self.envelope.recipients) { writer, recipient in
                             writer.object {
-                                $0.field("address") { $0.string(recipient.address) }
-                                $0.field("parameters") { $0.dictionary(recipient.parameters) }
+                                $0.field(key: "address") { $0.string(recipient.address) }
+                                $0.field(key: "parameters") { $0.dictionary(recipient.parameters) }
                             }
                         }
                     }
                 }
             }
-            $0.field("session") { session in
+            $0.field(key: "session") { session in
                 session.object {
-                    $0.field("id") { $0.string(self.session.id) }
-                    $0.field("remoteAddress") { $0.string(self.session.remoteAddress) }
-                    $0.field("localAddress") { $0.string(self.session.localAddress) }
-                    $0.field("helo") { $0.string(self.session.helo) }
-                    $0.field("esmtp") { $0.bool(self.session.esmtp) }
+                    $0.field(key: "id") { $0.string(self.session.id) }
+                    $0.field(key: "remoteAddress") { $0.string(self.session.remoteAddress) }
+                    $0.field(key: "localAddress") { $0.string(self.session.localAddress) }
+                    $0.field(key: "helo") { $0.string(self.session.helo) }
+                    $0.field(key: "esmtp") { $0.bool(self.session.esmtp) }
                     if let tls = self.session.tls {
-                        $0.field("tls") { writer in
+                        $0.field(key: "tls") { writer in
                             writer.object {
-                                $0.field("version") { $0.string(tls.version) }
-                                if let cipher = tls.cipher { $0.field("cipher") { $0.string(cipher) } }
-                                $0.field("implicit") { $0.bool(tls.implicit) }
+                                $0.field(key: "version") { $0.string(tls.version) }
+                                if let cipher = tls.cipher { $0.field(key: "cipher") { $0.string(cipher) } }
+                                $0.field(key: "implicit") { $0.bool(tls.implicit) }
                             }
                         }
                     }
-                    if let user = self.session.authUser { $0.field("authUser") { $0.string(user) } }
+                    if let user = self.session.authUser { $0.field(key: "authUser") { $0.string(user) } }
                 }
             }
-            $0.field("timestamps") { writer in
+            $0.field(key: "timestamps") { writer in
                 writer.object {
-                    $0.field("connectedNanos") { $0.number(self.timestamps.connectedNanos) }
-                    $0.field("mailNanos") { $0.number(self.timestamps.mailNanos) }
-                    $0.field("dataStartNanos") { $0.number(self.timestamps.dataStartNanos) }
-                    $0.field("dataEndNanos") { $0.number(self.timestamps.dataEndNanos) }
-                    if let sent = self.timestamps.replySentNanos { $0.field("replySentNanos") { $0.number(sent) } }
+                    $0.field(key: "connectedNanos") { $0.number(self.timestamps.connectedNanos) }
+                    $0.field(key: "mailNanos") { $0.number(self.timestamps.mailNanos) }
+                    $0.field(key: "dataStartNanos") { $0.number(self.timestamps.dataStartNanos) }
+                    $0.field(key: "dataEndNanos") { $0.number(self.timestamps.dataEndNanos) }
+                    if let sent = self.timestamps.replySentNanos { $0.field(key: "replySentNanos") { $0.number(sent) } }
                 }
             }
-            $0.field("size") { $0.number(Int64(size)) }
-            $0.field("receivedHeaderLength") { $0.number(Int64(receivedHeaderLength)) }
-            $0.field("anomalies") { $0.array(anomalies) { $0.string($1) } }
-            $0.field("faults") { $0.array(faults) { $0.string($1) } }
-            if let traceID { $0.field("traceID") { $0.string(traceID) } }
-            $0.field("bodyStored") { $0.bool(bodyStored) }
+            $0.field(key: "size") { $0.number(Int64(size)) }
+            $0.field(key: "receivedHeaderLength") { $0.number(Int64(receivedHeaderLength)) }
+            $0.field(key: "anomalies") { $0.array(anomalies) { $0.string($1) } }
+            $0.field(key: "faults") { $0.array(faults) { $0.string($1) } }
+            if let traceID { $0.field(key: "traceID") { $0.string(traceID) } }
+            $0.field(key: "bodyStored") { $0.bool(bodyStored) }
         }
         return true
     }
@@ -109,6 +109,19 @@ public struct JSONWriter {
     public mutating func field(_ name: String, _ value: (inout JSONWriter) -> Void) {
         if needsComma { bytes.append(UInt8(ascii: ",")) }
         string(name)
+        bytes.append(UInt8(ascii: ":"))
+        needsComma = false
+        value(&self)
+        needsComma = true
+    }
+
+    /// A field whose name is a literal that needs no escaping (plain ASCII, no quote or
+    /// backslash): copied as it is, not scanned.
+    public mutating func field(key name: StaticString, _ value: (inout JSONWriter) -> Void) {
+        if needsComma { bytes.append(UInt8(ascii: ",")) }
+        bytes.append(UInt8(ascii: "\""))
+        bytes.append(contentsOf: UnsafeBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount))
+        bytes.append(UInt8(ascii: "\""))
         bytes.append(UInt8(ascii: ":"))
         needsComma = false
         value(&self)
