@@ -150,17 +150,7 @@ public struct JSONWriter {
     /// more than 15 digits (the nanosecond timestamps).
     public mutating func number(_ value: Int64) {
         if value < 0 { bytes.append(UInt8(ascii: "-")) }
-        var magnitude = value.magnitude
-        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)
-        withUnsafeMutableBytes(of: &digits) { scratch in
-            var index = scratch.count
-            repeat {
-                index -= 1
-                scratch[index] = UInt8(ascii: "0") + UInt8(magnitude % 10)
-                magnitude /= 10
-            } while magnitude > 0
-            bytes.append(contentsOf: scratch[index...])
-        }
+        withDecimalDigits(of: value.magnitude) { bytes.append(contentsOf: $0) }
         needsComma = true
     }
 
@@ -208,5 +198,20 @@ public struct JSONWriter {
     public mutating func newline() {
         bytes.append(UInt8(ascii: "\n"))
         needsComma = false
+    }
+}
+
+/// Calls `body` with the decimal digits of `value`, made in a stack buffer (no `String`).
+public func withDecimalDigits<Result>(of value: UInt64, _ body: (UnsafeRawBufferPointer) -> Result) -> Result {
+    var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)
+    return withUnsafeMutableBytes(of: &digits) { scratch in
+        var value = value
+        var index = scratch.count
+        repeat {
+            index -= 1
+            scratch[index] = UInt8(ascii: "0") + UInt8(value % 10)
+            value /= 10
+        } while value > 0
+        return body(UnsafeRawBufferPointer(rebasing: scratch[index...]))
     }
 }

@@ -1,3 +1,4 @@
+import MailMessage
 import NIOCore
 import Synchronization
 
@@ -195,17 +196,7 @@ extension ByteBuffer {
     /// Writes a non-negative integer in decimal, without building a `String`.
     mutating func writeDecimal(_ value: Int) {
         precondition(value >= 0)
-        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)
-        withUnsafeMutableBytes(of: &digits) { scratch in
-            var value = value
-            var index = scratch.count
-            repeat {
-                index -= 1
-                scratch[index] = UInt8(ascii: "0") + UInt8(value % 10)
-                value /= 10
-            } while value > 0
-            writeBytes(UnsafeRawBufferPointer(rebasing: scratch[index...]))
-        }
+        withDecimalDigits(of: UInt64(value)) { writeBytes($0) }
     }
 }
 
