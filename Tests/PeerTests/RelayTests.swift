@@ -14,7 +14,6 @@ final class PostfixRelay {
 
     init(relayTo sinkPort: Int) throws {
         directory = NSTemporaryDirectory() + "swallow-relay-\(UUID().uuidString.prefix(8))"
-        port = try freePort()
         for sub in ["etc", "spool", "data"] {
             try FileManager.default.createDirectory(atPath: "\(directory)/\(sub)", withIntermediateDirectories: true)
         }
@@ -39,6 +38,25 @@ final class PostfixRelay {
         smtputf8_enable = no
         biff = no
         """.write(toFile: "\(directory)/etc/main.cf", atomically: true, encoding: .utf8)
+        // A free port can be taken by a test running alongside before Postfix binds it (the
+        // start then fails): a few tries, each with another port.
+        var attempt = 0
+        while true {
+            let port = try freePort()
+            do {
+                try Self.writeMasterConfiguration(directory: directory, port: port)
+                try Self.postfix(["start"], directory: directory)
+                self.port = port
+                return
+            } catch {
+                try? Self.postfix(["stop"], directory: directory)
+                attempt += 1
+                if attempt == 3 { throw error }
+            }
+        }
+    }
+
+    private static func writeMasterConfiguration(directory: String, port: Int) throws {
         let services = [
             "127.0.0.1:\(port) inet n - n - - smtpd", "cleanup unix n - n - 0 cleanup", "qmgr unix n - n 300 1 qmgr",
             "rewrite unix - - n - - trivial-rewrite", "bounce unix - - n - 0 bounce", "defer unix - - n - 0 bounce",
@@ -49,10 +67,13 @@ final class PostfixRelay {
             "postlog unix-dgram n - n - 1 postlogd",
         ]
         try (services.joined(separator: "\n") + "\n").write(toFile: "\(directory)/etc/master.cf", atomically: true, encoding: .utf8)
-        try postfix(["start"])
     }
 
     private func postfix(_ arguments: [String]) throws {
+        try Self.postfix(arguments, directory: directory)
+    }
+
+    private static func postfix(_ arguments: [String], directory: String) throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/sbin/postfix")
         process.arguments = ["-c", "\(directory)/etc"] + arguments
