@@ -210,23 +210,16 @@ final class DiskStore: Sendable {
         synced: (@Sendable (Result<Void, any Error>) -> Void)? = nil
     ) -> Result<Void, any Error> {
         let now = DispatchTime.now().uptimeNanoseconds
-        // Every line into one buffer; each message's, a slice of it, goes to the index.
+        // Every line into one buffer, written in one append.
         var lines = JSONWriter(capacity: items.count * 640)
-        var ends: [Int] = []
-        ends.reserveCapacity(items.count)
         var written: [WrittenMessage] = []
         written.reserveCapacity(items.count)
         do {
             for item in items {
+                let start = lines.bytes.count
                 if !item.message.writeJSON(into: &lines) { lines.verbatim(try item.message.jsonData()) }
-                ends.append(lines.bytes.count)
+                written.append(self.written(item.message, raw: item.raw, lineBytes: lines.bytes.count - start, tags: item.tags))
                 lines.newline()
-            }
-            let all = lines.bytes
-            var start = 0
-            for (item, end) in zip(items, ends) {
-                written.append(self.written(item.message, raw: item.raw, line: all[start..<end], tags: item.tags))
-                start = end + 1
             }
             try spool.store(items.map { ($0.message.id, $0.raw) }, now: now) {
                 try lines.bytes.withUnsafeBytes { try append($0) }
@@ -484,12 +477,12 @@ final class DiskStore: Sendable {
     }
 
     private func written(_ write: PendingWrite, line: Data) -> WrittenMessage {
-        written(write.message, raw: write.raw, line: ArraySlice(line), tags: write.tags)
+        written(write.message, raw: write.raw, lineBytes: line.count, tags: write.tags)
     }
 
     /// A message now in the files (or the spool), as `onWritten` is told of it.
-    private func written(_ message: CapturedMessage, raw: ByteBuffer?, line: ArraySlice<UInt8>, tags: [String]) -> WrittenMessage {
-        WrittenMessage(message: message, raw: raw, metadata: line, directory: directory, tags: tags, spool: spool)
+    private func written(_ message: CapturedMessage, raw: ByteBuffer?, lineBytes: Int, tags: [String]) -> WrittenMessage {
+        WrittenMessage(message: message, raw: raw, metadataBytes: lineBytes, directory: directory, tags: tags, spool: spool)
     }
 
     /// A burst (more than one message waiting, or bodies already spooled): the small bodies
@@ -735,9 +728,9 @@ struct WrittenMessage: Sendable {
     /// Kept while the index's backlog of bodies fits its bound; past that the indexer reads the
     /// `.eml` back (from the page cache, usually).
     var raw: ByteBuffer?
-    /// The message's metadata line, as written to the journal (a burst's lines share one
-    /// buffer: copying each out of it showed in the event loop's profile).
-    var metadata: ArraySlice<UInt8>
+    /// The length of the message's metadata line in the journal: what the index's backlog is
+    /// bounded by (the index encodes the line again rather than hold it).
+    var metadataBytes: Int
     /// The data directory's `messages`: the `.eml` path is made only when it is read.
     var directory: String
     var path: String { "\(directory)/\(message.id).eml" }

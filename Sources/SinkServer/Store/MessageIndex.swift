@@ -90,7 +90,9 @@ final class MessageIndex: Sendable {
         }
 
         init(_ queued: WrittenMessage) {
-            self.init(queued.message, raw: queued.body(), tags: queued.tags, capturedJSON: Data(queued.metadata))
+            // Encoded here, on the indexer's thread, rather than kept from the journal's line:
+            // held until indexed, the lines of a burst were memory the event loop faulted in.
+            self.init(queued.message, raw: queued.body(), tags: queued.tags, capturedJSON: try? queued.message.jsonData())
         }
     }
 
@@ -150,7 +152,7 @@ final class MessageIndex: Sendable {
     @discardableResult
     func enqueue(_ messages: [WrittenMessage], mayWait: Bool = true) -> Bool {
         guard !messages.isEmpty else { return true }
-        let metadataBytes = messages.reduce(0) { $0 + $1.metadata.count }
+        let metadataBytes = messages.reduce(0) { $0 + $1.metadataBytes }
         while true {
             let (admitted, schedule) = pending.withLock { pending -> (Bool, Bool) in
                 guard pending.count == 0 || pending.metadataBytes + metadataBytes <= Self.maxPendingMetadataBytes else {
@@ -232,7 +234,7 @@ final class MessageIndex: Sendable {
             let (waiters, reached) = pending.withLock { pending in
                 pending.batches.removeFirst(handOvers)
                 pending.count -= batch.count
-                pending.metadataBytes -= batch.reduce(0) { $0 + $1.metadata.count }
+                pending.metadataBytes -= batch.reduce(0) { $0 + $1.metadataBytes }
                 pending.bodyBytes -= batch.reduce(0) { $0 + ($1.raw?.readableBytes ?? 0) }
                 pending.indexed += batch.count
                 let indexed = pending.indexed
