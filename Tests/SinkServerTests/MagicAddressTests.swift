@@ -20,6 +20,19 @@ struct MagicAddressTests {
         #expect(try magic("slow-forever@x.example") == nil)
         #expect(try magic("slow-11m@x.example") == nil)
         #expect(try magic("alice@x.example") == nil)
+        // Every name, in any case; near misses are not magic.
+        #expect(try magic("FULL@x.example") == .full)
+        #expect(try magic("Disconnect@x.example") == .disconnect)
+        #expect(try magic("hAnG@x.example") == .hang)
+        #expect(try magic("REJECT@x.example") == .reject)
+        #expect(try magic("SLOW-2s@x.example") == .slow(seconds: 2))
+        #expect(try magic("Slow-1.5s@x.example") == .slow(seconds: 1.5))
+        #expect(try magic("bouncer@x.example") == nil)
+        #expect(try magic("ful@x.example") == nil)
+        #expect(try magic("disconnected@x.example") == nil)
+        #expect(try magic("slow@x.example") == nil)
+        #expect(try magic("1bounce@x.example") == nil)
+        #expect(try magic("\"bounce\"@x.example") == nil)
     }
 
     @Test("plus tags: fail-NNN refuses that MAIL or RCPT, delay-<duration> delays the final 250")

@@ -47,10 +47,20 @@ struct BuiltInFaults: FaultSource {
         }
     }
 
+    // One pass over the recipients, no arrays made: it runs for every message (the lists of
+    // magic addresses and plus tags it made were most of the built-in faults' cost, ~2% of
+    // the sink's CPU per 1 KiB message in `perf record`).
     private func decideAtDataEnd(_ event: FaultEvent) -> FaultDecision? {
-        let magic = event.recipientPaths.compactMap(MagicAddress.init)
-        if magic.contains(.reject) {
-            return FaultDecision(rule: "reject@", phase: .dataEnd, delay: .zero, effect: .reply(MagicAddress.rejectReply), builtIn: true)
+        var slowest: Double?
+        for path in event.recipientPaths {
+            switch MagicAddress(path) {
+            case .reject:
+                return FaultDecision(rule: "reject@", phase: .dataEnd, delay: .zero, effect: .reply(MagicAddress.rejectReply), builtIn: true)
+            case .slow(let seconds):
+                slowest = max(slowest ?? seconds, seconds)
+            default:
+                continue
+            }
         }
         let header = event.message.flatMap { body in
             body.withUnsafeReadableBytes { HeaderLookup.firstValues(named: Self.faultHeader, in: $0)[0] }
@@ -60,14 +70,19 @@ struct BuiltInFaults: FaultSource {
         }
         var delay = header?.delay ?? .zero
         var name = "X-Swallow-Fault"
-        for case .slow(let seconds) in magic where .seconds(exactly: seconds) > delay {
-            delay = .seconds(exactly: seconds)
+        if let slowest, .seconds(exactly: slowest) > delay {
+            delay = .seconds(exactly: slowest)
             name = "slow@"
         }
-        let tagged = [event.senderPath.flatMap(PlusTagFault.init)] + event.recipientPaths.map(PlusTagFault.init)
-        for case let tag? in tagged where tag.delay > delay {
+        if let tag = event.senderPath.flatMap(PlusTagFault.init), tag.delay > delay {
             delay = tag.delay
             name = tag.name
+        }
+        for path in event.recipientPaths {
+            if let tag = PlusTagFault(path), tag.delay > delay {
+                delay = tag.delay
+                name = tag.name
+            }
         }
         guard delay > .zero else { return nil }
         return FaultDecision(rule: name, phase: .dataEnd, delay: delay, effect: nil, builtIn: true)

@@ -20,6 +20,12 @@ enum MagicAddress: Equatable, Sendable {
 
     init?(_ path: ForwardPath) {
         guard case .mailbox(let mailbox) = path else { return nil }
+        // Most addresses are none of these: told apart by length and first letter before the
+        // local part is lowercased (a new string for every recipient of every message).
+        let bytes = mailbox.localPart.utf8
+        guard let first = bytes.first, bytes.count >= 4, bytes.count <= 10 || Self.startsSlow(bytes),
+            "bBtTfFdDhHrRsS".utf8.contains(first)
+        else { return nil }
         let local = mailbox.localPart.lowercased()
         switch local {
         case "bounce": self = .bounce
@@ -34,6 +40,11 @@ enum MagicAddress: Equatable, Sendable {
             }
             self = .slow(seconds: seconds)
         }
+    }
+
+    /// Whether the local part begins `slow-` (any case).
+    private static func startsSlow(_ bytes: String.UTF8View) -> Bool {
+        bytes.count > 5 && zip(bytes, "slow-".utf8).allSatisfy { $0 | 0x20 == $1 | 0x20 }
     }
 
     /// What this address does at RCPT, if it acts there.
