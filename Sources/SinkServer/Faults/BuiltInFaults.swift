@@ -30,18 +30,29 @@ struct BuiltInFaults: FaultSource {
 
     func decide(_ event: FaultEvent) -> FaultDecision? {
         switch event.phase {
-        case .mail:
-            guard let path = event.senderPath, let tag = PlusTagFault(path), let reply = tag.reply else { return nil }
-            return FaultDecision(rule: tag.name, phase: .mail, delay: .zero, effect: .reply(reply), builtIn: true)
-        case .rcpt:
-            guard let path = event.recipientPaths.first else { return nil }
-            if let tag = PlusTagFault(path), let reply = tag.reply {
-                return FaultDecision(rule: tag.name, phase: .rcpt, delay: .zero, effect: .reply(reply), builtIn: true)
-            }
-            guard let magic = MagicAddress(path), let effect = magic.rcptEffect else { return nil }
-            return FaultDecision(rule: magic.name, phase: .rcpt, delay: .zero, effect: effect, builtIn: true)
+        case .mail, .rcpt:
+            return Self.decide(at: event.phase, sender: event.senderPath, recipient: event.recipientPaths.first)
         case .dataEnd:
             return decideAtDataEnd(event)
+        default:
+            return nil
+        }
+    }
+
+    /// At MAIL or RCPT, from the two paths alone: the connection asks this way when no rule
+    /// is set, without making a `FaultEvent` (~1.5% of the sink's CPU per 1 KiB message).
+    static func decide(at phase: FaultPhase, sender: ReversePath?, recipient: ForwardPath?) -> FaultDecision? {
+        switch phase {
+        case .mail:
+            guard let sender, let tag = PlusTagFault(sender), let reply = tag.reply else { return nil }
+            return FaultDecision(rule: tag.name, phase: .mail, delay: .zero, effect: .reply(reply), builtIn: true)
+        case .rcpt:
+            guard let recipient else { return nil }
+            if let tag = PlusTagFault(recipient), let reply = tag.reply {
+                return FaultDecision(rule: tag.name, phase: .rcpt, delay: .zero, effect: .reply(reply), builtIn: true)
+            }
+            guard let magic = MagicAddress(recipient), let effect = magic.rcptEffect else { return nil }
+            return FaultDecision(rule: magic.name, phase: .rcpt, delay: .zero, effect: effect, builtIn: true)
         default:
             return nil
         }

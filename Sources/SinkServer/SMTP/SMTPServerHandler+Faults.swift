@@ -84,6 +84,13 @@ extension SMTPServerHandler {
             shared.configuration.magicAddresses && BuiltInFaults.acts(at: phase)
             && (command.map(session.admits) ?? true)
         guard !rules.isEmpty || builtIn else { return nil }
+        if rules.isEmpty, phase == .mail || phase == .rcpt {
+            let sender = command?.senderPath ?? session.transaction?.reversePath
+            let recipient = command?.recipientPath ?? session.transaction?.recipients.first?.path
+            guard let fired = BuiltInFaults.decide(at: phase, sender: sender, recipient: recipient) else { return nil }
+            transcript.note("\(fired.rule) at \(phase.rawValue)")
+            return fired
+        }
         let transaction = session.transaction
         let event = FaultEvent(
             phase: phase, client: peer.remoteIP, helo: command?.helo ?? session.helo, authUser: session.authUser,
