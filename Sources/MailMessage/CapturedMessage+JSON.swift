@@ -21,12 +21,10 @@ extension CapturedMessage {
         // for every message, and the sink took 20 000 messages 1.7% faster so (5 runs each;
         // 5.8% faster with no metadata written at all, the bound of what this can win).
         out.beginObject()
-        out.key("id")
-        out.string(id)
+        out.member("id", id)
         out.key("envelope")
         out.beginObject()
-        out.key("mailFrom")
-        out.string(envelope.mailFrom)
+        out.member("mailFrom", envelope.mailFrom)
         out.key("mailParameters")
         out.dictionary(envelope.mailParameters)
         out.key("recipients")
@@ -34,8 +32,7 @@ extension CapturedMessage {
         for recipient in envelope.recipients {
             out.element()
             out.beginObject()
-            out.key("address")
-            out.string(recipient.address)
+            out.member("address", recipient.address)
             out.key("parameters")
             out.dictionary(recipient.parameters)
             out.endObject()
@@ -44,63 +41,43 @@ extension CapturedMessage {
         out.endObject()
         out.key("session")
         out.beginObject()
-        out.key("id")
-        out.string(session.id)
-        out.key("remoteAddress")
-        out.string(session.remoteAddress)
-        out.key("localAddress")
-        out.string(session.localAddress)
-        out.key("helo")
-        out.string(session.helo)
-        out.key("esmtp")
-        out.bool(session.esmtp)
+        out.member("id", session.id)
+        out.member("remoteAddress", session.remoteAddress)
+        out.member("localAddress", session.localAddress)
+        out.member("helo", session.helo)
+        out.member("esmtp", session.esmtp)
         if let tls = session.tls {
             out.key("tls")
             out.beginObject()
-            out.key("version")
-            out.string(tls.version)
+            out.member("version", tls.version)
             if let cipher = tls.cipher {
-                out.key("cipher")
-                out.string(cipher)
+                out.member("cipher", cipher)
             }
-            out.key("implicit")
-            out.bool(tls.implicit)
+            out.member("implicit", tls.implicit)
             out.endObject()
         }
         if let user = session.authUser {
-            out.key("authUser")
-            out.string(user)
+            out.member("authUser", user)
         }
         out.endObject()
         out.key("timestamps")
         out.beginObject()
-        out.key("connectedNanos")
-        out.number(timestamps.connectedNanos)
-        out.key("mailNanos")
-        out.number(timestamps.mailNanos)
-        out.key("dataStartNanos")
-        out.number(timestamps.dataStartNanos)
-        out.key("dataEndNanos")
-        out.number(timestamps.dataEndNanos)
+        out.member("connectedNanos", timestamps.connectedNanos)
+        out.member("mailNanos", timestamps.mailNanos)
+        out.member("dataStartNanos", timestamps.dataStartNanos)
+        out.member("dataEndNanos", timestamps.dataEndNanos)
         if let sent = timestamps.replySentNanos {
-            out.key("replySentNanos")
-            out.number(sent)
+            out.member("replySentNanos", sent)
         }
         out.endObject()
-        out.key("size")
-        out.number(Int64(size))
-        out.key("receivedHeaderLength")
-        out.number(Int64(receivedHeaderLength))
-        out.key("anomalies")
-        out.strings(anomalies)
-        out.key("faults")
-        out.strings(faults)
+        out.member("size", Int64(size))
+        out.member("receivedHeaderLength", Int64(receivedHeaderLength))
+        out.member("anomalies", anomalies)
+        out.member("faults", faults)
         if let traceID {
-            out.key("traceID")
-            out.string(traceID)
+            out.member("traceID", traceID)
         }
-        out.key("bodyStored")
-        out.bool(bodyStored)
+        out.member("bodyStored", bodyStored)
         out.endObject()
         return true
     }
@@ -187,6 +164,27 @@ public struct JSONWriter {
     public mutating func endArray() {
         bytes.append(UInt8(ascii: "]"))
         needsComma = true
+    }
+
+    /// `key` and its value, in one call.
+    public mutating func member(_ name: StaticString, _ value: String) {
+        key(name)
+        string(value)
+    }
+
+    public mutating func member(_ name: StaticString, _ value: Int64) {
+        key(name)
+        number(value)
+    }
+
+    public mutating func member(_ name: StaticString, _ value: Bool) {
+        key(name)
+        bool(value)
+    }
+
+    public mutating func member(_ name: StaticString, _ values: [String]) {
+        key(name)
+        strings(values)
     }
 
     /// An array of strings.

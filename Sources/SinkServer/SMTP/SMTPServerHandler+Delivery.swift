@@ -35,23 +35,22 @@ extension SMTPServerHandler {
     func keep(_ bytes: inout ByteBuffer, context: ChannelHandlerContext) {
         guard session.messageBytes(bytes.readableBytes) else { return }
         if capture == nil {
-            capture = MessageCapture(
-                session: session, peer: peer, hostname: shared.configuration.hostname,
-                discardBodies: shared.configuration.discardBodies, maxMessageBytes: shared.configuration.limits.maxMessageBytes,
-                allocator: context.channel.allocator, sizeHint: session.declaredSize ?? bytes.readableBytes
-            )
+            capture = startCapture(sizeHint: session.declaredSize ?? bytes.readableBytes, context: context)
         }
         capture!.append(&bytes, buffers: handoff?.captures)
     }
 
+    /// A new message's capture, from the configuration's three facts it needs.
+    private func startCapture(sizeHint: Int, context: ChannelHandlerContext) -> MessageCapture {
+        MessageCapture(
+            session: session, peer: peer, hostname: shared.configuration.hostname,
+            discardBodies: shared.configuration.discardBodies, maxMessageBytes: shared.configuration.limits.maxMessageBytes,
+            allocator: context.channel.allocator, sizeHint: sizeHint
+        )
+    }
+
     func deliver(_ transaction: SMTPSession.Transaction, context: ChannelHandlerContext) {
-        let current =
-            capture
-            ?? MessageCapture(
-                session: session, peer: peer, hostname: shared.configuration.hostname,
-                discardBodies: shared.configuration.discardBodies, maxMessageBytes: shared.configuration.limits.maxMessageBytes,
-                allocator: context.channel.allocator, sizeHint: 0
-            )
+        let current = capture ?? startCapture(sizeHint: 0, context: context)
         capture = nil
         let decision = consult(.dataEnd, message: current.body)
         let delay = decision?.delay ?? .zero

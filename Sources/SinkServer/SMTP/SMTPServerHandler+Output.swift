@@ -12,14 +12,12 @@ extension SMTPServerHandler {
         startReplies()
         let written = replies.writeSMTPReply(reply)
         if throttle.isOn { throttle.spend(written, now: context.eventLoop.now) }
-        unflushed = true
     }
 
     /// Bytes to send after the replies so far (a fault's partial reply).
     func replyVerbatim(_ text: String) {
         startReplies()
         replies.writeString(text)
-        unflushed = true
     }
 
     /// Starts the reply buffer over once what it held was handed to the channel: without a
@@ -31,12 +29,9 @@ extension SMTPServerHandler {
     }
 
     func flushReplies(context: ChannelHandlerContext) {
-        guard unflushed else { return }
-        unflushed = false
-        if replies.readableBytes > 0 {
-            context.write(wrapOutboundOut(replies), promise: nil)
-            replies.moveReaderIndex(to: replies.writerIndex)
-        }
+        guard replies.readableBytes > 0 else { return }
+        context.write(wrapOutboundOut(replies), promise: nil)
+        replies.moveReaderIndex(to: replies.writerIndex)
         context.flush()
     }
 

@@ -46,9 +46,8 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     @exclusivity(unchecked) var connectedNanos: Int64 = 0
     /// Where the disk writer hands completed messages back to this connection's loop.
     @exclusivity(unchecked) var handoff: LoopHandoff?
-    /// Replies written but not flushed yet.
-    @exclusivity(unchecked) var unflushed = false
-    /// The replies of one pass, handed to the channel together by `flushReplies`. Its memory is
+    /// The replies of one pass (its readable bytes: written, not flushed yet), handed to the
+    /// channel together by `flushReplies`. Its memory is
     /// reused: once the channel has sent them, the next reply starts it over (a buffer per
     /// reply was a `malloc` and a `free` per reply).
     @exclusivity(unchecked) var replies = ByteBuffer()

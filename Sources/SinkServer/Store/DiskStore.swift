@@ -427,7 +427,8 @@ final class DiskStore: Sendable {
 
     // MARK: Files
 
-    func emlPath(_ id: String) -> String { "\(directory)/\(id).eml" }
+    func emlPath(_ id: String) -> String { Self.emlPath(id, in: directory) }
+    static func emlPath(_ id: String, in directory: String) -> String { "\(directory)/\(id).eml" }
     private func jsonPath(_ id: String) -> String { "\(directory)/\(id).json" }
 
     /// The writer: takes every write queued so far and, for each, creates its `.eml` file (or,
@@ -733,7 +734,7 @@ struct WrittenMessage: Sendable {
     var metadataBytes: Int
     /// The data directory's `messages`: the `.eml` path is made only when it is read.
     var directory: String
-    var path: String { "\(directory)/\(message.id).eml" }
+    var path: String { DiskStore.emlPath(message.id, in: directory) }
     var tags: [String] = []
     /// Where the body waits while its `.eml` is not written yet.
     var spool: BodySpool? = nil
