@@ -271,6 +271,32 @@ struct SocketLoopTests {
         try await loop.shutdownGracefully()
     }
 
+    @Test("on the loop, now and wallNanos are the turn's reading (one for a turn, later for a later turn); elsewhere the clock's")
+    func turnClock() async throws {
+        let loop = try #require(try SocketLoop.start(count: 1).first)
+        // The wall clock in microseconds (Date's), less one for its rounding.
+        let before = (NIODeadline.now(), Int64(Date().timeIntervalSince1970 * 1e6 - 1) * 1000)
+        let first = try await loop.submit {
+            let readings = (loop.now, loop.wallNanos)
+            // Work within a turn does not move its clock.
+            var spin = 0
+            let started = NIODeadline.now()
+            while NIODeadline.now() - started < .milliseconds(2) { spin &+= 1 }
+            return (readings, (loop.now, loop.wallNanos), spin)
+        }.get()
+        #expect(first.0.0 == first.1.0)
+        #expect(first.0.1 == first.1.1)
+        #expect(first.0.0 >= before.0)
+        #expect(first.0.1 >= before.1)
+        let second = try await loop.submit { (loop.now, loop.wallNanos) }.get()
+        #expect(second.0 >= first.0.0 + .milliseconds(2))
+        #expect(second.1 >= first.0.1 + 2_000_000)
+        // Off the loop: a reading of its own.
+        let outside = loop.now
+        #expect(outside >= second.0)
+        try await loop.shutdownGracefully()
+    }
+
     @Test("the timer heap pops by deadline and keeps its order after cancelled timers are dropped")
     func timerHeap() {
         var heap = SocketLoop.TimerHeap()

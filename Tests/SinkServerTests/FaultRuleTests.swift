@@ -162,6 +162,11 @@ struct FaultRuleTests {
                 ]))
     }
 
+    @Test("a phase's index is its place in allCases: the engine's mask bits and table slots")
+    func phaseIndexes() {
+        #expect(FaultPhase.allCases.map(\.index) == Array(FaultPhase.allCases.indices))
+    }
+
     @Test("globs and regular expressions, case-insensitive")
     func patterns() throws {
         let cases: [(String, String, Bool)] = [

@@ -76,7 +76,7 @@ struct MessageCapture {
 
     func makeMessage(
         _ transaction: SMTPSession.Transaction, session: SMTPSession, peer: Peer, tls: TLSInfo?,
-        connectedNanos: Int64, limits: SMTPLimits, transcript: [TranscriptEntry]?
+        connectedNanos: Int64, endedNanos: Int64, limits: SMTPLimits, transcript: [TranscriptEntry]?
     ) -> CapturedMessage {
         var anomalies: [String] = []
         var traceID: String?
@@ -112,7 +112,7 @@ struct MessageCapture {
                 connectedNanos: connectedNanos,
                 mailNanos: transaction.mailNanos,
                 dataStartNanos: transaction.dataStartNanos,
-                dataEndNanos: WallClock.nanos()
+                dataEndNanos: endedNanos
             ),
             size: body?.readableBytes ?? transaction.receivedBytes,
             receivedHeaderLength: headerLength,

@@ -42,7 +42,7 @@ extension SMTPServerHandler {
     func audited(_ command: SMTPCommand, transaction: SMTPSession.Transaction?, reply: SMTPReply, fault: FaultDecision?) {
         let code = Int(reply.code.rawValue)
         guard code >= 400 else { return }
-        let now = WallClock.nanos()
+        let now = wallNanos
         switch command {
         case .mail:
             audit.timeline.refused(atNanos: now, code: code)
@@ -67,7 +67,7 @@ extension SMTPServerHandler {
         var recipients = transaction.recipients.map(\.path.address)
         if case .rcpt(let path, _)? = command { recipients.append(path.address) }
         guard !recipients.isEmpty else { return }
-        let now = WallClock.nanos()
+        let now = wallNanos
         if let reply, reply.code.rawValue >= 400 {
             audit.timeline.refused(atNanos: now, code: Int(reply.code.rawValue))
         } else {
@@ -83,7 +83,7 @@ extension SMTPServerHandler {
         _ transaction: SMTPSession.Transaction, reply: SMTPReply?, fault: FaultDecision?, headers: MessageHeaders, size: Int,
         dropped: Bool = false, envelope: Envelope? = nil, storedID: String? = nil
     ) {
-        let now = WallClock.nanos()
+        let now = wallNanos
         if dropped || reply == nil {
             audit.timeline.dropped(atNanos: now)
         } else if let reply, reply.code.rawValue >= 400 {

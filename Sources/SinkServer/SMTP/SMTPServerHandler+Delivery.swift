@@ -137,7 +137,7 @@ extension SMTPServerHandler {
 
     private func makeMessage(_ transaction: SMTPSession.Transaction, _ capture: MessageCapture) -> CapturedMessage {
         var message = capture.makeMessage(
-            transaction, session: session, peer: peer, tls: tls, connectedNanos: connectedNanos,
+            transaction, session: session, peer: peer, tls: tls, connectedNanos: connectedNanos, endedNanos: wallNanos,
             limits: shared.configuration.limits, transcript: transcript.take()
         )
         if !sessionFaults.isEmpty || !transactionFaults.isEmpty {

@@ -4,6 +4,7 @@ import NIOCore
 import NIOSSL
 import NIOTLS
 import SMTPProtocol
+import SocketIO
 
 /// One SMTP connection, driven on its event loop: frames bytes with `SMTPFrameDecoder`,
 /// feeds the commands to an `SMTPSession` and carries out its actions.
@@ -44,6 +45,9 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     @exclusivity(unchecked) var tls: TLSInfo?
     @exclusivity(unchecked) var peer = Peer()
     @exclusivity(unchecked) var connectedNanos: Int64 = 0
+    /// The connection's loop when it is a `SocketLoop`, whose turn's clock reading the
+    /// connection's timestamps share (`wallNanos`).
+    @exclusivity(unchecked) var socketLoop: SocketLoop?
     /// Where the disk writer hands completed messages back to this connection's loop.
     @exclusivity(unchecked) var handoff: LoopHandoff?
     /// The replies of one pass (its readable bytes: written, not flushed yet), handed to the
@@ -88,10 +92,15 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         self.transcript = Transcript(enabled: shared.configuration.transcripts)
     }
 
+    /// The wall clock for the connection's timestamps: its `SocketLoop`'s reading for the
+    /// turn under way, or the clock's on other loops.
+    var wallNanos: Int64 { socketLoop?.wallNanos ?? WallClock.nanos() }
+
     // MARK: Connection lifecycle
 
     func channelActive(context: ChannelHandlerContext) {
-        connectedNanos = WallClock.nanos()
+        socketLoop = context.eventLoop as? SocketLoop
+        connectedNanos = wallNanos
         handoff = shared.handoffs.handoff(for: context.eventLoop)
         readHappened(context: context)
         watch(until: deadlines.lastRead + shared.configuration.idleTimeout, context: context)
@@ -265,7 +274,7 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             case .bdat: session.transaction?.usedBDAT == false
             default: false
             }
-        let action = session.receive(command, at: WallClock.nanos())
+        let action = session.receive(command, at: wallNanos)
         if startsData, session.isReceivingMessage { beginMessage(context: context) }
         switch action {
         case .reply(let reply) where reply.code.rawValue >= 400, .replyAndClose(let reply) where reply.code.rawValue >= 400:
