@@ -37,6 +37,24 @@ public enum HeaderLookup {
         return found
     }
 
+    /// The value of every header field called `name` (lowercase ASCII bytes), in order, each
+    /// unfolded and trimmed as `firstValues` does; empty when there is none.
+    public static func allValues(named name: [UInt8], in message: UnsafeRawBufferPointer) -> [String] {
+        var values: [String] = []
+        let count = message.count
+        var lineStart = 0
+        while lineStart < count {
+            let lineEnd = Self.lineEnd(from: lineStart, in: message)
+            let contentEnd = lineEnd > lineStart && message[lineEnd - 1] == UInt8(ascii: "\r") ? lineEnd - 1 : lineEnd
+            if contentEnd == lineStart { break }  // end of the header section
+            if contentEnd - lineStart > name.count, message[lineStart + name.count] == UInt8(ascii: ":"), Self.matches(name, message, at: lineStart) {
+                values.append(value(from: lineStart + name.count + 1, to: contentEnd, lineEnd: lineEnd, in: message))
+            }
+            lineStart = lineEnd + 1
+        }
+        return values
+    }
+
     /// A header's value from `start` to `end` on its first line, with its continuation lines
     /// unfolded (RFC 5322 §2.2.3), spaces and tabs trimmed from both ends.
     private static func value(from start: Int, to end: Int, lineEnd: Int, in message: UnsafeRawBufferPointer) -> String {

@@ -24,4 +24,13 @@ struct HeaderLookupTests {
     func prefix() {
         #expect(Self.lookup("X-Swallow-Trace", "X-Swallow-Trace-Id: 1\r\n\r\n") == nil)
     }
+
+    @Test("every field of a name, in order, unfolded and trimmed; not past the header section, not a longer name")
+    func allValues() {
+        let message = "X-Tags: a, b\r\nSubject: s\r\nx-tags:c\r\n\td \r\nX-Tags-More: no\r\nX-Tags : no\r\nX-TAGS:\r\n\r\nX-Tags: body\r\n"
+        let values = Array(message.utf8).withUnsafeBytes { HeaderLookup.allValues(named: Array("x-tags".utf8), in: $0) }
+        #expect(values == ["a, b", "c\td", ""])
+        let none = Array("Subject: s\n\nX-Tags: body\n".utf8).withUnsafeBytes { HeaderLookup.allValues(named: Array("x-tags".utf8), in: $0) }
+        #expect(none.isEmpty)
+    }
 }

@@ -12,7 +12,25 @@ struct MessageCapture {
     var headerLength = 0
 
     /// `X-Swallow-Trace` and `X-Swallow-Mailbox`, looked up in one pass.
-    private static let headerNames = [Array("x-swallow-trace".utf8), Array("x-swallow-mailbox".utf8)]
+    /// The header fields the sink reads at a message's end: for the message (trace id,
+    /// mailbox) and for its delivery attempts (Message-ID, Subject, mailbox).
+    struct HeaderFields {
+        var traceID: String?
+        var mailbox: String?
+        var messageID: String?
+        var subject: String?
+    }
+
+    private static let headerNames = ["x-swallow-trace", "x-swallow-mailbox", "message-id", "subject"].map { Array($0.utf8) }
+
+    /// The message's `HeaderFields`, in one pass over its header section (the message and the
+    /// audit each reading it was two passes; `perf record`, 1 KiB messages).
+    func headerFields() -> HeaderFields {
+        guard var bytes = body else { return HeaderFields() }
+        bytes.moveReaderIndex(forwardBy: headerLength)
+        let values = bytes.withUnsafeReadableBytes { HeaderLookup.firstValues(named: Self.headerNames, in: $0) }
+        return HeaderFields(traceID: values[0], mailbox: values[1], messageID: values[2], subject: values[3])
+    }
 
     /// Starts a message: its id, and unless bodies are discarded, its body with the
     /// `Received:` trace header (RFC 5321 §4.4; the "with" keywords are RFC 3848's).
@@ -76,18 +94,15 @@ struct MessageCapture {
 
     func makeMessage(
         _ transaction: SMTPSession.Transaction, session: SMTPSession, peer: Peer, tls: TLSInfo?,
-        connectedNanos: Int64, endedNanos: Int64, limits: SMTPLimits, transcript: [TranscriptEntry]?
+        connectedNanos: Int64, endedNanos: Int64, fields: HeaderFields, limits: SMTPLimits, transcript: [TranscriptEntry]?
     ) -> CapturedMessage {
         var anomalies: [String] = []
-        var traceID: String?
-        var mailbox: String?
         if var bytes = body {
             bytes.moveReaderIndex(forwardBy: headerLength)
             anomalies = MessageAnomalies.scan(bytes, maxLineBytes: limits.maxTextLineBytes, eightBitDeclared: transaction.eightBitDeclared).names
-            let values = bytes.withUnsafeReadableBytes { HeaderLookup.firstValues(named: Self.headerNames, in: $0) }
-            traceID = values[0]
-            mailbox = values[1].flatMap { $0.isEmpty ? nil : $0 }
         }
+        let traceID = fields.traceID
+        let mailbox = fields.mailbox.flatMap { $0.isEmpty ? nil : $0 }
         let envelope = Envelope(
             mailFrom: transaction.reversePath.address,
             mailParameters: Self.dictionary(transaction.parameters),

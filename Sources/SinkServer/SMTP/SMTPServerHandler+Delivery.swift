@@ -54,7 +54,8 @@ extension SMTPServerHandler {
         capture = nil
         let decision = consult(.dataEnd, message: current.body)
         let delay = decision?.delay ?? .zero
-        let headers = audit.attempts.enabled ? MessageHeaders(current.body) : MessageHeaders(nil)
+        let fields = current.headerFields()
+        let headers = audit.attempts.enabled ? MessageHeaders(fields) : MessageHeaders()
         ending = headers
         let size = current.body?.readableBytes ?? 0
         switch decision?.effect {
@@ -73,7 +74,7 @@ extension SMTPServerHandler {
             auditedMessageEnd(transaction, reply: nil, fault: decision, headers: headers, size: size, dropped: true)
             return hang()
         case .drop:
-            let message = makeMessage(transaction, current)
+            let message = makeMessage(transaction, current, fields)
             return after(delay, context: context) { handler, context in
                 handler.shared.metrics.droppedMessage()
                 handler.shared.store.events.publish(.dropped(message))
@@ -89,9 +90,9 @@ extension SMTPServerHandler {
             break
         }
         if shared.proxy != nil {
-            return forwardMessage(makeMessage(transaction, current), raw: current.body, after: delay, context: context)
+            return forwardMessage(makeMessage(transaction, current, fields), raw: current.body, after: delay, context: context)
         }
-        store(makeMessage(transaction, current), raw: current.body, after: delay, context: context)
+        store(makeMessage(transaction, current, fields), raw: current.body, after: delay, context: context)
     }
 
     /// Stores the message, then replies: `250` with its id, or with `answer` (proxy mode: the
@@ -135,9 +136,11 @@ extension SMTPServerHandler {
         }
     }
 
-    private func makeMessage(_ transaction: SMTPSession.Transaction, _ capture: MessageCapture) -> CapturedMessage {
+    private func makeMessage(
+        _ transaction: SMTPSession.Transaction, _ capture: MessageCapture, _ fields: MessageCapture.HeaderFields
+    ) -> CapturedMessage {
         var message = capture.makeMessage(
-            transaction, session: session, peer: peer, tls: tls, connectedNanos: connectedNanos, endedNanos: wallNanos,
+            transaction, session: session, peer: peer, tls: tls, connectedNanos: connectedNanos, endedNanos: wallNanos, fields: fields,
             limits: shared.configuration.limits, transcript: transcript.take()
         )
         if !sessionFaults.isEmpty || !transactionFaults.isEmpty {

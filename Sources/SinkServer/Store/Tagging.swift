@@ -86,37 +86,13 @@ public struct Tagging: Sendable {
     }
 
     /// The values of `X-Tags` fields in the header section, split at commas. Reads the header
-    /// lines only, and parses nothing unless one starts with `X-Tags:`.
-    private static let headerName = Array("x-tags:".utf8)
+    /// lines only (found with `HeaderLookup`'s `memchr`: a byte-at-a-time scan here was ~2% of
+    /// the sink's user time at 1 KiB messages), and parses nothing unless one is `X-Tags:`.
+    private static let headerName = Array("x-tags".utf8)
 
     static func headerTags(_ raw: ByteBuffer) -> [String] {
-        raw.withUnsafeReadableBytes { bytes -> [String] in
-            var values: [String] = []
-            var index = 0
-            var collecting: [UInt8]?
-            let name = Self.headerName
-            while index < bytes.count {
-                var end = index
-                while end < bytes.count && bytes[end] != UInt8(ascii: "\n") { end += 1 }
-                var contentEnd = end
-                if contentEnd > index && bytes[contentEnd - 1] == UInt8(ascii: "\r") { contentEnd -= 1 }
-                if contentEnd == index { break }  // the end of the header section
-                let first = bytes[index]
-                if first == UInt8(ascii: " ") || first == UInt8(ascii: "\t") {
-                    collecting?.append(contentsOf: bytes[index..<contentEnd])
-                } else {
-                    if let value = collecting { values.append(String(decoding: value, as: UTF8.self)) }
-                    collecting = nil
-                    if contentEnd - index >= name.count,
-                        zip(bytes[index..<(index + name.count)], name).allSatisfy({ $0 | 0x20 == $1 })
-                    {
-                        collecting = Array(bytes[(index + name.count)..<contentEnd])
-                    }
-                }
-                index = end + 1
-            }
-            if let value = collecting { values.append(String(decoding: value, as: UTF8.self)) }
-            return values.flatMap { $0.split(separator: ",") }.compactMap { validName(EncodedWords.decode(String($0))) }
-        }
+        let values = raw.withUnsafeReadableBytes { HeaderLookup.allValues(named: Self.headerName, in: $0) }
+        guard !values.isEmpty else { return [] }
+        return values.flatMap { $0.split(separator: ",") }.compactMap { validName(EncodedWords.decode(String($0))) }
     }
 }
