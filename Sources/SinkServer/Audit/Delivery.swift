@@ -20,7 +20,12 @@ struct Delivery: Sendable {
     var sender: String { attempts.oldest.sender }
     var recipient: String { attempts.oldest.recipient }
     /// The first `Message-ID` among the attempts kept.
-    var messageID: String? { attempts.lazy.compactMap(\.messageID).first }
+    var messageID: String? {
+        for index in attempts.indices {
+            if let id = attempts[index].messageID { return id }
+        }
+        return nil
+    }
 
     enum Outcome: String, Sendable {
         case delivered, deferred, bounced, dropped
@@ -55,7 +60,7 @@ struct Delivery: Sendable {
 
     /// Whether `attempt` (to this delivery's sender and recipient) continues this delivery.
     func continues(with attempt: Attempt) -> Bool {
-        if let known = messageID, let other = attempt.messageID { return known == other }
+        if let other = attempt.messageID, let known = messageID { return known == other }
         // No Message-ID on one side: after the client was told it was taken, a new message.
         return !attempts.latest.accepted
     }
@@ -78,9 +83,19 @@ struct AttemptList: RandomAccessCollection, Sendable {
 
     var startIndex: Int { 0 }
     var endIndex: Int { later.count + 1 }
-    subscript(position: Int) -> Attempt { position == 0 ? oldest : later[position - 1] }
+    // Read in place (`_read`): an attempt returned by value was a copy (a retain and a release
+    // of each of its references) at every look, several per attempt recorded (`perf record`).
+    subscript(position: Int) -> Attempt {
+        _read {
+            if position == 0 { yield oldest } else { yield later[position - 1] }
+        }
+    }
 
-    var latest: Attempt { later.last ?? oldest }
+    var latest: Attempt {
+        _read {
+            if later.isEmpty { yield oldest } else { yield later[later.count - 1] }
+        }
+    }
 
     mutating func append(_ attempt: Attempt) { later.append(attempt) }
 

@@ -155,13 +155,17 @@ public final class MessageEvents: Sendable {
     /// Someone listens for drops and faults.
     var hasEventSubscribers: Bool { state.withLock { !$0.allSubscribers.isEmpty || !$0.listeners.isEmpty } }
 
-    /// A stored message: to both kinds of subscriber, with one pass under the lock (this runs
-    /// once per accepted message).
-    func publish(_ message: CapturedMessage) {
+    /// A stored message, its reply sent at `replySentNanos`: to both kinds of subscriber,
+    /// with one pass under the lock (this runs once per accepted message). The message is
+    /// copied to carry that time only when someone listens.
+    func publish(_ stored: CapturedMessage, replySentNanos: Int64) {
         let (plain, all, listeners) = state.withLock { state in
-            hold(.stored(message.id), in: &state)
+            hold(.stored(stored.id), in: &state)
             return (Array(state.subscribers.values), Array(state.allSubscribers.values), state.listeners)
         }
+        guard !plain.isEmpty || !all.isEmpty || !listeners.isEmpty else { return }
+        var message = stored
+        message.timestamps.replySentNanos = replySentNanos
         for continuation in plain { continuation.yield(message) }
         if !all.isEmpty || !listeners.isEmpty {
             let event = SinkEvent.message(message)

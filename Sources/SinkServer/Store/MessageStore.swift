@@ -54,6 +54,11 @@ public final class MessageStore: Sendable {
             get { storage.header.message }
             nonmutating set { storage.header.message = newValue }
         }
+        /// Sets the message's `replySentNanos` in place (through `message`, the whole message
+        /// was copied out and back, under the store's lock, for every message).
+        func replySent(at nanos: Int64) {
+            storage.header.message.timestamps.replySentNanos = nanos
+        }
         var read: Bool {
             get { storage.header.read }
             nonmutating set { storage.header.read = newValue }
@@ -375,10 +380,8 @@ public final class MessageStore: Sendable {
     /// event stream, waiters and webhooks. A message is published once, and never before its
     /// `250`.
     func announce(_ message: CapturedMessage, replySentNanos: Int64) {
-        var message = message
-        message.timestamps.replySentNanos = replySentNanos
-        state.withLock { $0.entries[message.id]?.message.timestamps.replySentNanos = replySentNanos }
-        events.publish(message)
+        state.withLock { $0.entries[message.id]?.replySent(at: replySentNanos) }
+        events.publish(message, replySentNanos: replySentNanos)
     }
 
     public var count: Int { state.withLock { $0.entries.count } }
