@@ -39,7 +39,7 @@ struct MessageCapture {
     /// into the message's buffer a piece at a time: built as one interpolated string it cost
     /// several allocations per message (`perf record`, 1 KiB messages).
     init(
-        session: SMTPSession, peer: Peer, hostname: String, discardBodies: Bool, maxMessageBytes: Int,
+        session: SMTPSession.Facts, peer: Peer, hostname: String, discardBodies: Bool, maxMessageBytes: Int,
         allocator: ByteBufferAllocator, sizeHint: Int
     ) {
         let now = WallClock.nanos()
@@ -93,7 +93,7 @@ struct MessageCapture {
     }
 
     func makeMessage(
-        _ transaction: SMTPSession.Transaction, session: SMTPSession, peer: Peer, tls: TLSInfo?,
+        _ transaction: SMTPSession.Transaction, session: SMTPSession.Facts, peer: Peer, tls: TLSInfo?,
         connectedNanos: Int64, endedNanos: Int64, fields: HeaderFields, limits: SMTPLimits, transcript: [TranscriptEntry]?
     ) -> CapturedMessage {
         var anomalies: [String] = []

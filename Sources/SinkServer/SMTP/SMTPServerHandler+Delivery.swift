@@ -43,7 +43,7 @@ extension SMTPServerHandler {
     /// A new message's capture, from the configuration's three facts it needs.
     private func startCapture(sizeHint: Int, context: ChannelHandlerContext) -> MessageCapture {
         MessageCapture(
-            session: session, peer: peer, hostname: shared.configuration.hostname,
+            session: session.facts, peer: peer, hostname: shared.configuration.hostname,
             discardBodies: shared.configuration.discardBodies, maxMessageBytes: shared.configuration.limits.maxMessageBytes,
             allocator: context.channel.allocator, sizeHint: sizeHint
         )
@@ -140,7 +140,7 @@ extension SMTPServerHandler {
         _ transaction: SMTPSession.Transaction, _ capture: MessageCapture, _ fields: MessageCapture.HeaderFields
     ) -> CapturedMessage {
         var message = capture.makeMessage(
-            transaction, session: session, peer: peer, tls: tls, connectedNanos: connectedNanos, endedNanos: wallNanos, fields: fields,
+            transaction, session: session.facts, peer: peer, tls: tls, connectedNanos: connectedNanos, endedNanos: wallNanos, fields: fields,
             limits: shared.configuration.limits, transcript: transcript.take()
         )
         if !sessionFaults.isEmpty || !transactionFaults.isEmpty {

@@ -113,6 +113,18 @@ struct SMTPSession {
         }
     }
 
+    /// What a captured message records of its session.
+    struct Facts {
+        let helo: String?
+        let esmtp: Bool
+        let tlsActive: Bool
+        let authUser: String?
+    }
+
+    /// Handed to a message's capture in place of the session (a copy of the session, its
+    /// configuration included, is a retain and a release of each of its references).
+    var facts: Facts { Facts(helo: helo, esmtp: esmtp, tlsActive: tlsActive, authUser: authUser) }
+
     var isInAuthExchange: Bool { if case .auth = state { true } else { false } }
 
     /// The client is sending a message's bytes: DATA after `354`, or a BDAT transaction not yet
