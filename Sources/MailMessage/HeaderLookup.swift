@@ -10,13 +10,34 @@ public enum HeaderLookup {
     /// The unfolded, trimmed value of the first header field called `name` (case-insensitive)
     /// in the header section of `message` (which ends at the first empty line).
     public static func firstValue(named name: String, in message: UnsafeRawBufferPointer) -> String? {
-        firstValues(named: [Array(name.lowercased().utf8)], in: message)[0]
+        firstValue(named: Array(name.lowercased().utf8), in: message)
+    }
+
+    /// As `firstValue(named:in:)`, for a name given as lowercase ASCII bytes; nothing but the
+    /// value is allocated.
+    public static func firstValue(named name: [UInt8], in message: UnsafeRawBufferPointer) -> String? {
+        var value: String?
+        firstValues(named: CollectionOfOne(name), in: message) { _, found in value = found }
+        return value
     }
 
     /// The first value of each of `names` (lowercase ASCII bytes), unfolded and trimmed of
     /// spaces and tabs, in one pass over the header section; nil for a name it lacks.
     public static func firstValues(named names: [[UInt8]], in message: UnsafeRawBufferPointer) -> [String?] {
-        var found = [String?](repeating: nil, count: names.count)
+        var values = [String?](repeating: nil, count: names.count)
+        firstValues(named: names, in: message) { index, value in values[index] = value }
+        return values
+    }
+
+    /// `found(index, value)` for the first value of each of `names` (at most 64; lowercase ASCII
+    /// bytes) the header section has, in one pass over it, in the order the fields come. No
+    /// array is made for the results (the sink reads a message's fields with this at every
+    /// message's end: a `malloc` fewer each).
+    public static func firstValues(
+        named names: some Collection<[UInt8]>, in message: UnsafeRawBufferPointer, _ found: (Int, String) -> Void
+    ) {
+        precondition(names.count <= 64, "at most 64 names")
+        var seen: UInt64 = 0
         var remaining = names.count
         let count = message.count
         var lineStart = 0
@@ -24,17 +45,17 @@ public enum HeaderLookup {
             let lineEnd = Self.lineEnd(from: lineStart, in: message)
             let contentEnd = lineEnd > lineStart && message[lineEnd - 1] == UInt8(ascii: "\r") ? lineEnd - 1 : lineEnd
             if contentEnd == lineStart { break }  // end of the header section
-            for (index, wanted) in names.enumerated() where found[index] == nil {
+            for (index, wanted) in names.enumerated() where seen & (1 << UInt64(index)) == 0 {
                 guard contentEnd - lineStart > wanted.count, message[lineStart + wanted.count] == UInt8(ascii: ":"),
                     Self.matches(wanted, message, at: lineStart)
                 else { continue }
-                found[index] = value(from: lineStart + wanted.count + 1, to: contentEnd, lineEnd: lineEnd, in: message)
+                found(index, value(from: lineStart + wanted.count + 1, to: contentEnd, lineEnd: lineEnd, in: message))
+                seen |= 1 << UInt64(index)
                 remaining -= 1
                 break
             }
             lineStart = lineEnd + 1
         }
-        return found
     }
 
     /// The value of every header field called `name` (lowercase ASCII bytes), in order, each
@@ -59,6 +80,16 @@ public enum HeaderLookup {
     /// unfolded (RFC 5322 §2.2.3), spaces and tabs trimmed from both ends.
     private static func value(from start: Int, to end: Int, lineEnd: Int, in message: UnsafeRawBufferPointer) -> String {
         let count = message.count
+        func blank(_ byte: UInt8) -> Bool { byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
+        let folded = lineEnd + 1 < count && blank(message[lineEnd + 1])
+        if !folded {
+            // One line: the string made from the bytes where they are (no array between).
+            var first = start
+            var last = end
+            while first < last, blank(message[first]) { first += 1 }
+            while last > first, blank(message[last - 1]) { last -= 1 }
+            return String(decoding: UnsafeRawBufferPointer(rebasing: message[first..<last]), as: UTF8.self)
+        }
         var value = [UInt8](UnsafeRawBufferPointer(rebasing: message[start..<end]))
         var next = lineEnd + 1
         while next < count, message[next] == UInt8(ascii: " ") || message[next] == UInt8(ascii: "\t") {
@@ -67,7 +98,6 @@ public enum HeaderLookup {
             value.append(contentsOf: UnsafeRawBufferPointer(rebasing: message[next..<contentStop]))
             next = stop + 1
         }
-        func blank(_ byte: UInt8) -> Bool { byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
         var first = 0
         var last = value.count
         while first < last, blank(value[first]) { first += 1 }

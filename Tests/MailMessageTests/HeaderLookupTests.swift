@@ -33,4 +33,18 @@ struct HeaderLookupTests {
         let none = Array("Subject: s\n\nX-Tags: body\n".utf8).withUnsafeBytes { HeaderLookup.allValues(named: Array("x-tags".utf8), in: $0) }
         #expect(none.isEmpty)
     }
+
+    @Test("the callback form: the first value of each name once, in the order the fields come; one-line values trimmed")
+    func callback() {
+        let message = "Subject: \t one \t\r\nMessage-ID: <a@b>\r\nSubject: two\r\nX-Empty:\r\n\r\nX-Late: body\r\n"
+        var seen: [(Int, String)] = []
+        let names = ["message-id", "subject", "x-empty", "x-late"].map { Array($0.utf8) }
+        Array(message.utf8).withUnsafeBytes { bytes in
+            HeaderLookup.firstValues(named: names, in: bytes) { seen.append(($0, $1)) }
+        }
+        #expect(seen.map(\.0) == [1, 0, 2])
+        #expect(seen.map(\.1) == ["one", "<a@b>", ""])
+        let value = Array(message.utf8).withUnsafeBytes { HeaderLookup.firstValue(named: Array("message-id".utf8), in: $0) }
+        #expect(value == "<a@b>")
+    }
 }

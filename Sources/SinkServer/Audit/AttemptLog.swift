@@ -86,7 +86,7 @@ final class AttemptLog: Sendable {
         var raised: [DeliveryFlag] = []
         let id: Int
         let deferred: Bool
-        if let latest = state.latest[key], state.deliveries[latest]?.continues(with: attempt) == true {
+        if let latest = state.latest[key], state.deliveries.read(latest, { $0.continues(with: attempt) }) == true {
             id = latest
             // In place: the delivery's attempts are not copied to append one.
             deferred = state.deliveries.modify(id) { delivery in
@@ -121,7 +121,7 @@ final class AttemptLog: Sendable {
         while state.order.count > settings.maxAttempts {
             let oldest = state.order.removeFirst()
             state.droppedAttempts += 1
-            guard state.deliveries[oldest] != nil else { continue }
+            guard state.deliveries.contains(oldest) else { continue }
             let emptied = state.deliveries.modify(oldest) { owner in !owner.attempts.dropOldest() }
             guard emptied, let owner = state.deliveries.remove(oldest) else { continue }
             state.deferred.remove(oldest)
@@ -336,6 +336,17 @@ struct DeliveryTable {
 
     subscript(id: Int) -> Delivery? {
         slot(id).flatMap { slots[$0] }
+    }
+
+    /// `body` of a delivery where it is, nil when it is gone (the subscript returns a copy: a
+    /// retain and a release of each reference of its attempts).
+    func read<Result>(_ id: Int, _ body: (Delivery) -> Result) -> Result? {
+        guard let index = slot(id), slots[index] != nil else { return nil }
+        return body(slots[index].unsafelyUnwrapped)
+    }
+
+    func contains(_ id: Int) -> Bool {
+        slot(id).map { slots[$0] != nil } ?? false
     }
 
     mutating func reserveCapacity(_ capacity: Int) {

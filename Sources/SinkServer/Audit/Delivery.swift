@@ -20,12 +20,7 @@ struct Delivery: Sendable {
     var sender: String { attempts.oldest.sender }
     var recipient: String { attempts.oldest.recipient }
     /// The first `Message-ID` among the attempts kept.
-    var messageID: String? {
-        for index in attempts.indices {
-            if let id = attempts[index].messageID { return id }
-        }
-        return nil
-    }
+    var messageID: String? { attempts.firstMessageID }
 
     enum Outcome: String, Sendable {
         case delivered, deferred, bounced, dropped
@@ -33,12 +28,13 @@ struct Delivery: Sendable {
 
     /// From the last attempt: `dropped` when it got no answer or a drop rule took the message.
     var outcome: Outcome {
-        let last = attempts.latest
-        guard let reply = last.reply, !last.dropped else { return .dropped }
-        switch reply.code / 100 {
-        case 2: return .delivered
-        case 4: return .deferred
-        default: return .bounced
+        attempts.withLatest { last in
+            guard let reply = last.reply, !last.dropped else { return .dropped }
+            switch reply.code / 100 {
+            case 2: return .delivered
+            case 4: return .deferred
+            default: return .bounced
+            }
         }
     }
 
@@ -62,7 +58,7 @@ struct Delivery: Sendable {
     func continues(with attempt: Attempt) -> Bool {
         if let other = attempt.messageID, let known = messageID { return known == other }
         // No Message-ID on one side: after the client was told it was taken, a new message.
-        return !attempts.latest.accepted
+        return !attempts.withLatest(\.accepted)
     }
 
     /// Whether a step of `intervals` grows: longer than the one before by over 10% and 50 ms
@@ -83,18 +79,24 @@ struct AttemptList: RandomAccessCollection, Sendable {
 
     var startIndex: Int { 0 }
     var endIndex: Int { later.count + 1 }
-    // Read in place (`_read`): an attempt returned by value was a copy (a retain and a release
-    // of each of its references) at every look, several per attempt recorded (`perf record`).
-    subscript(position: Int) -> Attempt {
-        _read {
-            if position == 0 { yield oldest } else { yield later[position - 1] }
-        }
+    subscript(position: Int) -> Attempt { position == 0 ? oldest : later[position - 1] }
+
+    var latest: Attempt { later.last ?? oldest }
+
+    /// `body` of the latest attempt, read in place: `latest` returns a copy (a retain and a
+    /// release of each of its references), and a `_read` accessor here allocated its frame
+    /// (a `malloc` per look, counted with a uprobe on `malloc`).
+    func withLatest<Result>(_ body: (Attempt) -> Result) -> Result {
+        later.isEmpty ? body(oldest) : body(later[later.count - 1])
     }
 
-    var latest: Attempt {
-        _read {
-            if later.isEmpty { yield oldest } else { yield later[later.count - 1] }
+    /// The first `Message-ID` among the attempts, read in place.
+    var firstMessageID: String? {
+        if let id = oldest.messageID { return id }
+        for index in later.indices {
+            if let id = later[index].messageID { return id }
         }
+        return nil
     }
 
     mutating func append(_ attempt: Attempt) { later.append(attempt) }

@@ -28,8 +28,18 @@ struct MessageCapture {
     func headerFields() -> HeaderFields {
         guard var bytes = body else { return HeaderFields() }
         bytes.moveReaderIndex(forwardBy: headerLength)
-        let values = bytes.withUnsafeReadableBytes { HeaderLookup.firstValues(named: Self.headerNames, in: $0) }
-        return HeaderFields(traceID: values[0], mailbox: values[1], messageID: values[2], subject: values[3])
+        var fields = HeaderFields()
+        bytes.withUnsafeReadableBytes { header in
+            HeaderLookup.firstValues(named: Self.headerNames, in: header) { index, value in
+                switch index {
+                case 0: fields.traceID = value
+                case 1: fields.mailbox = value
+                case 2: fields.messageID = value
+                default: fields.subject = value
+                }
+            }
+        }
+        return fields
     }
 
     /// Starts a message: its id, and unless bodies are discarded, its body with the

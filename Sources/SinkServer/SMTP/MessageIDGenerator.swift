@@ -13,17 +13,19 @@ enum MessageIDGenerator {
 
     static func next(nanos: Int64) -> String {
         let sequence = counter.add(1, ordering: .relaxed).newValue
-        var digits = [UInt8](repeating: 0, count: 15)
-        var millis = UInt64(max(nanos, 0) / 1_000_000)
-        for index in stride(from: 8, through: 0, by: -1) {
-            digits[index] = alphabet[Int(millis & 31)]
-            millis >>= 5
+        // Written on the stack: an array for the digits was a `malloc` per message.
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 15) { digits in
+            var millis = UInt64(max(nanos, 0) / 1_000_000)
+            for index in stride(from: 8, through: 0, by: -1) {
+                digits[index] = alphabet[Int(millis & 31)]
+                millis >>= 5
+            }
+            var rest = sequence & ((1 << 30) - 1)
+            for index in stride(from: 14, through: 9, by: -1) {
+                digits[index] = alphabet[Int(rest & 31)]
+                rest >>= 5
+            }
+            return String(decoding: UnsafeBufferPointer(digits), as: UTF8.self)
         }
-        var rest = sequence & ((1 << 30) - 1)
-        for index in stride(from: 14, through: 9, by: -1) {
-            digits[index] = alphabet[Int(rest & 31)]
-            rest >>= 5
-        }
-        return String(decoding: digits, as: UTF8.self)
     }
 }

@@ -91,6 +91,12 @@ extension SMTPServerHandler {
             transcript.note("\(fired.rule) at \(phase.rawValue)")
             return fired
         }
+        if rules.isEmpty, phase == .dataEnd, let transaction = session.transaction {
+            let fired = BuiltInFaults.decideAtDataEnd(
+                sender: transaction.reversePath, recipients: transaction.recipients.lazy.map(\.path), message: message)
+            if let fired { transcript.note("\(fired.rule) at \(phase.rawValue)") }
+            return fired
+        }
         let transaction = session.transaction
         let event = FaultEvent(
             phase: phase, client: peer.remoteIP, helo: command?.helo ?? session.helo, authUser: session.authUser,
