@@ -82,9 +82,31 @@ public struct CapturedMessage: Codable, Hashable, Sendable, Identifiable {
         bodyStored: Bool = true,
         transcript: [TranscriptEntry]? = nil
     ) {
+        self.init(
+            id: id, envelope: envelope, sharedSession: SharedSession(session), timestamps: timestamps, size: size,
+            receivedHeaderLength: receivedHeaderLength, anomalies: anomalies, faults: faults, traceID: traceID, mailbox: mailbox,
+            bodyStored: bodyStored, transcript: transcript)
+    }
+
+    /// With a session description already shared (a connection's earlier message's): no box
+    /// is made for this message's own.
+    public init(
+        id: String,
+        envelope: Envelope,
+        sharedSession: SharedSession,
+        timestamps: CaptureTimestamps,
+        size: Int,
+        receivedHeaderLength: Int,
+        anomalies: [String] = [],
+        faults: [String] = [],
+        traceID: String? = nil,
+        mailbox: String? = nil,
+        bodyStored: Bool = true,
+        transcript: [TranscriptEntry]? = nil
+    ) {
         self.id = id
         self.envelope = envelope
-        self.sharedSession = SharedSession(session)
+        self.sharedSession = sharedSession
         self.timestamps = timestamps
         self.storedSize = UInt32(clamping: size)
         self.storedReceivedHeaderLength = UInt32(clamping: receivedHeaderLength)

@@ -104,7 +104,8 @@ struct MessageCapture {
 
     func makeMessage(
         _ transaction: SMTPSession.Transaction, session: SMTPSession.Facts, peer: Peer, tls: TLSInfo?,
-        connectedNanos: Int64, endedNanos: Int64, fields: HeaderFields, limits: SMTPLimits, transcript: [TranscriptEntry]?
+        connectedNanos: Int64, endedNanos: Int64, fields: HeaderFields, limits: SMTPLimits, transcript: [TranscriptEntry]?,
+        previousSession: CapturedMessage.SharedSession? = nil
     ) -> CapturedMessage {
         var anomalies: [String] = []
         if var bytes = body {
@@ -129,10 +130,14 @@ struct MessageCapture {
             tls: tls,
             authUser: session.authUser
         )
+        // The connection's earlier message's description when it is the same (a box per message
+        // made and then replaced by it was a `malloc` per message).
+        let shared =
+            previousSession.flatMap { $0.value == sessionInfo ? $0 : nil } ?? CapturedMessage.SharedSession(sessionInfo)
         return CapturedMessage(
             id: id,
             envelope: envelope,
-            session: sessionInfo,
+            sharedSession: shared,
             timestamps: CaptureTimestamps(
                 connectedNanos: connectedNanos,
                 mailNanos: transaction.mailNanos,

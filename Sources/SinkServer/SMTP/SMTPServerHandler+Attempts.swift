@@ -89,14 +89,21 @@ extension SMTPServerHandler {
         } else {
             audit.timeline.accepted(atNanos: now, bytes: size, transactionNanos: now - transaction.mailNanos)
         }
-        record(
-            transaction, recipients: envelope?.recipients.map(\.address) ?? transaction.recipients.map(\.path.address),
-            phase: .dataEnd, reply: reply, fault: fault, at: now, headers: headers, dropped: dropped, sender: envelope?.mailFrom,
-            size: size, storedID: storedID)
+        // The recipients read where they are (a list of them was a `malloc` per message).
+        func record(_ recipients: some Sequence<String>) {
+            self.record(
+                transaction, recipients: recipients, phase: .dataEnd, reply: reply, fault: fault, at: now, headers: headers,
+                dropped: dropped, sender: envelope?.mailFrom, size: size, storedID: storedID)
+        }
+        if let envelope {
+            record(envelope.recipients.lazy.map(\.address))
+        } else {
+            record(transaction.recipients.lazy.map(\.path.address))
+        }
     }
 
     private func record(
-        _ transaction: SMTPSession.Transaction, recipients: [String], phase: FaultPhase, reply: SMTPReply?, fault: FaultDecision?,
+        _ transaction: SMTPSession.Transaction, recipients: some Sequence<String>, phase: FaultPhase, reply: SMTPReply?, fault: FaultDecision?,
         at now: Int64, headers: MessageHeaders? = nil, dropped: Bool = false, sender: String? = nil, size: Int = 0,
         storedID: String? = nil
     ) {

@@ -141,7 +141,7 @@ extension SMTPServerHandler {
     ) -> CapturedMessage {
         var message = capture.makeMessage(
             transaction, session: session.facts, peer: peer, tls: tls, connectedNanos: connectedNanos, endedNanos: wallNanos, fields: fields,
-            limits: shared.configuration.limits, transcript: transcript.take()
+            limits: shared.configuration.limits, transcript: transcript.take(), previousSession: previousMessage?.sharedSession
         )
         if !sessionFaults.isEmpty || !transactionFaults.isEmpty {
             message.faults = sessionFaults + transactionFaults.filter { !sessionFaults.contains($0) }
