@@ -16,9 +16,18 @@ public enum HeaderLookup {
     /// As `firstValue(named:in:)`, for a name given as lowercase ASCII bytes; nothing but the
     /// value is allocated.
     public static func firstValue(named name: [UInt8], in message: UnsafeRawBufferPointer) -> String? {
-        var value: String?
-        firstValues(named: CollectionOfOne(name), in: message) { _, found in value = found }
-        return value
+        let count = message.count
+        var lineStart = 0
+        while lineStart < count {
+            let lineEnd = Self.lineEnd(from: lineStart, in: message)
+            let contentEnd = lineEnd > lineStart && message[lineEnd - 1] == UInt8(ascii: "\r") ? lineEnd - 1 : lineEnd
+            if contentEnd == lineStart { break }  // end of the header section
+            if contentEnd - lineStart > name.count, message[lineStart + name.count] == UInt8(ascii: ":"), Self.matches(name, message, at: lineStart) {
+                return value(from: lineStart + name.count + 1, to: contentEnd, lineEnd: lineEnd, in: message)
+            }
+            lineStart = lineEnd + 1
+        }
+        return nil
     }
 
     /// The first value of each of `names` (lowercase ASCII bytes), unfolded and trimmed of
@@ -33,9 +42,7 @@ public enum HeaderLookup {
     /// bytes) the header section has, in one pass over it, in the order the fields come. No
     /// array is made for the results (the sink reads a message's fields with this at every
     /// message's end: a `malloc` fewer each).
-    public static func firstValues(
-        named names: some Collection<[UInt8]>, in message: UnsafeRawBufferPointer, _ found: (Int, String) -> Void
-    ) {
+    public static func firstValues(named names: [[UInt8]], in message: UnsafeRawBufferPointer, _ found: (Int, String) -> Void) {
         precondition(names.count <= 64, "at most 64 names")
         var seen: UInt64 = 0
         var remaining = names.count
