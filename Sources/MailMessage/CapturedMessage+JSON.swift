@@ -271,6 +271,8 @@ public struct JSONWriter {
 }
 
 /// Calls `body` with the decimal digits of `value`, made in a stack buffer (no `String`).
+/// Inlinable: a generic called from another module runs unspecialized otherwise.
+@inlinable
 public func withDecimalDigits<Result>(of value: UInt64, _ body: (UnsafeRawBufferPointer) -> Result) -> Result {
     var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)
     return withUnsafeMutableBytes(of: &digits) { scratch in

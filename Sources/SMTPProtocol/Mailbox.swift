@@ -22,6 +22,9 @@ public struct Mailbox: Hashable, Sendable, CustomStringConvertible {
 
     /// The same, for an address held as text (`local@domain`; the last `@` ends the local part).
     /// Bytes, not characters: it runs for every recipient on the way to the `250`.
+    // Inlinable: a generic called from another module runs unspecialized otherwise (the audit
+    // asks for every recipient of every message).
+    @inlinable
     public static func detail(ofAddress address: some StringProtocol) -> Substring? {
         let text = Substring(address)
         let bytes = text.utf8
