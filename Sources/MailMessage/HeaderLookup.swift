@@ -16,18 +16,13 @@ public enum HeaderLookup {
     /// As `firstValue(named:in:)`, for a name given as lowercase ASCII bytes; nothing but the
     /// value is allocated.
     public static func firstValue(named name: [UInt8], in message: UnsafeRawBufferPointer) -> String? {
-        let count = message.count
-        var lineStart = 0
-        while lineStart < count {
-            let lineEnd = Self.lineEnd(from: lineStart, in: message)
-            let contentEnd = lineEnd > lineStart && message[lineEnd - 1] == UInt8(ascii: "\r") ? lineEnd - 1 : lineEnd
-            if contentEnd == lineStart { break }  // end of the header section
-            if contentEnd - lineStart > name.count, message[lineStart + name.count] == UInt8(ascii: ":"), Self.matches(name, message, at: lineStart) {
-                return value(from: lineStart + name.count + 1, to: contentEnd, lineEnd: lineEnd, in: message)
-            }
-            lineStart = lineEnd + 1
+        var found: String?
+        forEachField(in: message) { start, contentEnd, lineEnd in
+            guard isField(name, at: start, contentEnd: contentEnd, in: message) else { return true }
+            found = value(from: start + name.count + 1, to: contentEnd, lineEnd: lineEnd, in: message)
+            return false
         }
-        return nil
+        return found
     }
 
     /// The first value of each of `names` (lowercase ASCII bytes), unfolded and trimmed of
@@ -46,22 +41,16 @@ public enum HeaderLookup {
         precondition(names.count <= 64, "at most 64 names")
         var seen: UInt64 = 0
         var remaining = names.count
-        let count = message.count
-        var lineStart = 0
-        while lineStart < count, remaining > 0 {
-            let lineEnd = Self.lineEnd(from: lineStart, in: message)
-            let contentEnd = lineEnd > lineStart && message[lineEnd - 1] == UInt8(ascii: "\r") ? lineEnd - 1 : lineEnd
-            if contentEnd == lineStart { break }  // end of the header section
+        guard remaining > 0 else { return }
+        forEachField(in: message) { start, contentEnd, lineEnd in
             for (index, wanted) in names.enumerated() where seen & (1 << UInt64(index)) == 0 {
-                guard contentEnd - lineStart > wanted.count, message[lineStart + wanted.count] == UInt8(ascii: ":"),
-                    Self.matches(wanted, message, at: lineStart)
-                else { continue }
-                found(index, value(from: lineStart + wanted.count + 1, to: contentEnd, lineEnd: lineEnd, in: message))
+                guard isField(wanted, at: start, contentEnd: contentEnd, in: message) else { continue }
+                found(index, value(from: start + wanted.count + 1, to: contentEnd, lineEnd: lineEnd, in: message))
                 seen |= 1 << UInt64(index)
                 remaining -= 1
                 break
             }
-            lineStart = lineEnd + 1
+            return remaining > 0
         }
     }
 
@@ -69,18 +58,33 @@ public enum HeaderLookup {
     /// unfolded and trimmed as `firstValues` does; empty when there is none.
     public static func allValues(named name: [UInt8], in message: UnsafeRawBufferPointer) -> [String] {
         var values: [String] = []
+        forEachField(in: message) { start, contentEnd, lineEnd in
+            if isField(name, at: start, contentEnd: contentEnd, in: message) {
+                values.append(value(from: start + name.count + 1, to: contentEnd, lineEnd: lineEnd, in: message))
+            }
+            return true
+        }
+        return values
+    }
+
+    /// `body(start, contentEnd, lineEnd)` for each line of the header section (its first byte,
+    /// the end of its text before any CR, its LF or the end), until `body` says false or the
+    /// header section ends at an empty line.
+    private static func forEachField(in message: UnsafeRawBufferPointer, _ body: (Int, Int, Int) -> Bool) {
         let count = message.count
         var lineStart = 0
         while lineStart < count {
             let lineEnd = Self.lineEnd(from: lineStart, in: message)
             let contentEnd = lineEnd > lineStart && message[lineEnd - 1] == UInt8(ascii: "\r") ? lineEnd - 1 : lineEnd
-            if contentEnd == lineStart { break }  // end of the header section
-            if contentEnd - lineStart > name.count, message[lineStart + name.count] == UInt8(ascii: ":"), Self.matches(name, message, at: lineStart) {
-                values.append(value(from: lineStart + name.count + 1, to: contentEnd, lineEnd: lineEnd, in: message))
-            }
+            if contentEnd == lineStart { return }  // end of the header section
+            guard body(lineStart, contentEnd, lineEnd) else { return }
             lineStart = lineEnd + 1
         }
-        return values
+    }
+
+    /// Whether the line at `start` is a field called `name` (a colon right after the name).
+    private static func isField(_ name: [UInt8], at start: Int, contentEnd: Int, in message: UnsafeRawBufferPointer) -> Bool {
+        contentEnd - start > name.count && message[start + name.count] == UInt8(ascii: ":") && Self.matches(name, message, at: start)
     }
 
     /// A header's value from `start` to `end` on its first line, with its continuation lines

@@ -60,9 +60,9 @@ struct BuiltInFaults: FaultSource {
 
     // One pass over the recipients, no arrays made: it runs for every message (the lists of
     // magic addresses and plus tags it made were most of the built-in faults' cost, ~2% of
-    // the sink's CPU per 1 KiB message in `perf record`).
-    // The connection asks this way when no rule is set, without making a `FaultEvent` (its
-    // list of recipients was a `malloc` per message).
+    // the sink's CPU per 1 KiB message in `perf record`). The connection asks this way when
+    // no rule is set, without making a `FaultEvent` (its list of recipients was a `malloc` per
+    // message).
     static func decideAtDataEnd(sender: ReversePath?, recipients: some Sequence<ForwardPath>, message: ByteBuffer?) -> FaultDecision? {
         var slowest: Double?
         for path in recipients {

@@ -11,7 +11,6 @@ struct MessageCapture {
     var body: ByteBuffer?
     var headerLength = 0
 
-    /// `X-Swallow-Trace` and `X-Swallow-Mailbox`, looked up in one pass.
     /// The header fields the sink reads at a message's end: for the message (trace id,
     /// mailbox) and for its delivery attempts (Message-ID, Subject, mailbox).
     struct HeaderFields {
