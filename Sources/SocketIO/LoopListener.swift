@@ -132,7 +132,14 @@ public final class LoopListener: LoopSocket, @unchecked Sendable {
         var storage = storage
         switch Int32(storage.ss_family) {
         case AF_INET:
-            return withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { SocketAddress($0.pointee) } }
+            // The host text NIO's `SocketAddress(sockaddr_in)` would make with `inet_ntop`,
+            // made by `AddressText` (the same text).
+            return withUnsafePointer(to: &storage) {
+                $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { address in
+                    let host = withUnsafeBytes(of: address.pointee) { AddressText.dottedQuad($0[4..<8]) }
+                    return SocketAddress(address.pointee, host: host)
+                }
+            }
         case AF_INET6:
             return withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { SocketAddress($0.pointee) } }
         default:

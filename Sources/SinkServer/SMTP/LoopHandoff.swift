@@ -1,4 +1,5 @@
 import NIOCore
+import SocketIO
 import Synchronization
 
 /// Runs work handed over from other threads on one event loop, one `execute` for however many
@@ -16,11 +17,23 @@ final class LoopHandoff: Sendable {
     let stores: InlineStoreBatch
     /// Capture buffers this loop's connections reuse.
     let captures: CaptureBuffers
+    /// The last local address this loop's connections described, and its description: the
+    /// connections of one listener share it, described once.
+    private let localName = Mutex<(address: SocketAddress, name: String)?>(nil)
 
     init(loop: any EventLoop) {
         self.loop = loop
         self.stores = InlineStoreBatch(loop: loop)
         self.captures = CaptureBuffers(loop: loop)
+    }
+
+    /// `address` as `AddressText.describe` writes it, from the last one when it is the same.
+    func describeLocal(_ address: SocketAddress?) -> String {
+        guard let address else { return "unknown" }
+        if let known = localName.withLock({ $0?.address == address ? $0?.name : nil }) { return known }
+        let name = AddressText.describe(address)
+        localName.withLock { $0 = (address, name) }
+        return name
     }
 
     func post(_ task: @escaping @Sendable () -> Void) {

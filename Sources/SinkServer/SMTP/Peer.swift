@@ -1,4 +1,5 @@
 import NIOCore
+import SocketIO
 
 /// The connection's side of every message's session metadata, described once per connection.
 struct Peer {
@@ -22,17 +23,14 @@ struct Peer {
         return peer
     }
 
-    init(sessionID: String, remote: SocketAddress?, local: SocketAddress?) {
+    /// `local`: the local address as `AddressText.describe` writes it, which the connections
+    /// of one listener share (`LoopHandoff.describeLocal`).
+    init(sessionID: String, remote: SocketAddress?, local: String) {
         self.sessionID = sessionID
-        // The remote IP formatted once (`inet_ntop` and a string each time), for both fields.
-        let remoteIP = remote?.ipAddress
-        self.remote = remote.map { Self.describe($0, ip: remoteIP) } ?? "unknown"
-        self.local = local.map { Self.describe($0) } ?? "unknown"
+        // The remote IP formatted once, for both fields.
+        let remoteIP = remote.flatMap(AddressText.ip)
+        self.remote = remote.map { AddressText.describe($0, ip: remoteIP) } ?? "unknown"
+        self.local = local
         self.remoteIP = remoteIP ?? "unknown"
-    }
-
-    static func describe(_ address: SocketAddress, ip known: String? = nil) -> String {
-        guard let ip = known ?? address.ipAddress, let port = address.port else { return "\(address)" }
-        return ip.utf8.contains(UInt8(ascii: ":")) ? "[\(ip)]:\(port)" : "\(ip):\(port)"
     }
 }

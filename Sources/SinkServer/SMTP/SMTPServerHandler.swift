@@ -101,7 +101,8 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func channelActive(context: ChannelHandlerContext) {
         socketLoop = context.eventLoop as? SocketLoop
         connectedNanos = wallNanos
-        handoff = shared.handoffs.handoff(for: context.eventLoop)
+        let handoff = shared.handoffs.handoff(for: context.eventLoop)
+        self.handoff = handoff
         readHappened(context: context)
         watch(until: deadlines.lastRead + shared.configuration.idleTimeout, context: context)
         guard let number = shared.connections.add(context.channel) else {
@@ -112,7 +113,9 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         peer =
             shared.viaHTTP
             ? Peer.httpAPI(sessionID: "s\(number)")
-            : Peer(sessionID: "s\(number)", remote: context.channel.remoteAddress, local: context.channel.localAddress)
+            : Peer(
+                sessionID: "s\(number)", remote: context.channel.remoteAddress,
+                local: handoff.describeLocal(context.channel.localAddress))
         context.fireChannelActive()
         // Faults at connect, then at greeting, then the banner.
         guard let decision = consult(.connect) else { return greet(context: context) }
