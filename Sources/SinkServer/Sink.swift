@@ -162,7 +162,7 @@ public final class Sink: Service, Sendable {
         guard !configuration.nioChannels, configuration.upstream == nil, SocketLoop.available else { return [] }
         var count = 0
         for _ in group.makeIterator() { count += 1 }
-        return try SocketLoop.start(count: max(count, 1), name: "swallow-smtp")
+        return try SocketLoop.start(count: max(count, 1), name: "swallow-smtp", turnClock: true)
     }
 
     private static func bound(_ listener: SMTPListener, fallback: ListenAddress) -> ListenAddress {

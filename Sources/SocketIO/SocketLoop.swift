@@ -51,9 +51,13 @@ public final class SocketLoop: EventLoop, @unchecked Sendable {
     /// Set with a task handed in (under the inbox's lock): the loop takes the lock for the
     /// inbox only when it is set, not at every turn.
     private let handedInTasks = Atomic<Bool>(false)
-    /// The clocks as the loop's turn began (its wait returned): read once a turn for every
-    /// socket served in it. Per command and per read, the clock was read ~20 times a message
-    /// (`perf record` of the sink, 1 KiB messages, one session: ~4% of its user time).
+    /// Whether `now` and `wallNanos` on the loop are the reading taken as its turn began (its
+    /// wait returned), shared by every socket served in the turn: the sink's loops, which read
+    /// the clock ~20 times a message otherwise (`perf record`, 1 KiB messages, one session: ~4%
+    /// of its user time). The load generator's loops read the clock at each call: it measures
+    /// latencies with `now`, and a turn's reading is late by the work done in the turn.
+    private let turnClock: Bool
+    /// The clocks as the turn began, with `turnClock`.
     private var turnUptime: UInt64 = 0
     private var turnWall: Int64 = 0
     /// Work queued on the loop, run before it waits again.
@@ -67,7 +71,8 @@ public final class SocketLoop: EventLoop, @unchecked Sendable {
     /// One read buffer for every socket of the loop (a reply is consumed before the next read).
     public var readBuffer = ByteBuffer()
 
-    private init(name: String) throws {
+    private init(name: String, turnClock: Bool) throws {
+        self.turnClock = turnClock
         var waker: Int32 = -1
         let poller = swallow_poller_create(&waker)
         guard poller >= 0 else { throw SocketError(operation: "epoll", code: errno) }
@@ -88,8 +93,9 @@ public final class SocketLoop: EventLoop, @unchecked Sendable {
     }
 
     /// `count` loops, each on a thread of its own, running until `shutdownGracefully`.
-    public static func start(count: Int, name: String = "swallow-load") throws -> [SocketLoop] {
-        let loops = try (0..<count).map { try SocketLoop(name: "\(name)-\($0)") }
+    /// `turnClock`: `now` and `wallNanos` read once a turn (see `turnClock`).
+    public static func start(count: Int, name: String = "swallow-load", turnClock: Bool = false) throws -> [SocketLoop] {
+        let loops = try (0..<count).map { try SocketLoop(name: "\(name)-\($0)", turnClock: turnClock) }
         for loop in loops {
             let thread = Thread { loop.run() }
             thread.name = loop.name
@@ -102,15 +108,19 @@ public final class SocketLoop: EventLoop, @unchecked Sendable {
 
     public var inEventLoop: Bool { threadID.load(ordering: .acquiring) == Self.currentThread }
 
-    /// On the loop, the time its turn began (what it serves in one turn shares one reading);
-    /// elsewhere, the clock's.
-    public var now: NIODeadline { inEventLoop ? .uptimeNanoseconds(turnUptime) : .now() }
+    /// With `turnClock`, on the loop, the time its turn began (what it serves in one turn
+    /// shares one reading); otherwise the clock's.
+    public var now: NIODeadline { turnClock && inEventLoop ? .uptimeNanoseconds(turnUptime) : .now() }
 
-    /// The wall clock (`CLOCK_REALTIME`, nanoseconds) as for `now`: on the loop, as its turn
-    /// began.
-    public var wallNanos: Int64 { inEventLoop ? turnWall : Int64(swallow_realtime_nanos()) }
+    /// The wall clock (`CLOCK_REALTIME`, nanoseconds) as for `now`.
+    public var wallNanos: Int64 { turnClock && inEventLoop ? turnWall : Int64(swallow_realtime_nanos()) }
+
+    /// The uptime for the loop's own timers: the turn's reading with `turnClock` (a wait longer
+    /// than needed by at most the turn's work), the clock's otherwise.
+    private var timerNow: UInt64 { turnClock ? turnUptime : NIODeadline.now().uptimeNanoseconds }
 
     private func startTurn() {
+        guard turnClock else { return }
         turnUptime = NIODeadline.now().uptimeNanoseconds
         turnWall = Int64(swallow_realtime_nanos())
     }
@@ -275,8 +285,8 @@ public final class SocketLoop: EventLoop, @unchecked Sendable {
             if !ready.isEmpty {
                 timeout = 0
             } else if let next = timers.nextDeadline {
-                // From the turn's time: a wait longer than needed by at most the turn's work.
-                timeout = next > turnUptime ? Int64(next - turnUptime) : 0
+                let now = timerNow
+                timeout = next > now ? Int64(next - now) : 0
             } else {
                 timeout = -1
             }
@@ -330,7 +340,8 @@ public final class SocketLoop: EventLoop, @unchecked Sendable {
 
     private func runTimers() {
         guard timers.nextDeadline != nil else { return }
-        while let timer = timers.popDue(now: turnUptime) {
+        let now = timerNow
+        while let timer = timers.popDue(now: now) {
             if timer.cancelled {
                 cancelledTimers -= 1
             } else {

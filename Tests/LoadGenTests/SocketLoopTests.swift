@@ -273,7 +273,7 @@ struct SocketLoopTests {
 
     @Test("on the loop, now and wallNanos are the turn's reading (one for a turn, later for a later turn); elsewhere the clock's")
     func turnClock() async throws {
-        let loop = try #require(try SocketLoop.start(count: 1).first)
+        let loop = try #require(try SocketLoop.start(count: 1, turnClock: true).first)
         // The wall clock in microseconds (Date's), less one for its rounding.
         let before = (NIODeadline.now(), Int64(Date().timeIntervalSince1970 * 1e6 - 1) * 1000)
         let first = try await loop.submit {
@@ -294,6 +294,19 @@ struct SocketLoopTests {
         // Off the loop: a reading of its own.
         let outside = loop.now
         #expect(outside >= second.0)
+        try await loop.shutdownGracefully()
+    }
+
+    @Test("without a turn clock (the load generator's loops, which time replies with now) now moves within a turn")
+    func exactClock() async throws {
+        let loop = try #require(try SocketLoop.start(count: 1).first)
+        let (first, second) = try await loop.submit {
+            let first = loop.now
+            let started = NIODeadline.now()
+            while NIODeadline.now() - started < .milliseconds(2) {}
+            return (first, loop.now)
+        }.get()
+        #expect(second >= first + .milliseconds(2))
         try await loop.shutdownGracefully()
     }
 
