@@ -98,23 +98,19 @@ public struct JSONWriter {
     }
 
     public mutating func object(_ body: (inout JSONWriter) -> Void) {
-        bytes.append(UInt8(ascii: "{"))
-        needsComma = false
+        beginObject()
         body(&self)
-        bytes.append(UInt8(ascii: "}"))
-        needsComma = true
+        endObject()
     }
 
-    public mutating func array<T>(_ items: [T], _ element: (inout JSONWriter, T) -> Void) {
-        bytes.append(UInt8(ascii: "["))
-        needsComma = false
+    public mutating func array<T>(_ items: [T], _ write: (inout JSONWriter, T) -> Void) {
+        beginArray()
         for item in items {
-            if needsComma { bytes.append(UInt8(ascii: ",")) }
-            element(&self, item)
+            element()
+            write(&self, item)
             needsComma = true
         }
-        bytes.append(UInt8(ascii: "]"))
-        needsComma = true
+        endArray()
     }
 
     public mutating func field(_ name: String, _ value: (inout JSONWriter) -> Void) {
@@ -146,23 +142,18 @@ public struct JSONWriter {
         needsComma = false
     }
 
-    public mutating func beginObject() {
-        bytes.append(UInt8(ascii: "{"))
+    public mutating func beginObject() { open(UInt8(ascii: "{")) }
+    public mutating func endObject() { close(UInt8(ascii: "}")) }
+    public mutating func beginArray() { open(UInt8(ascii: "[")) }
+    public mutating func endArray() { close(UInt8(ascii: "]")) }
+
+    private mutating func open(_ bracket: UInt8) {
+        bytes.append(bracket)
         needsComma = false
     }
 
-    public mutating func endObject() {
-        bytes.append(UInt8(ascii: "}"))
-        needsComma = true
-    }
-
-    public mutating func beginArray() {
-        bytes.append(UInt8(ascii: "["))
-        needsComma = false
-    }
-
-    public mutating func endArray() {
-        bytes.append(UInt8(ascii: "]"))
+    private mutating func close(_ bracket: UInt8) {
+        bytes.append(bracket)
         needsComma = true
     }
 

@@ -7,7 +7,7 @@ import NIOCore
 /// allocation.
 public enum AddressText {
     /// `a.b.c.d` of an IPv4 address given as its four bytes in network order.
-    public static func dottedQuad(_ bytes: some Collection<UInt8>) -> String {
+    public static func dottedQuad(_ bytes: UnsafeRawBufferPointer) -> String {
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 15) { buffer in
             var count = 0
             for (index, octet) in bytes.prefix(4).enumerated() {

@@ -136,7 +136,7 @@ public final class LoopListener: LoopSocket, @unchecked Sendable {
             // made by `AddressText` (the same text).
             return withUnsafePointer(to: &storage) {
                 $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { address in
-                    let host = withUnsafeBytes(of: address.pointee) { AddressText.dottedQuad($0[4..<8]) }
+                    let host = withUnsafeBytes(of: address.pointee) { AddressText.dottedQuad(UnsafeRawBufferPointer(rebasing: $0[4..<8])) }
                     return SocketAddress(address.pointee, host: host)
                 }
             }

@@ -266,7 +266,7 @@ extension Attempt: JSONLine {
             $0.field("AtNanos") { $0.number(atNanos) }
             $0.field("Client") { $0.string(client) }
             $0.field("Dropped") { $0.bool(dropped) }
-            $0.field("Mailboxes") { $0.array(mailboxes) { $0.string($1) } }
+            $0.field("Mailboxes") { $0.strings(mailboxes) }
             if let messageID { $0.field("MessageID") { $0.string(messageID) } }
             $0.field("Phase") { $0.string(phase) }
             $0.field("Recipient") { $0.string(recipient) }
