@@ -20,6 +20,11 @@ import NIOCore
 /// replies a read at a time and never wait on writability), options other than `autoRead`,
 /// `recvAllocator`, `maxMessagesPerRead` and socket options (`operationUnsupported`), and
 /// closing only the input.
+///
+/// A handler that is the only one in the pipeline may take the channel's events directly
+/// (`direct`): reads, read completions and read requests are then calls to it rather than
+/// passes through the pipeline, and it writes with `send` and asks for reads with
+/// `read0`. The pipeline still carries everything else (activation, errors, closing).
 public final class LoopChannel: Channel, ChannelCore, LoopSocket, @unchecked Sendable {
     public let loop: SocketLoop
     private let fd: Int32
@@ -48,6 +53,10 @@ public final class LoopChannel: Channel, ChannelCore, LoopSocket, @unchecked Sen
     @exclusivity(unchecked) private var unsent = CircularBuffer<(ByteBuffer, EventLoopPromise<Void>?)>(initialCapacity: 4)
     @exclusivity(unchecked) private var flushed = 0
     @exclusivity(unchecked) private var waitingForWritable = false
+    /// The handler that takes reads directly, when it is the pipeline's only one; `nil` puts
+    /// the pipeline back in charge (a handler added in front of it must see the bytes). Dropped
+    /// when the channel closes.
+    @exclusivity(unchecked) public var direct: (any LoopChannelDirect)?
 
     /// Wraps `fd` (connected, non-blocking). Call `start` once handlers are added.
     public init(
@@ -71,7 +80,7 @@ public final class LoopChannel: Channel, ChannelCore, LoopSocket, @unchecked Sen
         let pipeline = _pipeline.syncOperations
         pipeline.fireChannelRegistered()
         pipeline.fireChannelActive()
-        if autoRead, isOpen { pipeline.read() }
+        if autoRead, isOpen { askForRead() }
     }
 
     // MARK: Channel
@@ -223,6 +232,7 @@ public final class LoopChannel: Channel, ChannelCore, LoopSocket, @unchecked Sen
             break
         }
         isOpen = false
+        direct = nil
         if slot != 0 { loop.release(slot: slot) }
         _ = systemClose(fd)
         let failed = unsent
@@ -288,7 +298,7 @@ public final class LoopChannel: Channel, ChannelCore, LoopSocket, @unchecked Sen
                 reads.record(actualReadBytes: result)
                 readSome = true
                 let full = result == buffer.capacity
-                pipeline.fireChannelRead(NIOAny(buffer))
+                if let direct { direct.loopChannelRead(buffer) } else { pipeline.fireChannelRead(NIOAny(buffer)) }
                 guard isOpen else { return }
                 if !full {
                     mayRead = false
@@ -296,7 +306,7 @@ public final class LoopChannel: Channel, ChannelCore, LoopSocket, @unchecked Sen
                 }
             } else if result == 0 {
                 mayRead = false
-                if readSome { pipeline.fireChannelReadComplete() }
+                if readSome { readComplete() }
                 return close0(error: ChannelError.eof, mode: .all, promise: nil)
             } else if code == EAGAIN || code == EWOULDBLOCK {
                 mayRead = false
@@ -310,8 +320,25 @@ public final class LoopChannel: Channel, ChannelCore, LoopSocket, @unchecked Sen
                 return
             }
         }
-        if readSome { pipeline.fireChannelReadComplete() }
-        if isOpen, autoRead { pipeline.read() }
+        if readSome { readComplete() }
+        if isOpen, autoRead { askForRead() }
+    }
+
+    private func readComplete() {
+        if let direct { direct.loopChannelReadComplete() } else { _pipeline.syncOperations.fireChannelReadComplete() }
+    }
+
+    /// The pipeline's `read()`, through the direct handler when there is one.
+    private func askForRead() {
+        if let direct { direct.loopChannelWantsRead() } else { _pipeline.syncOperations.read() }
+    }
+
+    /// Writes `buffer` and sends it with what was written before: the pipeline's `write` and
+    /// `flush` for the direct handler.
+    public func send(_ buffer: ByteBuffer) {
+        guard isOpen else { return }
+        unsent.append((buffer, nil))
+        flush0()
     }
 
     /// Writes the flushed buffers, in one system call when it takes them all.
@@ -375,4 +402,13 @@ public final class LoopChannel: Channel, ChannelCore, LoopSocket, @unchecked Sen
             return sendmsg(fd, &message, Int32(MSG_NOSIGNAL))
         }
     }
+}
+
+/// The handler a `LoopChannel` calls directly (see `LoopChannel.direct`): the pipeline's
+/// `channelRead`, `channelReadComplete` and `read` for a handler that is its only one.
+public protocol LoopChannelDirect: AnyObject {
+    func loopChannelRead(_ buffer: ByteBuffer)
+    func loopChannelReadComplete()
+    /// Reading may go on: the handler calls `read0()` on the channel when it wants more.
+    func loopChannelWantsRead()
 }

@@ -219,6 +219,76 @@ struct LoopChannelTests {
         try await listener.closeFuture.get()
     }
 
+    /// Echoes what it is given, recording whether it came directly or through the pipeline.
+    final class DirectEcho: ChannelInboundHandler, LoopChannelDirect, @unchecked Sendable {
+        typealias InboundIn = ByteBuffer
+        typealias OutboundOut = ByteBuffer
+        let events = Mutex<[String]>([])
+        let active: EventLoopPromise<LoopChannel>
+        let inactive: EventLoopPromise<Void>
+        var channel: LoopChannel?
+
+        init(loop: any EventLoop) {
+            active = loop.makePromise()
+            inactive = loop.makePromise()
+        }
+
+        func channelActive(context: ChannelHandlerContext) {
+            let channel = context.channel as! LoopChannel
+            self.channel = channel
+            channel.direct = self
+            active.succeed(channel)
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let buffer = unwrapInboundIn(data)
+            events.withLock { $0.append("pipeline \(String(buffer: buffer))") }
+            context.write(data, promise: nil)
+        }
+
+        func channelReadComplete(context: ChannelHandlerContext) { context.flush() }
+
+        func channelInactive(context: ChannelHandlerContext) { inactive.succeed(()) }
+
+        func loopChannelRead(_ buffer: ByteBuffer) {
+            events.withLock { $0.append("direct \(String(buffer: buffer))") }
+            channel?.send(buffer)
+        }
+
+        func loopChannelReadComplete() { events.withLock { $0.append("direct complete") } }
+
+        func loopChannelWantsRead() { channel?.read0() }
+    }
+
+    @Test("a direct handler gets reads, completions and read requests without the pipeline, until it hands them back")
+    func directHandler() async throws {
+        let loops = try SocketLoop.start(count: 1, name: "test-direct")
+        defer { for loop in loops { loop.shutdownGracefully { _ in } } }
+        let (made, next) = AsyncStream.makeStream(of: DirectEcho.self)
+        let listener = try await Self.listen(loops: loops) { channel in
+            let handler = DirectEcho(loop: channel.eventLoop)
+            next.yield(handler)
+            try channel.pipeline.syncOperations.addHandler(handler)
+        }
+        defer { listener.stop() }
+        var handlers = made.makeAsyncIterator()
+        let client = try Client(port: try #require(listener.localAddress.port))
+        client.send(Array("abc".utf8))
+        #expect(client.receive(3) == Array("abc".utf8))
+        let handler = try #require(await handlers.next())
+        let channel = try await handler.active.futureResult.get()
+        #expect(handler.events.withLock { $0 } == ["direct abc", "direct complete"])
+        try await channel.eventLoop.submit { channel.direct = nil }.get()
+        client.send(Array("de".utf8))
+        #expect(client.receive(2) == Array("de".utf8))
+        #expect(handler.events.withLock { $0 } == ["direct abc", "direct complete", "pipeline de"])
+        try await channel.eventLoop.submit { channel.direct = handler }.get()
+        client.close()
+        try await handler.inactive.futureResult.get()
+        // Closing drops the handler (no cycle through the channel).
+        #expect(try await channel.eventLoop.submit { channel.direct == nil }.get())
+    }
+
     final class Fired: Sendable {
         let names = Mutex<[String]>([])
     }

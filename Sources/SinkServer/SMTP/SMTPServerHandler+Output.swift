@@ -1,5 +1,6 @@
 import NIOCore
 import SMTPProtocol
+import SocketIO
 
 // What a connection writes: replies (counted, transcribed, charged to a throttle), flushed once
 // per read; and its close, after whatever was written.
@@ -30,6 +31,11 @@ extension SMTPServerHandler {
 
     func flushReplies(context: ChannelHandlerContext) {
         guard replies.readableBytes > 0 else { return }
+        if let directChannel {
+            directChannel.send(replies)
+            replies.moveReaderIndex(to: replies.writerIndex)
+            return
+        }
         context.write(wrapOutboundOut(replies), promise: nil)
         replies.moveReaderIndex(to: replies.writerIndex)
         context.flush()

@@ -20,6 +20,8 @@ extension SMTPServerHandler {
         guard let startTLS = shared.startTLS else { return }
         // The 220 goes out in plaintext; everything after it is TLS.
         flushReplies(context: context)
+        // From here the TLS handler sees the bytes first.
+        leaveDirect()
         do {
             try context.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: startTLS.context()), position: .before(self))
         } catch {

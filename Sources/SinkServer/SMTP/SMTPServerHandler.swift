@@ -84,6 +84,11 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// The origin of this connection's delivery attempts (see `attemptOrigin()`).
     @exclusivity(unchecked) var lastOrigin: Attempt.Origin?
     @exclusivity(unchecked) var previousMessage: (sharedSession: CapturedMessage.SharedSession, envelope: Envelope)?
+    /// A plain connection on a `LoopChannel`: the channel calls this handler directly, and
+    /// replies and read requests go straight to it (`LoopChannelDirect`); `nil` under TLS, whose
+    /// handler sits in front of this one. Set from activation to closing or STARTTLS.
+    @exclusivity(unchecked) var directChannel: LoopChannel?
+    @exclusivity(unchecked) var directContext: ChannelHandlerContext?
 
     init(_ shared: SMTPServerContext) {
         self.shared = shared
@@ -100,6 +105,11 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelActive(context: ChannelHandlerContext) {
         socketLoop = context.eventLoop as? SocketLoop
+        if !shared.implicitTLS, let channel = context.channel as? LoopChannel {
+            directChannel = channel
+            directContext = context
+            channel.direct = self
+        }
         connectedNanos = wallNanos
         let handoff = shared.handoffs.handoff(for: context.eventLoop)
         self.handoff = handoff
@@ -123,6 +133,7 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        leaveDirect()
         deadlines.cancelAll()
         closeUpstream()
         capture = nil
@@ -146,10 +157,15 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: Input
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        received(unwrapInboundIn(data), context: context)
+    }
+
+    /// Bytes read from the client.
+    func received(_ read: ByteBuffer, context: ChannelHandlerContext) {
         readHappened(context: context)
         // Hung: what arrives is dropped, so memory stays bounded.
         guard !hung else { return }
-        var bytes = unwrapInboundIn(data)
+        var bytes = read
         if throttle.isOn {
             if throttled == nil { throttled = bytes } else { throttled!.writeBuffer(&bytes) }
             return releaseThrottled(context: context)
@@ -183,14 +199,18 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         guard !throttleDefersRead(context: context) else { return }
-        context.read()
+        requestRead(context: context)
     }
 
     /// Reads again if a read was asked for while paused.
     func resumeReading(context: ChannelHandlerContext) {
         guard readPending, !paused, throttled == nil else { return }
         readPending = false
-        context.read()
+        requestRead(context: context)
+    }
+
+    private func requestRead(context: ChannelHandlerContext) {
+        if let directChannel { directChannel.read0() } else { context.read() }
     }
 
     /// Bytes left over after a read, at most this many, are copied out of a read buffer at
@@ -322,6 +342,31 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             capture = nil
             deadlines.dataEnded()
         }
+    }
+}
+
+// The pipeline's events, called by a `LoopChannel` directly on a plain connection.
+extension SMTPServerHandler: LoopChannelDirect {
+    func loopChannelRead(_ buffer: ByteBuffer) {
+        guard let directContext else { return }
+        received(buffer, context: directContext)
+    }
+
+    func loopChannelReadComplete() {
+        guard let directContext else { return }
+        channelReadComplete(context: directContext)
+    }
+
+    func loopChannelWantsRead() {
+        guard let directContext else { return }
+        read(context: directContext)
+    }
+
+    /// Back to the pipeline (closing, or a TLS handler about to go in front of this one).
+    func leaveDirect() {
+        directChannel?.direct = nil
+        directChannel = nil
+        directContext = nil
     }
 }
 
