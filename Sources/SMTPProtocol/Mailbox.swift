@@ -35,43 +35,49 @@ public struct Mailbox: Hashable, Sendable, CustomStringConvertible {
     }
 
     /// True when any character is outside ASCII: such a path needs SMTPUTF8 (RFC 6531 §3.4).
-    public var needsSMTPUTF8: Bool { !description.utf8.allSatisfy { $0 < 0x80 } }
+    public var needsSMTPUTF8: Bool { !localPart.utf8.allSatisfy { $0 < 0x80 } || !domain.utf8.allSatisfy { $0 < 0x80 } }
 
     /// Parses `local@domain`, the inside of a path with any source route already removed.
     public static func parse(_ text: Substring) throws(SMTPParseError) -> Mailbox {
+        var text = text
+        return try text.withUTF8 { bytes in
+            Result { () throws(SMTPParseError) in try parse(bytes: UnsafeRawBufferPointer(bytes)) }
+        }.get()
+    }
+
+    /// The same over valid UTF-8 (`SMTPCommand`'s parser hands over the path's bytes).
+    static func parse(bytes text: UnsafeRawBufferPointer) throws(SMTPParseError) -> Mailbox {
+        func shown(_ bytes: UnsafeRawBufferPointer) -> Substring { String(decoding: bytes, as: UTF8.self).prefix(64) }
         guard let at = Self.splitIndex(text) else {
-            throw .syntax("mailbox needs local-part@domain: \(text.prefix(64))")
+            throw .syntax("mailbox needs local-part@domain: \(shown(text))")
         }
-        let local = text[..<at]
-        let domain = text[text.utf8.index(after: at)...]
-        guard !local.isEmpty else { throw .syntax("empty local part in \(text.prefix(64))") }
-        guard !domain.isEmpty else { throw .syntax("empty domain in \(text.prefix(64))") }
-        if local.utf8.first == UInt8(ascii: "\"") {
-            guard local.utf8.count >= 2, local.utf8.last == UInt8(ascii: "\"") else { throw .syntax("unterminated quoted local part") }
+        let local = UnsafeRawBufferPointer(rebasing: text[..<at])
+        let domain = UnsafeRawBufferPointer(rebasing: text[(at + 1)...])
+        guard !local.isEmpty else { throw .syntax("empty local part in \(shown(text))") }
+        guard !domain.isEmpty else { throw .syntax("empty domain in \(shown(text))") }
+        if local.first == UInt8(ascii: "\"") {
+            guard local.count >= 2, local.last == UInt8(ascii: "\"") else { throw .syntax("unterminated quoted local part") }
         } else {
-            guard local.utf8.allSatisfy(Self.isAtomOrDot), Self.isDotSeparated(local.utf8) else {
-                throw .syntax("invalid local part: \(local.prefix(64))")
+            guard local.allSatisfy(Self.isAtomOrDot), Self.isDotSeparated(local) else {
+                throw .syntax("invalid local part: \(shown(local))")
             }
         }
-        if domain.utf8.first == UInt8(ascii: "[") {
-            guard domain.utf8.last == UInt8(ascii: "]"), domain.utf8.count > 2 else { throw .syntax("invalid address literal: \(domain.prefix(64))") }
+        if domain.first == UInt8(ascii: "[") {
+            guard domain.last == UInt8(ascii: "]"), domain.count > 2 else { throw .syntax("invalid address literal: \(shown(domain))") }
         } else {
-            guard domain.utf8.allSatisfy(Self.isDomainByte), Self.isDotSeparated(domain.utf8) else {
-                throw .syntax("invalid domain: \(domain.prefix(64))")
+            guard domain.allSatisfy(Self.isDomainByte), Self.isDotSeparated(domain) else {
+                throw .syntax("invalid domain: \(shown(domain))")
             }
         }
-        return Mailbox(localPart: String(local), domain: String(domain))
+        return Mailbox(localPart: String(decoding: local, as: UTF8.self), domain: String(decoding: domain, as: UTF8.self))
     }
 
     /// The `@` that separates local part and domain: the last one outside a quoted string.
-    private static func splitIndex(_ text: Substring) -> Substring.Index? {
+    private static func splitIndex(_ bytes: UnsafeRawBufferPointer) -> Int? {
         var quoted = false
         var escaped = false
-        var found: Substring.Index?
-        let bytes = text.utf8
-        var index = bytes.startIndex
-        while index < bytes.endIndex {
-            let byte = bytes[index]
+        var found: Int?
+        for (index, byte) in bytes.enumerated() {
             if escaped {
                 escaped = false
             } else if quoted && byte == UInt8(ascii: "\\") {
@@ -81,13 +87,12 @@ public struct Mailbox: Hashable, Sendable, CustomStringConvertible {
             } else if byte == UInt8(ascii: "@") && !quoted {
                 found = index
             }
-            index = bytes.index(after: index)
         }
         return found
     }
 
     /// No leading, trailing or doubled dot.
-    static func isDotSeparated(_ bytes: Substring.UTF8View) -> Bool {
+    static func isDotSeparated(_ bytes: UnsafeRawBufferPointer) -> Bool {
         var previousDot = true
         for byte in bytes {
             let dot = byte == UInt8(ascii: ".")
@@ -104,12 +109,15 @@ public struct Mailbox: Hashable, Sendable, CustomStringConvertible {
             true
         case 0x80...:
             true
+        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"),
+            UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "/"), UInt8(ascii: "="), UInt8(ascii: "?"),
+            UInt8(ascii: "^"), UInt8(ascii: "_"), UInt8(ascii: "`"), UInt8(ascii: "{"), UInt8(ascii: "|"), UInt8(ascii: "}"),
+            UInt8(ascii: "~"), UInt8(ascii: "."):
+            true
         default:
-            atextSymbols.contains(byte)
+            false
         }
     }
-
-    private static let atextSymbols: Set<UInt8> = Set("!#$%&'*+-/=?^_`{|}~.".utf8)
 
     /// Letters, digits, hyphen, dot (and underscore, which real hosts use), or UTF-8 of an
     /// internationalized domain name.

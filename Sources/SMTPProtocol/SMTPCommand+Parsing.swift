@@ -7,53 +7,82 @@ extension SMTPCommand {
     /// `limits.maxCommandLineBytes` (CRLF counted) is `lineTooLong`; AUTH lines may reach
     /// `limits.maxAuthLineBytes` (RFC 4954 §4).
     public static func parse(_ line: ByteBuffer, limits: SMTPLimits = SMTPLimits()) throws(SMTPParseError) -> SMTPCommand {
-        let text: String? = line.withUnsafeReadableBytes { bytes in
-            // Pure ASCII (nearly every line) needs no UTF-8 validation.
-            var high: UInt8 = 0
-            for byte in bytes { high |= byte }
-            return high < 0x80 ? String(decoding: bytes, as: UTF8.self) : String(validating: bytes, as: UTF8.self)
-        }
-        guard let text else { throw .invalidEncoding }
-        return try parse(text, lineLength: line.readableBytes + 2, limits: limits)
+        try line.withUnsafeReadableBytes { bytes in
+            Result { () throws(SMTPParseError) in try parse(bytes: bytes, limits: limits) }
+        }.get()
     }
 
     /// Parses one command line given as text (without CRLF).
     public static func parse(_ text: String, limits: SMTPLimits = SMTPLimits()) throws(SMTPParseError) -> SMTPCommand {
-        try parse(text, lineLength: text.utf8.count + 2, limits: limits)
+        var text = text
+        return try text.withUTF8 { bytes in
+            Result { () throws(SMTPParseError) in try parse(bytes: UnsafeRawBufferPointer(bytes), limits: limits) }
+        }.get()
     }
 
-    private static func parse(_ text: String, lineLength: Int, limits: SMTPLimits) throws(SMTPParseError) -> SMTPCommand {
-        // Bytes, not characters, throughout: `Character` steps (grapheme breaking) and Unicode
-        // case mapping were ~7% of the sink's CPU per 1 KiB message (`perf record`).
-        let verbEnd = text.utf8.firstIndex(of: UInt8(ascii: " ")) ?? text.endIndex
-        let verb = asciiUppercased(text[..<verbEnd])
-        let limit = verb == "AUTH" ? limits.maxAuthLineBytes : limits.maxCommandLineBytes
-        guard lineLength <= limit else { throw .lineTooLong(limit: limit) }
-        guard !text.utf8.contains(where: { $0 == UInt8(ascii: "\r") || $0 == UInt8(ascii: "\n") || $0 == 0 }) else {
-            throw .bareLineEnding
+    /// The parser, over the line's bytes: offsets, not `String.Index`es, and text made only for
+    /// what a command keeps (`Substring` index steps and the line made a `String` first were
+    /// ~10% of the sink's user time per 1 KiB message in `perf record`).
+    private static func parse(bytes: UnsafeRawBufferPointer, limits: SMTPLimits) throws(SMTPParseError) -> SMTPCommand {
+        var high: UInt8 = 0
+        var lineEnding = false
+        var verbEnd = -1
+        for index in bytes.indices {
+            let byte = bytes[index]
+            high |= byte
+            if byte == UInt8(ascii: "\r") || byte == UInt8(ascii: "\n") || byte == 0 { lineEnding = true }
+            if verbEnd < 0, byte == UInt8(ascii: " ") { verbEnd = index }
         }
-        let rest = verbEnd == text.endIndex ? Substring() : text[text.utf8.index(after: verbEnd)...]
-        let argument = rest.trimmingSpaces()
+        // Pure ASCII (nearly every line) needs no UTF-8 validation.
+        if high >= 0x80, String(validating: bytes, as: UTF8.self) == nil { throw .invalidEncoding }
+        if verbEnd < 0 { verbEnd = bytes.count }
+        let verb = Verb(UnsafeRawBufferPointer(rebasing: bytes[..<verbEnd]))
+        let limit = verb == .auth ? limits.maxAuthLineBytes : limits.maxCommandLineBytes
+        guard bytes.count + 2 <= limit else { throw .lineTooLong(limit: limit) }
+        guard !lineEnding else { throw .bareLineEnding }
+        let rest = UnsafeRawBufferPointer(rebasing: bytes[min(verbEnd + 1, bytes.count)...])
 
         switch verb {
-        case "EHLO", "HELO":
-            guard !argument.isEmpty, !argument.contains(" ") else {
-                throw .syntax("\(verb) needs a domain or address literal")
-            }
-            return verb == "EHLO" ? .ehlo(String(argument)) : .helo(String(argument))
-        case "MAIL":
+        case .mail:
             let (path, parameters) = try parsePathArgument(rest, prefix: "FROM:")
             if path.isEmpty { return .mail(.null, parameters: parameters) }
-            return .mail(.mailbox(try Mailbox.parse(path)), parameters: parameters)
-        case "RCPT":
+            return .mail(.mailbox(try Mailbox.parse(bytes: path)), parameters: parameters)
+        case .rcpt:
             let (path, parameters) = try parsePathArgument(rest, prefix: "TO:")
-            if asciiCaseInsensitivePrefix(path.utf8, "POSTMASTER"), path.utf8.count == 10 { return .rcpt(.postmaster, parameters: parameters) }
+            if path.count == 10, asciiCaseInsensitivePrefix(path, "POSTMASTER") { return .rcpt(.postmaster, parameters: parameters) }
             guard !path.isEmpty else { throw .syntax("RCPT TO needs a mailbox, <> is not one") }
-            return .rcpt(.mailbox(try Mailbox.parse(path)), parameters: parameters)
-        case "DATA":
-            try noArgument(verb, argument)
-            return .data
-        case "BDAT":
+            return .rcpt(.mailbox(try Mailbox.parse(bytes: path)), parameters: parameters)
+        case .data, .rset, .quit, .starttls:
+            guard trimmingSpaces(rest).isEmpty else { throw .syntax("\(verb.name) takes no argument") }
+            switch verb {
+            case .data: return .data
+            case .rset: return .rset
+            case .quit: return .quit
+            default: return .starttls
+            }
+        case .noop, .help:
+            let argument = trimmingSpaces(rest)
+            let text = argument.isEmpty ? nil : String(decoding: argument, as: UTF8.self)
+            return verb == .noop ? .noop(text) : .help(text)
+        case .ehlo, .helo, .vrfy, .expn, .bdat, .auth:
+            return try parse(verb, argument: Substring(String(decoding: trimmingSpaces(rest), as: UTF8.self)))
+        default:
+            throw .unrecognizedCommand(String(decoding: bytes[..<verbEnd], as: UTF8.self))
+        }
+    }
+
+    /// The verbs whose argument is read as text.
+    private static func parse(_ verb: Verb, argument: Substring) throws(SMTPParseError) -> SMTPCommand {
+        switch verb {
+        case .ehlo, .helo:
+            guard !argument.isEmpty, !argument.contains(" ") else {
+                throw .syntax("\(verb.name) needs a domain or address literal")
+            }
+            return verb == .ehlo ? .ehlo(String(argument)) : .helo(String(argument))
+        case .vrfy, .expn:
+            guard !argument.isEmpty else { throw .syntax("\(verb.name) needs an argument") }
+            return verb == .vrfy ? .vrfy(String(argument)) : .expn(String(argument))
+        case .bdat:
             let parts = argument.split(separator: " ")
             guard (1...2).contains(parts.count), parts[0].allSatisfy(\.isASCIIDigit), parts[0].count <= 18,
                 let size = Int(parts[0])
@@ -62,23 +91,7 @@ extension SMTPCommand {
                 guard parts[1].uppercased() == "LAST" else { throw .syntax("BDAT's second argument can only be LAST") }
             }
             return .bdat(size: size, last: parts.count == 2)
-        case "RSET":
-            try noArgument(verb, argument)
-            return .rset
-        case "NOOP":
-            return .noop(argument.isEmpty ? nil : String(argument))
-        case "QUIT":
-            try noArgument(verb, argument)
-            return .quit
-        case "VRFY", "EXPN":
-            guard !argument.isEmpty else { throw .syntax("\(verb) needs an argument") }
-            return verb == "VRFY" ? .vrfy(String(argument)) : .expn(String(argument))
-        case "HELP":
-            return .help(argument.isEmpty ? nil : String(argument))
-        case "STARTTLS":
-            try noArgument(verb, argument)
-            return .starttls
-        case "AUTH":
+        default:
             let parts = argument.split(separator: " ")
             guard (1...2).contains(parts.count) else { throw .syntax("AUTH needs a mechanism: AUTH <mechanism> [initial-response]") }
             let mechanism = parts[0].uppercased()
@@ -86,81 +99,116 @@ extension SMTPCommand {
                 throw .syntax("invalid SASL mechanism name")
             }
             return .auth(mechanism: mechanism, initialResponse: parts.count == 2 ? String(parts[1]) : nil)
-        default:
-            throw .unrecognizedCommand(String(text[..<verbEnd]))
         }
     }
 
-    private static func noArgument(_ verb: String, _ argument: Substring) throws(SMTPParseError) {
-        guard argument.isEmpty else { throw .syntax("\(verb) takes no argument") }
+    /// A verb of up to eight bytes as one number, ASCII letters in capitals (other bytes kept);
+    /// longer verbs are `.unknown`.
+    private struct Verb: Equatable {
+        let key: UInt64
+
+        init(_ bytes: UnsafeRawBufferPointer) {
+            guard bytes.count <= 8, !bytes.isEmpty else {
+                key = 0
+                return
+            }
+            var key: UInt64 = 0
+            for byte in bytes {
+                let upper = byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z") ? byte - 32 : byte
+                key = key << 8 | UInt64(upper)
+            }
+            self.key = key
+        }
+
+        init(_ name: StaticString) { self.init(UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount)) }
+
+        /// The verb in capitals.
+        var name: String {
+            var bytes: [UInt8] = []
+            var rest = key
+            while rest != 0 {
+                bytes.append(UInt8(truncatingIfNeeded: rest))
+                rest >>= 8
+            }
+            return String(decoding: bytes.reversed(), as: UTF8.self)
+        }
+
+        static let mail = Verb("MAIL")
+        static let rcpt = Verb("RCPT")
+        static let data = Verb("DATA")
+        static let rset = Verb("RSET")
+        static let quit = Verb("QUIT")
+        static let noop = Verb("NOOP")
+        static let ehlo = Verb("EHLO")
+        static let helo = Verb("HELO")
+        static let bdat = Verb("BDAT")
+        static let vrfy = Verb("VRFY")
+        static let expn = Verb("EXPN")
+        static let help = Verb("HELP")
+        static let auth = Verb("AUTH")
+        static let starttls = Verb("STARTTLS")
+
+        static func ~= (pattern: Verb, value: Verb) -> Bool { pattern == value }
     }
 
     /// Splits `FROM:<path> params` into the path's inside (source route removed) and its parameters.
     ///
     /// Lenient where real clients are sloppy: spaces after the colon, and a path without angle
     /// brackets when it holds no spaces.
-    private static func parsePathArgument(_ rest: Substring, prefix: StaticString) throws(SMTPParseError) -> (Substring, [ESMTPParameter]) {
+    private static func parsePathArgument(
+        _ rest: UnsafeRawBufferPointer, prefix: StaticString
+    ) throws(SMTPParseError) -> (UnsafeRawBufferPointer, [ESMTPParameter]) {
         let verb = prefix.utf8Start.pointee == UInt8(ascii: "F") ? "MAIL" : "RCPT"
-        guard asciiCaseInsensitivePrefix(rest.utf8, prefix) else {
+        guard asciiCaseInsensitivePrefix(rest, prefix) else {
             throw .syntax("expected \(verb) \(prefix)<address>")
         }
-        var remainder = rest[rest.utf8.index(rest.utf8.startIndex, offsetBy: prefix.utf8CodeUnitCount)...]
-        remainder = remainder[(remainder.utf8.firstIndex { $0 != UInt8(ascii: " ") } ?? remainder.endIndex)...]
-        var path: Substring
-        if remainder.utf8.first == UInt8(ascii: "<") {
-            guard let close = closingBracket(remainder) else { throw .syntax("unterminated path: missing >") }
-            path = remainder[remainder.utf8.index(after: remainder.startIndex)..<close]
-            remainder = remainder[remainder.utf8.index(after: close)...]
-            guard remainder.isEmpty || remainder.utf8.first == UInt8(ascii: " ") else { throw .syntax("expected a space after the path") }
+        let end = rest.count
+        var index = prefix.utf8CodeUnitCount
+        while index < end, rest[index] == UInt8(ascii: " ") { index += 1 }
+        var path: Range<Int>
+        if index < end, rest[index] == UInt8(ascii: "<") {
+            guard let close = closingBracket(rest, from: index) else { throw .syntax("unterminated path: missing >") }
+            path = index + 1..<close
+            index = close + 1
+            guard index == end || rest[index] == UInt8(ascii: " ") else { throw .syntax("expected a space after the path") }
         } else {
-            let end = remainder.utf8.firstIndex(of: UInt8(ascii: " ")) ?? remainder.endIndex
-            path = remainder[..<end]
-            remainder = remainder[end...]
+            let space = rest[index...].firstIndex(of: UInt8(ascii: " ")) ?? end
+            path = index..<space
+            index = space
             guard !path.isEmpty else { throw .syntax("expected \(verb) \(prefix)<address>") }
         }
         // A source route "@a,@b:" is accepted and ignored (RFC 5321 §4.1.2, Appendix C).
-        if path.utf8.first == UInt8(ascii: "@"), let colon = path.utf8.firstIndex(of: UInt8(ascii: ":")) {
-            path = path[path.utf8.index(after: colon)...]
+        if !path.isEmpty, rest[path.lowerBound] == UInt8(ascii: "@"), let colon = rest[path].firstIndex(of: UInt8(ascii: ":")) {
+            path = colon + 1..<path.upperBound
         }
         var parameters: [ESMTPParameter] = []
         // Space-separated tokens, empty ones skipped.
-        var start = remainder.startIndex
-        while start < remainder.endIndex {
-            let end = remainder.utf8[start...].firstIndex(of: UInt8(ascii: " ")) ?? remainder.endIndex
-            if start < end { parameters.append(try ESMTPParameter.parse(remainder[start..<end])) }
-            start = end < remainder.endIndex ? remainder.utf8.index(after: end) : end
+        while index < end {
+            let tokenEnd = rest[index...].firstIndex(of: UInt8(ascii: " ")) ?? end
+            if index < tokenEnd {
+                parameters.append(try ESMTPParameter.parse(Substring(String(decoding: rest[index..<tokenEnd], as: UTF8.self))))
+            }
+            index = tokenEnd + 1
         }
-        return (path, parameters)
-    }
-
-    /// A verb in ASCII capitals (other bytes kept): a short string, made without Unicode case
-    /// mapping.
-    private static func asciiUppercased(_ text: Substring) -> String {
-        let bytes = text.utf8
-        guard bytes.contains(where: { $0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "z") }) else { return String(text) }
-        return String(decoding: bytes.map { $0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "z") ? $0 - 32 : $0 }, as: UTF8.self)
+        return (UnsafeRawBufferPointer(rebasing: rest[path]), parameters)
     }
 
     /// Whether `bytes` begin with `prefix` (ASCII capitals), ignoring ASCII case.
-    private static func asciiCaseInsensitivePrefix(_ bytes: Substring.UTF8View, _ prefix: StaticString) -> Bool {
-        let expected = UnsafeBufferPointer(start: prefix.utf8Start, count: prefix.utf8CodeUnitCount)
+    private static func asciiCaseInsensitivePrefix(_ bytes: UnsafeRawBufferPointer, _ prefix: StaticString) -> Bool {
+        let expected = UnsafeRawBufferPointer(start: prefix.utf8Start, count: prefix.utf8CodeUnitCount)
         guard bytes.count >= expected.count else { return false }
-        var index = bytes.startIndex
-        for byte in expected {
+        for (index, byte) in expected.enumerated() {
             let actual = bytes[index]
             guard actual == byte || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") && actual == byte + 32) else { return false }
-            index = bytes.index(after: index)
         }
         return true
     }
 
-    /// The `>` that closes a path opened at `text.startIndex`, skipping quoted strings.
-    private static func closingBracket(_ text: Substring) -> Substring.Index? {
+    /// The `>` that closes the path opened at `open`, skipping quoted strings.
+    private static func closingBracket(_ bytes: UnsafeRawBufferPointer, from open: Int) -> Int? {
         var quoted = false
         var escaped = false
-        let bytes = text.utf8
-        var index = bytes.index(after: bytes.startIndex)
-        while index < bytes.endIndex {
+        for index in open + 1..<bytes.count {
             let byte = bytes[index]
             if escaped {
                 escaped = false
@@ -171,18 +219,16 @@ extension SMTPCommand {
             } else if byte == UInt8(ascii: ">") && !quoted {
                 return index
             }
-            index = bytes.index(after: index)
         }
         return nil
     }
-}
 
-extension Substring {
-    func trimmingSpaces() -> Substring {
+    /// `bytes` without leading and trailing spaces and tabs.
+    private static func trimmingSpaces(_ bytes: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer {
         let isSpace: (UInt8) -> Bool = { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }
-        guard let first = utf8.firstIndex(where: { !isSpace($0) }), let last = utf8.lastIndex(where: { !isSpace($0) }) else {
-            return Substring()
+        guard let first = bytes.firstIndex(where: { !isSpace($0) }), let last = bytes.lastIndex(where: { !isSpace($0) }) else {
+            return UnsafeRawBufferPointer(start: nil, count: 0)
         }
-        return self[first..<utf8.index(after: last)]
+        return UnsafeRawBufferPointer(rebasing: bytes[first...last])
     }
 }

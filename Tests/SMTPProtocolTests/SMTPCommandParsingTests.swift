@@ -128,6 +128,13 @@ struct SMTPCommandParsingTests {
             Case("NOOP \t hi \t", .command(.noop("hi"))),
             Case("EHLO \u{301}host", .command(.ehlo("\u{301}host"))),
             Case("MAİL FROM:<alice@example.com>", .rejected(.unrecognizedCommand("MAİL"))),
+            // Verbs are read as up to eight bytes: longer or extended ones are unknown, as typed.
+            Case("StartTls", .command(.starttls)),
+            Case("STARTTLSX", .rejected(.unrecognizedCommand("STARTTLSX"))),
+            Case("Mailx FROM:<alice@example.com>", .rejected(.unrecognizedCommand("Mailx"))),
+            Case("quit now", .rejected(.syntax("QUIT takes no argument"))),
+            Case("MAIL FROM:alice@example.com SIZE=10", .command(.mail(.mailbox(alice), parameters: [ESMTPParameter("SIZE", "10")]))),
+            Case("MAIL FROM:<\"a>b\"@example.com>", .command(.mail(.mailbox(Mailbox(localPart: "\"a>b\"", domain: "example.com")), parameters: []))),
         ])
     func parse(_ c: Case) { c.check() }
 
