@@ -83,6 +83,39 @@ struct BodySpoolTests {
         #expect(try await disk.readRaw(id: "M1") == nil)
     }
 
+    @Test("a filed message's .eml goes when it is deleted; the deletion record reads back by the scan and by JSONDecoder")
+    func deletedAfterFiled() async throws {
+        let root = try Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let disk = try DiskStore(root: root, policy: .batch)
+        let items = ["M1", "M2"].map { (message: Self.message($0), raw: ByteBuffer(string: "body \($0)\r\n"), tags: [String]()) }
+        #expect(throws: Never.self) { try disk.storeInline(items).get() }
+        await disk.drain()
+        #expect(FileManager.default.fileExists(atPath: "\(root)/messages/M1.eml"))
+        disk.delete(ids: ["M1"])
+        await disk.drain()
+        #expect(!FileManager.default.fileExists(atPath: "\(root)/messages/M1.eml"))
+        #expect(FileManager.default.fileExists(atPath: "\(root)/messages/M2.eml"))
+        let journal = try String(contentsOfFile: "\(root)/messages/metadata.jsonl", encoding: .utf8)
+        #expect(journal.split(separator: "\n").last == #"{"deleted":["M1"]}"#)
+    }
+
+    @Test("deletion records: written by hand, read by the scan's fast path, or by JSONDecoder when an id needs escapes")
+    func deletionRecords() throws {
+        struct Deletion: Decodable { var deleted: [String] }
+        for ids in [["A"], ["A", "B", "C"], [], ["q\"uote", "back\\slash"]] {
+            let line = DiskStore.deletionLine(ids)
+            #expect(line.last == UInt8(ascii: "\n"))
+            #expect(try JSONDecoder().decode(Deletion.self, from: line.dropLast()).deleted == ids)
+            let fast = Array(line.dropLast()).withUnsafeBufferPointer { JournalCompaction.deletedIDs($0) }
+            let escapes = ids.contains { $0.contains("\"") || $0.contains("\\") }
+            #expect(fast == (escapes ? nil : ids))
+        }
+        for other in [#"{"id":"A"}"#, #"{"deleted":["A",]}"#, #"{"deleted":["A"] }"#, #"{"deleted":[A]}"#] {
+            #expect(Array(other.utf8).withUnsafeBufferPointer { JournalCompaction.deletedIDs($0) } == nil)
+        }
+    }
+
     @Test("a start after a crash writes the .eml of each spooled message the journal describes and did not delete, then empties the spool")
     func recoveredAfterCrash() throws {
         let root = try Self.directory()

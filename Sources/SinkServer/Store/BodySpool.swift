@@ -125,12 +125,19 @@ final class BodySpool: Sendable {
     }
 
     /// Bodies that now have their files, or whose messages were deleted (theirs are not to be
-    /// written).
-    func discard(_ ids: [String]) {
+    /// written). Returns the ids whose bodies it did not hold: those may have files.
+    @discardableResult
+    func discard(_ ids: [String]) -> [String] {
         state.withLock { state in
+            var notHeld: [String] = []
             for id in ids {
-                if let raw = state.bodies.removeValue(forKey: id) { state.bytes -= raw.readableBytes }
+                if let raw = state.bodies.removeValue(forKey: id) {
+                    state.bytes -= raw.readableBytes
+                } else {
+                    notHeld.append(id)
+                }
             }
+            return notHeld
         }
     }
 
