@@ -332,6 +332,27 @@ struct LoopChannelTests {
         #expect(fired.names.withLock { $0 } == ["a", "b", "c", "z"])
     }
 
+    @Test("cancelling a callback that already ran does nothing, even to the callback that took its place", .timeLimit(.minutes(1)))
+    func cancelAfterRunning() async throws {
+        let loops = try SocketLoop.start(count: 1, name: "test-reuse")
+        defer { for loop in loops { loop.shutdownGracefully { _ in } } }
+        let loop = loops[0]
+        let fired = Fired()
+        let first = loop.makePromise(of: Void.self)
+        let ran = try await loop.submit {
+            try loop.scheduleCallback(at: .now(), handler: Recording(name: "a", fired: fired, done: first))
+        }.get()
+        try await first.futureResult.get()
+        let second = loop.makePromise(of: Void.self)
+        try await loop.submit {
+            // Takes the slot "a" had; the stale handle must not cancel it.
+            _ = try loop.scheduleCallback(at: .now() + .milliseconds(5), handler: Recording(name: "b", fired: fired, done: second))
+            ran.cancel()
+        }.get()
+        try await second.futureResult.get()
+        #expect(fired.names.withLock { $0 } == ["a", "b"])
+    }
+
     @Test("work handed to a loop after it stopped is dropped (its wake-up descriptor, closed, may name another file by then)")
     func executeAfterShutdown() async throws {
         let loop = try SocketLoop.start(count: 1, name: "test-stopped")[0]

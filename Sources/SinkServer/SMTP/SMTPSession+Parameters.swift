@@ -4,16 +4,10 @@ import SMTPProtocol
 // (SIZE RFC 1870, BODY RFC 6152, SMTPUTF8 RFC 6531, DSN's RET/ENVID/NOTIFY/ORCPT RFC 3461).
 extension SMTPSession {
     func ehloReply(_ domain: String) -> SMTPReply {
-        var lines = [
-            "\(configuration.hostname) greets \(domain)",
-            "PIPELINING",
-            "SIZE \(configuration.limits.maxMessageBytes)",
-            "8BITMIME",
-            "SMTPUTF8",
-            "ENHANCEDSTATUSCODES",
-            "CHUNKING",
-            "DSN",
-        ]
+        var lines: [String] = []
+        lines.reserveCapacity(configuration.ehloKeywords.count + 4)
+        lines.append("\(configuration.hostname) greets \(domain)")
+        lines += configuration.ehloKeywords
         if configuration.startTLSAvailable && !tlsActive { lines.append("STARTTLS") }
         if authOffered { lines.append("AUTH PLAIN LOGIN CRAM-MD5") }
         lines.append("HELP")

@@ -11,8 +11,8 @@ import SMTPProtocol
 /// `SMTPSession+Parameters.swift`, the replies in `SMTPReply+Server.swift`.
 struct SMTPSession {
     struct Configuration: Sendable {
-        var hostname: String
-        var limits: SMTPLimits
+        let hostname: String
+        let limits: SMTPLimits
         /// STARTTLS is offered (a TLS context exists and the session is not yet encrypted).
         var startTLSAvailable: Bool
         var auth: AuthPolicy?
@@ -20,6 +20,26 @@ struct SMTPSession {
         var authRequiresTLS: Bool
         /// Makes the CRAM-MD5 challenge (RFC 2195: unique, `<...@hostname>`).
         var makeChallenge: @Sendable () -> String
+        /// The `220` banner and the EHLO keywords that depend on nothing else, made once: every
+        /// connection is greeted and most say EHLO (made per connection, with their text
+        /// formatted and scanned, they showed at a connection per message in `perf record`).
+        let greeting: SMTPReply
+        let ehloKeywords: [String]
+
+        init(
+            hostname: String, limits: SMTPLimits, startTLSAvailable: Bool, auth: AuthPolicy?, requireAuth: Bool, authRequiresTLS: Bool,
+            makeChallenge: @escaping @Sendable () -> String
+        ) {
+            self.hostname = hostname
+            self.limits = limits
+            self.startTLSAvailable = startTLSAvailable
+            self.auth = auth
+            self.requireAuth = requireAuth
+            self.authRequiresTLS = authRequiresTLS
+            self.makeChallenge = makeChallenge
+            greeting = .greeting(hostname: hostname)
+            ehloKeywords = ["PIPELINING", "SIZE \(limits.maxMessageBytes)", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING", "DSN"]
+        }
     }
 
     struct AcceptedRecipient: Hashable, Sendable {
@@ -145,7 +165,7 @@ struct SMTPSession {
     // MARK: Greeting and TLS
 
     func greeting() -> SMTPReply {
-        .greeting(hostname: configuration.hostname)
+        configuration.greeting
     }
 
     /// The TLS handshake finished (after STARTTLS, or at once for implicit TLS).
