@@ -371,11 +371,14 @@ final class DiskStore: Sendable {
         return Data(writer.bytes)
     }
 
-    /// Deletions waiting for the writer: those that arrive before it takes them join them, in
-    /// one deletion record (a store at its `--max-messages` evicts a message for each it takes:
-    /// a task and a wake-up of the writer for each was most of what the event loop spent on
-    /// deletions, `perf record`).
+    /// Deletions waiting for the writer, recorded together: the first schedules their record
+    /// `deletionDelay` later, and those that arrive meanwhile join it. A store at its
+    /// `--max-messages` evicts a message for each it takes, and a writer task for each woke the
+    /// writer thread once a message (a futex wake, a context switch and the task on a 2-core
+    /// machine busy with the load: `perf record -e sched:sched_switch`). Anything that waits
+    /// for the writer (`drain`, API reads) records them first (`recordDeletions`).
     private let pendingDeletions = Mutex<[String]>([])
+    static let deletionDelay = DispatchTimeInterval.milliseconds(5)
 
     func delete(ids: [String]) {
         guard !ids.isEmpty else { return }
@@ -384,30 +387,33 @@ final class DiskStore: Sendable {
             return pending.isEmpty
         }
         guard first else { return }
-        // On the writer: after every write queued before the first of them. (A message is
-        // deleted only after its line was written, so a deletion that joins later is still
-        // recorded after its message's line.)
-        writer.async {
-            let ids = self.pendingDeletions.withLock { pending in
-                defer { pending = [] }
-                return pending
-            }
-            do {
-                try self.append(Self.deletionLine(ids))
-                self.journalLines.add(1, ordering: .relaxed)
-                // The deletion record and each deleted message's line are dead.
-                self.deadLines.add(1 + ids.count, ordering: .relaxed)
-            } catch {
-                self.health?.failed(.disk, "record the deletion of \(ids.count) messages in the journal", error)
-            }
-            self.compactWhenWorthwhile()
-            // A body still in the spool never got its file (nor will it): nothing to unlink.
-            // (Two failed `unlink`s per message the store evicted were a third of the writer's
-            // system calls at 1 KiB messages with `--data`.)
-            for id in self.spool.discard(ids) { unlink(self.emlPath(id)) }
-            if self.legacyFiles.load(ordering: .relaxed) {
-                for id in ids { unlink(self.jsonPath(id)) }
-            }
+        // A message is deleted only after its line was written: its deletion, recorded later
+        // on the writer, always follows it in the journal.
+        writer.asyncAfter(deadline: .now() + Self.deletionDelay) { self.recordDeletions() }
+    }
+
+    /// On the writer: the deletion record of the pending deletions, then their files.
+    private func recordDeletions() {
+        let ids = pendingDeletions.withLock { pending in
+            defer { pending = [] }
+            return pending
+        }
+        guard !ids.isEmpty else { return }
+        do {
+            try append(Self.deletionLine(ids))
+            journalLines.add(1, ordering: .relaxed)
+            // The deletion record and each deleted message's line are dead.
+            deadLines.add(1 + ids.count, ordering: .relaxed)
+        } catch {
+            health?.failed(.disk, "record the deletion of \(ids.count) messages in the journal", error)
+        }
+        compactWhenWorthwhile()
+        // A body still in the spool never got its file (nor will it): nothing to unlink.
+        // (Two failed `unlink`s per message the store evicted were a third of the writer's
+        // system calls at 1 KiB messages with `--data`.)
+        for id in spool.discard(ids) { unlink(emlPath(id)) }
+        if legacyFiles.load(ordering: .relaxed) {
+            for id in ids { unlink(jsonPath(id)) }
         }
     }
 
@@ -460,6 +466,7 @@ final class DiskStore: Sendable {
     private func onWriter(_ body: @escaping @Sendable () -> Void) async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             writer.async {
+                self.recordDeletions()
                 body()
                 continuation.resume()
             }
@@ -581,6 +588,8 @@ final class DiskStore: Sendable {
     /// time so that what is queued meanwhile goes first; then syncs and empties the spool.
     /// When not yet due, a timer comes back.
     private func fileSpooled(force: Bool = false) {
+        // Bodies of messages deleted meanwhile are dropped rather than filed.
+        recordDeletions()
         while true {
             switch spool.due(now: DispatchTime.now().uptimeNanoseconds, force: force, limit: force ? 256 : 32) {
             case .wait(let nanoseconds):
