@@ -91,6 +91,13 @@ public struct JSONWriter {
 
     public init(capacity: Int = 768) { bytes.reserveCapacity(capacity) }
 
+    /// Writes into `buffer`'s memory (emptied first): a writer that runs often keeps one.
+    public init(reusing buffer: [UInt8], capacity: Int) {
+        bytes = buffer
+        bytes.removeAll(keepingCapacity: true)
+        bytes.reserveCapacity(capacity)
+    }
+
     /// Appends bytes that are JSON already (a value another encoder wrote).
     public mutating func verbatim(_ json: some Collection<UInt8>) {
         bytes.append(contentsOf: json)
