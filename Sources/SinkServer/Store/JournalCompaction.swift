@@ -144,13 +144,13 @@ enum JournalCompaction {
             output.append(UInt8(ascii: "\n"))
         }
         do {
-            try write(output, to: fd, path: temporary)
+            try writeAll(output, to: fd, path: temporary)
             guard fsync(fd) == 0 else { throw DiskError(path: temporary, operation: "fsync", code: errno) }
             beforeSwap()
             let tailLines = try lock.withLock { _ in
                 let tail = try read(path, from: snapshotSize, count: try size(of: descriptor, path: path) - snapshotSize)
                 if !tail.isEmpty {
-                    try write(tail, to: fd, path: temporary)
+                    try writeAll(tail, to: fd, path: temporary)
                     guard fsync(fd) == 0 else { throw DiskError(path: temporary, operation: "fsync", code: errno) }
                 }
                 guard rename(temporary, path) == 0 else { throw DiskError(path: path, operation: "rename", code: errno) }
@@ -208,11 +208,11 @@ enum JournalCompaction {
         return data
     }
 
-    private static func write(_ data: Data, to fd: Int32, path: String) throws {
+    private static func writeAll(_ data: Data, to fd: Int32, path: String) throws {
         try data.withUnsafeBytes { bytes in
             var offset = 0
             while offset < bytes.count {
-                let written = Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+                let written = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
                 if written < 0 {
                     if errno == EINTR { continue }
                     throw DiskError(path: path, operation: "write", code: errno)
