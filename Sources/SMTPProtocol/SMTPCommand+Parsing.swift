@@ -147,8 +147,6 @@ extension SMTPCommand {
         static let help = Verb("HELP")
         static let auth = Verb("AUTH")
         static let starttls = Verb("STARTTLS")
-
-        static func ~= (pattern: Verb, value: Verb) -> Bool { pattern == value }
     }
 
     /// Splits `FROM:<path> params` into the path's inside (source route removed) and its parameters.

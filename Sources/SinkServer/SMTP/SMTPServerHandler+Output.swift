@@ -33,12 +33,10 @@ extension SMTPServerHandler {
         guard replies.readableBytes > 0 else { return }
         if let directChannel {
             directChannel.send(replies)
-            replies.moveReaderIndex(to: replies.writerIndex)
-            return
+        } else {
+            context.writeAndFlush(wrapOutboundOut(replies), promise: nil)
         }
-        context.write(wrapOutboundOut(replies), promise: nil)
         replies.moveReaderIndex(to: replies.writerIndex)
-        context.flush()
     }
 
     func close(context: ChannelHandlerContext) {
