@@ -100,6 +100,26 @@ struct BodySpoolTests {
         #expect(journal.split(separator: "\n").last == #"{"deleted":["M1"]}"#)
     }
 
+    @Test("a deletion queued while its message's write still waits is recorded after that message's line")
+    func deletionBehindItsWrite() async throws {
+        let root = try Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let disk = try DiskStore(root: root, policy: .never)
+        // The writer is held, so the write and the deletion both wait in its queue.
+        let gate = DispatchSemaphore(value: 0)
+        disk.afterQueuedWrites { gate.wait() }
+        disk.enqueue(Self.message("M1"), raw: ByteBuffer(string: "body 1\r\n"))
+        disk.delete(ids: ["M1"])
+        gate.signal()
+        await disk.drain()
+        let lines = try String(contentsOfFile: "\(root)/messages/metadata.jsonl", encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == 2)
+        #expect(lines.first?.hasPrefix(#"{"id":"M1""#) == true)
+        #expect(lines.last == #"{"deleted":["M1"]}"#)
+        #expect(try disk.loadAll { _, _ in }.isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: "\(root)/messages/M1.eml"))
+    }
+
     @Test("deletion records: written by hand, read by the scan's fast path, or by JSONDecoder when an id needs escapes")
     func deletionRecords() throws {
         struct Deletion: Decodable { var deleted: [String] }

@@ -36,6 +36,13 @@ final class DiskStore: Sendable {
     /// Writes, deletions and syncs, in order, on one thread.
     private let writer = DispatchQueue(label: "swallow.disk.writer")
 
+    /// What the writer takes from its queue, in the order it was queued: a message to write,
+    /// or a deletion to record (behind the writes queued before it).
+    private enum WriterWork {
+        case write(PendingWrite)
+        case deletion([String])
+    }
+
     private struct PendingWrite {
         var message: CapturedMessage
         var raw: ByteBuffer?
@@ -45,7 +52,7 @@ final class DiskStore: Sendable {
         var completion: (@Sendable (Result<Void, any Error>) -> Void)?
     }
 
-    private let writes = WriterQueue<PendingWrite>()
+    private let writes = WriterQueue<WriterWork>()
     /// `always`: messages stored inline, waiting for the next sync (`afterSync`), and how
     /// many messages they are.
     private let syncWaiters = WriterQueue<SyncWaiter>()
@@ -344,7 +351,7 @@ final class DiskStore: Sendable {
     }
 
     private func submit(_ write: PendingWrite) {
-        if writes.add(write) { writer.async { self.writeQueued() } }
+        if writes.add(.write(write)) { writer.async { self.writeQueued() } }
     }
 
     /// Reads a message's raw bytes.
@@ -376,34 +383,17 @@ final class DiskStore: Sendable {
         return Data(writer.bytes)
     }
 
-    /// Deletions waiting for the writer, recorded together: the first schedules their record
-    /// `deletionDelay` later, and those that arrive meanwhile join it. A store at its
-    /// `--max-messages` evicts a message for each it takes, and a writer task for each woke the
-    /// writer thread once a message (a futex wake, a context switch and the task on a 2-core
-    /// machine busy with the load: `perf record -e sched:sched_switch`). Anything that waits
-    /// for the writer (`drain`, API reads) records them first (`recordDeletions`).
-    private let pendingDeletions = Mutex<[String]>([])
-    static let deletionDelay = DispatchTimeInterval.milliseconds(5)
-
+    /// Queues a deletion record behind the writes queued before it: in `never` mode (and for
+    /// messages the writer stores) a message is in memory, and may be evicted, before its line
+    /// is written; the record must follow that line. Deletions that wait together share one
+    /// record.
     func delete(ids: [String]) {
         guard !ids.isEmpty else { return }
-        let first = pendingDeletions.withLock { pending in
-            defer { pending += ids }
-            return pending.isEmpty
-        }
-        guard first else { return }
-        // A message is deleted only after its line was written: its deletion, recorded later
-        // on the writer, always follows it in the journal.
-        writer.asyncAfter(deadline: .now() + Self.deletionDelay) { self.recordDeletions() }
+        if writes.add(.deletion(ids)) { writer.async { self.writeQueued() } }
     }
 
-    /// On the writer: the deletion record of the pending deletions, then their files.
-    private func recordDeletions() {
-        let ids = pendingDeletions.withLock { pending in
-            defer { pending = [] }
-            return pending
-        }
-        guard !ids.isEmpty else { return }
+    /// On the writer: one deletion record for `ids`, then their files.
+    private func recordDeletions(_ ids: [String]) {
         do {
             try append(Self.deletionLine(ids))
             journalLines.add(1, ordering: .relaxed)
@@ -415,8 +405,8 @@ final class DiskStore: Sendable {
         compactWhenWorthwhile()
         // A body still in the spool never got its file (nor will it): nothing to unlink.
         // (Two failed `unlink`s per message the store evicted were a third of the writer's
-        // system calls at 1 KiB messages with `--data`.) On the writer, after the writes
-        // queued before: a body the writer spools is held by then.
+        // system calls at 1 KiB messages with `--data`.) After the writes queued before: a
+        // body the writer spools is held by then.
         for id in spool.discard(ids) { unlink(emlPath(id)) }
         if legacyFiles.load(ordering: .relaxed) {
             for id in ids { unlink(jsonPath(id)) }
@@ -472,7 +462,6 @@ final class DiskStore: Sendable {
     private func onWriter(_ body: @escaping @Sendable () -> Void) async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             writer.async {
-                self.recordDeletions()
                 body()
                 continuation.resume()
             }
@@ -493,42 +482,58 @@ final class DiskStore: Sendable {
     /// completed. One thread creating files in the directory beats many contending for its lock.
     private func writeQueued() {
         while true {
-            var batch = writes.takeAll()
-            guard !batch.isEmpty else { return fileSpooled() }
-            for index in batch.indices { batch[index].metadata = Result { try batch[index].message.jsonData() } }
-            var results: [Result<Void, any Error>?] = Array(repeating: nil, count: batch.count)
-            var written: [WrittenMessage] = []
-            written.reserveCapacity(batch.count)
-            spoolBodies(of: batch, results: &results, written: &written)
-            for (index, write) in batch.enumerated() where results[index] == nil {
-                let result = Result {
-                    var line = try write.metadata.get()
-                    if let raw = write.raw {
-                        try raw.withUnsafeReadableBytes { try writeFile(emlPath(write.message.id), $0) }
-                    }
-                    line.append(UInt8(ascii: "\n"))
-                    try append(line)
-                    journalLines.add(1, ordering: .relaxed)
-                    written.append(self.written(write, line: line.dropLast()))
-                }
-                results[index] = result
-                if policy != .always {
-                    if case .success = result, policy == .batch { scheduleFlush() }
-                    write.completion?(result)
+            let work = writes.takeAll()
+            guard !work.isEmpty else { return fileSpooled() }
+            var batch: [PendingWrite] = []
+            var deleted: [String] = []
+            for item in work {
+                switch item {
+                case .write(let write): batch.append(write)
+                case .deletion(let ids): deleted += ids
                 }
             }
-            if policy == .always {
-                var outcomes = results.map { $0 ?? .success(()) }
-                if case .failure(let error) = Result(catching: { try sync() }) {
-                    outcomes = outcomes.map { $0.flatMap { .failure(error) } }
-                    written = []
-                }
-                for (write, result) in zip(batch, outcomes) { write.completion?(result) }
-            }
-            if policy == .batch, flushDue() { flush() }
-            // Indexed behind the 250; the index is rebuildable from the files.
-            if !written.isEmpty { _ = onWritten(written, true) }
+            // Each deletion was queued after its message's write: the lines go first.
+            if !batch.isEmpty { write(batch) }
+            if !deleted.isEmpty { recordDeletions(deleted) }
         }
+    }
+
+    /// Writes a batch's messages: files or spool, then their metadata lines.
+    private func write(_ writes: [PendingWrite]) {
+        var batch = writes
+        for index in batch.indices { batch[index].metadata = Result { try batch[index].message.jsonData() } }
+        var results: [Result<Void, any Error>?] = Array(repeating: nil, count: batch.count)
+        var written: [WrittenMessage] = []
+        written.reserveCapacity(batch.count)
+        spoolBodies(of: batch, results: &results, written: &written)
+        for (index, write) in batch.enumerated() where results[index] == nil {
+            let result = Result {
+                var line = try write.metadata.get()
+                if let raw = write.raw {
+                    try raw.withUnsafeReadableBytes { try writeFile(emlPath(write.message.id), $0) }
+                }
+                line.append(UInt8(ascii: "\n"))
+                try append(line)
+                journalLines.add(1, ordering: .relaxed)
+                written.append(self.written(write, line: line.dropLast()))
+            }
+            results[index] = result
+            if policy != .always {
+                if case .success = result, policy == .batch { scheduleFlush() }
+                write.completion?(result)
+            }
+        }
+        if policy == .always {
+            var outcomes = results.map { $0 ?? .success(()) }
+            if case .failure(let error) = Result(catching: { try sync() }) {
+                outcomes = outcomes.map { $0.flatMap { .failure(error) } }
+                written = []
+            }
+            for (write, result) in zip(batch, outcomes) { write.completion?(result) }
+        }
+        if policy == .batch, flushDue() { flush() }
+        // Indexed behind the 250; the index is rebuildable from the files.
+        if !written.isEmpty { _ = onWritten(written, true) }
     }
 
     private func written(_ write: PendingWrite, line: Data) -> WrittenMessage {
@@ -594,8 +599,6 @@ final class DiskStore: Sendable {
     /// time so that what is queued meanwhile goes first; then syncs and empties the spool.
     /// When not yet due, a timer comes back.
     private func fileSpooled(force: Bool = false) {
-        // Bodies of messages deleted meanwhile are dropped rather than filed.
-        recordDeletions()
         while true {
             switch spool.due(now: DispatchTime.now().uptimeNanoseconds, force: force, limit: force ? 256 : 32) {
             case .wait(let nanoseconds):
