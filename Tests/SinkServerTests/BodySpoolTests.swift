@@ -68,6 +68,51 @@ struct BodySpoolTests {
         #expect(disk.spool.isEmpty)
     }
 
+    @Test("waiting bodies are read back from the file where they went: across appends, and after the file was emptied and written again")
+    func readBackByLocation() throws {
+        let root = try Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let spool = try BodySpool(directory: root + "/messages")
+        let first = [("A", ByteBuffer(string: "first body\r\n")), ("B", ByteBuffer(string: ""))]
+        let second = [("C", ByteBuffer(string: "third, after the others\r\n"))]
+        try spool.store(first, now: 1) {}
+        try spool.store(second, now: 2) {}
+        for (id, body) in first + second {
+            #expect(try spool.body(id) == body)
+        }
+        #expect(try spool.body("D") == nil)
+        spool.discard(["A", "B", "C"])
+        #expect(try spool.body("A") == nil)
+        try spool.truncateIfFiled()
+        #expect(Self.size(spool.path) == 0)
+        let again = [("D", ByteBuffer(string: "after emptying\r\n"))]
+        try spool.store(again, now: 3) {}
+        #expect(try spool.body("D") == again[0].1)
+        #expect(try spool.body("A") == nil)
+        // A store whose metadata could not be written holds nothing.
+        struct Refused: Error {}
+        #expect(throws: Refused.self) { try spool.store([("E", ByteBuffer(string: "x"))], now: 4) { throw Refused() } }
+        #expect(try spool.body("E") == nil)
+        #expect(spool.count == 1)
+    }
+
+    @Test("the index is told of a burst's messages without their buffers, and reads their bodies back from the spool")
+    func indexReadsSpool() throws {
+        let root = try Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let told = Mutex<[WrittenMessage]>([])
+        let disk = try DiskStore(root: root, policy: .batch) { messages, _ in
+            told.withLock { $0 += messages }
+            return true
+        }
+        let items = ["M1", "M2"].map { (message: Self.message($0), raw: ByteBuffer(string: "Subject: \($0)\r\n\r\nbody\r\n"), tags: [String]()) }
+        #expect(throws: Never.self) { try disk.storeInline(items).get() }
+        let messages = told.withLock { $0 }
+        #expect(messages.map(\.message.id) == ["M1", "M2"])
+        #expect(messages.allSatisfy { $0.raw == nil })
+        #expect(messages.map { $0.body() } == items.map { Array($0.raw.readableBytesView) })
+    }
+
     @Test("a deleted message's spooled body never gets its .eml")
     func deletedBeforeFiled() async throws {
         let root = try Self.directory()

@@ -236,7 +236,9 @@ final class DiskStore: Sendable {
             for item in items {
                 let start = lines.bytes.count
                 if !item.message.writeJSON(into: &lines) { lines.verbatim(try item.message.jsonData()) }
-                written.append(self.written(item.message, raw: item.raw, lineBytes: lines.bytes.count - start, tags: item.tags))
+                // The index reads the body back from the spool: holding the capture buffer, it
+                // kept the loop from reusing its memory (see `BodySpool`).
+                written.append(self.written(item.message, raw: nil, lineBytes: lines.bytes.count - start, tags: item.tags))
                 lines.newline()
             }
             try spool.store(items.map { ($0.message.id, $0.raw) }, now: now) {
@@ -357,8 +359,12 @@ final class DiskStore: Sendable {
     /// Reads a message's raw bytes.
     func readRaw(id: String) async throws -> ByteBuffer? {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<ByteBuffer?, any Error>) in
-            if let body = spool.body(id) { return continuation.resume(returning: body) }
             queue.async {
+                do {
+                    if let body = try self.spool.body(id) { return continuation.resume(returning: body) }
+                } catch {
+                    return continuation.resume(throwing: error)
+                }
                 let path = self.emlPath(id)
                 guard FileManager.default.fileExists(atPath: path) else { return continuation.resume(returning: nil) }
                 do {
@@ -615,17 +621,19 @@ final class DiskStore: Sendable {
                 }
                 return
             case .file(let chunk):
-                var failed: [(id: String, raw: ByteBuffer)] = []
-                for (id, raw) in chunk {
+                var failed: [String] = []
+                var body = ByteBuffer()
+                for (id, location) in chunk {
                     do {
-                        try raw.withUnsafeReadableBytes { try writeFile(emlPath(id), $0) }
+                        try spool.read(location, into: &body)
+                        try body.withUnsafeReadableBytes { try writeFile(emlPath(id), $0) }
                     } catch {
                         health?.failed(.disk, "write \(id).eml from the spool", error)
-                        failed.append((id, raw))
+                        failed.append(id)
                     }
                 }
                 // Filed first, then forgotten: a reader finds the body in one or the other.
-                spool.discard(chunk.map(\.id).filter { id in !failed.contains { $0.id == id } })
+                spool.discard(chunk.map(\.id).filter { !failed.contains($0) })
                 if !failed.isEmpty {
                     // Kept in the spool (and memory); tried again in a second.
                     spool.requeue(failed)
@@ -802,7 +810,7 @@ struct WrittenMessage: Sendable {
     func body() -> [UInt8]? {
         if let raw { return Array(raw.readableBytesView) }
         guard message.bodyStored else { return nil }
-        if let waiting = spool?.body(message.id) { return Array(waiting.readableBytesView) }
+        if let waiting = try? spool?.body(message.id) { return Array(waiting.readableBytesView) }
         return FileManager.default.contents(atPath: path).map(Array.init)
     }
 }
