@@ -52,11 +52,11 @@ struct BodySpoolTests {
         }
         let result = disk.storeInline(items)
         #expect(throws: Never.self) { try result.get() }
+        #expect(Self.size("\(root)/messages/spool") > 0)
         #expect(written.ids == ["M1", "M2", "M3"])
         for item in items {
             #expect(try await disk.readRaw(id: item.message.id) == item.raw)
         }
-        #expect(Self.size("\(root)/messages/spool") > 0)
         let journal = try String(contentsOfFile: "\(root)/messages/metadata.jsonl", encoding: .utf8)
         #expect(journal.split(separator: "\n").count == 3)
         await disk.drain()

@@ -359,12 +359,13 @@ final class DiskStore: Sendable {
     /// Reads a message's raw bytes.
     func readRaw(id: String) async throws -> ByteBuffer? {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<ByteBuffer?, any Error>) in
+            do {
+                // A waiting body is read here: from the page cache, a `pread` of a few pages.
+                if let body = try spool.body(id) { return continuation.resume(returning: body) }
+            } catch {
+                return continuation.resume(throwing: error)
+            }
             queue.async {
-                do {
-                    if let body = try self.spool.body(id) { return continuation.resume(returning: body) }
-                } catch {
-                    return continuation.resume(throwing: error)
-                }
                 let path = self.emlPath(id)
                 guard FileManager.default.fileExists(atPath: path) else { return continuation.resume(returning: nil) }
                 do {
