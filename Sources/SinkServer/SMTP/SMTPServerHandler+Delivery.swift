@@ -194,14 +194,18 @@ extension SMTPServerHandler {
                 act(session.stored(id: message.id), context: context)
                 replacement = nil
             } else {
-                shared.metrics.accepted(bytes: message.size)
                 let action = session.stored(id: message.id)
+                act(action, context: context)
+                // The client waits for this `250` and nothing more is to be read: it leaves now,
+                // and what only records it (the metrics, the audit, the message's announcement)
+                // runs while it travels. With one session, each message waits for its replies.
+                sendRepliesIfNothingWaits(context: context)
+                shared.metrics.accepted(bytes: message.size)
                 if let transaction, let headers, case .reply(let reply) = action {
                     auditedMessageEnd(
                         transaction, reply: reply, fault: nil, headers: headers, size: message.size, envelope: message.envelope,
                         storedID: message.id)
                 }
-                act(action, context: context)
             }
             let sent = WallClock.nanos()
             shared.store.announce(message, replySentNanos: sent)

@@ -39,6 +39,13 @@ extension SMTPServerHandler {
         replies.moveReaderIndex(to: replies.writerIndex)
     }
 
+    /// Sends the replies so far at once, not at the end of the read, when no input waits to be
+    /// decoded after them (with more, their replies go together, as pipelining wants).
+    func sendRepliesIfNothingWaits(context: ChannelHandlerContext) {
+        guard (cumulation?.readableBytes ?? 0) == 0 else { return }
+        flushReplies(context: context)
+    }
+
     func close(context: ChannelHandlerContext) {
         guard !closing else { return }
         closing = true
