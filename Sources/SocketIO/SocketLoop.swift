@@ -173,6 +173,10 @@ public final class SocketLoop: EventLoop, @unchecked Sendable {
     private func cancel(_ timer: Timer) {
         guard !timer.cancelled else { return }
         timer.cancelled = true
+        // What the action holds goes now, not when the heap drops the timer: a connection's
+        // watchdog held its handler, its context and so the whole connection until ~1 000
+        // connections later, and every connection was built in fresh memory.
+        timer.action = {}
         cancelledTimers += 1
         if cancelledTimers > 1024 && cancelledTimers * 2 > timers.count {
             timers.removeCancelled()
@@ -396,7 +400,7 @@ public final class SocketLoop: EventLoop, @unchecked Sendable {
     /// A scheduled task; cancelled ones stay in the heap and are skipped when due.
     final class Timer {
         let deadline: UInt64
-        let action: () -> Void
+        var action: () -> Void
         var cancelled = false
         var order: UInt64 = 0
 

@@ -353,6 +353,25 @@ struct LoopChannelTests {
         #expect(fired.names.withLock { $0 } == ["a", "b"])
     }
 
+    @Test("a cancelled timer lets go of what its action holds at once, long before it would have been due")
+    func cancelReleases() async throws {
+        final class Held: Sendable {}
+        let loops = try SocketLoop.start(count: 1, name: "test-release")
+        defer { for loop in loops { loop.shutdownGracefully { _ in } } }
+        let loop = loops[0]
+        let released = try await loop.submit {
+            var held: Held? = Held()
+            weak let watched = held
+            let scheduled = loop.scheduleTask(in: .hours(1)) { [held] in _ = held }
+            held = nil
+            let before = watched != nil
+            scheduled.cancel()
+            return (before, watched == nil)
+        }.get()
+        #expect(released.0)
+        #expect(released.1)
+    }
+
     @Test("work handed to a loop after it stopped is dropped (its wake-up descriptor, closed, may name another file by then)")
     func executeAfterShutdown() async throws {
         let loop = try SocketLoop.start(count: 1, name: "test-stopped")[0]
