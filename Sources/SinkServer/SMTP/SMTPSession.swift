@@ -59,6 +59,16 @@ struct SMTPSession {
         var usedBDAT = false
 
         var eightBitDeclared: Bool { parameters.body == "8BITMIME" || parameters.smtpUTF8 }
+
+        /// The SIZE the client declared (RFC 1870), read once.
+        private(set) var declaredSize: Int?
+
+        init(reversePath: ReversePath, parameters: [ESMTPParameter], mailNanos: Int64) {
+            self.reversePath = reversePath
+            self.parameters = parameters
+            self.mailNanos = mailNanos
+            declaredSize = parameters.declaredSize
+        }
     }
 
     enum Action: Equatable, Sendable {
@@ -98,6 +108,15 @@ struct SMTPSession {
         case storing
         case closed
 
+        /// The client is sending a message's bytes (see `isReceivingMessage`).
+        var receivesMessage: Bool {
+            switch self {
+            case .data, .chunked: true
+            case .chunk(_, let rejection): rejection == nil
+            default: false
+            }
+        }
+
         var holdsTransaction: Bool {
             switch self {
             case .mail, .data, .chunked, .storing: true
@@ -110,10 +129,22 @@ struct SMTPSession {
     /// Where an AUTH exchange returns to.
     enum AuthResume: Equatable { case connected, ready }
 
-    let configuration: Configuration
+    /// Held by reference: the handler reads the session in place, but a read the compiler
+    /// makes through a copy (`perf record` showed whole-session copies in the handler) then
+    /// retains one reference for the configuration, not each of its own.
+    private let shared: SharedConfiguration
+    var configuration: Configuration { shared.configuration }
+
+    private final class SharedConfiguration: Sendable {
+        let configuration: Configuration
+        init(_ configuration: Configuration) { self.configuration = configuration }
+    }
     // Internal for the session's extensions in other files (AUTH).
     var state: State = .connected {
-        didSet { if !state.holdsTransaction { current = nil } }
+        didSet {
+            if !state.holdsTransaction { current = nil }
+            isReceivingMessage = state.receivesMessage
+        }
     }
     /// The transaction under way: set in the states that hold one, nil in the others.
     private var current: Transaction?
@@ -126,19 +157,14 @@ struct SMTPSession {
     private var rejectionCounts = true
 
     init(configuration: Configuration, tlsActive: Bool = false) {
-        self.configuration = configuration
+        shared = SharedConfiguration(configuration)
         self.tlsActive = tlsActive
     }
 
     var isClosed: Bool { state == .closed }
 
     /// The SIZE the client declared for the message being received, if any (RFC 1870).
-    var declaredSize: Int? {
-        switch state {
-        case .data, .chunk, .chunked: current?.parameters.declaredSize
-        default: nil
-        }
-    }
+    var declaredSize: Int? { isReceivingMessage ? current?.declaredSize : nil }
     /// The transaction under way (MAIL given), if any.
     var transaction: Transaction? { current }
 
@@ -160,13 +186,11 @@ struct SMTPSession {
     /// ended (inside a chunk that is kept, or between chunks). Every way a transaction ends
     /// without storing (a 552, RSET between chunks, a refused chunk, a refusal at data-end)
     /// leaves this state, and the connection drops what it gathered then.
-    var isReceivingMessage: Bool {
-        switch state {
-        case .data, .chunked: true
-        case .chunk: current != nil
-        default: false
-        }
-    }
+    ///
+    /// Stored, set with the state: read by the handler for every command and message piece, a
+    /// computed property was read through a copy of the whole session (`objdump` of the
+    /// handler: the session copied, then released, around the call).
+    private(set) var isReceivingMessage = false
 
     var authOffered: Bool {
         configuration.auth != nil && (tlsActive || !configuration.authRequiresTLS)
