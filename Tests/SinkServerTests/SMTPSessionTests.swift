@@ -58,6 +58,58 @@ struct SMTPSessionTests {
         #expect(Self.code(session.receive(.mail(.null, parameters: []), at: 5)) == 250)
     }
 
+    @Test("a transaction is gone once it ends: not seen by a later BDAT without MAIL, nor after RSET, a refusal or a close")
+    func transactionEnds() {
+        var session = SMTPSession(configuration: Self.configuration())
+        _ = session.receive(.ehlo("c"), at: 0)
+        _ = session.receive(.mail(.mailbox(Self.alice), parameters: [ESMTPParameter("SIZE", "40")]), at: 1)
+        _ = session.receive(.rcpt(.mailbox(Self.alice), parameters: []), at: 2)
+        #expect(session.transaction?.recipients.count == 1)
+        #expect(session.declaredSize == nil)
+        _ = session.receive(.data, at: 3)
+        #expect(session.isReceivingMessage)
+        #expect(session.declaredSize == 40)
+        guard case .deliver = session.messageEnd() else {
+            Issue.record("expected deliver")
+            return
+        }
+        #expect(!session.isReceivingMessage)
+        #expect(session.transaction?.mailNanos == 1)
+        _ = session.stored(id: "ID1")
+        #expect(session.transaction == nil)
+        // A chunk without MAIL is read and refused: it belongs to no transaction.
+        #expect(Self.code(session.receive(.bdat(size: 5, last: true), at: 4)) == nil)
+        #expect(session.transaction == nil)
+        #expect(!session.isReceivingMessage)
+        let keptRefused = session.messageBytes(5)
+        #expect(!keptRefused)
+        #expect(Self.code(session.chunkComplete()) == 503)
+        // A BDAT transaction: receiving between chunks; RSET ends it.
+        _ = session.receive(.mail(.null, parameters: []), at: 5)
+        _ = session.receive(.rcpt(.postmaster, parameters: []), at: 6)
+        #expect(Self.code(session.receive(.bdat(size: 3, last: false), at: 7)) == nil)
+        #expect(session.isReceivingMessage)
+        let kept = session.messageBytes(3)
+        #expect(kept)
+        #expect(Self.code(session.chunkComplete()) == 250)
+        #expect(session.isReceivingMessage)
+        #expect(session.transaction?.receivedBytes == 3)
+        #expect(Self.code(session.receive(.rset, at: 8)) == 250)
+        #expect(session.transaction == nil)
+        #expect(!session.isReceivingMessage)
+        // A refusal at the message's end, and QUIT, leave none either.
+        _ = session.receive(.mail(.null, parameters: []), at: 9)
+        _ = session.receive(.rcpt(.postmaster, parameters: []), at: 10)
+        _ = session.receive(.data, at: 11)
+        _ = session.messageEnd()
+        #expect(Self.code(session.refuse(SMTPReply(554, "5.7.1", "no"))) == 554)
+        #expect(session.transaction == nil)
+        _ = session.receive(.mail(.null, parameters: []), at: 12)
+        _ = session.receive(.quit, at: 13)
+        #expect(session.transaction == nil)
+        #expect(session.isClosed)
+    }
+
     @Test("over the size limit the bytes are dropped and the end gets 552")
     func tooBig() {
         var session = SMTPSession(configuration: Self.configuration())
