@@ -179,9 +179,16 @@ struct Attempt: Sendable, Codable, Equatable {
     }
 
     /// `2xx`, `4xx`, `5xx`, or `none` (no answer).
+    /// `2xx`, `4xx`, `5xx`...: a literal for the usual classes (an interpolation per attempt
+    /// showed in `perf record`, where every accepted message records one).
     var replyClass: String {
         guard let reply else { return "none" }
-        return "\(reply.code / 100)xx"
+        switch reply.code / 100 {
+        case 2: return "2xx"
+        case 4: return "4xx"
+        case 5: return "5xx"
+        case let other: return "\(other)xx"
+        }
     }
 
     /// The client was told the message was taken (a drop rule's 250 included).
