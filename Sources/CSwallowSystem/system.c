@@ -86,6 +86,25 @@ long long swallow_realtime_nanos(void) {
     return (long long)spec.tv_sec * 1000000000LL + (long long)spec.tv_nsec;
 }
 
+long long swallow_process_cpu_nanos(void) {
+    struct timespec spec;
+    if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &spec) != 0) return -1;
+    return (long long)spec.tv_sec * 1000000000LL + (long long)spec.tv_nsec;
+}
+
+long long swallow_resident_bytes(void) {
+#if defined(__linux__)
+    FILE *statm = fopen("/proc/self/statm", "r");
+    if (statm == NULL) return -1;
+    long long size = 0, resident = -1;
+    if (fscanf(statm, "%lld %lld", &size, &resident) != 2) resident = -1;
+    fclose(statm);
+    return resident < 0 ? -1 : resident * (long long)sysconf(_SC_PAGESIZE);
+#else
+    return -1;
+#endif
+}
+
 long swallow_release_code_pages(void) {
 #if defined(__linux__)
     FILE *smaps = fopen("/proc/self/smaps", "r");
@@ -101,8 +120,8 @@ long swallow_release_code_pages(void) {
         char permissions[8], path[8];
         int fields = sscanf(line, "%lx-%lx %7s %*s %*s %*s %7s", &low, &high, permissions, path);
         if (fields >= 3 && strchr(line, '-') < strchr(line, ' ')) {
-            // A mapping's header: code is "r-xp" with a file's path.
-            candidate = fields == 4 && strcmp(permissions, "r-xp") == 0 && path[0] == '/';
+            // A mapping's header: code is "r-xp" with a file's path; read-only data "r--p".
+            candidate = fields == 4 && (strcmp(permissions, "r-xp") == 0 || strcmp(permissions, "r--p") == 0) && path[0] == '/';
             start = low;
             end = high;
         } else if (candidate && strncmp(line, "Anonymous:", 10) == 0) {

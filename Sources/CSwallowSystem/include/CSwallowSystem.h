@@ -27,14 +27,21 @@ void swallow_keep_large_allocations(unsigned long mmap_threshold, unsigned long 
 /// are bound by it: call it before the process starts any thread.
 void swallow_limit_malloc_arenas(int count);
 
-/// Drops this process's page-table entries for code: every private, executable, file-backed
-/// mapping that holds no page of its own (`Anonymous: 0` in `/proc/self/smaps`) gets
+/// Drops this process's page-table entries for code and read-only data: every private,
+/// executable or read-only, file-backed mapping that holds no page of its own (`Anonymous: 0`
+/// in `/proc/self/smaps`: no relocated page, which exists nowhere else) gets
 /// `madvise(MADV_DONTNEED)`. Nothing is lost: the pages stay in the page cache and what runs
 /// later is mapped again on its first use (a minor fault). What goes is the resident-set count
 /// of code only start-up ran, and of code the kernel mapped around it (fault-around maps whole
 /// page-cache folios, many times what was executed). Returns the bytes advised, or -1 where
 /// there is no such interface (nothing changed).
 long swallow_release_code_pages(void);
+
+/// The CPU time this process's threads used (`CLOCK_PROCESS_CPUTIME_ID`), in nanoseconds.
+long long swallow_process_cpu_nanos(void);
+
+/// This process's resident set (`/proc/self/statm`) in bytes, or -1 where unknown.
+long long swallow_resident_bytes(void);
 
 /// The wall clock (`CLOCK_REALTIME`) in nanoseconds since the Unix epoch.
 long long swallow_realtime_nanos(void);
