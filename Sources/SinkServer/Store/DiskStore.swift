@@ -636,7 +636,7 @@ final class DiskStore: Sendable {
                 // Filed first, then forgotten: a reader finds the body in one or the other.
                 spool.discard(chunk.map(\.id).filter { !failed.contains($0) })
                 if !failed.isEmpty {
-                    // Kept in the spool (and memory); tried again in a second.
+                    // Kept in the spool; tried again in a second.
                     spool.requeue(failed)
                     return scheduleFiling(after: 1_000_000_000)
                 }
