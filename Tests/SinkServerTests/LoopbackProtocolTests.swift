@@ -55,6 +55,32 @@ struct LoopbackProtocolTests {
         }
     }
 
+    @Test("each message's Received header names the HELO, protocol and id it came with, on one connection")
+    func receivedPerMessage() async throws {
+        try await withSink { sink in
+            try await onThread {
+                let client = try RawSMTPClient(port: sink.smtpAddress.port)
+                try Self.greet(client)
+                for (index, helo) in ["", "EHLO second.example", "HELO third.example"].enumerated() {
+                    if !helo.isEmpty { #expect(try client.command(helo).code == 250) }
+                    #expect(try client.command("MAIL FROM:<a@b.example>").code == 250)
+                    #expect(try client.command("RCPT TO:<c@d.example>").code == 250)
+                    #expect(try client.command("DATA").code == 354)
+                    #expect(try client.command("Subject: \(index)\r\n\r\nbody\r\n.").code == 250)
+                }
+            }
+            let messages = sink.store.messages().sorted { $0.timestamps.mailNanos < $1.timestamps.mailNanos }
+            try #require(messages.count == 3)
+            let expected = [("client.example", "ESMTP"), ("second.example", "ESMTP"), ("third.example", "SMTP")]
+            for (message, (helo, with)) in zip(messages, expected) {
+                let raw = String(buffer: try #require(try await sink.store.raw(id: message.id)))
+                let header = "Received: from \(helo) ([127.0.0.1])\r\n\tby swallow.localhost (Swallow) with \(with) id \(message.id);\r\n\t"
+                #expect(raw.hasPrefix(header))
+                #expect(raw.hasSuffix("\r\n\r\nbody\r\n"))
+            }
+        }
+    }
+
     @Test("BDAT chunks assemble into one message (RFC 3030)")
     func bdat() async throws {
         try await withSink { sink in

@@ -45,7 +45,7 @@ extension SMTPServerHandler {
         MessageCapture(
             session: session.facts, peer: peer, hostname: shared.configuration.hostname,
             discardBodies: shared.configuration.discardBodies, maxMessageBytes: shared.configuration.limits.maxMessageBytes,
-            allocator: context.channel.allocator, sizeHint: sizeHint
+            allocator: context.channel.allocator, sizeHint: sizeHint, prefix: &receivedPrefix
         )
     }
 
@@ -186,7 +186,7 @@ extension SMTPServerHandler {
                 }
                 act(session.refuse(answer), context: context)
             } else if let answer {
-                shared.metrics.accepted(bytes: message.size)
+                shared.metrics.accepted(bytes: message.size, atNanos: wallNanos)
                 if let transaction, let headers {
                     auditedMessageEnd(transaction, reply: answer, fault: nil, headers: headers, size: message.size, envelope: message.envelope)
                 }
@@ -200,7 +200,7 @@ extension SMTPServerHandler {
                 // and what only records it (the metrics, the audit, the message's announcement)
                 // runs while it travels. With one session, each message waits for its replies.
                 sendRepliesIfNothingWaits(context: context)
-                shared.metrics.accepted(bytes: message.size)
+                shared.metrics.accepted(bytes: message.size, atNanos: wallNanos)
                 if let transaction, let headers, case .reply(let reply) = action {
                     auditedMessageEnd(
                         transaction, reply: reply, fault: nil, headers: headers, size: message.size, envelope: message.envelope,
