@@ -48,7 +48,13 @@ public final class LoopChannel: Channel, ChannelCore, LoopSocket, @unchecked Sen
     @exclusivity(unchecked) private var readQueued = false
     @exclusivity(unchecked) private var autoRead = true
     @exclusivity(unchecked) private var maxMessagesPerRead = 4
-    @exclusivity(unchecked) private var reads: NIOPooledRecvBufferAllocator
+    /// The read sizes: NIO's adaptive allocator, held as itself (as an `any
+    /// RecvByteBufferAllocator` it lived in a box, projected and made unique at each read),
+    /// or any other one set with `recvAllocator`.
+    @exclusivity(unchecked) private var adaptiveSizes: AdaptiveRecvByteBufferAllocator? = AdaptiveRecvByteBufferAllocator()
+    @exclusivity(unchecked) private var otherSizes: (any RecvByteBufferAllocator)?
+    /// The buffer of the last read, read into again when nothing else holds it any more.
+    @exclusivity(unchecked) private var readBuffer: ByteBuffer?
     /// Written and not yet taken by the socket; the first `flushed` of them are due.
     @exclusivity(unchecked) private var unsent = CircularBuffer<(ByteBuffer, EventLoopPromise<Void>?)>(initialCapacity: 4)
     @exclusivity(unchecked) private var flushed = 0
@@ -69,7 +75,6 @@ public final class LoopChannel: Channel, ChannelCore, LoopSocket, @unchecked Sen
         self.remoteAddress = remote
         self.allocator = allocator
         self.closePromise = loop.makePromise()
-        self.reads = NIOPooledRecvBufferAllocator(capacity: 1, recvAllocator: AdaptiveRecvByteBufferAllocator())
         self._pipeline = ChannelPipeline(channel: self)
     }
 
@@ -127,7 +132,12 @@ public final class LoopChannel: Channel, ChannelCore, LoopSocket, @unchecked Sen
             autoRead = on
             if on, !was, isOpen { read0() }
         case is ChannelOptions.Types.RecvAllocatorOption:
-            reads.recvAllocator = value as! any RecvByteBufferAllocator
+            let sizes = value as! any RecvByteBufferAllocator
+            if let adaptive = sizes as? AdaptiveRecvByteBufferAllocator {
+                (adaptiveSizes, otherSizes) = (adaptive, nil)
+            } else {
+                (adaptiveSizes, otherSizes) = (nil, sizes)
+            }
         case is ChannelOptions.Types.MaxMessagesPerReadOption:
             maxMessagesPerRead = Int(value as! UInt)
         case let option as ChannelOptions.Types.SocketOption:
@@ -146,7 +156,7 @@ public final class LoopChannel: Channel, ChannelCore, LoopSocket, @unchecked Sen
         case is ChannelOptions.Types.AutoReadOption:
             return autoRead as! Option.Value
         case is ChannelOptions.Types.RecvAllocatorOption:
-            return reads.recvAllocator as! Option.Value
+            return (adaptiveSizes.map { $0 as any RecvByteBufferAllocator } ?? otherSizes!) as! Option.Value
         case is ChannelOptions.Types.MaxMessagesPerReadOption:
             return UInt(maxMessagesPerRead) as! Option.Value
         case let option as ChannelOptions.Types.SocketOption:
@@ -233,6 +243,7 @@ public final class LoopChannel: Channel, ChannelCore, LoopSocket, @unchecked Sen
         }
         isOpen = false
         direct = nil
+        readBuffer = nil
         if slot != 0 { loop.release(slot: slot) }
         _ = systemClose(fd)
         let failed = unsent
@@ -286,16 +297,19 @@ public final class LoopChannel: Channel, ChannelCore, LoopSocket, @unchecked Sen
         for _ in 0..<max(maxMessagesPerRead, 1) {
             var result = 0
             var code: Int32 = 0
-            let (buffer, _) = reads.buffer(allocator: allocator) { buffer in
-                buffer.clear()
-                buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 0) { space in
-                    result = systemRead(fd, space.baseAddress, space.count)
-                    if result < 0 { code = errno }
-                    return max(result, 0)
-                }
+            let size = adaptiveSizes?.nextBufferSize() ?? otherSizes?.nextBufferSize() ?? 2048
+            // The last read's buffer again when the handler kept no part of it (no copy on
+            // write), else a new one.
+            let reused = readBuffer?.modifyIfUniquelyOwned { buffer in buffer.clear(minimumCapacity: size) } != nil
+            if !reused { readBuffer = adaptiveSizes?.buffer(allocator: allocator) ?? otherSizes!.buffer(allocator: allocator) }
+            readBuffer!.writeWithUnsafeMutableBytes(minimumWritableBytes: 0) { space in
+                result = systemRead(fd, space.baseAddress, space.count)
+                if result < 0 { code = errno }
+                return max(result, 0)
             }
+            let buffer = readBuffer!
             if result > 0 {
-                reads.record(actualReadBytes: result)
+                if adaptiveSizes != nil { _ = adaptiveSizes!.record(actualReadBytes: result) } else { _ = otherSizes!.record(actualReadBytes: result) }
                 readSome = true
                 let full = result == buffer.capacity
                 if let direct { direct.loopChannelRead(buffer) } else { pipeline.fireChannelRead(NIOAny(buffer)) }

@@ -202,6 +202,52 @@ struct LoopChannelTests {
         #expect(made.received.withLock { $0 } == [UInt8](repeating: 65, count: 40))
     }
 
+    /// Keeps every other buffer it is given, and answers each read with one byte.
+    final class Keeper: ChannelInboundHandler, @unchecked Sendable {
+        typealias InboundIn = ByteBuffer
+        typealias OutboundOut = ByteBuffer
+        let kept = Mutex<[ByteBuffer]>([])
+        let addresses = Mutex<[UInt]>([])
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let buffer = unwrapInboundIn(data)
+            let count = addresses.withLock { addresses in
+                addresses.append(buffer.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) })
+                return addresses.count
+            }
+            if count % 2 == 1 { kept.withLock { $0.append(buffer) } }
+            context.writeAndFlush(wrapOutboundOut(ByteBuffer(bytes: [UInt8(count)])), promise: nil)
+        }
+    }
+
+    @Test("a read buffer the pipeline let go of is read into again; one it keeps is never written over")
+    func readBufferReuse() async throws {
+        let loops = try SocketLoop.start(count: 1, name: "test-reuse")
+        defer { for loop in loops { loop.shutdownGracefully { _ in } } }
+        let keeper = Keeper()
+        let listener = try await Self.listen(loops: loops) { channel in try channel.pipeline.syncOperations.addHandler(keeper) }
+        defer { listener.stop() }
+        let client = try Client(port: try #require(listener.localAddress.port))
+        defer { client.close() }
+        let pieces = (0..<8).map { piece in [UInt8](repeating: UInt8(65 + piece), count: 100 + piece) }
+        for (index, piece) in pieces.enumerated() {
+            client.send(piece)
+            // Each piece is read (and answered) before the next is sent: one read each.
+            #expect(client.receive(1) == [UInt8(index + 1)])
+        }
+        let kept = keeper.kept.withLock { $0 }
+        #expect(kept.map { Array($0.readableBytesView) } == stride(from: 0, to: 8, by: 2).map { pieces[$0] })
+        let addresses = keeper.addresses.withLock { $0 }
+        try #require(addresses.count == 8)
+        for index in 0..<7 {
+            if index % 2 == 0 {
+                #expect(addresses[index + 1] != addresses[index], "read \(index + 1) went into a kept buffer")
+            } else {
+                #expect(addresses[index + 1] == addresses[index], "read \(index + 1) did not reuse the buffer let go of")
+            }
+        }
+    }
+
     @Test("closing from another thread closes the socket: the client reads end of input")
     func closeFromAnotherThread() async throws {
         let loops = try SocketLoop.start(count: 1, name: "test-close")
