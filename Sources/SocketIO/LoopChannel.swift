@@ -309,7 +309,11 @@ public final class LoopChannel: Channel, ChannelCore, LoopSocket, @unchecked Sen
             }
             let buffer = readBuffer!
             if result > 0 {
-                if adaptiveSizes != nil { _ = adaptiveSizes!.record(actualReadBytes: result) } else { _ = otherSizes!.record(actualReadBytes: result) }
+                if adaptiveSizes != nil {
+                    _ = adaptiveSizes!.record(actualReadBytes: result)
+                } else {
+                    _ = otherSizes!.record(actualReadBytes: result)
+                }
                 readSome = true
                 let full = result == buffer.capacity
                 if let direct { direct.loopChannelRead(buffer) } else { pipeline.fireChannelRead(NIOAny(buffer)) }
