@@ -132,6 +132,10 @@ struct MagicAddressTests {
             let slow = try #require(sink.store.messages().last)
             let replySent = try #require(slow.timestamps.replySentNanos)
             #expect(replySent - slow.timestamps.dataEndNanos >= 50_000_000)
+            // The disconnect at RCPT ended an attempt for the recipient it answered.
+            let ended = sink.audit.attempts.attempts(sinceNanos: 0).filter { $0.recipient == "disconnect@x.example" }
+            #expect(ended.map(\.phase) == ["rcpt"])
+            #expect(ended.first?.reply == nil)
         }
         // hang@: nothing answers the RCPT nor what follows; the idle timeout's 421 is the next reply.
         try await withSink({ $0.idleTimeout = .milliseconds(300) }) { sink in

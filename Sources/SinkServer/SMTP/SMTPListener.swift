@@ -38,9 +38,10 @@ enum SMTPListener: Sendable {
         _ address: ListenAddress, _ context: SMTPServerContext, group: any EventLoopGroup, loops: [SocketLoop],
         implicitTLS: NIOSSLContext?
     ) async throws -> SMTPListener {
+        let shared = SMTPServerContext.Shared(context)
         @Sendable func initialize(_ pipeline: ChannelPipeline.SynchronousOperations) throws {
             if let implicitTLS { try pipeline.addHandler(NIOSSLServerHandler(context: implicitTLS)) }
-            try pipeline.addHandler(SMTPServerHandler(context))
+            try pipeline.addHandler(SMTPServerHandler(shared), name: "smtp")
         }
         if !loops.isEmpty {
             let socketAddress = try SocketAddress.makeAddressResolvingHost(address.host, port: address.port)

@@ -20,4 +20,12 @@ struct SMTPServerContext: Sendable {
     var viaHTTP = false
     /// `--upstream`: proxy mode's upstream; nil captures as a sink does.
     var proxy: ProxySettings?
+
+    /// One context for all of a listener's connections: each handler holding its own copy was a
+    /// retain and a release of each of the context's references as a connection opened and
+    /// closed (`perf record`, a connection per message).
+    final class Shared: Sendable {
+        let value: SMTPServerContext
+        init(_ value: SMTPServerContext) { self.value = value }
+    }
 }

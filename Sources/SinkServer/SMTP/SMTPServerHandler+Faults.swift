@@ -49,9 +49,10 @@ extension SMTPServerHandler {
     }
 
     /// Carries out a decision: `refuse` sends a reply in place of what `proceed` would do; a
-    /// delay comes first; with a delay or throttle only, `proceed` runs.
+    /// delay comes first; with a delay or throttle only, `proceed` runs. `command`: the one the
+    /// decision answers, if any (a disconnect or hang at RCPT ends an attempt for its recipient).
     func carryOut(
-        _ decision: FaultDecision, context: ChannelHandlerContext,
+        _ decision: FaultDecision, command: SMTPCommand? = nil, context: ChannelHandlerContext,
         refuse: @escaping (SMTPServerHandler, ChannelHandlerContext, SMTPReply) -> Void,
         proceed: @escaping (SMTPServerHandler, ChannelHandlerContext) -> Void
     ) {
@@ -60,10 +61,10 @@ extension SMTPServerHandler {
             case .reply(let reply):
                 refuse(handler, context, reply)
             case .disconnect(let reply, let partial):
-                handler.auditedEnd(by: decision, reply: reply, command: handler.answering)
+                handler.auditedEnd(by: decision, reply: reply, command: command)
                 handler.disconnect(reply: reply, partial: partial, context: context)
             case .hang:
-                handler.auditedEnd(by: decision, reply: nil, command: handler.answering)
+                handler.auditedEnd(by: decision, reply: nil, command: command)
                 handler.hang()
             case .throttle(let rate):
                 handler.startThrottle(rate, context: context)

@@ -35,7 +35,9 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     // a time, so the runtime's check of each access (a thread-local lookup and a set insert,
     // ~4% of the sink's CPU per 1 KiB message in `perf record`, half of it on these fields)
     // guards nothing here. The static checks of the compiler still apply.
-    let shared: SMTPServerContext
+    let sharedBox: SMTPServerContext.Shared
+    /// The listener's context (read in place from its box; see `SMTPServerContext.Shared`).
+    var shared: SMTPServerContext { sharedBox.value }
     @exclusivity(unchecked) var session: SMTPSession
     @exclusivity(unchecked) var decoder: SMTPFrameDecoder
     @exclusivity(unchecked) var cumulation: ByteBuffer?
@@ -76,8 +78,6 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     @exclusivity(unchecked) var upstreamLink: ProxyLink?
     /// Proxy mode: the upstream's reply to send in place of the session's own acceptance.
     @exclusivity(unchecked) var replacement: SMTPReply?
-    /// The command being answered (for the attempts a rule's disconnect or hang ends).
-    @exclusivity(unchecked) var answering: SMTPCommand?
     /// The message's headers the attempts need, from its end until its final reply.
     @exclusivity(unchecked) var ending: MessageHeaders?
     /// The last message's session and envelope, which the next shares when equal.
@@ -92,8 +92,13 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     @exclusivity(unchecked) var directChannel: LoopChannel?
     @exclusivity(unchecked) var directContext: ChannelHandlerContext?
 
-    init(_ shared: SMTPServerContext) {
-        self.shared = shared
+    convenience init(_ shared: SMTPServerContext) {
+        self.init(SMTPServerContext.Shared(shared))
+    }
+
+    init(_ box: SMTPServerContext.Shared) {
+        let shared = box.value
+        self.sharedBox = box
         self.session = SMTPSession(configuration: shared.session)
         self.decoder = SMTPFrameDecoder(maxLineBytes: shared.configuration.limits.maxFrameLineBytes)
         self.transcript = Transcript(enabled: shared.configuration.transcripts)
@@ -256,7 +261,6 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 return act(session.receive(error), context: context)
             }
             transcript.client(command)
-            answering = command
             if case .starttls = command, (cumulation?.readableBytes ?? 0) > 0 {
                 // RFC 3207 §4.2: nothing may be pipelined after STARTTLS.
                 return act(.reply(.startTLSNotLast), context: context)
@@ -265,7 +269,7 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
             guard let phase = phase(of: command), let decision = consult(phase, command: command) else {
                 return forwards(command) ? forward(command, context: context) : execute(command, context: context)
             }
-            carryOut(decision, context: context) { handler, context, reply in
+            carryOut(decision, command: command, context: context) { handler, context, reply in
                 handler.refuse(command, with: reply, fault: decision, context: context)
             } proceed: { handler, context in
                 if handler.forwards(command) { return handler.forward(command, context: context) }
@@ -287,8 +291,9 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// A command, as the session answers it; with `replacing`, an acceptance by the session is
     /// answered with that reply instead (the upstream's, in proxy mode).
     func execute(_ command: SMTPCommand, context: ChannelHandlerContext, replacing upstreamReply: SMTPReply? = nil) {
-        replacement = upstreamReply
-        defer { replacement = nil }
+        // Set and cleared only when given: most commands have no upstream reply.
+        if let upstreamReply { replacement = upstreamReply }
+        defer { if upstreamReply != nil { replacement = nil } }
         if case .bdat(let size, _) = command, size > 0 {
             decoder.mode = .chunk(remaining: size)
         }
