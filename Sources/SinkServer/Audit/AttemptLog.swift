@@ -84,29 +84,11 @@ final class AttemptLog: Sendable {
     private static func add(_ attempt: Attempt, to state: inout State, settings: AuditSettings) -> [DeliveryFlag] {
         let key = Key(attempt.sender, attempt.recipient)
         var raised: [DeliveryFlag] = []
-        let id: Int
-        let deferred: Bool
-        if let latest = state.latest[key], state.deliveries.read(latest, { $0.continues(with: attempt) }) == true {
-            id = latest
-            // In place: the delivery's attempts are not copied to append one.
-            deferred = state.deliveries.modify(id) { delivery in
-                Self.append(attempt, to: &delivery, settings: settings, raised: &raised)
-                return delivery.outcome == .deferred && !delivery.flags.contains(.gaveUp)
-            }
-            if !deferred { state.deferred.remove(id) }
-        } else {
-            id = state.nextID
-            state.nextID += 1
-            var delivery = Delivery(id: id, first: attempt)
-            if !state.bounces.isEmpty, let bounced = state.bounces[key.recipient],
-                Double(attempt.atNanos - bounced) / 1e9 <= settings.bounceMemory, delivery.flag(.sentAfterBounce)
-            {
-                raised.append(.sentAfterBounce)
-            }
-            deferred = delivery.outcome == .deferred
-            state.deliveries.append(delivery)
-            state.latest[key] = id
-        }
+        // The key is hashed once: its slot is read and set in place (0 while it has none).
+        let (id, deferred, continued) = Self.join(
+            attempt, latest: &state.latest[key, default: 0], deliveries: &state.deliveries, nextID: &state.nextID,
+            bounced: state.bounces.isEmpty ? nil : state.bounces[key.recipient], settings: settings, raised: &raised)
+        if continued, !deferred { state.deferred.remove(id) }
         if deferred { state.deferred.insert(id) }
         if attempt.permanent {
             if state.bounces.count >= max(settings.maxAttempts, 1024), state.bounces[key.recipient] == nil {
@@ -129,6 +111,32 @@ final class AttemptLog: Sendable {
             if state.latest[ownerKey] == oldest { state.latest[ownerKey] = nil }
         }
         return raised
+    }
+
+    /// Joins `attempt` to the delivery `latest` names when it continues it (`continued`), or
+    /// starts a new one and names it in `latest`. `bounced`: when its recipient last bounced.
+    private static func join(
+        _ attempt: Attempt, latest: inout Int, deliveries: inout DeliveryTable, nextID: inout Int, bounced: Int64?,
+        settings: AuditSettings, raised: inout [DeliveryFlag]
+    ) -> (id: Int, deferred: Bool, continued: Bool) {
+        if latest != 0, deliveries.read(latest, { $0.continues(with: attempt) }) == true {
+            // In place: the delivery's attempts are not copied to append one.
+            let deferred = deliveries.modify(latest) { delivery in
+                Self.append(attempt, to: &delivery, settings: settings, raised: &raised)
+                return delivery.outcome == .deferred && !delivery.flags.contains(.gaveUp)
+            }
+            return (latest, deferred, true)
+        }
+        let id = nextID
+        nextID += 1
+        var delivery = Delivery(id: id, first: attempt)
+        if let bounced, Double(attempt.atNanos - bounced) / 1e9 <= settings.bounceMemory, delivery.flag(.sentAfterBounce) {
+            raised.append(.sentAfterBounce)
+        }
+        let deferred = delivery.outcome == .deferred
+        deliveries.append(delivery)
+        latest = id
+        return (id, deferred, false)
     }
 
     /// Appends a further attempt to its delivery and raises the flags it earns.

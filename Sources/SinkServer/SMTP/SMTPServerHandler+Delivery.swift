@@ -102,9 +102,9 @@ extension SMTPServerHandler {
     ) {
         let store = shared.store
         guard store.insertWaitsForDisk || delay > .zero else {
-            store.insertNow(message, raw: raw)
+            let entry = store.insertNow(message, raw: raw)
             if let raw, store.copiesRaw { handoff?.captures.give(raw) }
-            return stored(message, .success(()), answer: answer, context: context)
+            return stored(message, .success(()), answer: answer, entry: entry, context: context)
         }
         paused = true
         let loop = context.eventLoop
@@ -174,7 +174,11 @@ extension SMTPServerHandler {
         resume(context: context)
     }
 
-    private func stored(_ message: CapturedMessage, _ result: Result<Void, any Error>, answer: SMTPReply? = nil, context: ChannelHandlerContext) {
+    /// `entry`: the stored message's, when it was stored in memory here.
+    private func stored(
+        _ message: CapturedMessage, _ result: Result<Void, any Error>, answer: SMTPReply? = nil, entry: MessageStore.Entry? = nil,
+        context: ChannelHandlerContext
+    ) {
         let transaction = session.transaction
         let headers = ending
         ending = nil
@@ -208,7 +212,7 @@ extension SMTPServerHandler {
                 }
             }
             let sent = WallClock.nanos()
-            shared.store.announce(message, replySentNanos: sent)
+            shared.store.announce(message, entry: entry, replySentNanos: sent)
             shared.metrics.observe(message.timestamps, replySent: sent)
         case .failure(let error):
             shared.logger.error("cannot store message", metadata: ["id": "\(message.id)", "error": "\(error)"])

@@ -121,7 +121,6 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let handoff = shared.handoffs.handoff(for: context.eventLoop)
         self.handoff = handoff
         readHappened(context: context)
-        watch(until: deadlines.lastRead + shared.configuration.idleTimeout, context: context)
         guard let number = shared.connections.add(context.channel) else {
             return act(.replyAndClose(.tooManyConnections), context: context)
         }
@@ -134,7 +133,9 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 sessionID: "s\(number)", remote: context.channel.remoteAddress,
                 local: handoff.describeLocal(context.channel.localAddress))
         context.fireChannelActive()
-        // Faults at connect, then at greeting, then the banner.
+        // Faults at connect, then at greeting, then the banner; the idle watchdog (timed from
+        // the connection's start) is set once the banner has gone: the client waits for it.
+        defer { if !closing { watch(until: deadlines.lastRead + shared.configuration.idleTimeout, context: context) } }
         guard let decision = consult(.connect) else { return greet(context: context) }
         carryOut(decision, context: context, refuse: Self.refuseConnection) { handler, context in handler.greet(context: context) }
     }

@@ -310,11 +310,14 @@ public final class MessageStore: Sendable {
     /// Stores a message at once; with `--fsync never` its disk write is queued. It is announced
     /// (`announce`) once its reply is out.
     /// Use only when `insertWaitsForDisk` is false, or after the disk write.
-    func insertNow(_ message: CapturedMessage, raw: ByteBuffer?) {
+    /// Returns the message's entry, for `announce` to find without a lookup.
+    @discardableResult
+    func insertNow(_ message: CapturedMessage, raw: ByteBuffer?) -> Entry {
         insertNow(message, raw: raw, tags: tagging.tags(for: message, raw: raw))
     }
 
-    private func insertNow(_ message: CapturedMessage, raw: ByteBuffer?, tags: [String]) {
+    @discardableResult
+    private func insertNow(_ message: CapturedMessage, raw: ByteBuffer?, tags: [String]) -> Entry {
         if let disk, disk.policy == .never {
             disk.enqueue(message, raw: raw, tags: tags)
         }
@@ -327,6 +330,7 @@ public final class MessageStore: Sendable {
             return state.evict(keeping: maxMessages) + Self.enforce(quotas, names: entry.mailboxes, &state)
         }
         forget(evicted)
+        return entry
     }
 
     /// Whether `insert(_:raw:on:completion:)` stores this message on its event loop
@@ -379,8 +383,12 @@ public final class MessageStore: Sendable {
     /// in memory (the disk copy was written before it) and the message, with it, goes to the
     /// event stream, waiters and webhooks. A message is published once, and never before its
     /// `250`.
-    func announce(_ message: CapturedMessage, replySentNanos: Int64) {
-        state.withLock { $0.entries[message.id]?.replySent(at: replySentNanos) }
+    /// `entry`: the message's, when the caller has it (`insertNow`'s); else it is looked up.
+    /// An entry evicted or deleted meanwhile is changed where nothing reads it any more.
+    func announce(_ message: CapturedMessage, entry: Entry? = nil, replySentNanos: Int64) {
+        state.withLock { state in
+            if let entry { entry.replySent(at: replySentNanos) } else { state.entries[message.id]?.replySent(at: replySentNanos) }
+        }
         events.publish(message, replySentNanos: replySentNanos)
     }
 
