@@ -74,42 +74,58 @@ extension SMTPServerHandler {
         record(transaction, recipients: recipients, phase: fault.phase, reply: reply, fault: fault, at: now)
     }
 
-    /// The message's end was answered: accepted (stored, or taken by a drop rule) or refused.
-    /// `envelope`: the captured message's, whose address strings are reused (no copies made);
-    /// `storedID`: the id it was stored under, which an acceptance's reply names.
+    /// The message's end was answered without it being stored: refused, dropped or ended by
+    /// a rule, for the transaction's recipients.
     func auditedMessageEnd(
         _ transaction: SMTPSession.Transaction, reply: SMTPReply?, fault: FaultDecision?, headers: MessageHeaders, size: Int,
-        dropped: Bool = false, envelope: Envelope? = nil, storedID: String? = nil
+        dropped: Bool = false
     ) {
         let now = wallNanos
+        countMessageEnd(reply: reply, dropped: dropped, size: size, mailNanos: transaction.mailNanos, at: now)
+        record(
+            transaction, recipients: transaction.recipients.lazy.map(\.path.address), phase: .dataEnd, reply: reply, fault: fault, at: now,
+            headers: headers, dropped: dropped, size: size)
+    }
+
+    /// The end of `message` (captured) was answered with `reply`: accepted, or refused after
+    /// all (a proxy's upstream, a store failure). Its envelope's strings are reused (no copies
+    /// made), and nothing is read from the session's transaction (a copy of it to read its
+    /// start was a retain and a release of each of its references). `storedID`: the id it was
+    /// stored under, which an acceptance's reply names.
+    func auditedMessageEnd(of message: CapturedMessage, reply: SMTPReply, headers: MessageHeaders, storedID: String? = nil) {
+        let now = wallNanos
+        let mailNanos = message.timestamps.mailNanos
+        countMessageEnd(reply: reply, dropped: false, size: message.size, mailNanos: mailNanos, at: now)
+        record(
+            mailNanos: mailNanos, sender: message.envelope.mailFrom, recipients: message.envelope.recipients.lazy.map(\.address),
+            phase: .dataEnd, reply: reply, fault: nil, at: now, headers: headers, size: message.size, storedID: storedID)
+    }
+
+    private func countMessageEnd(reply: SMTPReply?, dropped: Bool, size: Int, mailNanos: Int64, at now: Int64) {
         if dropped || reply == nil {
             audit.timeline.dropped(atNanos: now)
         } else if let reply, reply.code.rawValue >= 400 {
             audit.timeline.refused(atNanos: now, code: Int(reply.code.rawValue))
         } else {
-            audit.timeline.accepted(atNanos: now, bytes: size, transactionNanos: now - transaction.mailNanos)
-        }
-        // The recipients read where they are (a list of them was a `malloc` per message).
-        func record(_ recipients: some Sequence<String>) {
-            self.record(
-                transaction, recipients: recipients, phase: .dataEnd, reply: reply, fault: fault, at: now, headers: headers,
-                dropped: dropped, sender: envelope?.mailFrom, size: size, storedID: storedID)
-        }
-        if let envelope {
-            record(envelope.recipients.lazy.map(\.address))
-        } else {
-            record(transaction.recipients.lazy.map(\.path.address))
+            audit.timeline.accepted(atNanos: now, bytes: size, transactionNanos: now - mailNanos)
         }
     }
 
     private func record(
         _ transaction: SMTPSession.Transaction, recipients: some Sequence<String>, phase: FaultPhase, reply: SMTPReply?, fault: FaultDecision?,
-        at now: Int64, headers: MessageHeaders? = nil, dropped: Bool = false, sender: String? = nil, size: Int = 0,
-        storedID: String? = nil
+        at now: Int64, headers: MessageHeaders? = nil, dropped: Bool = false, size: Int = 0
+    ) {
+        record(
+            mailNanos: transaction.mailNanos, sender: transaction.reversePath.address, recipients: recipients, phase: phase, reply: reply,
+            fault: fault, at: now, headers: headers, dropped: dropped, size: size)
+    }
+
+    private func record(
+        mailNanos: Int64, sender: String, recipients: some Sequence<String>, phase: FaultPhase, reply: SMTPReply?, fault: FaultDecision?,
+        at now: Int64, headers: MessageHeaders? = nil, dropped: Bool = false, size: Int = 0, storedID: String? = nil
     ) {
         let log = audit.attempts
         guard log.enabled else { return }
-        let sender = sender ?? transaction.reversePath.address
         var mailboxes: [String] = []
         if let user = session.authUser, !user.isEmpty { mailboxes.append(user) }
         if let header = headers?.mailbox, !header.isEmpty, !mailboxes.contains(header) { mailboxes.append(header) }
@@ -124,7 +140,7 @@ extension SMTPServerHandler {
                 Attempt(
                     atNanos: now, recipient: recipient, phase: phase, reply: answered, messageID: headers?.messageID,
                     rule: fault?.rule, origin: origin, retryAfter: fault?.retryAfter,
-                    dropped: dropped, mailboxes: boxes, subject: headers?.subject, transactionNanos: transaction.mailNanos,
+                    dropped: dropped, mailboxes: boxes, subject: headers?.subject, transactionNanos: mailNanos,
                     size: size))
         }
     }

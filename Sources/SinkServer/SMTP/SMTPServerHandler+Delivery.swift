@@ -179,21 +179,17 @@ extension SMTPServerHandler {
         _ message: CapturedMessage, _ result: Result<Void, any Error>, answer: SMTPReply? = nil, entry: MessageStore.Entry? = nil,
         context: ChannelHandlerContext
     ) {
-        let transaction = session.transaction
-        let headers = ending
+        // The session still holds the transaction the message ended (it is not copied to say so).
+        let audited = session.hasTransaction ? ending : nil
         ending = nil
         switch result {
         case .success:
             if let answer, answer.code.rawValue / 100 != 2 {
-                if let transaction, let headers {
-                    auditedMessageEnd(transaction, reply: answer, fault: nil, headers: headers, size: message.size, envelope: message.envelope)
-                }
+                if let audited { auditedMessageEnd(of: message, reply: answer, headers: audited) }
                 act(session.refuse(answer), context: context)
             } else if let answer {
                 shared.metrics.accepted(bytes: message.size, atNanos: wallNanos)
-                if let transaction, let headers {
-                    auditedMessageEnd(transaction, reply: answer, fault: nil, headers: headers, size: message.size, envelope: message.envelope)
-                }
+                if let audited { auditedMessageEnd(of: message, reply: answer, headers: audited) }
                 replacement = answer
                 act(session.stored(id: message.id), context: context)
                 replacement = nil
@@ -205,10 +201,8 @@ extension SMTPServerHandler {
                 // runs while it travels. With one session, each message waits for its replies.
                 sendRepliesIfNothingWaits(context: context)
                 shared.metrics.accepted(bytes: message.size, atNanos: wallNanos)
-                if let transaction, let headers, case .reply(let reply) = action {
-                    auditedMessageEnd(
-                        transaction, reply: reply, fault: nil, headers: headers, size: message.size, envelope: message.envelope,
-                        storedID: message.id)
+                if let audited, case .reply(let reply) = action {
+                    auditedMessageEnd(of: message, reply: reply, headers: audited, storedID: message.id)
                 }
             }
             let sent = WallClock.nanos()
@@ -217,9 +211,7 @@ extension SMTPServerHandler {
         case .failure(let error):
             shared.logger.error("cannot store message", metadata: ["id": "\(message.id)", "error": "\(error)"])
             let action = session.storeFailed()
-            if let transaction, let headers, case .reply(let reply) = action {
-                auditedMessageEnd(transaction, reply: reply, fault: nil, headers: headers, size: message.size, envelope: message.envelope)
-            }
+            if let audited, case .reply(let reply) = action { auditedMessageEnd(of: message, reply: reply, headers: audited) }
             act(action, context: context)
         }
     }

@@ -86,15 +86,14 @@ extension SMTPServerHandler {
             && (command.map(session.admits) ?? true)
         guard !rules.isEmpty || builtIn else { return nil }
         if rules.isEmpty, phase == .mail || phase == .rcpt {
-            let sender = command?.senderPath ?? session.transaction?.reversePath
-            let recipient = command?.recipientPath ?? session.transaction?.recipients.first?.path
+            let sender = command?.senderPath ?? session.sender
+            let recipient = command?.recipientPath ?? session.firstRecipient
             guard let fired = BuiltInFaults.decide(at: phase, sender: sender, recipient: recipient) else { return nil }
             transcript.note("\(fired.rule) at \(phase.rawValue)")
             return fired
         }
-        if rules.isEmpty, phase == .dataEnd, let transaction = session.transaction {
-            let fired = BuiltInFaults.decideAtDataEnd(
-                sender: transaction.reversePath, recipients: transaction.recipients.lazy.map(\.path), message: message)
+        if rules.isEmpty, phase == .dataEnd, let recipients = session.recipients {
+            let fired = BuiltInFaults.decideAtDataEnd(sender: session.sender, recipients: recipients.lazy.map(\.path), message: message)
             if let fired { transcript.note("\(fired.rule) at \(phase.rawValue)") }
             return fired
         }

@@ -167,6 +167,12 @@ struct SMTPSession {
     var declaredSize: Int? { isReceivingMessage ? current?.declaredSize : nil }
     /// The transaction under way (MAIL given), if any.
     var transaction: Transaction? { current }
+    /// The transaction's sender and first recipient, read where they are (through
+    /// `transaction` the whole transaction is copied to read one of its fields).
+    var sender: ReversePath? { current?.reversePath }
+    var firstRecipient: ForwardPath? { current?.recipients.first?.path }
+    var recipients: [AcceptedRecipient]? { current?.recipients }
+    var hasTransaction: Bool { current?.mailNanos != nil }
 
     /// What a captured message records of its session.
     struct Facts {
@@ -325,10 +331,15 @@ struct SMTPSession {
     mutating func messageBytes(_ count: Int) -> Bool {
         switch state {
         case .data, .chunk(_, nil):
-            guard current != nil else { return false }
-            current!.receivedBytes += count
-            if current!.receivedBytes > configuration.limits.maxMessageBytes { current!.tooBig = true }
-            return !current!.tooBig
+            // Taken out, changed and put back: read through `current!` the transaction was copied
+            // (a retain and a release of each of its references) for every piece of a message.
+            let limit = configuration.limits.maxMessageBytes
+            guard var transaction = current.take() else { return false }
+            transaction.receivedBytes += count
+            if transaction.receivedBytes > limit { transaction.tooBig = true }
+            let keep = !transaction.tooBig
+            current = consume transaction
+            return keep
         default:
             return false
         }
