@@ -134,7 +134,7 @@ final class AttemptLog: Sendable {
             raised.append(.sentAfterBounce)
         }
         let deferred = delivery.outcome == .deferred
-        deliveries.append(delivery)
+        deliveries.append(consume delivery)
         latest = id
         return (id, deferred, false)
     }
@@ -361,11 +361,13 @@ struct DeliveryTable {
         slots.reserveCapacity(capacity)
     }
 
-    /// Adds the delivery with the next id.
-    mutating func append(_ delivery: Delivery) {
-        if slots.isEmpty { first = delivery.id }
-        precondition(delivery.id == first + slots.count, "deliveries are added in id order")
-        slots.append(delivery)
+    /// Adds the delivery with the next id (moved in: a copy was a retain and a release of each
+    /// of its attempt's references).
+    mutating func append(_ delivery: consuming Delivery) {
+        let id = delivery.id
+        if slots.isEmpty { first = id }
+        precondition(id == first + slots.count, "deliveries are added in id order")
+        slots.append(consume delivery)
         count += 1
     }
 

@@ -220,103 +220,150 @@ struct SMTPSession {
 
     // MARK: Commands
 
+    /// The command first, then the state: a `switch` over the pair of them copied both into a
+    /// tuple (a retain and a release of each of their references) for every command.
     mutating func receive(_ command: SMTPCommand, at now: Int64) -> Action {
-        switch (state, command) {
-        case (.closed, _):
-            return .none
-        case (_, .quit):
+        if case .closed = state { return .none }
+        let inBDAT = if case .chunked = state { true } else { false }
+        let finishBDAT = "finish the BDAT transaction with BDAT LAST or RSET first"
+        switch command {
+        case .quit:
             state = .closed
             return .replyAndClose(.bye)
-        case (_, .noop):
+        case .noop:
             return .reply(.ok)
-        case (_, .help):
+        case .help:
             return .reply(.help)
-        case (_, .vrfy):
+        case .vrfy:
             return .reply(.cannotVerify)
-        case (_, .expn):
+        case .expn:
             return .reply(.expnNotImplemented)
 
-        case (.chunked, .ehlo), (.chunked, .helo), (.chunked, .mail), (.chunked, .data), (.chunked, .starttls), (.chunked, .auth):
-            return badSequence("finish the BDAT transaction with BDAT LAST or RSET first")
-        case (_, .ehlo(let domain)), (_, .helo(let domain)):
+        case .ehlo(let domain), .helo(let domain):
+            if inBDAT { return badSequence(finishBDAT) }
             let extended = if case .ehlo = command { true } else { false }
             helo = domain
             esmtp = extended
             state = .ready
             return .reply(extended ? ehloReply(domain) : .helo(hostname: configuration.hostname))
-        case (_, .rset):
-            if state != .connected { state = .ready }
+        case .rset:
+            if case .connected = state {} else { state = .ready }
             return .reply(.reset)
 
-        case (.connected, .mail), (.connected, .rcpt), (.connected, .data), (.connected, .bdat):
-            if case .bdat(let size, _) = command { return rejectChunk(.outOfSequence("send EHLO or HELO first"), size: size) }
-            return badSequence("send EHLO or HELO first")
-
-        case (.ready, .mail(let path, let parameters)):
-            if configuration.requireAuth && authUser == nil {
-                return error(.authenticationRequired)
+        case .mail(let path, let parameters):
+            switch state {
+            case .chunked:
+                return badSequence(finishBDAT)
+            case .connected:
+                return badSequence("send EHLO or HELO first")
+            case .ready:
+                if configuration.requireAuth && authUser == nil {
+                    return error(.authenticationRequired)
+                }
+                if let reply = checkMailParameters(parameters) { return error(reply) }
+                if case .mailbox(let mailbox) = path, mailbox.needsSMTPUTF8, !parameters.smtpUTF8 {
+                    return error(.needsSMTPUTF8)
+                }
+                state = .mail
+                current = Transaction(reversePath: path, parameters: parameters, mailNanos: now)
+                return .reply(.senderOK)
+            case .mail, .data, .storing:
+                return badSequence("nested MAIL command")
+            default:
+                return notAllowedNow(command)
             }
-            if let reply = checkMailParameters(parameters) { return error(reply) }
-            if case .mailbox(let mailbox) = path, mailbox.needsSMTPUTF8, !parameters.smtpUTF8 {
-                return error(.needsSMTPUTF8)
+
+        case .rcpt(let path, let parameters):
+            switch state {
+            case .connected:
+                return badSequence("send EHLO or HELO first")
+            case .ready:
+                return badSequence("need MAIL before RCPT")
+            case .mail:
+                // Read where it is: the transaction is not copied (a copy held while appending
+                // would also copy the recipients).
+                guard let count = current?.recipients.count, let smtpUTF8 = current?.parameters.smtpUTF8 else {
+                    return badSequence("need MAIL before RCPT")
+                }
+                guard count < configuration.limits.maxRecipients else {
+                    return .reply(.tooManyRecipients(limit: configuration.limits.maxRecipients))
+                }
+                if let reply = checkRecipientParameters(parameters) { return error(reply) }
+                if case .mailbox(let mailbox) = path, mailbox.needsSMTPUTF8, !smtpUTF8 {
+                    return error(.needsSMTPUTF8)
+                }
+                current!.recipients.append(AcceptedRecipient(path: path, parameters: parameters))
+                return .reply(.recipientOK)
+            default:
+                return notAllowedNow(command)
             }
-            state = .mail
-            current = Transaction(reversePath: path, parameters: parameters, mailNanos: now)
-            return .reply(.senderOK)
-        case (.mail, .mail), (.data, .mail), (.storing, .mail):
-            return badSequence("nested MAIL command")
-        case (.ready, .rcpt):
-            return badSequence("need MAIL before RCPT")
 
-        case (.mail, .rcpt(let path, let parameters)):
-            guard let transaction = current else { return badSequence("need MAIL before RCPT") }
-            guard transaction.recipients.count < configuration.limits.maxRecipients else {
-                return .reply(.tooManyRecipients(limit: configuration.limits.maxRecipients))
+        case .data:
+            switch state {
+            case .chunked:
+                return badSequence(finishBDAT)
+            case .connected:
+                return badSequence("send EHLO or HELO first")
+            case .mail:
+                guard current?.recipients.isEmpty == false else { return badSequence("need RCPT before DATA") }
+                current!.dataStartNanos = now
+                state = .data
+                return .reply(.startMailInput)
+            case .ready:
+                return badSequence("need MAIL before DATA")
+            default:
+                return notAllowedNow(command)
             }
-            if let reply = checkRecipientParameters(parameters) { return error(reply) }
-            if case .mailbox(let mailbox) = path, mailbox.needsSMTPUTF8, !transaction.parameters.smtpUTF8 {
-                return error(.needsSMTPUTF8)
+
+        case .bdat(let size, let last):
+            switch state {
+            case .connected:
+                return rejectChunk(.outOfSequence("send EHLO or HELO first"), size: size)
+            case .mail:
+                guard current?.recipients.isEmpty == false else {
+                    return rejectChunk(.outOfSequence("need RCPT before BDAT"), size: size)
+                }
+                current!.dataStartNanos = now
+                current!.usedBDAT = true
+                state = .chunk(last: last, rejection: nil)
+                return size == 0 ? finishChunk() : .none
+            case .chunked:
+                state = .chunk(last: last, rejection: nil)
+                return size == 0 ? finishChunk() : .none
+            default:
+                return rejectChunk(.outOfSequence("need MAIL and RCPT before BDAT"), size: size)
             }
-            current!.recipients.append(AcceptedRecipient(path: path, parameters: parameters))
-            return .reply(.recipientOK)
 
-        case (.mail, .data):
-            guard current?.recipients.isEmpty == false else { return badSequence("need RCPT before DATA") }
-            current!.dataStartNanos = now
-            state = .data
-            return .reply(.startMailInput)
-        case (.ready, .data):
-            return badSequence("need MAIL before DATA")
-
-        case (.mail, .bdat(let size, let last)):
-            guard current?.recipients.isEmpty == false else {
-                return rejectChunk(.outOfSequence("need RCPT before BDAT"), size: size)
+        case .starttls:
+            switch state {
+            case .chunked:
+                return badSequence(finishBDAT)
+            case .connected, .ready:
+                guard configuration.startTLSAvailable, !tlsActive else {
+                    return tlsActive ? badSequence("TLS already active") : .reply(.tlsNotAvailable)
+                }
+                // The handler switches to TLS when this 220 is written.
+                return .reply(.readyToStartTLS)
+            default:
+                return notAllowedNow(command)
             }
-            current!.dataStartNanos = now
-            current!.usedBDAT = true
-            state = .chunk(last: last, rejection: nil)
-            return size == 0 ? finishChunk() : .none
-        case (.chunked, .bdat(let size, let last)):
-            state = .chunk(last: last, rejection: nil)
-            return size == 0 ? finishChunk() : .none
-        case (_, .bdat(let size, _)):
-            return rejectChunk(.outOfSequence("need MAIL and RCPT before BDAT"), size: size)
 
-        case (.connected, .starttls), (.ready, .starttls):
-            guard configuration.startTLSAvailable, !tlsActive else {
-                return tlsActive ? badSequence("TLS already active") : .reply(.tlsNotAvailable)
+        case .auth(let mechanism, let initial):
+            switch state {
+            case .chunked:
+                return badSequence(finishBDAT)
+            case .connected:
+                return startAuth(mechanism, initial, resume: .connected)
+            case .ready:
+                return startAuth(mechanism, initial, resume: .ready)
+            default:
+                return notAllowedNow(command)
             }
-            // The handler switches to TLS when this 220 is written.
-            return .reply(.readyToStartTLS)
-
-        case (.connected, .auth(let mechanism, let initial)):
-            return startAuth(mechanism, initial, resume: .connected)
-        case (.ready, .auth(let mechanism, let initial)):
-            return startAuth(mechanism, initial, resume: .ready)
-
-        default:
-            return badSequence("\(command.verb) not allowed now")
         }
+    }
+
+    private mutating func notAllowedNow(_ command: SMTPCommand) -> Action {
+        badSequence("\(command.verb) not allowed now")
     }
 
     /// A line that did not parse as a command.
