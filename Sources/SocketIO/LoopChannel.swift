@@ -246,10 +246,12 @@ public final class LoopChannel: Channel, ChannelCore, LoopSocket, @unchecked Sen
         readBuffer = nil
         if slot != 0 { loop.release(slot: slot) }
         _ = systemClose(fd)
-        let failed = unsent
-        unsent.removeAll()
+        if !unsent.isEmpty {
+            let failed = unsent
+            unsent.removeAll()
+            for (_, pending) in failed { pending?.fail(ChannelError.ioOnClosedChannel) }
+        }
         flushed = 0
-        for (_, pending) in failed { pending?.fail(ChannelError.ioOnClosedChannel) }
         promise?.succeed(())
         _pipeline.syncOperations.fireChannelInactive()
         _pipeline.syncOperations.fireChannelUnregistered()
@@ -355,6 +357,17 @@ public final class LoopChannel: Channel, ChannelCore, LoopSocket, @unchecked Sen
     /// `flush` for the direct handler.
     public func send(_ buffer: ByteBuffer) {
         guard isOpen else { return }
+        // Nothing waiting before it: sent at once, kept only for what the socket did not take
+        // (through the queue, each reply was an append and a removal, a retain and a release).
+        if unsent.isEmpty, !waitingForWritable {
+            let written = buffer.withUnsafeReadableBytes { bytes in swallow_send(fd, bytes.baseAddress, UInt(bytes.count)) }
+            if written == buffer.readableBytes { return }
+            var rest = buffer
+            if written > 0 { rest.moveReaderIndex(forwardBy: written) }
+            // The rest, or an error (`EAGAIN` included), as `writeFlushed` handles it.
+            unsent.append((rest, nil))
+            return flush0()
+        }
         unsent.append((buffer, nil))
         flush0()
     }

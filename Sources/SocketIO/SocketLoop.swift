@@ -62,6 +62,7 @@ public final class SocketLoop: EventLoop, @unchecked Sendable {
     private var turnWall: Int64 = 0
     /// Work queued on the loop, run before it waits again.
     private var ready: [() -> Void] = []
+    private var running: [() -> Void] = []
     private var timers = TimerHeap()
     private var sockets: [(any LoopSocket)?] = [nil]
     private var freeSlots: [Int] = []
@@ -365,11 +366,14 @@ public final class SocketLoop: EventLoop, @unchecked Sendable {
         for callback in stopped { callback() }
     }
 
+    /// The tasks run and those they add go into two arrays in turn: copied out and emptied,
+    /// the one array was made again (a `malloc`) at every turn that had a task. Called only
+    /// from the loop's own turn, never from a task.
     private func runReady() {
         while !ready.isEmpty {
-            let tasks = ready
-            ready.removeAll(keepingCapacity: true)
-            for task in tasks { task() }
+            swap(&ready, &running)
+            for task in running { task() }
+            running.removeAll(keepingCapacity: true)
         }
     }
 

@@ -41,31 +41,36 @@ struct MessageCapture {
         return fields
     }
 
-    /// The `Received:` header up to the message's id, as written for a connection's last
-    /// message: the same for each of its messages until the client says HELO again, starts TLS
-    /// or authenticates. Written whole, it is one copy; written a piece at a time, it was a
-    /// dozen calls into NIO's `ByteBuffer` per message (~2% of the sink's user CPU for a 1 KiB
-    /// message in `perf record`).
+    /// The `Received:` header up to the message's id, as written for a connection's messages:
+    /// the same for each of them until the client says HELO again, starts TLS or
+    /// authenticates. Kept from a connection's second message on (a connection with one
+    /// message would only pay for the copy) and written whole, it is one copy; written a
+    /// piece at a time, it was a dozen calls into NIO's `ByteBuffer` per message (~2% of the
+    /// sink's user CPU for a 1 KiB message in `perf record`).
     struct ReceivedPrefix {
         let facts: SMTPSession.Facts
         let bytes: ByteBuffer
+
+        /// A connection's: none yet, a first message written, or kept.
+        enum Cache {
+            case none
+            case once
+            case kept(ReceivedPrefix)
+        }
 
         func matches(_ other: SMTPSession.Facts) -> Bool {
             facts.helo == other.helo && facts.esmtp == other.esmtp && facts.tlsActive == other.tlsActive
                 && (facts.authUser == nil) == (other.authUser == nil)
         }
 
-        /// `Received: from HELO ([IP])\r\n\tby HOST (Swallow) with ESMTP id ` (RFC 5321 §4.4;
-        /// the "with" keywords are RFC 3848's).
-        init(facts: SMTPSession.Facts, peer: Peer, hostname: String, allocator: ByteBufferAllocator) {
-            self.facts = facts
-            let helo = facts.helo ?? "unknown"
-            var buffer = allocator.buffer(capacity: 64 + helo.utf8.count + peer.remoteIP.utf8.count + hostname.utf8.count)
+        /// Writes `Received: from HELO ([IP])\r\n\tby HOST (Swallow) with ESMTP id ` (RFC 5321
+        /// §4.4; the "with" keywords are RFC 3848's).
+        static func write(into buffer: inout ByteBuffer, facts: SMTPSession.Facts, peer: Peer, hostname: String) {
             buffer.writeStaticString("Received: from ")
             if peer.viaHTTP {
                 buffer.writeStaticString("http-api (the HTTP send API)")
             } else {
-                buffer.writeString(helo)
+                buffer.writeString(facts.helo ?? "unknown")
                 buffer.writeStaticString(" ([")
                 buffer.writeString(peer.remoteIP)
                 buffer.writeStaticString("])")
@@ -81,32 +86,41 @@ struct MessageCapture {
                 if facts.authUser != nil { buffer.writeStaticString("A") }
             }
             buffer.writeStaticString(" id ")
-            bytes = buffer
         }
     }
 
     /// Starts a message: its id, and unless bodies are discarded, its body with the
-    /// `Received:` trace header, its start taken from `prefix` when that was written for the
-    /// same facts (and made again into it when not).
-    /// Takes the configuration's three facts it needs (the whole configuration, read from the
-    /// shared context, was a copy of every field per message).
+    /// `Received:` trace header, its start taken from the connection's `prefix` when kept for
+    /// the same facts. Takes the configuration's three facts it needs (the whole
+    /// configuration, read from the shared context, was a copy of every field per message).
     init(
         session: SMTPSession.Facts, peer: Peer, hostname: String, discardBodies: Bool, maxMessageBytes: Int,
-        allocator: ByteBufferAllocator, sizeHint: Int, prefix: inout ReceivedPrefix?
+        allocator: ByteBufferAllocator, sizeHint: Int, prefix: inout ReceivedPrefix.Cache
     ) {
         let now = WallClock.nanos()
         id = MessageIDGenerator.next(nanos: now)
         guard !discardBodies else { return }
-        if prefix.map({ !$0.matches(session) }) ?? true {
-            prefix = ReceivedPrefix(facts: session, peer: peer, hostname: hostname, allocator: allocator)
-        }
-        let start = prefix!.bytes
         let date = WallClock.rfc5322Date(nanos: now)
         // Sized for the message when it is known (SIZE, or a first chunk holding all of it), so a
         // stored 1 KiB message does not keep a 4 KiB buffer alive.
         let capacity = min(sizeHint + 128, maxMessageBytes)
-        var buffer = allocator.buffer(capacity: start.readableBytes + id.utf8.count + date.utf8.count + 8 + capacity)
-        buffer.writeImmutableBuffer(start)
+        let start: Int
+        if case .kept(let kept) = prefix, kept.matches(session) {
+            start = kept.bytes.readableBytes
+        } else {
+            start = 64 + (session.helo?.utf8.count ?? 7) + peer.remoteIP.utf8.count + hostname.utf8.count
+        }
+        var buffer = allocator.buffer(capacity: start + id.utf8.count + date.utf8.count + 8 + capacity)
+        if case .kept(let kept) = prefix, kept.matches(session) {
+            buffer.writeImmutableBuffer(kept.bytes)
+        } else {
+            ReceivedPrefix.write(into: &buffer, facts: session, peer: peer, hostname: hostname)
+            if case .none = prefix {
+                prefix = .once
+            } else {
+                prefix = .kept(ReceivedPrefix(facts: session, bytes: ByteBuffer(bytes: buffer.readableBytesView)))
+            }
+        }
         buffer.writeString(id)
         buffer.writeStaticString(";\r\n\t")
         buffer.writeString(date)

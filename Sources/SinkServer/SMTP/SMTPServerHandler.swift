@@ -84,7 +84,7 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// The origin of this connection's delivery attempts (see `attemptOrigin()`).
     @exclusivity(unchecked) var lastOrigin: Attempt.Origin?
     /// The start of the `Received:` header of this connection's last message.
-    @exclusivity(unchecked) var receivedPrefix: MessageCapture.ReceivedPrefix?
+    @exclusivity(unchecked) var receivedPrefix = MessageCapture.ReceivedPrefix.Cache.none
     @exclusivity(unchecked) var previousMessage: (sharedSession: CapturedMessage.SharedSession, envelope: Envelope)?
     /// A plain connection on a `LoopChannel`: the channel calls this handler directly, and
     /// replies and read requests go straight to it (`LoopChannelDirect`); `nil` under TLS, whose

@@ -24,6 +24,8 @@ struct SMTPSession {
         /// connection is greeted and most say EHLO (made per connection, with their text
         /// formatted and scanned, they showed at a connection per message in `perf record`).
         let greeting: SMTPReply
+        /// The `250` answering HELO (it names this host only).
+        let heloReply: SMTPReply
         let ehloKeywords: [String]
 
         init(
@@ -38,6 +40,7 @@ struct SMTPSession {
             self.authRequiresTLS = authRequiresTLS
             self.makeChallenge = makeChallenge
             greeting = .greeting(hostname: hostname)
+            heloReply = .helo(hostname: hostname)
             ehloKeywords = ["PIPELINING", "SIZE \(limits.maxMessageBytes)", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING", "DSN"]
         }
     }
@@ -245,7 +248,7 @@ struct SMTPSession {
             helo = domain
             esmtp = extended
             state = .ready
-            return .reply(extended ? ehloReply(domain) : .helo(hostname: configuration.hostname))
+            return .reply(extended ? ehloReply(domain) : configuration.heloReply)
         case .rset:
             if case .connected = state {} else { state = .ready }
             return .reply(.reset)
