@@ -25,7 +25,7 @@ import NIOCore
 /// (`direct`): reads, read completions and read requests are then calls to it rather than
 /// passes through the pipeline, and it writes with `send` and asks for reads with
 /// `read0`. The pipeline still carries everything else (activation, errors, closing).
-public final class LoopChannel: Channel, ChannelCore, LoopSocket, @unchecked Sendable {
+public final class LoopChannel: Channel, ChannelCore, LoopSocket, LoopDeferred, @unchecked Sendable {
     public let loop: SocketLoop
     private let fd: Int32
     // `@exclusivity(unchecked)`: the channel's state is touched on its loop only, one call at
@@ -218,10 +218,7 @@ public final class LoopChannel: Channel, ChannelCore, LoopSocket, @unchecked Sen
         readRequested = true
         if mayRead, !readQueued {
             readQueued = true
-            loop.later { [self] in
-                readQueued = false
-                if readRequested, mayRead, isOpen { readPass() }
-            }
+            loop.later(self, step: Self.queuedRead)
         }
     }
 
@@ -255,10 +252,7 @@ public final class LoopChannel: Channel, ChannelCore, LoopSocket, @unchecked Sen
         promise?.succeed(())
         _pipeline.syncOperations.fireChannelInactive()
         _pipeline.syncOperations.fireChannelUnregistered()
-        loop.later { [self] in
-            removeHandlers(pipeline: _pipeline)
-            closePromise.succeed(())
-        }
+        loop.later(self, step: Self.closed)
     }
 
     public func triggerUserOutboundEvent0(_ event: Any, promise: EventLoopPromise<Void>?) {
@@ -286,6 +280,20 @@ public final class LoopChannel: Channel, ChannelCore, LoopSocket, @unchecked Sen
     public func close() {
         guard isOpen else { return }
         close0(error: ChannelError.eof, mode: .all, promise: nil)
+    }
+
+    private static let queuedRead = 0
+    private static let closed = 1
+
+    /// The steps `read0` and `close0` leave for later in the loop's turn.
+    public func loopDeferred(_ step: Int) {
+        if step == Self.queuedRead {
+            readQueued = false
+            if readRequested, mayRead, isOpen { readPass() }
+        } else {
+            removeHandlers(pipeline: _pipeline)
+            closePromise.succeed(())
+        }
     }
 
     // MARK: Reading and writing

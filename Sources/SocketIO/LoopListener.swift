@@ -101,17 +101,23 @@ public final class LoopListener: LoopSocket, @unchecked Sendable {
         let loop = loops[next]
         next = (next + 1) % loops.count
         let local = wildcard ? Self.localAddress(of: connection) ?? localAddress : localAddress
+        // On this loop, opened at once (a closure for it was a `malloc` a connection).
+        guard loop !== loops[0] else { return Self.open(connection, loop: loop, local: local, remote: remote, initializer: initializer) }
         let initializer = self.initializer
-        let open: @Sendable () -> Void = {
-            let channel = LoopChannel(fd: connection, loop: loop, local: local, remote: remote)
-            do {
-                try initializer(channel)
-                try channel.start()
-            } catch {
-                channel.close()
-            }
+        loop.execute { Self.open(connection, loop: loop, local: local, remote: remote, initializer: initializer) }
+    }
+
+    private static func open(
+        _ connection: Int32, loop: SocketLoop, local: SocketAddress?, remote: SocketAddress?,
+        initializer: @Sendable (LoopChannel) throws -> Void
+    ) {
+        let channel = LoopChannel(fd: connection, loop: loop, local: local, remote: remote)
+        do {
+            try initializer(channel)
+            try channel.start()
+        } catch {
+            channel.close()
         }
-        if loop === loops[0] { open() } else { loop.execute(open) }
     }
 
     /// Bound to every address: a connection's own local address is asked for. Decided once

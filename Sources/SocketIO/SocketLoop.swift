@@ -18,6 +18,11 @@ public protocol LoopSocket: AnyObject {
     func close()
 }
 
+/// An object whose deferred work the loop runs by calling it (`SocketLoop.later(_:step:)`).
+public protocol LoopDeferred: AnyObject {
+    func loopDeferred(_ step: Int)
+}
+
 /// Swallow's own event loop for plain TCP: one thread, an edge-triggered poller (epoll), its
 /// sockets, its timers, and the `EventLoop` interface the rest uses (promises, `scheduleTask`,
 /// `execute`), so code written for NIO's loops runs on it unchanged.
@@ -61,8 +66,21 @@ public final class SocketLoop: EventLoop, @unchecked Sendable {
     private var turnUptime: UInt64 = 0
     private var turnWall: Int64 = 0
     /// Work queued on the loop, run before it waits again.
-    private var ready: [() -> Void] = []
-    private var running: [() -> Void] = []
+    private var ready: [ReadyTask] = []
+    private var running: [ReadyTask] = []
+
+    /// Work queued on the loop: a closure, or a socket's own step (no closure made for it).
+    private enum ReadyTask {
+        case closure(() -> Void)
+        case step(any LoopDeferred, Int)
+
+        func run() {
+            switch self {
+            case .closure(let task): task()
+            case .step(let object, let step): object.loopDeferred(step)
+            }
+        }
+    }
     private var timers = TimerHeap()
     private var sockets: [(any LoopSocket)?] = [nil]
     private var freeSlots: [Int] = []
@@ -128,7 +146,7 @@ public final class SocketLoop: EventLoop, @unchecked Sendable {
 
     public func execute(_ task: @escaping @Sendable () -> Void) {
         if inEventLoop {
-            ready.append(task)
+            ready.append(.closure(task))
             return
         }
         inbox.withLock { inbox in
@@ -145,7 +163,14 @@ public final class SocketLoop: EventLoop, @unchecked Sendable {
 
     /// Runs `task` on this loop after what it does now. Call on the loop.
     public func later(_ task: @escaping () -> Void) {
-        ready.append(task)
+        ready.append(.closure(task))
+    }
+
+    /// Calls `object.loopDeferred(step)` on this loop after what it does now, in order with
+    /// `later`'s tasks. Call on the loop. A connection's deferred read and its teardown use
+    /// this: a closure for each was a `malloc` a connection.
+    public func later(_ object: any LoopDeferred, step: Int) {
+        ready.append(.step(object, step))
     }
 
     public func scheduleTask<T>(deadline: NIODeadline, _ task: @escaping @Sendable () throws -> T) -> Scheduled<T> {
@@ -372,7 +397,7 @@ public final class SocketLoop: EventLoop, @unchecked Sendable {
     private func runReady() {
         while !ready.isEmpty {
             swap(&ready, &running)
-            for task in running { task() }
+            for task in running { task.run() }
             running.removeAll(keepingCapacity: true)
         }
     }
