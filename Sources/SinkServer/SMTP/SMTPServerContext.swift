@@ -26,6 +26,12 @@ struct SMTPServerContext: Sendable {
     /// closed (`perf record`, a connection per message).
     final class Shared: Sendable {
         let value: SMTPServerContext
-        init(_ value: SMTPServerContext) { self.value = value }
+        /// A new connection's session, made once: each connection copies it (a session made
+        /// from the configuration boxed and copied the configuration's every field).
+        let newSession: SMTPSession
+        init(_ value: SMTPServerContext) {
+            self.value = value
+            newSession = SMTPSession(configuration: value.session)
+        }
     }
 }

@@ -99,7 +99,7 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     init(_ box: SMTPServerContext.Shared) {
         let shared = box.value
         self.sharedBox = box
-        self.session = SMTPSession(configuration: shared.session)
+        self.session = box.newSession
         self.decoder = SMTPFrameDecoder(maxLineBytes: shared.configuration.limits.maxFrameLineBytes)
         self.transcript = Transcript(enabled: shared.configuration.transcripts)
     }

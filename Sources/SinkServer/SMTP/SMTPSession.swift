@@ -9,7 +9,7 @@ import SMTPProtocol
 /// in front of it (`Faults/`); it only hears their refusals (`refuse(_:)`, `answer(_:to:)`).
 /// AUTH is in `SMTPSession+Auth.swift`, the EHLO keywords and ESMTP parameters in
 /// `SMTPSession+Parameters.swift`, the replies in `SMTPReply+Server.swift`.
-struct SMTPSession {
+struct SMTPSession: Sendable {
     struct Configuration: Sendable {
         let hostname: String
         let limits: SMTPLimits
