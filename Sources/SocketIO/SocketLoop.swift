@@ -202,7 +202,8 @@ public final class SocketLoop: EventLoop, @unchecked Sendable {
         // What the action holds goes now, not when the heap drops the timer: a connection's
         // watchdog held its handler, its context and so the whole connection until ~1 000
         // connections later, and every connection was built in fresh memory.
-        timer.action = {}
+        timer.action = Self.noAction
+        timer.target = nil
         cancelledTimers += 1
         if cancelledTimers > 1024 && cancelledTimers * 2 > timers.count {
             timers.removeCancelled()
@@ -263,6 +264,30 @@ public final class SocketLoop: EventLoop, @unchecked Sendable {
         timers.push(timer)
         return NIOScheduledCallback(self, id: Self.callbackID(slot: slot, generation: generation))
     }
+
+    /// `target.loopDeferred(step)` at `deadline`, cancelled as `scheduleCallback`'s are: a
+    /// callback without a closure (a connection's watchdog, scheduled once per connection;
+    /// its closure and the handler's loop-bound box were two allocations). Call on the loop.
+    public func scheduleCallback(at deadline: NIODeadline, target: any LoopDeferred, step: Int) -> NIOScheduledCallback {
+        preconditionInEventLoop()
+        let slot: Int
+        if let free = freeCallbacks.popLast() {
+            slot = free
+        } else {
+            slot = callbacks.count
+            callbacks.append((nil, 0))
+        }
+        let generation = callbacks[slot].generation
+        let timer = Timer(deadline: deadline.uptimeNanoseconds, action: Self.noAction)
+        timer.target = target
+        timer.step = step
+        timer.slot = slot
+        callbacks[slot].timer = timer
+        timers.push(timer)
+        return NIOScheduledCallback(self, id: Self.callbackID(slot: slot, generation: generation))
+    }
+
+    private static let noAction: @Sendable () -> Void = {}
 
     private func releaseCallback(slot: Int) {
         callbacks[slot].timer = nil
@@ -419,6 +444,10 @@ public final class SocketLoop: EventLoop, @unchecked Sendable {
         while let timer = timers.popDue(now: now) {
             if timer.cancelled {
                 cancelledTimers -= 1
+            } else if let target = timer.target {
+                timer.target = nil
+                releaseCallback(slot: timer.slot)
+                target.loopDeferred(timer.step)
             } else {
                 timer.action()
             }
@@ -430,6 +459,10 @@ public final class SocketLoop: EventLoop, @unchecked Sendable {
     final class Timer {
         let deadline: UInt64
         var action: () -> Void
+        /// Instead of `action`: `target.loopDeferred(step)`, the callback in `slot`.
+        var target: (any LoopDeferred)?
+        var step = 0
+        var slot = 0
         var cancelled = false
         var order: UInt64 = 0
 

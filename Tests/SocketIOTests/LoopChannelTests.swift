@@ -418,6 +418,45 @@ struct LoopChannelTests {
         #expect(released.1)
     }
 
+    /// Records the steps the loop calls it back with.
+    final class Steps: LoopDeferred, @unchecked Sendable {
+        var seen: [Int] = []
+        let done: EventLoopPromise<Void>?
+        init(done: EventLoopPromise<Void>?) { self.done = done }
+        func loopDeferred(_ step: Int) {
+            seen.append(step)
+            if step == 3 { done?.succeed(()) }
+        }
+    }
+
+    @Test("callbacks to an object run in deadline order with its steps; a cancelled one never runs and lets go of the object")
+    func targetCallbacks() async throws {
+        let loops = try SocketLoop.start(count: 1, name: "test-target")
+        defer { for loop in loops { loop.shutdownGracefully { _ in } } }
+        let loop = loops[0]
+        let done = loop.makePromise(of: Void.self)
+        let steps = Steps(done: done)
+        let released = try await loop.submit {
+            let now = NIODeadline.now()
+            _ = loop.scheduleCallback(at: now + .milliseconds(30), target: steps, step: 3)
+            _ = loop.scheduleCallback(at: now + .milliseconds(10), target: steps, step: 1)
+            let cancelled = loop.scheduleCallback(at: now + .milliseconds(20), target: steps, step: 2)
+            cancelled.cancel()
+            // A cancelled callback holds its object no longer.
+            var other: Steps? = Steps(done: nil)
+            weak let watched = other
+            let held = loop.scheduleCallback(at: now + .hours(1), target: other!, step: 9)
+            other = nil
+            let before = watched != nil
+            held.cancel()
+            return (before, watched == nil)
+        }.get()
+        try await done.futureResult.get()
+        #expect(try await loop.submit { steps.seen }.get() == [1, 3])
+        #expect(released.0)
+        #expect(released.1)
+    }
+
     @Test("work handed to a loop after it stopped is dropped (its wake-up descriptor, closed, may name another file by then)")
     func executeAfterShutdown() async throws {
         let loop = try SocketLoop.start(count: 1, name: "test-stopped")[0]

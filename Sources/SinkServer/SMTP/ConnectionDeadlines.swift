@@ -1,5 +1,6 @@
 import NIOCore
 import SMTPProtocol
+import SocketIO
 
 /// The deadlines of one connection, each answered with `421 4.4.2` and a close:
 /// - silence: `--idle-timeout` since the last bytes read;
@@ -81,8 +82,20 @@ extension SMTPServerHandler {
         guard deadline < deadlines.watchdogDue else { return }
         deadlines.watchdog?.cancel()
         deadlines.watchdogDue = deadline
+        // On a socket loop the loop calls the handler back (`loopDeferred`), with the context
+        // it keeps until the connection closes: no closure or box made.
+        if let socketLoop, loopContext != nil {
+            deadlines.watchdog = socketLoop.scheduleCallback(at: deadline, target: self, step: 0)
+            return
+        }
         let watchdog = Watchdog(bound: NIOLoopBound((self, context), eventLoop: context.eventLoop))
         deadlines.watchdog = try? context.eventLoop.scheduleCallback(at: deadline, handler: watchdog)
+    }
+
+    /// The socket loop's call for the watchdog (the one step it is asked for).
+    func loopDeferred(_ step: Int) {
+        guard let loopContext else { return }
+        watchdogFired(context: loopContext)
     }
 
     /// The watchdog's callback (no promise or future per connection, as `scheduleTask` makes).

@@ -50,6 +50,9 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// The connection's loop when it is a `SocketLoop`, whose turn's clock reading the
     /// connection's timestamps share (`wallNanos`).
     @exclusivity(unchecked) var socketLoop: SocketLoop?
+    /// This handler's context while its channel is open on a `SocketLoop`, for the loop's calls
+    /// back (`loopDeferred`); dropped when the channel closes.
+    @exclusivity(unchecked) var loopContext: ChannelHandlerContext?
     /// Where the disk writer hands completed messages back to this connection's loop.
     @exclusivity(unchecked) var handoff: LoopHandoff?
     /// The replies of one pass (its readable bytes: written, not flushed yet), handed to the
@@ -112,6 +115,7 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelActive(context: ChannelHandlerContext) {
         socketLoop = context.eventLoop as? SocketLoop
+        if socketLoop != nil { loopContext = context }
         if !shared.implicitTLS, let channel = context.channel as? LoopChannel {
             directChannel = channel
             directContext = context
@@ -143,6 +147,7 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func channelInactive(context: ChannelHandlerContext) {
         leaveDirect()
         deadlines.cancelAll()
+        loopContext = nil
         closeUpstream()
         capture = nil
         throttled = nil
@@ -354,7 +359,7 @@ final class SMTPServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
 }
 
 // The pipeline's events, called by a `LoopChannel` directly on a plain connection.
-extension SMTPServerHandler: LoopChannelDirect {
+extension SMTPServerHandler: LoopChannelDirect, LoopDeferred {
     func loopChannelRead(_ buffer: ByteBuffer) {
         guard let directContext else { return }
         received(buffer, context: directContext)
