@@ -248,21 +248,12 @@ public final class SocketLoop: EventLoop, @unchecked Sendable {
             }
             return NIOScheduledCallback(self, id: id)
         }
-        let slot: Int
-        if let free = freeCallbacks.popLast() {
-            slot = free
-        } else {
-            slot = callbacks.count
-            callbacks.append((nil, 0))
-        }
-        let generation = callbacks[slot].generation
+        let slot = takeCallbackSlot()
         let timer = Timer(deadline: deadline.uptimeNanoseconds) { [unowned self] in
             releaseCallback(slot: slot)
             handler.handleScheduledCallback(eventLoop: self)
         }
-        callbacks[slot].timer = timer
-        timers.push(timer)
-        return NIOScheduledCallback(self, id: Self.callbackID(slot: slot, generation: generation))
+        return place(timer, slot: slot)
     }
 
     /// `target.loopDeferred(step)` at `deadline`, cancelled as `scheduleCallback`'s are: a
@@ -270,24 +261,29 @@ public final class SocketLoop: EventLoop, @unchecked Sendable {
     /// its closure and the handler's loop-bound box were two allocations). Call on the loop.
     public func scheduleCallback(at deadline: NIODeadline, target: any LoopDeferred, step: Int) -> NIOScheduledCallback {
         preconditionInEventLoop()
-        let slot: Int
-        if let free = freeCallbacks.popLast() {
-            slot = free
-        } else {
-            slot = callbacks.count
-            callbacks.append((nil, 0))
-        }
-        let generation = callbacks[slot].generation
+        let slot = takeCallbackSlot()
         let timer = Timer(deadline: deadline.uptimeNanoseconds, action: Self.noAction)
         timer.target = target
         timer.step = step
         timer.slot = slot
-        callbacks[slot].timer = timer
-        timers.push(timer)
-        return NIOScheduledCallback(self, id: Self.callbackID(slot: slot, generation: generation))
+        return place(timer, slot: slot)
     }
 
     private static let noAction: @Sendable () -> Void = {}
+
+    /// A free callback slot (reused, or a new one).
+    private func takeCallbackSlot() -> Int {
+        if let free = freeCallbacks.popLast() { return free }
+        callbacks.append((nil, 0))
+        return callbacks.count - 1
+    }
+
+    /// `timer` in its slot and the heap; its id names the slot's generation now.
+    private func place(_ timer: Timer, slot: Int) -> NIOScheduledCallback {
+        callbacks[slot].timer = timer
+        timers.push(timer)
+        return NIOScheduledCallback(self, id: Self.callbackID(slot: slot, generation: callbacks[slot].generation))
+    }
 
     private func releaseCallback(slot: Int) {
         callbacks[slot].timer = nil
